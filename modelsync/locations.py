@@ -1,0 +1,87 @@
+"""Plain data passed down the line: where bytes come from and go to, and what was published.
+
+config.py builds these from the resolved settings; sources/, destinations/ and registry.py take them. They hold
+no behaviour beyond small derived properties, so every stage can be tested with hand-made values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .secret import Secret
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str                      # an object key or a prefix ("dir/" or "dir"); "" means the whole bucket
+    region: str | None = None
+    endpoint: str | None = None   # e.g. http://127.0.0.1:9000; None means AWS
+    access_key_id: Secret | None = None
+    secret_access_key: Secret | None = None
+    ca_bundle: str | None = None  # PEM file trusted for this endpoint only
+    verify_tls: bool = True
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class OciLocation:
+    reference: str                # host[:port]/repo[:tag][@sha256:...], no scheme
+    username: str | None = None
+    password: Secret | None = None
+    tls_verify: bool = True
+    ca_bundle: str | None = None  # PEM file trusted for this registry only
+
+    @property
+    def registry(self) -> str:
+        return self.reference.split("/", 1)[0]
+
+    @property
+    def repository(self) -> str:
+        """host/repo without tag or digest."""
+        ref = self.reference.split("@", 1)[0]
+        host, _, path = ref.partition("/")
+        if ":" in path:
+            path = path.rsplit(":", 1)[0]
+        return f"{host}/{path}"
+
+    @property
+    def tag(self) -> str | None:
+        ref = self.reference.split("@", 1)[0]
+        path = ref.partition("/")[2]
+        return path.rsplit(":", 1)[1] if ":" in path else None
+
+    @property
+    def digest(self) -> str | None:
+        return self.reference.split("@", 1)[1] if "@" in self.reference else None
+
+
+@dataclass(frozen=True)
+class UriLocation:
+    url: str                      # http(s)://...
+    headers: dict[str, Secret] = field(default_factory=dict)  # e.g. Authorization, from the credentials dir
+    ca_bundle: str | None = None
+    verify_tls: bool = True
+
+
+@dataclass(frozen=True)
+class LocalLocation:
+    path: Path
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str                     # relative, POSIX separators, never absolute or containing '..'
+    size: int
+    sha256: str                   # hex
+
+
+@dataclass(frozen=True)
+class Published:
+    uri: str                      # what the Model Registry records, e.g. oci://host/repo@sha256:..., s3://b/k
+    digest: str | None            # manifest digest for OCI, None where the back-end has no single digest
+    files: tuple[FileEntry, ...]
