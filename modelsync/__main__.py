@@ -1,0 +1,53 @@
+"""Entry point: parse, run, and map exceptions to exit codes (0 done, 1 runtime failure, 2 bad configuration)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from . import logs
+from .errors import ConfigError, ModelSyncError
+from .secret import mask
+
+log = logging.getLogger("modelsync")
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # Log settings are needed before the config is resolved (to report its problems), so read them from env first.
+    logs.setup(os.environ.get("MODEL_SYNC_LOG_FORMAT", "text"), os.environ.get("MODEL_SYNC_LOG_LEVEL", "info"))
+    try:
+        from . import config
+        cfg = config.load(argv)
+        logs.setup(cfg.log_format, cfg.log_level)
+        from . import job
+        if cfg.dry_run:
+            print(json.dumps(job.dry_run(cfg), indent=2))
+            return EXIT_OK
+        job.run(cfg)
+        return EXIT_OK
+    except ConfigError as exc:
+        for line in exc.problems:
+            log.error("config: %s", line)
+        log.error("configuration invalid (%d problem%s); nothing was done", len(exc.problems),
+                  "" if len(exc.problems) == 1 else "s")
+        return EXIT_CONFIG
+    except ModelSyncError as exc:
+        log.error("%s", exc)
+        return EXIT_FAILED
+    except BrokenPipeError:  # e.g. `modelsync --dry-run | head`
+        return EXIT_OK
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return EXIT_FAILED
+    except Exception as exc:  # a bug: keep the trace for the developer, masked like everything else
+        log.error("unexpected %s: %s", type(exc).__name__, mask(str(exc)), exc_info=True)
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Typed views of a Config: the plain location objects that sources, destinations and the registry take."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+from .config import Config, strip_scheme
+from .errors import ConfigError
+from .locations import LocalLocation, OciLocation, S3Location, UriLocation
+from .secret import Secret
+from . import credentials
+
+
+def s3(cfg: Config, side: str) -> S3Location:
+    v = cfg.values
+    return S3Location(bucket=v[f"{side}_aws_bucket"], key=(v[f"{side}_aws_key"] or "").lstrip("/"),
+                      region=v[f"{side}_aws_region"], endpoint=v[f"{side}_aws_endpoint"],
+                      access_key_id=v[f"{side}_aws_access_key_id"],
+                      secret_access_key=v[f"{side}_aws_secret_access_key"], ca_bundle=_path(v[f"{side}_aws_ca_bundle"]))
+
+
+def oci(cfg: Config, side: str) -> OciLocation:
+    v = cfg.values
+    return OciLocation(reference=strip_scheme(v[f"{side}_oci_uri"]), username=v[f"{side}_oci_username"],
+                       password=v[f"{side}_oci_password"], tls_verify=v[f"{side}_oci_enable_tls_verify"],
+                       ca_bundle=_path(v[f"{side}_oci_ca_bundle"]))
+
+
+def base_image(cfg: Config) -> OciLocation | None:
+    """The modelcar's base; None for 'scratch'. Short Docker Hub names are expanded as docker does."""
+    ref = strip_scheme(cfg.destination_oci_base_image or "scratch")
+    if ref in ("scratch", ""):
+        return None
+    first = ref.split("/", 1)[0]
+    if "/" not in ref or ("." not in first and ":" not in first and first != "localhost"):
+        ref = f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
+    user = password = None
+    if cfg.destination_oci_base_image_credentials_path:
+        found = credentials.read_docker_auth(str(cfg.destination_oci_base_image_credentials_path),
+                                             ref.split("/", 1)[0], "--destination-oci-base-image-credentials-path")
+        user, password = found.get("username"), found.get("password")
+    return OciLocation(reference=ref, username=user, password=Secret(password) if password else None,
+                       tls_verify=cfg.destination_oci_base_image_tls_verify,
+                       ca_bundle=_path(cfg.destination_oci_base_image_ca_bundle))
+
+
+def uri(cfg: Config) -> UriLocation:
+    return UriLocation(url=cfg.source_uri, headers=uri_headers(cfg.uri_credentials),
+                       ca_bundle=_path(cfg.source_uri_ca_bundle))
+
+
+def uri_headers(found: dict[str, str]) -> dict[str, Secret]:
+    """HTTP headers from the URI credentials dir: TOKEN (Bearer), USERNAME+PASSWORD (Basic), HEADERS (JSON)."""
+    headers: dict[str, Secret] = {}
+    if found.get("HEADERS"):
+        try:
+            extra = json.loads(found["HEADERS"])
+        except json.JSONDecodeError:
+            raise ConfigError("--source-uri-credentials-path: HEADERS is not a JSON object of header: value") \
+                from None
+        if not isinstance(extra, dict) or not all(isinstance(x, str) for x in extra.values()):
+            raise ConfigError("--source-uri-credentials-path: HEADERS must be a JSON object of string values")
+        headers.update({k: Secret(x) for k, x in extra.items()})
+    if found.get("TOKEN"):
+        headers["Authorization"] = Secret(f"Bearer {found['TOKEN']}")
+    elif found.get("USERNAME") or found.get("PASSWORD"):
+        pair = base64.b64encode(f"{found.get('USERNAME', '')}:{found.get('PASSWORD', '')}".encode()).decode()
+        headers["Authorization"] = Secret(f"Basic {pair}")
+    return headers
+
+
+def local(cfg: Config, side: str) -> LocalLocation:
+    return LocalLocation(path=Path(cfg.values[f"{side}_path"]))
+
+
+def _path(value: str | None) -> str | None:
+    return str(value) if value else None

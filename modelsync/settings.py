@@ -1,0 +1,139 @@
+"""Every setting the job reads: its name, default, type and help. The single source for --help, the README table,
+--dry-run and validation. Env var = MODEL_SYNC_<NAME>, arg = --<name with dashes>, as the spec names them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SOURCE_TYPES = ("s3", "oci", "uri", "pvc", "local")
+DESTINATION_TYPES = ("oci", "s3", "pvc", "local")
+INTENTS = ("update_artifact", "create_model", "create_version")
+OCI_BACKENDS = ("skopeo", "oras")
+API_VERSIONS = ("auto", "v1", "v1alpha3")
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    help: str
+    default: str | None = None
+    kind: str = "str"            # str | bool | int | path
+    secret: bool = False
+    choices: tuple[str, ...] = ()
+    group: str = "general"
+
+    @property
+    def env(self) -> str:
+        return "MODEL_SYNC_" + self.name.upper()
+
+    @property
+    def arg(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _s3(side: str) -> list[Setting]:
+    when = f'when --{side}-type is "s3"'
+    return [
+        Setting(f"{side}_aws_bucket", f"Bucket ({when})", group=side),
+        Setting(f"{side}_aws_key", f"Object key or key prefix ({when})", group=side),
+        Setting(f"{side}_aws_region", f"Region ({when})", group=side),
+        Setting(f"{side}_aws_access_key_id", f"Access key id ({when})", secret=True, group=side),
+        Setting(f"{side}_aws_secret_access_key", f"Secret access key ({when})", secret=True, group=side),
+        Setting(f"{side}_aws_endpoint", f"Endpoint URL for S3-compatible stores, e.g. MinIO ({when})", group=side),
+        Setting(f"{side}_aws_ca_bundle", f"PEM file trusted for this S3 endpoint only ({when})", kind="path",
+                group=side),
+    ]
+
+
+def _oci(side: str, verb: str) -> list[Setting]:
+    when = f'when --{side}-type is "oci"'
+    return [
+        Setting(f"{side}_oci_uri", f"Image reference to {verb}, host[:port]/repo[:tag] ({when})", group=side),
+        Setting(f"{side}_oci_registry", f"Registry the credentials belong to; defaults to the host of "
+                f"--{side}-oci-uri ({when})", group=side),
+        Setting(f"{side}_oci_username", f"Registry user ({when})", group=side),
+        Setting(f"{side}_oci_password", f"Registry password or token ({when})", secret=True, group=side),
+        Setting(f"{side}_oci_enable_tls_verify", f"Verify the registry's TLS certificate; false also allows "
+                f"plain HTTP ({when})", default="true", kind="bool", group=side),
+        Setting(f"{side}_oci_ca_bundle", f"PEM file trusted for this registry only ({when})", kind="path",
+                group=side),
+    ]
+
+
+SETTINGS: tuple[Setting, ...] = (
+    # --- source -------------------------------------------------------------------------------------------
+    Setting("source_type", "Where the model comes from", default="s3", choices=SOURCE_TYPES, group="source"),
+    Setting("source_s3_credentials_path", "Mounted Secret dir with AWS_* keys for the source", kind="path",
+            group="source"),
+    Setting("source_oci_credentials_path", "A .dockerconfigjson (file or mounted Secret dir) for the source",
+            kind="path", group="source"),
+    Setting("source_uri_credentials_path", "Mounted Secret dir for the source URI (see README: TOKEN, "
+            "USERNAME/PASSWORD, HEADERS, URI)", kind="path", group="source"),
+    Setting("source_uri", 'URL to download when --source-type is "uri" (archives .zip/.tar/.tar.gz unpacked)',
+            group="source"),
+    Setting("source_uri_ca_bundle", "PEM file trusted for the source URI only", kind="path", group="source"),
+    *_s3("source"),
+    *_oci("source", "pull"),
+    Setting("source_path", 'Directory already mounted in the pod, when --source-type is "pvc"/"local"',
+            kind="path", group="source"),
+    # --- destination --------------------------------------------------------------------------------------
+    Setting("destination_type", "Where the model goes", default="oci", choices=DESTINATION_TYPES,
+            group="destination"),
+    Setting("destination_s3_credentials_path", "Mounted Secret dir with AWS_* keys for the destination",
+            kind="path", group="destination"),
+    Setting("destination_oci_credentials_path", "A .dockerconfigjson (file or mounted Secret dir) for the "
+            "destination", kind="path", group="destination"),
+    *_s3("destination"),
+    *_oci("destination", "push"),
+    Setting("destination_oci_base_image", 'Base image of the modelcar ("scratch" for none; KServe needs a shell)',
+            default="busybox:latest", group="destination"),
+    Setting("destination_oci_base_image_tls_verify", "Verify TLS of the base image's registry", default="true",
+            kind="bool", group="destination"),
+    Setting("destination_oci_base_image_credentials_path", "A .dockerconfigjson for the base image's registry",
+            kind="path", group="destination"),
+    Setting("destination_oci_base_image_ca_bundle", "PEM file trusted for the base image's registry only",
+            kind="path", group="destination"),
+    Setting("destination_oci_backend", "Tool that pushes the modelcar", default="skopeo", choices=OCI_BACKENDS,
+            group="destination"),
+    Setting("destination_path", 'Directory to copy into, when --destination-type is "pvc"/"local"', kind="path",
+            group="destination"),
+    # --- model registry -----------------------------------------------------------------------------------
+    Setting("model_upload_intent", "What to do in the Model Registry", default="update_artifact", choices=INTENTS,
+            group="registry"),
+    Setting("model_id", "RegisteredModel.id (create_version)", group="registry"),
+    Setting("model_version_id", "ModelVersion.id", group="registry"),
+    Setting("model_artifact_id", "ModelArtifact.id (update_artifact)", group="registry"),
+    Setting("metadata_configmap_path", "Mounted ConfigMap dir with model metadata (create_model, create_version)",
+            kind="path", group="registry"),
+    Setting("registry_server_address", "Model Registry address, e.g. https://model-registry.kubeflow.svc",
+            group="registry"),
+    Setting("registry_port", "Model Registry port", default="443", kind="int", group="registry"),
+    Setting("registry_is_secure", "Use TLS to reach the Model Registry", default="true", kind="bool",
+            group="registry"),
+    Setting("registry_author", "Author recorded on created versions", group="registry"),
+    Setting("registry_user_token", "Bearer token for the Model Registry (default: the pod's service-account "
+            "token, if mounted)", secret=True, group="registry"),
+    Setting("registry_user_token_envvar", "Name of an env var holding the token", group="registry"),
+    Setting("registry_custom_ca", "PEM file trusted for the Model Registry", kind="path", group="registry"),
+    Setting("registry_custom_ca_envvar", "Name of an env var holding the CA (a path or PEM text)",
+            group="registry"),
+    Setting("registry_log_level", "Log level of the model-registry client", choices=LOG_LEVELS, group="registry"),
+    Setting("registry_api_version", "Model Registry REST generation; auto probes v1 then v1alpha3",
+            default="auto", choices=API_VERSIONS, group="registry"),
+    # --- signing ------------------------------------------------------------------------------------------
+    Setting("sign", "Sign with sigstore: true/false; unset = auto-detect from SIGSTORE_* vars", kind="bool",
+            group="signing"),
+    Setting("signing_identity_token_path", "Identity token file for signing (default: the pod's service-account "
+            "token)", kind="path", group="signing"),
+    # --- job ----------------------------------------------------------------------------------------------
+    Setting("storage_path", "Scratch space; must hold the whole model", default="/tmp/model-sync", kind="path"),
+    Setting("log_format", "text (for people) or json (one object per line)", default="text", choices=LOG_FORMATS),
+    Setting("log_level", "Log level of the job", default="info", choices=LOG_LEVELS),
+    Setting("env_file", "A .env file read below real env vars (default ./.env if present)", kind="path"),
+)
+
+BY_NAME = {s.name: s for s in SETTINGS}
+BY_ENV = {s.env: s for s in SETTINGS}
