@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import textwrap
 from collections.abc import Sequence
 
 from . import __version__
@@ -29,6 +30,13 @@ configuration. --dry-run prints the resolved configuration (secrets as ***) and 
 """
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Never split a word: an env var name broken over two lines cannot be copied."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_long_words=False, break_on_hyphens=False)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # noqa: D401 - argparse's hook
         """Raise instead of printing usage, so __main__ reports it like any configuration problem."""
@@ -46,7 +54,7 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="modelsync", description="Move a model's files between S3, OCI registries, HTTP and "
                      "volumes, and register them in Kubeflow Model Registry.", epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+                     formatter_class=_Formatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"modelsync {__version__}")
     parser.add_argument("--dry-run", action="store_true",
                         help="resolve, validate and preflight the configuration; print it as JSON; move nothing")

@@ -76,6 +76,17 @@ class Config:
 
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Resolve and validate; raise ConfigError listing every problem found."""
+    cfg, problems = resolve(argv, environ)
+    from .validate import validate  # late import: validate builds on this module
+    problems += validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def resolve(argv: Sequence[str] | None = None,
+            environ: Mapping[str, str] | None = None) -> tuple[Config, list[str]]:
+    """Every setting's value and origin, plus the problems met on the way (unparseable values, bad files)."""
     environ = os.environ if environ is None else environ
     problems: list[str] = []
     env = {k: v for k, v in environ.items() if v != ""}  # an empty env var (common in templated manifests) is unset
@@ -109,11 +120,7 @@ def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
                     if env.get(k) or dotenv.get(k)}
     cfg = Config(values=values, origins=origins, dry_run=dry_run, sigstore_env=sigstore_env,
                  uri_credentials=uri_creds)
-    from .validate import validate  # late: validate reads Config's views
-    problems += validate(cfg)
-    if problems:
-        raise ConfigError(problems)
-    return cfg
+    return cfg, problems
 
 
 def _read_dotenv(args: Mapping[str, str], env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
