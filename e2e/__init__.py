@@ -1,0 +1,1 @@
+"""The local test stack for modelsync (see e2e/stack.py) and its Model Registry proxy (e2e/mrproxy.py)."""

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Install the tools the local test stack (e2e/stack.py) runs, at the versions pinned in e2e/versions.env.
+#
+#   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli (default: all)
+#
+# Idempotent and fast when everything is present: Go binaries are checked with `go version -m`, which reads the
+# module version embedded in the binary, so a binary built by hand or by an older run is recognised without any
+# side file, and a binary at another version is rebuilt.
+# Environment: GOBIN (default ~/go/bin), MODELSYNC_CACHE (default ~/.cache/modelsync), PYTHON (default python3).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# shellcheck source=versions.env
+source "$here/versions.env"
+
+export PATH="/usr/local/go/bin:$PATH"
+GOBIN="${GOBIN:-$HOME/go/bin}"
+export GOBIN
+CACHE="${MODELSYNC_CACHE:-$HOME/.cache/modelsync}"
+PYTHON="${PYTHON:-python3}"
+
+now() { date +%s%3N; } # milliseconds
+report() { # component, state, start time in ms
+  local ms=$(($(now) - $3))
+  printf '%-15s %-24s %4d.%01ds\n' "$1" "$2" $((ms / 1000)) $((ms % 1000 / 100))
+}
+die() { echo "install-tools: $*" >&2; exit 1; }
+
+# Version of module $2 embedded in binary $1 (empty when the binary is missing or was not built by `go install`).
+embedded_version() {
+  [ -x "$1" ] || return 0
+  go version -m "$1" 2>/dev/null | awk -v m="$2" '$1 == "mod" && $2 == m { print $3 } $1 == "dep" && $2 == m { print $3 }' | head -n1
+}
+
+need_go() {
+  command -v go >/dev/null || die "Go not found (expected /usr/local/go/bin/go, 1.24 or newer)"
+}
+
+install_apt() {
+  local t missing=() pkg
+  t=$(now)
+  for pkg in skopeo mariadb-server openssl apache2-utils ca-certificates; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    report apt "already present" "$t"; return
+  fi
+  [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}: run as root to apt-get install them"
+  # update only when something is missing: keeps the warm path free of network traffic
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  report apt "installed ${missing[*]}" "$t"
+}
+
+# go_tool NAME MODULE PACKAGE VERSION: static build (CGO off) so the binaries can also be copied into images.
+go_tool() {
+  local name=$1 module=$2 pkg=$3 version=$4 t
+  t=$(now)
+  need_go
+  if [ "$(embedded_version "$GOBIN/$name" "$module")" = "$version" ]; then
+    report "$name" "already present" "$t"; return
+  fi
+  CGO_ENABLED=0 go install -ldflags='-s -w' "$pkg@$version"
+  report "$name" "installed $version" "$t"
+}
+
+# `go install …model-registry@v0.3.0` is refused (its go.mod has replace directives); a throwaway module that
+# requires it builds, because replaces in dependencies are ignored (recipe in STACK.md).
+install_model_registry() {
+  local module=github.com/kubeflow/model-registry version=$MODEL_REGISTRY_VERSION t dir
+  t=$(now)
+  need_go
+  if [ "$(embedded_version "$GOBIN/model-registry" "$module")" = "$version" ]; then
+    report model-registry "already present" "$t"; return
+  fi
+  dir="$CACHE/mrbuild"
+  mkdir -p "$dir" "$GOBIN"
+  cat >"$dir/go.mod" <<GOMOD
+module example.invalid/mrbuild
+
+go 1.24.4
+
+require $module $version
+
+replace $module/pkg/openapi v0.0.0 => $module/pkg/openapi $version
+GOMOD
+  printf '//go:build tools\npackage tools\nimport _ "%s"\n' "$module" >"$dir/tools.go"
+  # the checksum database has no entry for v0.3.0's go.mod
+  (cd "$dir" && export GONOSUMDB=github.com/kubeflow && go mod tidy &&
+    CGO_ENABLED=0 go build -ldflags='-s -w' -o "$GOBIN/model-registry.tmp" "$module" &&
+    mv "$GOBIN/model-registry.tmp" "$GOBIN/model-registry")
+  report model-registry "installed $version" "$t"
+}
+
+install_awscli() {
+  local t
+  t=$(now)
+  if aws --version 2>&1 | grep -q "^aws-cli/$AWSCLI_VERSION "; then
+    report awscli "already present" "$t"; return
+  fi
+  "$PYTHON" -m pip install -q "awscli==$AWSCLI_VERSION"
+  report awscli "installed $AWSCLI_VERSION" "$t"
+}
+
+run() {
+  case "$1" in
+    apt) install_apt ;;
+    oras) go_tool oras oras.land/oras oras.land/oras/cmd/oras "$ORAS_VERSION" ;;
+    registry) go_tool registry github.com/distribution/distribution/v3 \
+      github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" ;;
+    minio) go_tool minio github.com/minio/minio github.com/minio/minio "$MINIO_VERSION" ;;
+    model-registry) install_model_registry ;;
+    awscli) install_awscli ;;
+    *) die "unknown component: $1" ;;
+  esac
+}
+
+start=$(now)
+[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli
+for c in "$@"; do run "$c"; done
+report total done "$start"

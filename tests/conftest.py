@@ -1,0 +1,85 @@
+"""Shared pytest fixtures.
+
+The local stack's logic lives in e2e/stack.py; the fixtures here only wire it into pytest. Rule for everything
+that needs a real tool: locally, a tool that is not installed skips the test with the reason; under CI=true it
+fails, because CI must never turn green by skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # `pytest` without `python -m` does not put the repo root on sys.path
+    sys.path.insert(0, str(REPO_ROOT))
+
+from e2e.mrproxy import ProxyHandle, start_proxy  # noqa: E402
+from e2e.stack import LocalStack, MissingToolsError, StackEnv, find_tool  # noqa: E402
+
+
+def unavailable(reason: str) -> None:
+    """Skip locally, fail in CI."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{reason} (CI=true: missing components fail, never skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+# ---------------------------------------------------------------- the local stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEnv]:
+    """The running local stack (see e2e/stack.py for the attributes: stack.minio_endpoint, stack.mr_url, ...).
+
+    Reuses the stack in $MODELSYNC_STACK_DIR when it is up (and leaves it running); otherwise starts one in a
+    temporary directory for this session and stops it at the end.
+    """
+    shared = os.environ.get("MODELSYNC_STACK_DIR")
+    if shared and LocalStack(Path(shared)).is_up():
+        yield LocalStack(Path(shared)).info()
+        return
+    local = LocalStack(tmp_path_factory.mktemp("stack"))
+    try:
+        local.up()
+    except MissingToolsError as err:
+        unavailable(str(err))
+    try:
+        yield local.info()
+    finally:
+        local.down()
+
+
+@pytest.fixture
+def mr_proxy_factory(stack: StackEnv) -> Iterator[Callable[..., ProxyHandle]]:
+    """Start extra e2e.mrproxy instances in this process in front of the stack's Model Registry.
+
+    mr_proxy_factory(v1_only=True), mr_proxy_factory(deprecation_sunset="..."), mr_proxy_factory(token="t");
+    each returns a handle with .port and .url, stopped at the end of the test.
+    """
+    handles: list[ProxyHandle] = []
+
+    def start(**options) -> ProxyHandle:
+        handles.append(start_proxy(stack.mr_url, **options))
+        return handles[-1]
+
+    yield start
+    for handle in handles:
+        handle.stop()
+
+
+@pytest.fixture(scope="session")
+def require_tool() -> Callable[[str], str]:
+    """require_tool("oras") -> its path; skips (locally) or fails (CI) when it is not installed."""
+
+    def find(name: str) -> str:
+        path = find_tool(name)
+        if path is None:
+            unavailable(f"{name} not installed; run e2e/install-tools.sh")
+        return path
+
+    return find
