@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
+import fcntl
 import getpass
 import json
 import os
@@ -122,10 +124,10 @@ def free_ports(count: int) -> list[int]:
 
 
 def http_status(url: str, context: ssl.SSLContext | None = None, headers: dict | None = None) -> int | None:
-    """Status of a GET, or None when nothing answers."""
-    req = urllib.request.Request(url, headers=headers or {})
+    """Status of a GET, or None when nothing answers. Never through an HTTP proxy from the environment."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
     try:
-        with urllib.request.urlopen(req, timeout=2, context=context) as resp:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=2) as resp:
             return resp.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -165,11 +167,14 @@ def _cmdline(pid: int) -> str:
 
 @dataclass(frozen=True)
 class StackEnv:
-    """What a test needs to reach the stack, as attributes (built from `LocalStack.env()`)."""
+    """What a test needs to reach the stack: `.env` (the dict of `LocalStack.env()`) and each of its keys as a
+    lower-case attribute (`.minio_endpoint`, `.oci_tls_ca`, `.mr_url`, `.mr_token`, ...)."""
 
     env: dict[str, str]
 
     def __getattr__(self, name: str) -> str:
+        if name.startswith("_") or name == "env":  # not yet set (copy, pickle): no recursion
+            raise AttributeError(name)
         try:
             return self.env[name.upper()]
         except KeyError:
@@ -194,23 +199,43 @@ class LocalStack:
         """Start everything; True if started, False if a healthy stack was already running (reused)."""
         if missing := missing_tools():
             raise MissingToolsError(missing)
-        if self.is_up():
-            self._state = self._load()
-            return False
-        self.down()
+        with self._exclusive():
+            if self.is_up():
+                self._state = self._load()
+                return False
+            self._down()
+            self._start_all()
+        return True
+
+    def down(self, purge: bool = False) -> None:
+        """Stop every process the state file (or this object) knows, whole process groups, then wait for them."""
+        if not self.dir.exists():
+            return
+        with self._exclusive():
+            self._down()
+            if purge and self.dir.exists():
+                shutil.rmtree(self.dir)
+
+    @contextlib.contextmanager
+    def _exclusive(self):
+        """Serialise up/down on one state dir (two pytest sessions, or a test run and the CLI)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    def _start_all(self) -> None:
         self._prepare()
         chains = (self._up_minio, self._up_registry, self._up_registry_tls, self._up_model_registry,
                   self._up_token_proxy)
         with concurrent.futures.ThreadPoolExecutor(len(chains)) as pool:
             errors = [f.exception() for f in [pool.submit(c) for c in chains]]
         if failed := [e for e in errors if e is not None]:
-            self.down()
+            self._down()
             raise StackError("; ".join(str(e) for e in failed))
         self._save(up=True)
-        return True
 
-    def down(self, purge: bool = False) -> None:
-        """Stop every process the state file (or this object) knows, whole process groups, then wait for them."""
+    def _down(self) -> None:
         state = self._load() or self._state
         for name, info in reversed(list(state.get("components", {}).items())):
             if info.get("pid"):
@@ -219,8 +244,6 @@ class LocalStack:
         self._state = {}
         if self.state_file.exists():
             self.state_file.unlink()
-        if purge and self.dir.exists():
-            shutil.rmtree(self.dir)
 
     def is_up(self) -> bool:
         status = self.status()
@@ -394,7 +417,8 @@ class LocalStack:
     def _create_bucket(self) -> None:
         env = {**os.environ, "AWS_ACCESS_KEY_ID": self._secret("minio-user", 8),
                "AWS_SECRET_ACCESS_KEY": self._secret("minio-password"), "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+               "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+               "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
         run = subprocess.run([find_tool("aws"), "s3api", "create-bucket", "--bucket", BUCKET,
                               "--endpoint-url", f"http://127.0.0.1:{self._ports['minio']}"],
                              env=env, capture_output=True, text=True)
