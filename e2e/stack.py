@@ -272,7 +272,7 @@ class LocalStack:
         return {
             "MODELSYNC_STACK_DIR": str(self.dir),
             "MINIO_ENDPOINT": f"http://127.0.0.1:{port['minio']}",
-            "MINIO_ACCESS_KEY": sec("minio-user"),
+            "MINIO_ACCESS_KEY": self._minio_user(),
             "MINIO_SECRET_KEY": sec("minio-password"),
             "MINIO_BUCKET": BUCKET,
             "OCI_REGISTRY": f"127.0.0.1:{port['registry']}",
@@ -315,6 +315,9 @@ class LocalStack:
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
                 _write_private(path, secrets.token_hex(nbytes))
             return path.read_text().strip()
+
+    def _minio_user(self) -> str:
+        return self._secret("minio-user", 8)  # MinIO caps access keys at 20 characters
 
     def _prepare(self) -> None:
         for sub in ("logs", "secrets", "minio", "registry", "registry_tls", "tls", "mariadb", "mr"):
@@ -404,7 +407,7 @@ class LocalStack:
 
     def _up_minio(self) -> None:
         data = self.dir / "minio"
-        env = {"MINIO_ROOT_USER": self._secret("minio-user", 8),
+        env = {"MINIO_ROOT_USER": self._minio_user(),
                "MINIO_ROOT_PASSWORD": self._secret("minio-password"),
                "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"}
         self._spawn("minio", [find_tool("minio"), "server", str(data / "data"), "--quiet",
@@ -415,7 +418,7 @@ class LocalStack:
         self._create_bucket()
 
     def _create_bucket(self) -> None:
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self._secret("minio-user", 8),
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": self._minio_user(),
                "AWS_SECRET_ACCESS_KEY": self._secret("minio-password"), "AWS_DEFAULT_REGION": "us-east-1",
                "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
                "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
@@ -590,7 +593,7 @@ def _cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
     started = stack.up()
     verb = "started" if started else "already up, reused"
     print(f"stack {verb} in {time.monotonic() - t0:.1f}s: {stack.dir}")
-    print(f"  eval \"$(python -m e2e.stack env --state-dir {stack.dir})\"")
+    print(f"  eval \"$(bin/modelsync-stack env --state-dir {stack.dir})\"")
     return 0
 
 
