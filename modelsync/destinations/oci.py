@@ -1,0 +1,88 @@
+"""Publish a model directory as a KServe modelcar image to an OCI registry, then prove the registry holds it.
+
+Steps: pull the base image into an OCI layout (skipped for scratch) -> build the modelcar layout (modelcar.py) ->
+push it with skopeo or oras, digests unchanged -> read the manifest back over HTTP and compare the digest and
+every layer's digest and size. The result names the image by digest; the tag (target's, default `latest`)
+is pushed too, for people.
+
+A re-push of the same model uploads nothing: the layers are deterministic and both tools skip blobs the
+registry already has.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from ..distribution import RegistryClient
+from ..errors import TransferError
+from ..locations import OciLocation, Published
+from ..modelcar import ModelcarImage, build_modelcar
+from ..oci_access import check_backend
+from ..oci_copy import pull_to_layout, push_layout, repo_path
+
+log = logging.getLogger("modelsync.destinations.oci")
+
+SCRATCH = ("", "scratch")
+_REF = "modelsync"
+
+
+def is_scratch(base: OciLocation | None) -> bool:
+    return base is None or base.reference.strip() in SCRATCH
+
+
+def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | None, work_dir: Path,
+                     backend: str = "skopeo", source_annotation: str | None = None, *,
+                     platform: str = "linux/amd64", created: dt.datetime | None = None) -> Published:
+    """Build and push the modelcar of model_dir to target; return its digest URI and files.
+
+    base None / "scratch" / "" means no base layers (the image then has no shell: KServe cannot run it).
+    """
+    check_backend(backend)
+    if target.digest:
+        raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
+    tag = target.tag or "latest"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    job_dir = Path(tempfile.mkdtemp(prefix="modelcar-", dir=work_dir))
+    try:
+        base_dir = None
+        if not is_scratch(base):
+            assert base is not None
+            base_dir = job_dir / "base"
+            pull_to_layout(base, base_dir, "base", work_dir, backend, platform)
+        start = time.monotonic()
+        image = build_modelcar(model_dir, job_dir / "image", base_dir, platform=platform, tag=_REF,
+                               created=created, source=source_annotation)
+        total = sum(layer.file.size for layer in image.layers)
+        elapsed = time.monotonic() - start
+        log.info("built modelcar %s: %d files, %d bytes in %.1fs (%.0f MB/s)", image.manifest_digest,
+                 len(image.layers), total, elapsed, total / 1e6 / max(elapsed, 1e-6))
+        push_layout(image.layout, _REF, target, tag, work_dir, backend)
+        verify_pushed(image, target, tag)
+    finally:
+        shutil.rmtree(job_dir, ignore_errors=True)
+    return Published(uri=f"oci://{target.repository}@{image.manifest_digest}", digest=image.manifest_digest,
+                     files=image.files)
+
+
+def verify_pushed(image: ModelcarImage, target: OciLocation, tag: str) -> None:
+    """Raise TransferError unless target:tag is exactly the manifest built, with every layer blob present."""
+    client = RegistryClient(target)
+    repo = repo_path(target)
+    remote = client.manifest(repo, tag)
+    if remote.digest != image.manifest_digest:
+        raise TransferError(f"{target.repository}:{tag} is {remote.digest}, not the {image.manifest_digest} built: "
+                            f"the push tool rewrote the image (compressed layers?)")
+    layers = remote.json().get("layers") or []
+    built = image.manifest["layers"]
+    if [(x["digest"], x["size"]) for x in layers] != [(x["digest"], x["size"]) for x in built]:
+        raise TransferError(f"{target.repository}:{tag}: the registry's layer list differs from the one built")
+    for layer in built:
+        size = client.blob_size(repo, layer["digest"])
+        if size != layer["size"]:
+            raise TransferError(f"{target.repository}: blob {layer['digest'][:19]} is {size} bytes, "
+                                f"expected {layer['size']}")

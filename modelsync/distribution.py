@@ -1,0 +1,149 @@
+"""A minimal OCI distribution-spec client (stdlib only) to check what a registry really holds after a push.
+
+It reads manifests and blob sizes; it never writes (skopeo/oras push). Auth follows the spec's challenge:
+anonymous first, then on 401 either Basic with the location's credentials or the Bearer token dance
+(`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+from . import secret
+from .errors import TransferError
+from .locations import OciLocation
+from .oci_layout import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+
+ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+TIMEOUT = 60.0
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass(frozen=True)
+class RemoteManifest:
+    data: bytes
+    media_type: str
+    digest: str          # sha256 of data, computed here (the Docker-Content-Digest header is not trusted)
+
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.data)
+
+
+class RegistryClient:
+    def __init__(self, location: OciLocation, timeout: float = TIMEOUT):
+        self.location = location
+        self.timeout = timeout
+        scheme = "https" if location.tls_verify else "http"
+        self.base = f"{scheme}://{location.registry}"
+        self._context = None
+        if location.tls_verify:
+            self._context = ssl.create_default_context()
+            if location.ca_bundle:
+                self._context.load_verify_locations(cafile=location.ca_bundle)  # added to the system trust
+        self._auth_header: str | None = None
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self._context))
+
+    # ---- public ------------------------------------------------------------------------------------------------
+
+    def manifest(self, repo: str, reference: str) -> RemoteManifest:
+        data, headers = self._request("GET", f"/v2/{repo}/manifests/{reference}", repo, {"Accept": ACCEPT})
+        media_type = headers.get("Content-Type", "").split(";")[0].strip()
+        try:
+            media_type = json.loads(data).get("mediaType") or media_type
+        except ValueError:
+            raise TransferError(f"{self._where(repo)}: manifest {reference} is not JSON") from None
+        return RemoteManifest(data, media_type, "sha256:" + hashlib.sha256(data).hexdigest())
+
+    def blob_size(self, repo: str, digest: str) -> int:
+        _, headers = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", repo, {})
+        try:
+            return int(headers["Content-Length"])
+        except (KeyError, ValueError):
+            raise TransferError(f"{self._where(repo)}: blob {digest[:19]} has no size") from None
+
+    # ---- auth and transport ------------------------------------------------------------------------------------
+
+    def _request(self, method: str, path: str, repo: str, headers: dict[str, str]) -> tuple[bytes, Any]:
+        for attempt in range(2):
+            req = urllib.request.Request(self.base + path, method=method, headers=headers)
+            if self._auth_header:
+                # unredirected: blob HEAD/GET may redirect to storage that must not see our credentials
+                req.add_unredirected_header("Authorization", self._auth_header)
+            try:
+                with self._opener.open(req, timeout=self.timeout) as resp:
+                    return resp.read(), resp.headers
+            except urllib.error.HTTPError as err:
+                if err.code == 401 and attempt == 0:
+                    self._authenticate(err.headers.get("WWW-Authenticate", ""), repo)
+                    continue
+                raise self._http_error(err, method, path, repo) from None
+            except (urllib.error.URLError, OSError) as err:
+                reason = getattr(err, "reason", err)
+                raise TransferError(f"{self._where(repo)}: cannot reach registry: {secret.mask(str(reason))}") from None
+        raise AssertionError("unreachable")
+
+    def _authenticate(self, challenge: str, repo: str) -> None:
+        scheme, _, params_text = challenge.partition(" ")
+        basic = self._basic()
+        if scheme.lower() == "basic":
+            if not basic:
+                raise TransferError(f"{self._where(repo)}: the registry requires credentials and none were given")
+            self._auth_header = basic
+            return
+        if scheme.lower() != "bearer":
+            raise TransferError(f"{self._where(repo)}: unsupported auth challenge '{scheme or 'none'}'")
+        params = dict(_CHALLENGE_PARAM.findall(params_text))
+        if "realm" not in params:
+            raise TransferError(f"{self._where(repo)}: Bearer challenge without realm")
+        query = {k: v for k, v in params.items() if k in ("service", "scope")}
+        query.setdefault("scope", f"repository:{repo}:pull")
+        url = params["realm"] + ("&" if "?" in params["realm"] else "?") + urllib.parse.urlencode(query)
+        req = urllib.request.Request(url)
+        if basic:
+            req.add_unredirected_header("Authorization", basic)
+        try:
+            with self._opener.open(req, timeout=self.timeout) as resp:
+                body = json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            raise TransferError(f"{self._where(repo)}: token request refused ({err.code}{self._who()})") from None
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            raise TransferError(f"{self._where(repo)}: token request failed: {secret.mask(str(err))}") from None
+        token = body.get("token") or body.get("access_token")
+        if not token:
+            raise TransferError(f"{self._where(repo)}: token endpoint returned no token")
+        secret.register(token)
+        self._auth_header = f"Bearer {token}"
+
+    def _basic(self) -> str | None:
+        loc = self.location
+        if not (loc.username and loc.password):
+            return None
+        return "Basic " + base64.b64encode(f"{loc.username}:{loc.password.reveal()}".encode()).decode()
+
+    def _who(self) -> str:
+        return f" for user '{self.location.username}'" if self.location.username else ", anonymous"
+
+    def _where(self, repo: str) -> str:
+        return f"{self.location.registry}/{repo}"
+
+    def _http_error(self, err: urllib.error.HTTPError, method: str, path: str, repo: str) -> TransferError:
+        if err.code == 401:
+            return TransferError(f"{self._where(repo)}: authentication failed (401{self._who()})")
+        detail = ""
+        try:
+            errors = json.loads(err.read()).get("errors") or []
+            detail = ": " + "; ".join(f"{e.get('code')} {e.get('message')}" for e in errors)
+        except (ValueError, AttributeError, OSError):
+            pass
+        what = path.rsplit("/", 2)
+        return TransferError(secret.mask(f"{self._where(repo)}: {method} {what[-2]}/{what[-1]} failed "
+                                         f"({err.code}){detail}"))
