@@ -1,0 +1,233 @@
+"""Apply image layers to a directory safely: only one subtree (`models/`), nothing escapes it.
+
+Refused (TransferError, the whole fetch fails): absolute member names, `..` anywhere, links whose target leaves
+the subtree, writing through a symlink, device files and FIFOs. Entries outside the subtree (the base image's
+/bin, /etc, ...) are skipped unread. Modes are not taken from the image: dirs 0755, files 0644.
+
+Whiteouts (image-spec layer.md) act on lower layers only, applied in one streaming pass: `.wh.NAME` deletes NAME,
+`.wh..wh..opq` empties its directory, in both cases sparing what the current layer itself wrote. Each blob is
+hashed as it is read and must match its descriptor's digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import shutil
+import tarfile
+from pathlib import Path
+from typing import BinaryIO
+
+from .errors import TransferError
+from .locations import FileEntry
+
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
+_COPY_BUF = 4 << 20
+_COMPRESSION = {"": "r|", "+gzip": "r|gz"}
+
+
+class _HashingReader:
+    def __init__(self, fp: BinaryIO):
+        self._fp = fp
+        self.sha = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fp.read(n)
+        self.sha.update(data)
+        return data
+
+
+def tar_mode(media_type: str) -> str:
+    """tarfile stream mode for a layer media type; zstd (not in Python 3.11's stdlib) and others are refused."""
+    for suffix, mode in _COMPRESSION.items():
+        if media_type.endswith("tar" + suffix):
+            return mode
+    raise TransferError(f"layer type {media_type} is not supported (only uncompressed or gzip tar layers)")
+
+
+class TreeWriter:
+    """Applies layers in order to dest; `subtree` ('models') is stripped, entries outside it are ignored.
+
+    subtree None keeps every entry's full path (an ORAS directory archive extracted under dest).
+    """
+
+    def __init__(self, dest: Path, subtree: str | None):
+        self.dest = dest
+        self.subtree = subtree
+        self.files: dict[str, FileEntry] = {}   # regular files (and hard links) written, by relative path
+        self.links: dict[str, str] = {}         # symlink path -> normalized relative target
+        self._this_layer: set[str] = set()
+        dest.mkdir(parents=True, exist_ok=True)
+
+    # ---- driving -----------------------------------------------------------------------------------------
+
+    def apply(self, blob: Path, media_type: str, digest: str) -> None:
+        self._this_layer = set()
+        with open(blob, "rb") as raw:
+            reader = _HashingReader(raw)
+            try:
+                with tarfile.open(fileobj=reader, mode=tar_mode(media_type), bufsize=_COPY_BUF) as tar:
+                    for member in tar:
+                        self._entry(tar, member)
+                while reader.read(_COPY_BUF):  # the tar's trailing padding is part of the digest
+                    pass
+            except (tarfile.TarError, EOFError, OSError) as exc:
+                raise TransferError(f"layer {digest[:19]} is not a readable tar: {exc}") from None
+        if "sha256:" + reader.sha.hexdigest() != digest:
+            raise TransferError(f"layer {digest[:19]} does not match its digest")
+
+    def entries(self) -> list[FileEntry]:
+        """Every file now in the tree: regular files, and symlinks as the file they lead to."""
+        out = dict(self.files)
+        for path in self.links:
+            target = self._follow(path)
+            if target in self.files:
+                out[path] = FileEntry(path, self.files[target].size, self.files[target].sha256)
+        return sorted(out.values(), key=lambda e: e.path)
+
+    # ---- one member --------------------------------------------------------------------------------------
+
+    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        rel = self.relative(member.name)
+        if rel is None:
+            return
+        if rel == "":
+            return  # the subtree root itself
+        parent, base = posixpath.split(rel)
+        if base == OPAQUE:
+            self._clear(parent)
+            return
+        if base.startswith(WHITEOUT):
+            self._remove(posixpath.join(parent, base[len(WHITEOUT):]))
+            return
+        target = self.prepare(rel)
+        self._this_layer.add(rel)
+        if member.isdir():
+            target.mkdir(mode=0o755, exist_ok=True)
+        elif member.isreg():
+            self._write(tar, member, rel, target)
+        elif member.issym():
+            self._symlink(rel, member.linkname, target)
+        elif member.islnk():
+            self._hardlink(rel, member.linkname, target)
+        else:
+            raise TransferError(f"layer entry {member.name!r}: device files, FIFOs and other special files "
+                                f"are refused")
+
+    def relative(self, name: str) -> str | None:
+        """The entry's path relative to dest, None when outside the subtree; refuses unsafe names."""
+        if name.startswith("/"):
+            raise TransferError(f"layer entry {name!r}: absolute paths are refused")
+        parts = [p for p in name.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise TransferError(f"layer entry {name!r}: '..' is refused")
+        if self.subtree is not None:
+            if not parts or parts[0] != self.subtree:
+                return None
+            parts = parts[1:]
+        return "/".join(parts)
+
+    def prepare(self, rel: str) -> Path:
+        """dest/rel ready to be created: parents are real directories, whatever was there (from a lower layer) gone."""
+        path = self.dest
+        parts = rel.split("/")
+        for part in parts[:-1]:
+            path = path / part
+            if path.is_symlink():
+                raise TransferError(f"layer entry {rel!r} would be written through a symlink: refused")
+            if path.exists() and not path.is_dir():
+                path.unlink()
+            path.mkdir(mode=0o755, exist_ok=True)
+        path = path / parts[-1]
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            self._forget(rel)
+        return path
+
+    def _write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str, target: Path) -> None:
+        if target.is_dir():
+            shutil.rmtree(target)
+            self._forget(rel)
+        src = tar.extractfile(member)
+        assert src is not None
+        sha = hashlib.sha256()
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := src.read(_COPY_BUF):
+                sha.update(chunk)
+                out.write(chunk)
+        self.files[rel] = FileEntry(rel, member.size, sha.hexdigest())
+
+    def _symlink(self, rel: str, linkname: str, target: Path) -> None:
+        if linkname.startswith("/"):
+            # absolute targets name the image's filesystem: /models/x is fine, anything else leaves the tree
+            resolved = self.relative(linkname.lstrip("/")) if self.subtree else None
+        else:
+            joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), linkname))
+            resolved = None if joined == ".." or joined.startswith("../") else joined
+        if not resolved:  # None: outside; "": the tree root itself, which no model file needs
+            raise TransferError(f"layer entry {rel!r}: symlink to {linkname!r} points outside the tree: refused")
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.symlink(posixpath.relpath(resolved, posixpath.dirname(rel) or "."), target)
+        self.links[rel] = resolved
+
+    def _hardlink(self, rel: str, linkname: str, target: Path) -> None:
+        source = self.relative(linkname)
+        if not source or source not in self.files:
+            raise TransferError(f"layer entry {rel!r}: hard link to {linkname!r} outside the tree or to no file")
+        if target.is_dir():
+            shutil.rmtree(target)
+        shutil.copyfile(self.dest / source, target)  # a copy: a later write to one must not change the other
+        os.chmod(target, 0o644)
+        self.files[rel] = FileEntry(rel, self.files[source].size, self.files[source].sha256)
+
+    # ---- whiteouts -------------------------------------------------------------------------------------------
+
+    def _remove(self, rel: str) -> None:
+        if rel in self._this_layer:
+            return
+        path = self.dest / rel
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)
+        self._forget(rel)
+
+    def _clear(self, rel: str) -> None:
+        directory = self.dest / rel if rel else self.dest
+        if directory.is_symlink() or not directory.is_dir():
+            return
+        for child in directory.iterdir():
+            self._remove(posixpath.join(rel, child.name) if rel else child.name)
+
+    def _forget(self, rel: str) -> None:
+        for table in (self.files, self.links):
+            for key in [k for k in table if k == rel or k.startswith(rel + "/")]:
+                del table[key]
+
+    def _follow(self, rel: str, depth: int = 0) -> str:
+        target = self.links.get(rel)
+        return rel if target is None or depth > 16 else self._follow(target, depth + 1)
+
+
+def write_blob(src: Path, dest: Path, digest: str, size: int) -> str:
+    """Copy an artifact blob to dest (never through a symlink), checking digest and size; return the sha256 hex."""
+    sha = hashlib.sha256()
+    written = 0
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with open(src, "rb") as fin, os.fdopen(fd, "wb") as out:
+        while chunk := fin.read(_COPY_BUF):
+            sha.update(chunk)
+            written += len(chunk)
+            out.write(chunk)
+    if "sha256:" + sha.hexdigest() != digest or written != size:
+        dest.unlink()
+        raise TransferError(f"blob {digest[:19]} does not match its digest or size")
+    return sha.hexdigest()
+
