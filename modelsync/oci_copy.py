@@ -15,7 +15,8 @@ from pathlib import Path
 from . import tools
 from .locations import OciLocation
 from .oci_access import check_backend, registry_access
-from .oci_layout import parse_platform
+from .distribution import RegistryClient
+from .oci_layout import INDEX_TYPES, parse_platform
 
 log = logging.getLogger("modelsync.oci")
 
@@ -68,7 +69,9 @@ def pull_to_layout(src: OciLocation, layout_dir: Path, ref_name: str, work_dir: 
                                  f"docker://{src.reference}", f"oci:{layout_dir}:{ref_name}"],
                       timeout=PUSH_TIMEOUT, on_stderr=_log_line("skopeo"))
         else:
-            tools.run("oras", ["cp", "--no-tty", f"--platform={platform}", *access.oras_args("from-"),
+            # oras refuses --platform for a single manifest whose config is not an image config (an artifact)
+            narrow = [f"--platform={platform}"] if is_index(src) else []
+            tools.run("oras", ["cp", "--no-tty", *narrow, *access.oras_args("from-"),
                                src.reference, "--to-oci-layout", f"{layout_dir}:{ref_name}"],
                       timeout=PUSH_TIMEOUT, on_stderr=_log_line("oras"))
     log.info("pulled %s with %s in %.1fs", src.reference, backend, time.monotonic() - start)
@@ -90,6 +93,11 @@ def push_layout(layout_dir: Path, ref_name: str, target: OciLocation, tag: str, 
                                f"{layout_dir}:{ref_name}", dest],
                       timeout=PUSH_TIMEOUT, on_stderr=_log_line("oras"))
     log.info("pushed %s with %s in %.1fs", dest, backend, time.monotonic() - start)
+
+
+def is_index(src: OciLocation) -> bool:
+    remote = RegistryClient(src).manifest(repo_path(src), src.digest or src.tag or "latest")
+    return remote.media_type in INDEX_TYPES
 
 
 def _log_line(binary: str):
