@@ -1,0 +1,88 @@
+"""The model as a set of files: safe relative paths, inventory with sizes and sha256, free-space checks."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+
+from .errors import TransferError
+from .locations import FileEntry
+
+_CHUNK = 4 * 1024 * 1024
+
+
+def safe_relative(name: str, what: str) -> str:
+    """name as a clean relative POSIX path, or TransferError if it would land outside the model directory."""
+    if "\\" in name or "\x00" in name:
+        raise TransferError(f"refusing {what} '{name}': backslash or NUL in the name")
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise TransferError(f"refusing {what} '{name}': it would be written outside the storage path")
+    clean = "/".join(p for p in path.parts if p not in ("", "."))
+    if not clean:
+        raise TransferError(f"refusing {what} '{name}': empty file name")
+    return clean
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def inventory(root: Path) -> tuple[FileEntry, ...]:
+    """Every regular file under root, sorted, with size and sha256. Symlinks must stay inside root."""
+    root = root.resolve()
+    entries = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for name in sorted(filenames):
+            full = Path(dirpath, name)
+            rel = full.relative_to(root).as_posix()
+            if full.is_symlink():
+                target = full.resolve()
+                if not target.is_relative_to(root):
+                    raise TransferError(f"refusing '{rel}': a symlink pointing outside the model directory")
+            if not full.is_file():
+                raise TransferError(f"refusing '{rel}': not a regular file")
+            entries.append(FileEntry(path=rel, size=full.stat().st_size, sha256=sha256_file(full)))
+    if not entries:
+        raise TransferError(f"no files found in '{root}': nothing to sync")
+    return tuple(entries)
+
+
+def total_size(entries) -> int:
+    return sum(e.size for e in entries)
+
+
+def require_free_space(path: Path, needed: int, what: str = "the model") -> None:
+    """Fail before copying rather than an hour in with ENOSPC."""
+    path.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path).free
+    if needed > free:
+        raise TransferError(f"storage path '{path}' has {human(free)} free but {what} needs {human(needed)}; "
+                            f"give MODEL_SYNC_STORAGE_PATH a larger volume")
+
+
+def dir_bytes(root: Path) -> int:
+    """Bytes currently under root (files being written included), for progress polling."""
+    total = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            try:
+                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_size
+            except FileNotFoundError:  # a temp file renamed under our feet
+                pass
+    return total
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} TiB"

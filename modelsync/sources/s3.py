@@ -1,0 +1,61 @@
+"""Fetch a model from S3: a key prefix (a "directory") or one object, with `aws s3 cp`.
+
+The listing comes first (boto3): it gives the total for progress and free-space checks, and every key is checked
+so none can land outside the storage path. After the copy every file's size is checked against the listing.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path, PurePosixPath
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .. import aws, tools
+from ..errors import TransferError
+from ..files import dir_bytes, inventory, require_free_space, safe_relative
+from ..locations import FileEntry, S3Location
+from ..progress import watch
+
+log = logging.getLogger("modelsync.sources.s3")
+
+
+def plan_s3(loc: S3Location) -> tuple[str, dict[str, int]]:
+    """('object' | 'prefix', {relative path: size}); raises TransferError if nothing is there or a key is unsafe."""
+    try:
+        objects = aws.list_objects(loc, loc.key)
+    except (ClientError, BotoCoreError) as exc:
+        raise TransferError(f"cannot list source {aws.describe_error(exc, loc)}") from None
+    exact = [o for o in objects if o["Key"] == loc.key and not loc.key.endswith("/")]
+    if exact and not any(o["Key"].startswith(loc.key.rstrip("/") + "/") for o in objects):
+        return "object", {safe_relative(PurePosixPath(loc.key).name, "S3 key"): exact[0]["Size"]}
+    prefix = loc.key.rstrip("/") + "/" if loc.key.strip("/") else ""
+    files: dict[str, int] = {}
+    for obj in objects:
+        if not obj["Key"].startswith(prefix) or obj["Key"].endswith("/"):
+            continue  # a sibling such as "model-v2/..." for prefix "model", or a folder marker
+        files[safe_relative(obj["Key"][len(prefix):], "S3 key")] = obj["Size"]
+    if not files:
+        raise TransferError(f"nothing found at source {loc.url}" + (f" ({loc.endpoint})" if loc.endpoint else ""))
+    return "prefix", files
+
+
+def fetch_s3(loc: S3Location, dest: Path) -> tuple[FileEntry, ...]:
+    kind, expected = plan_s3(loc)
+    total = sum(expected.values())
+    require_free_space(dest, total)
+    log.info("fetching %d file(s), %d bytes from %s", len(expected), total, loc.url)
+    if kind == "object":
+        args = ["s3", "cp", loc.url, str(dest / next(iter(expected)))]
+    else:
+        prefix = loc.key.rstrip("/") + "/" if loc.key.strip("/") else ""
+        args = ["s3", "cp", f"s3://{loc.bucket}/{prefix}", str(dest), "--recursive"]
+    with watch("download", total, lambda: dir_bytes(dest)):
+        tools.run("aws", [*args, *aws.cli_flags(loc)], env=aws.cli_env(loc))
+    entries = inventory(dest)
+    got = {e.path: e.size for e in entries}
+    if got != expected:
+        missing = sorted(set(expected) - set(got)) or sorted(k for k in got if got[k] != expected.get(k))
+        raise TransferError(f"download from {loc.url} is incomplete: {', '.join(missing[:5])} missing or of the "
+                            f"wrong size")
+    return entries
