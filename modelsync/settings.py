@@ -137,3 +137,14 @@ SETTINGS: tuple[Setting, ...] = (
 
 BY_NAME = {s.name: s for s in SETTINGS}
 BY_ENV = {s.env: s for s in SETTINGS}
+
+
+def markdown_table() -> str:
+    """The README's configuration reference, generated so it cannot drift from the code (a test compares)."""
+    rows = ["| Environment variable | Arg | Default | Description |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        default = "(auto-detect)" if s.name == "sign" else (f"`{s.default}`" if s.default is not None else "")
+        choices = f" One of: {', '.join(s.choices)}." if s.choices else ""
+        secret = " Secret: never logged." if s.secret else ""
+        rows.append(f"| `{s.env}` | `{s.arg}` | {default} | {s.help}.{choices}{secret} |")
+    return "\n".join(rows)

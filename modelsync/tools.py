@@ -69,22 +69,39 @@ def run(binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = Non
             log.debug("%s: %s", binary, line)
 
     log.debug("running %s %s", binary, " ".join(args))
+    proc = sh.Command(path)(*args, _env=child_env(env), _cwd=cwd, _err=stderr_line, _err_bufsize=1,
+                            _tty_out=False, _bg=True, _bg_exc=False)
     try:
-        out = sh.Command(path)(*args, _env=child_env(env), _cwd=cwd, _timeout=timeout, _err=stderr_line,
-                               _err_bufsize=1, _tty_out=False)
+        out = proc.wait(timeout=timeout)
     except sh.ErrorReturnCode as exc:
         detail = " | ".join(tail) or mask(exc.stdout.decode(errors="replace").strip())[-500:] or "no output"
-        raise ToolError(f"{binary} {_verb(args)} failed (exit {exc.exit_code}): {detail}") from None
+        raise ToolError(f"{_what(binary, args)} failed (exit {exc.exit_code}): {detail}") from None
     except sh.TimeoutException:
-        raise ToolError(f"{binary} {_verb(args)} did not finish within {timeout:.0f}s") from None
+        _stop(proc)
+        raise ToolError(f"{_what(binary, args)} did not finish within {timeout:g}s") from None
+    except BaseException:  # interrupted (SIGTERM, Ctrl-C): the child must not go on writing behind our back
+        _stop(proc)
+        raise
     return str(out)
 
 
-def _verb(args: Sequence[str]) -> str:
-    """The sub-command words (e.g. 's3 cp'), for error messages; options and paths left out."""
-    words = []
+def _stop(proc: sh.RunningCommand) -> None:
+    try:
+        if proc.is_alive():
+            proc.terminate()
+            proc.wait(timeout=10)
+    except Exception:  # already gone, or ignoring SIGTERM: make sure
+        try:
+            proc.kill()
+        except Exception:
+            pass
+
+
+def _what(binary: str, args: Sequence[str]) -> str:
+    """'aws s3 cp' for error messages: the binary and its sub-command words, options and paths left out."""
+    words: list[str] = []
     for a in args:
         if a.startswith("-") or "/" in a or len(words) == 2:
             break
         words.append(a)
-    return " ".join(words)
+    return " ".join([binary, *words])

@@ -34,7 +34,7 @@ def _context(loc: UriLocation) -> ssl.SSLContext:
     return ctx
 
 
-def _public(url: str) -> str:
+def public_url(url: str) -> str:
     """The URL without user-info or query (which may hold a signature/token), for messages."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}{parts.path}"
@@ -57,12 +57,12 @@ def fetch_uri(loc: UriLocation, dest: Path, work: Path) -> tuple[FileEntry, ...]
             progress.close()
     except urllib.error.HTTPError as exc:
         hint = " (check the credentials in --source-uri-credentials-path)" if exc.code in (401, 403) else ""
-        raise TransferError(f"download of {_public(loc.url)} failed: HTTP {exc.code} {exc.reason}{hint}") from None
+        raise TransferError(f"download of {public_url(loc.url)} failed: HTTP {exc.code} {exc.reason}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise TransferError(f"download of {_public(loc.url)} failed: {reason}") from None
+        raise TransferError(f"download of {public_url(loc.url)} failed: {reason}") from None
     if total and download.stat().st_size != total:
-        raise TransferError(f"download of {_public(loc.url)} is truncated: {download.stat().st_size} of {total} bytes")
+        raise TransferError(f"download of {public_url(loc.url)} is truncated: {download.stat().st_size} of {total} bytes")
     unpack(download, name, dest)
     return inventory(dest)
 
