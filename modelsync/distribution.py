@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
 import re
 import ssl
@@ -38,17 +39,40 @@ class RemoteManifest:
         return json.loads(self.data)
 
 
+def speaks_https(registry: str, timeout: float = 10.0) -> bool:
+    """Does host[:port] answer TLS at all (certificate not checked)? For tls_verify=False, like Docker's
+    "insecure registry": HTTPS without verification when offered, else plain HTTP."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(registry, timeout=timeout, context=context)
+    try:
+        conn.request("GET", "/v2/")
+        conn.getresponse().read()
+        return True
+    except (ssl.SSLError, http.client.HTTPException, ConnectionResetError):
+        return False
+    except OSError as err:
+        raise TransferError(f"{registry}: cannot reach registry: {err}") from None
+    finally:
+        conn.close()
+
+
 class RegistryClient:
     def __init__(self, location: OciLocation, timeout: float = TIMEOUT):
         self.location = location
         self.timeout = timeout
-        scheme = "https" if location.tls_verify else "http"
-        self.base = f"{scheme}://{location.registry}"
         self._context = None
+        https = location.tls_verify or speaks_https(location.registry)
+        self.base = f"{'https' if https else 'http'}://{location.registry}"
         if location.tls_verify:
             self._context = ssl.create_default_context()
             if location.ca_bundle:
                 self._context.load_verify_locations(cafile=location.ca_bundle)  # added to the system trust
+        elif https:
+            self._context = ssl.create_default_context()
+            self._context.check_hostname = False
+            self._context.verify_mode = ssl.CERT_NONE
         self._auth_header: str | None = None
         self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self._context))
 

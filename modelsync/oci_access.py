@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .distribution import speaks_https
 from .errors import TransferError
 from .locations import OciLocation
 
@@ -28,6 +29,7 @@ class RegistryAccess:
     location: OciLocation
     auth_file: Path | None     # None: anonymous
     cert_dir: Path | None      # skopeo: a dir with ca.crt; None: system trust only
+    plain_http: bool = False   # tls_verify=False and the registry does not speak TLS at all
 
     def skopeo_args(self, side: str) -> list[str]:
         """Options for one side of `skopeo copy`: side is 'src' or 'dest'."""
@@ -44,9 +46,8 @@ class RegistryAccess:
         """Options for oras: prefix '' (pull, push), 'from-' or 'to-' (cp)."""
         args = []
         if not self.location.tls_verify:
-            # plain HTTP (oras falls back to no TLS only with this flag); for HTTPS without verification use
-            # --insecure, but a registry that is "tls_verify=False" here is treated as plain HTTP like skopeo does
-            args.append(f"--{prefix}plain-http")
+            # skopeo's tls-verify=false covers both cases; oras needs to be told which one it is
+            args.append(f"--{prefix}plain-http" if self.plain_http else f"--{prefix}insecure")
         if self.location.ca_bundle:
             args.append(f"--{prefix}ca-file={self.location.ca_bundle}")
         if self.auth_file:
@@ -81,7 +82,8 @@ def registry_access(location: OciLocation, work_dir: Path) -> Iterator[RegistryA
             cert_dir = tmp / "certs"
             cert_dir.mkdir()
             shutil.copyfile(location.ca_bundle, cert_dir / "ca.crt")
-        yield RegistryAccess(location, auth_file, cert_dir)
+        plain_http = not location.tls_verify and not speaks_https(location.registry)
+        yield RegistryAccess(location, auth_file, cert_dir, plain_http)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

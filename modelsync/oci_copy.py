@@ -8,14 +8,17 @@ so the pushed manifest digest is the one modelcar.py built (verified after the p
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from . import tools
 from .locations import OciLocation
 from .oci_access import check_backend, registry_access
 from .distribution import RegistryClient
+from .errors import ToolError
 from .oci_layout import INDEX_TYPES, parse_platform
 
 log = logging.getLogger("modelsync.oci")
@@ -23,6 +26,7 @@ log = logging.getLogger("modelsync.oci")
 SYSTEM_POLICY = Path("/etc/containers/policy.json")
 PUSH_TIMEOUT = 6 * 3600.0
 _DOCKER_HUB = "docker.io"
+_LOGRUS = re.compile(r'time="[^"]*" level=\w+ msg="(.*)"')
 
 
 def qualified(location: OciLocation) -> OciLocation:
@@ -64,14 +68,14 @@ def pull_to_layout(src: OciLocation, layout_dir: Path, ref_name: str, work_dir: 
     with registry_access(src, work_dir) as access:
         if backend == "skopeo":
             # accept-uncompressed: keep blobs as the registry has them instead of gzipping uncompressed layers
-            tools.run("skopeo", [*_skopeo_global(), "copy", "--quiet", "--retry-times=3", *_platform_args(platform),
+            _run("skopeo", [*_skopeo_global(), "copy", "--quiet", "--retry-times=3", *_platform_args(platform),
                                  *access.skopeo_args("src"), "--dest-oci-accept-uncompressed-layers",
                                  f"docker://{src.reference}", f"oci:{layout_dir}:{ref_name}"],
                       timeout=PUSH_TIMEOUT, on_stderr=_log_line("skopeo"))
         else:
             # oras refuses --platform for a single manifest whose config is not an image config (an artifact)
             narrow = [f"--platform={platform}"] if is_index(src) else []
-            tools.run("oras", ["cp", "--no-tty", *narrow, *access.oras_args("from-"),
+            _run("oras", ["cp", "--no-tty", *narrow, *access.oras_args("from-"),
                                src.reference, "--to-oci-layout", f"{layout_dir}:{ref_name}"],
                       timeout=PUSH_TIMEOUT, on_stderr=_log_line("oras"))
     log.info("pulled %s with %s in %.1fs", src.reference, backend, time.monotonic() - start)
@@ -85,14 +89,22 @@ def push_layout(layout_dir: Path, ref_name: str, target: OciLocation, tag: str, 
     start = time.monotonic()
     with registry_access(target, work_dir) as access:
         if backend == "skopeo":
-            tools.run("skopeo", [*_skopeo_global(), "copy", "--quiet", "--retry-times=3", "--preserve-digests",
+            _run("skopeo", [*_skopeo_global(), "copy", "--quiet", "--retry-times=3", "--preserve-digests",
                                  *access.skopeo_args("dest"), f"oci:{layout_dir}:{ref_name}", f"docker://{dest}"],
                       timeout=PUSH_TIMEOUT, on_stderr=_log_line("skopeo"))
         else:
-            tools.run("oras", ["cp", "--no-tty", *access.oras_args("to-"), "--from-oci-layout",
+            _run("oras", ["cp", "--no-tty", *access.oras_args("to-"), "--from-oci-layout",
                                f"{layout_dir}:{ref_name}", dest],
                       timeout=PUSH_TIMEOUT, on_stderr=_log_line("oras"))
     log.info("pushed %s with %s in %.1fs", dest, backend, time.monotonic() - start)
+
+
+def _run(binary: str, args: list[str], **kw: Any) -> str:
+    try:
+        return tools.run(binary, args, **kw)
+    except ToolError as err:
+        # skopeo logs its error as `time="..." level=fatal msg="..."`: keep just the message for the log reader
+        raise ToolError(_LOGRUS.sub(lambda m: m.group(1).replace('\\"', '"'), str(err))) from None
 
 
 def is_index(src: OciLocation) -> bool:

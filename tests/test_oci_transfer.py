@@ -26,6 +26,7 @@ from modelsync.oci_copy import push_layout
 from modelsync.oci_layout import OCI_LAYER_TAR, OCI_MANIFEST
 from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
+from tests.conftest import unavailable
 from tests.models import digests_of, make_model
 from tests.oci_helpers import BUSYBOX, busybox_layer, busybox_layout, entry, tar_bytes, write_image
 
@@ -39,7 +40,7 @@ def tools_needed(require_tool):
     for name in ("skopeo", "oras"):
         require_tool(name)
     if not BUSYBOX.exists():
-        pytest.fail("busybox-static is not installed (apt-get install busybox-static); e2e/install-tools.sh does it")
+        unavailable("busybox-static is not installed (apt-get install busybox-static): the tests' base image")
 
 
 @pytest.fixture
@@ -153,6 +154,16 @@ def test_tls_registry_with_basic_auth_round_trip(tmp_path, secure, busybox_base,
     assert auth_modes and set(auth_modes.values()) == {0o600}          # private while the tool ran ...
     assert not any(Path(p).exists() for p in auth_modes)               # ... and gone afterwards
     assert not list((tmp_path / "work").iterdir())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_tls_verify_off_against_https_registry(tmp_path, stack, tools_needed, backend):
+    """tls_verify=False on an HTTPS registry means HTTPS without verification (like Docker's insecure registries)."""
+    digests = make_model(tmp_path / "model")
+    target = OciLocation(f"{stack.oci_tls_registry}/{_repo()}:insecure", username=stack.oci_tls_username,
+                         password=Secret(stack.oci_tls_password), tls_verify=False)
+    published = publish_modelcar(tmp_path / "model", target, None, tmp_path / "w", backend=backend)
+    assert {f.path: f.sha256 for f in published.files} == digests
 
 
 def test_a_secret_in_argv_is_refused_before_running(stack):
