@@ -1,0 +1,95 @@
+"""Every Job in samples/ resolves to a valid configuration, with its Secrets and ConfigMaps mounted as Kubernetes
+would mount them (one file per key) and its metadata ConfigMap accepted by the metadata parser."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from modelsync import config
+from modelsync.settings import BY_ENV
+
+SAMPLES = sorted((Path(__file__).resolve().parent.parent / "samples").glob("*.yaml"))
+AUTH = base64.b64encode(b"robot:pw").decode()
+# Secrets the samples reference but (rightly) do not define inline.
+EXTERNAL = {
+    "registry-pull": {".dockerconfigjson": json.dumps({"auths": {"quay.io": {"auth": AUTH}}})},
+    "s3-model-store": {"AWS_ACCESS_KEY_ID": "id", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_S3_BUCKET": "models"},
+    "quay-robot": {"username": "robot", "password": "pw"},
+}
+
+
+def _docs(path: Path) -> list[dict]:
+    return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+def _data(doc: dict) -> dict[str, str]:
+    out = dict(doc.get("stringData") or {})
+    out.update({k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
+               if doc["kind"] == "Secret" else (doc.get("data") or {}))
+    return out
+
+
+def _jobs():
+    for path in SAMPLES:
+        docs = _docs(path)
+        for job in (d for d in docs if d["kind"] == "Job"):
+            yield pytest.param(path, docs, job, id=f"{path.name}:{job['metadata']['name']}")
+
+
+def test_there_are_samples():
+    assert len(SAMPLES) >= 3
+
+
+@pytest.mark.parametrize("path,docs,job", list(_jobs()))
+def test_sample_job_resolves_to_a_valid_configuration(tmp_path, monkeypatch, path, docs, job):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    objects = {(d["kind"], d["metadata"]["name"]): _data(d) for d in docs if d["kind"] in ("Secret", "ConfigMap")}
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts: dict[str, Path] = {}
+    for mount in container.get("volumeMounts", []):
+        local = tmp_path / mount["mountPath"].lstrip("/")
+        local.mkdir(parents=True, exist_ok=True)
+        mounts[mount["mountPath"]] = local
+        vol = volumes[mount["name"]]
+        if "secret" in vol:
+            name = vol["secret"]["secretName"]
+            files = objects.get(("Secret", name)) or EXTERNAL[name]
+        elif "configMap" in vol:
+            files = objects[("ConfigMap", vol["configMap"]["name"])]
+        else:
+            continue
+        for key, value in files.items():
+            (local / key).write_text(value)
+
+    def localize(value: str) -> str:
+        for mount_path, local in mounts.items():
+            if value.startswith(mount_path):
+                return str(local) + value[len(mount_path):]
+        return value
+
+    env = {}
+    for item in container.get("env", []):
+        assert item["name"] in BY_ENV, f"{item['name']} is not a setting"
+        if "value" in item:
+            env[item["name"]] = localize(item["value"])
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = EXTERNAL[ref["name"]][ref["key"]]
+    args = []
+    for arg in container.get("args", []):
+        name, _, value = arg.partition("=")
+        args.append(f"{name}={localize(value)}")
+    cfg = config.load(args, env)
+    assert cfg.storage_path in mounts or str(cfg.storage_path) == "/tmp/model-sync"
+
+    if cfg.model_upload_intent != "update_artifact":
+        from modelsync.metadata import parse_metadata_dir
+        parse_metadata_dir(Path(cfg.metadata_configmap_path), cfg.model_upload_intent)
