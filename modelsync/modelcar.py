@@ -168,6 +168,18 @@ def _rfc3339(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _source_date_epoch() -> dt.datetime | None:
+    """SOURCE_DATE_EPOCH (reproducible-builds.org) pins `created`, making the whole image, not just its layers,
+    reproducible: a restarted job then pushes the very same manifest digest."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(int(value), dt.timezone.utc)
+    except ValueError:
+        raise TransferError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds") from None
+
+
 def _scratch_config(platform: str) -> dict[str, Any]:
     os_name, arch, variant = parse_platform(platform)
     config: dict[str, Any] = {"architecture": arch, "os": os_name, "config": {},
@@ -186,7 +198,7 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
     """
     out = Layout(out_dir)
     out.init()
-    created_at = _rfc3339(created or dt.datetime.now(dt.timezone.utc))
+    created_at = _rfc3339(created or _source_date_epoch() or dt.datetime.now(dt.timezone.utc))
     base_layers, config = _base(out, base_dir, platform)
     files = model_files(model_dir)
     if len(base_layers) + len(files) > LAYER_WARNING:

@@ -39,6 +39,15 @@ def test_same_files_give_same_digests_in_any_creation_order(tmp_path):
     assert [lay.path for lay in one.layers] == sorted(SMALL_FILES)
 
 
+def test_source_date_epoch_pins_created(tmp_path, monkeypatch):
+    make_model(tmp_path / "m")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764072000")
+    one = build_modelcar(tmp_path / "m", tmp_path / "out1")
+    two = build_modelcar(tmp_path / "m", tmp_path / "out2")
+    assert one.manifest_digest == two.manifest_digest
+    assert one.manifest["annotations"]["org.opencontainers.image.created"] == "2025-11-25T12:00:00Z"
+
+
 def test_layer_tar_headers_are_fixed_and_nested_dirs_kept(tmp_path):
     make_model(tmp_path / "m")
     image = build_modelcar(tmp_path / "m", tmp_path / "out", created=WHEN)

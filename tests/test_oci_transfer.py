@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import tarfile
 import time
@@ -36,11 +37,11 @@ WHEN = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
 
 
 @pytest.fixture(scope="session")
-def tools_needed(require_tool):
-    for name in ("skopeo", "oras"):
-        require_tool(name)
+def tools_needed(require_tool) -> dict[str, str]:
+    paths = {name: require_tool(name) for name in ("skopeo", "oras")}
     if not BUSYBOX.exists():
         unavailable("busybox-static is not installed (apt-get install busybox-static): the tests' base image")
+    return paths
 
 
 @pytest.fixture
@@ -91,7 +92,7 @@ def _repo() -> str:
 
 
 def _skopeo_inspect(ref: str, *extra: str) -> dict:
-    out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", *extra, f"docker://{ref}"],
+    out = subprocess.run([shutil.which("skopeo") or "skopeo", "inspect", "--tls-verify=false", *extra, f"docker://{ref}"],
                          check=True, capture_output=True, text=True).stdout
     return json.loads(out)
 
@@ -107,7 +108,7 @@ def _extract_pulled_layers(pulled: Path, manifest: dict, rootfs: Path) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_publish_to_plain_http_registry(tmp_path, plain, busybox_base, stack, backend):
+def test_publish_to_plain_http_registry(tmp_path, plain, busybox_base, stack, tools_needed, backend):
     digests = make_model(tmp_path / "model")
     repo = _repo()
     published = publish_modelcar(tmp_path / "model", plain(f"{repo}:v1"), busybox_base, tmp_path / "work",
@@ -125,16 +126,12 @@ def test_publish_to_plain_http_registry(tmp_path, plain, busybox_base, stack, ba
     assert manifest["layers"][0]["size"] == len(busybox_layer())
 
     # oras pulls the layers; applied in order they give /models byte for byte
-    subprocess.run([str(Path.home() / "go/bin/oras") if not _on_path("oras") else "oras", "pull", "--plain-http",
+    subprocess.run([tools_needed["oras"], "pull", "--plain-http",
                     "--no-tty", "-o", str(tmp_path / "pulled"), f"{host_repo}@{published.digest}"],
                    check=True, capture_output=True)
     _extract_pulled_layers(tmp_path / "pulled", manifest, tmp_path / "rootfs")
     assert digests_of(tmp_path / "rootfs" / "models") == digests
     assert not list((tmp_path / "work").iterdir())  # nothing left behind
-
-
-def _on_path(binary: str) -> bool:
-    return any(Path(d, binary).exists() for d in os.environ.get("PATH", "").split(os.pathsep))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -217,7 +214,7 @@ def test_scratch_base_has_only_model_layers(tmp_path, plain):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_fetch_oras_artifact_places_files_at_their_titles(tmp_path, plain, stack, backend):
+def test_fetch_oras_artifact_places_files_at_their_titles(tmp_path, plain, stack, tools_needed, backend):
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "a.txt").write_bytes(b"alpha")
@@ -225,7 +222,7 @@ def test_fetch_oras_artifact_places_files_at_their_titles(tmp_path, plain, stack
     (src / "tree" / "x").mkdir(parents=True)
     (src / "tree" / "x" / "c.txt").write_bytes(b"in a pushed directory")
     ref = f"{stack.oci_registry}/{_repo()}:art"
-    subprocess.run(["oras", "push", "--plain-http", "--no-tty", "--artifact-type", "application/vnd.example.model",
+    subprocess.run([tools_needed["oras"], "push", "--plain-http", "--no-tty", "--artifact-type", "application/vnd.example.model",
                     ref, "a.txt", "sub/b.bin", "tree"], cwd=src, check=True, capture_output=True)
     files = fetch_oci(plain(ref.split("/", 1)[1]), tmp_path / "dest", tmp_path / "w", backend=backend)
     assert digests_of(tmp_path / "dest") == digests_of(src)
