@@ -149,6 +149,10 @@ def model_files(model_dir: Path) -> list[tuple[str, Path]]:
     found = []
     for root, dirs, names in os.walk(model_dir):
         dirs.sort()
+        if linked := [d for d in dirs if Path(root, d).is_symlink()]:
+            # os.walk does not enter them; refusing beats publishing a model with a directory silently missing
+            raise TransferError(f"{Path(root, linked[0]).relative_to(model_dir)}: a symlink to a directory; "
+                                f"copy the directory in instead")
         for name in names:
             path = Path(root, name)
             rel = path.relative_to(model_dir).as_posix()

@@ -148,6 +148,17 @@ def test_gzip_base_layer_type_kept(tmp_path):
     assert image.manifest["layers"][0]["mediaType"] == OCI_LAYER_GZIP
 
 
+def test_symlinks_to_files_are_stored_as_files_and_to_dirs_refused(tmp_path):
+    make_model(tmp_path / "m")
+    (tmp_path / "m" / "alias.json").symlink_to("config.json")
+    image = build_modelcar(tmp_path / "m", tmp_path / "out")
+    alias = next(lay for lay in image.layers if lay.path == "alias.json")
+    assert alias.file.sha256 == hashlib.sha256(SMALL_FILES["config.json"]).hexdigest()
+    (tmp_path / "m" / "linked-dir").symlink_to("weights")
+    with pytest.raises(TransferError, match="symlink to a directory"):
+        build_modelcar(tmp_path / "m", tmp_path / "out2")
+
+
 def test_empty_model_dir_is_refused(tmp_path):
     (tmp_path / "m").mkdir()
     with pytest.raises(TransferError, match="no files"):

@@ -7,6 +7,7 @@ busybox built here (tests/oci_helpers.py) and pushed to the plain registry once 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -24,7 +25,7 @@ from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import ModelSyncError, ToolError, TransferError
 from modelsync.locations import OciLocation
 from modelsync.oci_copy import push_layout
-from modelsync.oci_layout import OCI_LAYER_TAR, OCI_MANIFEST
+from modelsync.oci_layout import OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, Layout
 from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
@@ -204,6 +205,28 @@ def test_docker_v2s2_base_is_converted(tmp_path, plain, stack):
         manifest = _skopeo_inspect(published.uri.removeprefix("oci://"), "--raw")
         assert manifest["config"]["mediaType"] == "application/vnd.oci.image.config.v1+json"
         assert all(lay["mediaType"] == OCI_LAYER_TAR for lay in manifest["layers"])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_multi_arch_base_index_is_narrowed_to_the_platform(tmp_path, plain, backend):
+    root = tmp_path / "multi"
+    amd_layer, arm_layer = busybox_layer(), tar_bytes([entry("bin/sh", b"arm", mode=0o755)])
+    entries = []
+    for arch, layer in (("amd64", amd_layer), ("arm64", arm_layer)):
+        write_image(root, [layer], arch=arch)
+        entries += json.loads((root / "index.json").read_text())["manifests"]
+    for desc in entries:
+        desc.pop("annotations", None)
+    layout = Layout(root)
+    index = layout.add_bytes(json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode(),
+                             OCI_INDEX)
+    layout.write_index(index, "multi")
+    base = plain(f"base/multi-{backend}:1")
+    push_layout(root, "multi", base, "1", tmp_path / "w", "oras")  # oras copies the index and both images
+    make_model(tmp_path / "model")
+    published = publish_modelcar(tmp_path / "model", plain(f"{_repo()}:m"), base, tmp_path / "w", backend=backend)
+    manifest = _skopeo_inspect(published.uri.removeprefix("oci://"), "--raw")
+    assert manifest["layers"][0]["digest"] == "sha256:" + hashlib.sha256(amd_layer).hexdigest()
 
 
 def test_scratch_base_has_only_model_layers(tmp_path, plain):
