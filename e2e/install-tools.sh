@@ -39,7 +39,8 @@ need_go() {
 install_apt() {
   local t missing=() pkg
   t=$(now)
-  for pkg in skopeo mariadb-server openssl apache2-utils ca-certificates; do
+  # busybox-static: the modelcar base image for tests and the demo is built from it (docker.io is unreachable)
+  for pkg in skopeo mariadb-server openssl apache2-utils ca-certificates busybox-static; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then
