@@ -1,0 +1,191 @@
+"""The metadata dir: a mounted ConfigMap with one file per key, parsed and validated before anything happens.
+
+Keys are ``<Entity>.<field>`` as in the spec, e.g. ``RegisteredModel.name`` or ``ModelVersion.custom_properties``
+(a JSON object). Kubernetes mounts a ConfigMap as symlinks into a ``..data`` directory; entries whose names start
+with ``..`` are that machinery and are ignored. Values are stripped of surrounding whitespace (YAML block scalars
+end in a newline).
+
+Which keys each intent takes:
+    create_model       RegisteredModel.*, ModelVersion.*, ModelArtifact.*; needs RegisteredModel.name, ModelVersion.name
+    create_version     ModelVersion.*, ModelArtifact.*;                     needs ModelVersion.name
+    update_artifact    ModelArtifact.* except name (applied when the artifact goes LIVE); nothing needed
+Any other key is an error naming it. ``ModelArtifact.name`` defaults to the RegisteredModel's name (as the
+upstream client does).
+
+Custom properties become Model Registry ``MetadataValue``s by their JSON type:
+    string -> string, true/false -> bool, float -> double, object/array -> string holding compact JSON,
+    integer -> int, which the server stores as **int32**. An integer outside int32 is an error (not a silent
+    double: that would change the property's type for filterQuery users and lose precision past 2**53); write it
+    as a string ("3000000000") or a float (3000000000.0) to say which you mean.
+    null and non-finite floats (NaN, Infinity) are errors. Keys starting with ``modelsync.`` are reserved for the
+    job's own bookkeeping.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from .errors import ConfigError
+
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+RESERVED_PREFIX = "modelsync."
+
+PropertyValue = str | int | float | bool
+
+# the fields the spec names, plus the few other plain-string fields both API generations accept
+ENTITY_FIELDS: dict[str, frozenset[str]] = {
+    "RegisteredModel": frozenset({"name", "description", "owner", "custom_properties"}),
+    "ModelVersion": frozenset({"name", "description", "author", "custom_properties"}),
+    "ModelArtifact": frozenset({"name", "description", "model_format_name", "model_format_version", "storage_key",
+                                "storage_path", "service_account_name", "custom_properties"}),
+}
+INTENT_ENTITIES: dict[str, tuple[str, ...]] = {
+    "create_model": ("RegisteredModel", "ModelVersion", "ModelArtifact"),
+    "create_version": ("ModelVersion", "ModelArtifact"),
+    "update_artifact": ("ModelArtifact",),
+}
+REQUIRED: dict[str, tuple[str, ...]] = {
+    "create_model": ("RegisteredModel.name", "ModelVersion.name"),
+    "create_version": ("ModelVersion.name",),
+    "update_artifact": (),
+}
+NOT_ALLOWED: dict[str, tuple[str, ...]] = {"update_artifact": ("ModelArtifact.name",)}
+
+
+@dataclass(frozen=True)
+class EntityMetadata:
+    fields: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # e.g. {"name": "my-model"}
+    custom_properties: Mapping[str, PropertyValue] = field(default_factory=lambda: MappingProxyType({}))
+
+    def get(self, name: str) -> str | None:
+        return self.fields.get(name)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    registered_model: EntityMetadata = field(default_factory=EntityMetadata)
+    model_version: EntityMetadata = field(default_factory=EntityMetadata)
+    model_artifact: EntityMetadata = field(default_factory=EntityMetadata)
+
+    def fingerprint(self) -> str:
+        """A stable hash of everything requested; re-runs of one job share it (see registry.py)."""
+        doc = {name: {"fields": dict(e.fields), "custom_properties": dict(e.custom_properties)}
+               for name, e in (("RegisteredModel", self.registered_model), ("ModelVersion", self.model_version),
+                               ("ModelArtifact", self.model_artifact))}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def parse_metadata_dir(path: str | Path | None, kind: str) -> Metadata:
+    """Read and validate the metadata dir for an intent; raises ConfigError listing every problem found."""
+    if kind not in INTENT_ENTITIES:
+        raise ConfigError(f"unknown upload intent {kind!r} (one of {', '.join(INTENT_ENTITIES)})")
+    if path is None:
+        values: dict[str, str] = {}
+    else:
+        values = read_metadata_dir(Path(path))
+    return parse_metadata(values, kind, source=str(path) if path else "metadata")
+
+
+def read_metadata_dir(path: Path) -> dict[str, str]:
+    """{key: text} for each regular file (or symlink to one) in the dir, skipping Kubernetes' ``..`` entries."""
+    if not path.is_dir():
+        raise ConfigError(f"metadata dir {path}: not a directory")
+    values = {}
+    for entry in sorted(path.iterdir()):
+        if entry.name.startswith(".."):
+            continue
+        if not entry.is_file():
+            raise ConfigError(f"metadata dir {path}: {entry.name} is not a file")
+        try:
+            values[entry.name] = entry.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"metadata dir {path}: cannot read {entry.name}: {err}") from None
+    return values
+
+
+def parse_metadata(values: Mapping[str, str], kind: str, source: str = "metadata") -> Metadata:
+    """Validate {key: text} for an intent: unknown keys, required keys, custom properties JSON."""
+    allowed = {f"{entity}.{name}" for entity in INTENT_ENTITIES[kind] for name in ENTITY_FIELDS[entity]}
+    allowed -= set(NOT_ALLOWED.get(kind, ()))
+    problems = []
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        problems.append(f"{source}: unknown key(s) for intent {kind}: {', '.join(unknown)} "
+                        f"(allowed: {', '.join(sorted(allowed))})")
+    stripped = {key: text.strip() for key, text in values.items() if key in allowed}
+    missing = [key for key in REQUIRED[kind] if not stripped.get(key)]
+    if missing:
+        problems.append(f"{source}: intent {kind} needs {', '.join(missing)}")
+    entities = {}
+    for entity in ENTITY_FIELDS:
+        entity_metadata, entity_problems = _parse_entity(entity, stripped, source)
+        entities[entity] = entity_metadata
+        problems.extend(entity_problems)
+    if problems:
+        raise ConfigError(problems)
+    return Metadata(entities["RegisteredModel"], entities["ModelVersion"], entities["ModelArtifact"])
+
+
+def _parse_entity(entity: str, values: Mapping[str, str], source: str) -> tuple[EntityMetadata, list[str]]:
+    fields = {}
+    props: dict[str, PropertyValue] = {}
+    problems: list[str] = []
+    for name in ENTITY_FIELDS[entity]:
+        key = f"{entity}.{name}"
+        if key not in values:
+            continue
+        if name == "custom_properties":
+            props, problems = parse_custom_properties(values[key], f"{source}: {key}")
+        else:
+            fields[name] = values[key]
+    return EntityMetadata(MappingProxyType(fields), MappingProxyType(props)), problems
+
+
+def parse_custom_properties(text: str, where: str) -> tuple[dict[str, PropertyValue], list[str]]:
+    """JSON object text -> ({name: typed value}, problems)."""
+    if not text.strip():
+        return {}, []
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as err:
+        return {}, [f"{where}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"]
+    if not isinstance(doc, dict):
+        return {}, [f"{where}: must be a JSON object of name: value, not {type(doc).__name__}"]
+    props, problems = {}, []
+    for name, value in doc.items():
+        converted, problem = property_value(name, value)
+        if problem:
+            problems.append(f"{where}: {problem}")
+        else:
+            props[name] = converted
+    return props, problems
+
+
+def property_value(name: str, value: object) -> tuple[PropertyValue, str | None]:
+    """One JSON value -> (typed value, None) or (_, problem)."""
+    if not name:
+        return "", "empty property name"
+    if name.startswith(RESERVED_PREFIX):
+        return "", f"property {name!r}: names starting with {RESERVED_PREFIX!r} are reserved for modelsync"
+    if isinstance(value, bool):  # before int: bool is an int in Python
+        return value, None
+    if isinstance(value, int):
+        if not INT32_MIN <= value <= INT32_MAX:
+            return "", (f"property {name!r}: integer {value} does not fit in int32, which the Model Registry "
+                        f"stores; write it as a string (\"{value}\") or a float ({value}.0)")
+        return value, None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return "", f"property {name!r}: {value} is not a finite number"
+        return value, None
+    if isinstance(value, str):
+        return value, None
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True), None
+    return "", f"property {name!r}: null is not a value (remove the key)"
