@@ -26,8 +26,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.setup(cfg.log_format, cfg.log_level)
         from . import job
         if cfg.dry_run:
-            print(json.dumps(job.dry_run(cfg), indent=2))
-            return EXIT_OK
+            report, ok = job.dry_run(cfg)
+            print(json.dumps(report, indent=2))
+            if not ok:
+                log.error("preflight failed: %s", report["preflight"]["error"])
+            return EXIT_OK if ok else EXIT_FAILED
         job.run(cfg)
         return EXIT_OK
     except ConfigError as exc:

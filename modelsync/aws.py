@@ -14,6 +14,7 @@ from pathlib import Path
 import boto3
 from botocore.config import Config as BotoConfig
 
+from .awscli_plugin.modelsync_no_expect import drop_expect
 from .locations import S3Location
 
 DEFAULT_REGION = "us-east-1"  # what MinIO and most S3-compatible stores accept when none is given
@@ -44,12 +45,14 @@ def cli_flags(loc: S3Location) -> list[str]:
 
 def client(loc: S3Location):
     verify: bool | str = loc.ca_bundle or loc.verify_tls
-    return boto3.client(
+    s3 = boto3.client(
         "s3", endpoint_url=loc.endpoint, region_name=loc.region or DEFAULT_REGION, verify=verify,
         aws_access_key_id=loc.access_key_id.reveal() if loc.access_key_id else None,
         aws_secret_access_key=loc.secret_access_key.reveal() if loc.secret_access_key else None,
         config=BotoConfig(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60,
                           s3={"addressing_style": "path"} if loc.endpoint else None))
+    s3.meta.events.register("before-send.s3", drop_expect)
+    return s3
 
 
 def list_objects(loc: S3Location, prefix: str) -> list[dict]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import uuid
 
-import boto3
 import pytest
 
-from modelsync import tools
+from modelsync import aws, tools
 from modelsync.destinations.s3 import publish_s3
 from modelsync.errors import TransferError
 from modelsync.files import inventory, safe_relative
@@ -30,8 +29,9 @@ def s3(stack, require_tool):
 
 @pytest.fixture
 def raw(stack):
-    return boto3.client("s3", endpoint_url=stack.minio_endpoint, region_name="us-east-1",
-                        aws_access_key_id=stack.minio_access_key, aws_secret_access_key=stack.minio_secret_key)
+    return aws.client(S3Location(bucket=stack.minio_bucket, key="", endpoint=stack.minio_endpoint,
+                                 access_key_id=Secret(stack.minio_access_key),
+                                 secret_access_key=Secret(stack.minio_secret_key)))
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ costs re-sending a body when a store rejects a request early, e.g. on a region r
 """
 
 
-def _drop_expect(request, **kwargs):
+def drop_expect(request, **kwargs):
+    """A botocore before-send handler; boto3 clients made by modelsync register it too."""
     if "Expect" in request.headers:
         del request.headers["Expect"]
 
 
 def awscli_initialize(cli):
-    cli.register("before-send.s3", _drop_expect)
+    cli.register("before-send.s3", drop_expect)
