@@ -211,7 +211,7 @@ class Connection:
         except ApiException as err:
             raise self._api_error(what, err) from None
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
-            raise Transient(f"cannot reach the Model Registry at {self.address}: "
+            raise Transient(f"connection to the Model Registry at {self.address} failed: "
                             f"{type(err).__name__}: {err}".rstrip(": ")) from None
         except (OpenApiException, ValueError, TypeError) as err:
             # the client refused to send a request or could not read an answer (pydantic errors are ValueErrors)
