@@ -14,7 +14,9 @@ SECRETS = {"MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": "s3-secret-Zq81", "MODEL_S
            "MODEL_SYNC_REGISTRY_USER_TOKEN": "mr-token-Kk02"}
 VALID = {**SECRETS, "MODEL_SYNC_SOURCE_AWS_BUCKET": "models", "MODEL_SYNC_SOURCE_AWS_KEY": "m/",
          "MODEL_SYNC_DESTINATION_OCI_URI": "127.0.0.1:5000/models/m:1", "MODEL_SYNC_DESTINATION_OCI_USERNAME": "u",
-         "MODEL_SYNC_MODEL_ARTIFACT_ID": "1", "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": "http://127.0.0.1"}
+         "MODEL_SYNC_MODEL_ARTIFACT_ID": "1", "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": "http://127.0.0.1:9"}
+# Nothing listens on 127.0.0.1:9: these dry runs resolve the configuration, then fail the preflight (exit 1) while
+# still printing the settings. The preflight against a real server is tested in test_job.py.
 
 
 def run(args, env=None, cwd=None):
@@ -41,8 +43,11 @@ def test_help_lists_every_setting_and_no_secret(tmp_path):
 
 def test_dry_run_prints_values_with_origins_and_masks_secrets(tmp_path):
     out = run(["--dry-run", "--source-aws-region", "eu-west-1"], env=VALID, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    doc = json.loads(out.stdout)["settings"]
+    assert out.returncode == 1, out.stderr
+    report = json.loads(out.stdout)
+    assert "127.0.0.1:9" in report["preflight"]["error"]
+    assert "preflight failed: " in out.stderr
+    doc = report["settings"]
     assert doc["source_aws_region"] == {"value": "eu-west-1", "origin": "arg", "env": "MODEL_SYNC_SOURCE_AWS_REGION",
                                         "arg": "--source-aws-region"}
     assert doc["source_aws_bucket"]["origin"] == "env"
@@ -58,7 +63,7 @@ def test_dry_run_prints_values_with_origins_and_masks_secrets(tmp_path):
 def test_dotenv_in_working_directory_is_used(tmp_path):
     (tmp_path / ".env").write_text("MODEL_SYNC_SOURCE_AWS_REGION=from-dotenv\n")
     out = run(["--dry-run"], env=VALID, cwd=tmp_path)
-    assert json.loads(out.stdout)["settings"]["source_aws_region"] == {
+    assert out.returncode == 1 and json.loads(out.stdout)["settings"]["source_aws_region"] == {
         "value": "from-dotenv", "origin": "dotenv", "env": "MODEL_SYNC_SOURCE_AWS_REGION", "arg": "--source-aws-region"}
 
 
@@ -77,7 +82,7 @@ def test_secret_given_as_arg_is_warned_about_but_never_printed(tmp_path):
     env = {k: v for k, v in VALID.items() if k != "MODEL_SYNC_DESTINATION_OCI_PASSWORD"}
     out = run(["--dry-run", "--destination-oci-password", SECRETS["MODEL_SYNC_DESTINATION_OCI_PASSWORD"]],
               env=env, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr
     assert "--destination-oci-password was given on the command line" in out.stderr
     assert_no_secret(out.stdout, out.stderr)
 

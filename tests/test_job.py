@@ -1,0 +1,225 @@
+"""The whole job on the real local stack: every source x destination pair, registered LIVE and read back
+byte for byte; failures leave the artifact ABANDONED with the error; the storage path is cleaned."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import tarfile
+import threading
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+
+from modelsync import config, job
+from modelsync.destinations.oci import publish_modelcar
+from modelsync.errors import ModelSyncError
+from modelsync.locations import OciLocation, S3Location
+from modelsync.secret import Secret
+from modelsync.sources.oci import fetch_oci
+from modelsync.sources.s3 import fetch_s3
+from modelsync.oci_copy import push_layout
+
+from .models import digests_of, make_model
+from .oci_helpers import busybox_layout
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def base_image(stack, tmp_path_factory) -> str:
+    ref = f"{stack.oci_registry}/library/busybox:latest"
+    root = tmp_path_factory.mktemp("busybox")
+    push_layout(busybox_layout(root / "layout"), "latest", OciLocation(ref, tls_verify=False), "latest", root / "w",
+                "skopeo")
+    return ref
+
+
+@pytest.fixture
+def model(tmp_path) -> tuple[Path, dict[str, str]]:
+    root = tmp_path / "model-src"
+    return root, make_model(root)
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def s3loc(stack, key: str) -> S3Location:
+    return S3Location(bucket=stack.minio_bucket, key=key, endpoint=stack.minio_endpoint,
+                      access_key_id=Secret(stack.minio_access_key), secret_access_key=Secret(stack.minio_secret_key))
+
+
+def mr_get(stack, path: str) -> dict:
+    with urllib.request.urlopen(f"{stack.mr_url}/api/model_registry/v1alpha3/{path}", timeout=10) as resp:
+        return json.load(resp)
+
+
+def base_env(stack, tmp_path: Path, name: str) -> dict[str, str]:
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    for key, value in {"RegisteredModel.name": name, "ModelVersion.name": "1.0.0", "ModelArtifact.name": name,
+                       "ModelArtifact.model_format_name": "onnx"}.items():
+        (meta / key).write_text(value)
+    return {"MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_model", "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(meta),
+            "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": stack.mr_url, "MODEL_SYNC_REGISTRY_IS_SECURE": "false",
+            "MODEL_SYNC_STORAGE_PATH": str(tmp_path / "storage")}
+
+
+def source_env(kind: str, stack, tmp_path, model_dir: Path, http_root, base_image) -> dict[str, str]:
+    if kind == "s3":
+        prefix = f"job-src-{uuid.uuid4().hex[:8]}"
+        from modelsync.destinations.s3 import publish_s3
+        from modelsync.files import inventory
+        publish_s3(model_dir, inventory(model_dir), s3loc(stack, prefix))
+        return {"MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_BUCKET": stack.minio_bucket,
+                "MODEL_SYNC_SOURCE_AWS_KEY": prefix, "MODEL_SYNC_SOURCE_AWS_ENDPOINT": stack.minio_endpoint,
+                "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": stack.minio_access_key,
+                "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
+    if kind == "oci":
+        ref = f"{stack.oci_tls_registry}/job-src/{uuid.uuid4().hex[:8]}:v1"
+        target = OciLocation(ref, username=stack.oci_tls_username, password=Secret(stack.oci_tls_password),
+                             ca_bundle=stack.oci_tls_ca)
+        publish_modelcar(model_dir, target, OciLocation(base_image, tls_verify=False), tmp_path / "pre")
+        return {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": ref,
+                "MODEL_SYNC_SOURCE_OCI_USERNAME": stack.oci_tls_username,
+                "MODEL_SYNC_SOURCE_OCI_PASSWORD": stack.oci_tls_password,
+                "MODEL_SYNC_SOURCE_OCI_CA_BUNDLE": stack.oci_tls_ca}
+    if kind == "uri":
+        root, url = http_root
+        with tarfile.open(root / "model.tar.gz", "w:gz") as tar:
+            tar.add(model_dir, arcname=".")
+        return {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": f"{url}/model.tar.gz"}
+    return {"MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(model_dir)}
+
+
+def destination_env(kind: str, stack, tmp_path, base_image) -> dict[str, str]:
+    if kind == "oci":
+        return {"MODEL_SYNC_DESTINATION_TYPE": "oci",
+                "MODEL_SYNC_DESTINATION_OCI_URI": f"{stack.oci_registry}/job-dst/{uuid.uuid4().hex[:8]}:v1",
+                "MODEL_SYNC_DESTINATION_OCI_USERNAME": "any", "MODEL_SYNC_DESTINATION_OCI_PASSWORD": "unused-pw",
+                "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY": "false",
+                "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": base_image,
+                "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY": "false"}
+    if kind == "s3":
+        return {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": stack.minio_bucket,
+                "MODEL_SYNC_DESTINATION_AWS_KEY": f"job-dst-{uuid.uuid4().hex[:8]}/model",
+                "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": stack.minio_endpoint,
+                "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": stack.minio_access_key,
+                "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
+    return {"MODEL_SYNC_DESTINATION_TYPE": "pvc", "MODEL_SYNC_DESTINATION_PATH": str(tmp_path / "pvc-out" / "model")}
+
+
+def read_back(published, dest_kind: str, stack, tmp_path: Path) -> dict[str, str]:
+    out = tmp_path / "read-back"
+    if dest_kind == "oci":
+        fetch_oci(OciLocation(published.uri[len("oci://"):], tls_verify=False), out, tmp_path / "rb-work")
+    elif dest_kind == "s3":
+        key = published.uri.split("/", 3)[3]
+        fetch_s3(s3loc(stack, key), out)
+    else:
+        out = Path(published.uri[len("file://"):])
+    return digests_of(out)
+
+
+PAIRS = [(s, d) for s in ("s3", "oci", "uri", "pvc") for d in ("oci", "s3", "pvc")]
+
+
+@pytest.mark.parametrize("src,dst", PAIRS, ids=[f"{s}-to-{d}" for s, d in PAIRS])
+def test_every_source_to_every_destination(src, dst, stack, tmp_path, model, http_root, base_image, monkeypatch):
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    monkeypatch.chdir(tmp_path)
+    model_dir, expected = model
+    name = f"job-{src}-{dst}-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), **source_env(src, stack, tmp_path, model_dir, http_root, base_image),
+           **destination_env(dst, stack, tmp_path, base_image)}
+    published = job.run(config.load([], env))
+
+    assert read_back(published, dst, stack, tmp_path) == expected
+    assert {f.path: f.sha256 for f in published.files} == expected
+    rm = mr_get(stack, f"registered_model?name={name}")
+    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
+    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    assert art["state"] == "LIVE" and art["uri"] == published.uri
+    if dst == "oci":
+        assert published.uri.startswith(f"oci://{stack.oci_registry}/job-dst/") and "@sha256:" in published.uri
+    assert not (tmp_path / "storage" / ".modelsync-job").exists()
+
+
+def test_failed_push_leaves_the_artifact_abandoned_with_the_error(stack, tmp_path, model, base_image, monkeypatch):
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir, _ = model
+    name = f"job-fail-{uuid.uuid4().hex[:6]}"
+    wrong = "wrong-password-Qq77"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
+           "MODEL_SYNC_SOURCE_PATH": str(model_dir), "MODEL_SYNC_DESTINATION_TYPE": "oci",
+           "MODEL_SYNC_DESTINATION_OCI_URI": f"{stack.oci_tls_registry}/job-fail/m:v1",
+           "MODEL_SYNC_DESTINATION_OCI_USERNAME": stack.oci_tls_username,
+           "MODEL_SYNC_DESTINATION_OCI_PASSWORD": wrong, "MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE": stack.oci_tls_ca,
+           "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": base_image,
+           "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY": "false"}
+    with pytest.raises(ModelSyncError) as err:
+        job.run(config.load([], env))
+    assert wrong not in str(err.value)
+    rm = mr_get(stack, f"registered_model?name={name}")
+    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
+    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    assert art["state"] == "ABANDONED"
+    error = art["customProperties"]["modelsync.error"]["string_value"]
+    assert error and wrong not in error and wrong not in json.dumps(art)
+    assert not (tmp_path / "storage" / ".modelsync-job").exists()
+
+    # The same Job, restarted with the password fixed, resumes its own entities and ends LIVE: no duplicates.
+    env["MODEL_SYNC_DESTINATION_OCI_PASSWORD"] = stack.oci_tls_password
+    published = job.run(config.load([], env))
+    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    assert art["state"] == "LIVE" and art["uri"] == published.uri
+
+
+def test_missing_source_fails_in_preflight_before_any_registry_write(stack, tmp_path, base_image, monkeypatch):
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    name = f"job-nosrc-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "s3",
+           "MODEL_SYNC_SOURCE_AWS_BUCKET": stack.minio_bucket, "MODEL_SYNC_SOURCE_AWS_KEY": "no/such/prefix/",
+           "MODEL_SYNC_SOURCE_AWS_ENDPOINT": stack.minio_endpoint,
+           "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": stack.minio_access_key,
+           "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key,
+           **destination_env("pvc", stack, tmp_path, base_image)}
+    with pytest.raises(ModelSyncError, match="nothing found at source"):
+        job.run(config.load([], env))
+    with pytest.raises(urllib.error.HTTPError) as err:  # no RegisteredModel claims a model that is not there
+        mr_get(stack, f"registered_model?name={name}")
+    assert err.value.code == 404
+
+
+def test_dry_run_reports_the_api_generation_and_plan_and_writes_nothing(stack, tmp_path, model, base_image,
+                                                                         monkeypatch):
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir, _ = model
+    name = f"job-dry-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
+           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("pvc", stack, tmp_path, base_image)}
+    report, ok = job.dry_run(config.load(["--dry-run"], env))
+    assert ok
+    assert report["preflight"]["registry"]["api_version"] == "v1alpha3"
+    assert report["preflight"]["source"] == {"type": "pvc", "files": 5, "bytes": sum(
+        f.stat().st_size for f in model_dir.rglob("*") if f.is_file())}
+    assert any("RegisteredModel" in line and "create" in line for line in report["preflight"]["plan"])
+    with pytest.raises(urllib.error.HTTPError):
+        mr_get(stack, f"registered_model?name={name}")
