@@ -40,7 +40,7 @@ import binascii
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from mr_openapi.configuration import Configuration
