@@ -34,25 +34,28 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def inventory(root: Path) -> tuple[FileEntry, ...]:
-    """Every regular file under root, sorted, with size and sha256. Symlinks must stay inside root."""
+def listing(root: Path) -> dict[str, int]:
+    """Every regular file under root (relative path -> size), sorted; symlinks must stay inside root."""
     root = root.resolve()
-    entries = []
+    files: dict[str, int] = {}
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             full = Path(dirpath, name)
             rel = full.relative_to(root).as_posix()
-            if full.is_symlink():
-                target = full.resolve()
-                if not target.is_relative_to(root):
-                    raise TransferError(f"refusing '{rel}': a symlink pointing outside the model directory")
+            if full.is_symlink() and not full.resolve().is_relative_to(root):
+                raise TransferError(f"refusing '{rel}': a symlink pointing outside the model directory")
             if not full.is_file():
                 raise TransferError(f"refusing '{rel}': not a regular file")
-            entries.append(FileEntry(path=rel, size=full.stat().st_size, sha256=sha256_file(full)))
-    if not entries:
+            files[rel] = full.stat().st_size
+    if not files:
         raise TransferError(f"no files found in '{root}': nothing to sync")
-    return tuple(entries)
+    return files
+
+
+def inventory(root: Path) -> tuple[FileEntry, ...]:
+    """listing() plus each file's sha256."""
+    return tuple(FileEntry(path=rel, size=size, sha256=sha256_file(root / rel)) for rel, size in listing(root).items())
 
 
 def total_size(entries) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from . import endpoints, registry
 from .config import Config
 from .errors import ConfigError, ModelSyncError
-from .files import human, total_size
+from .files import human, listing, total_size
 from .locations import FileEntry, Published
 from .secret import mask
 from .validate import signing_decision
@@ -133,9 +133,8 @@ def describe_source(cfg: Config) -> dict[str, Any]:
         shape, files = plan_s3(endpoints.s3(cfg, "source"))
         return {"type": kind, "shape": shape, "files": len(files), "bytes": sum(files.values())}
     if kind in ("pvc", "local"):
-        from .sources.local import read_local
-        _, entries = read_local(endpoints.local(cfg, "source"))
-        return {"type": kind, "files": len(entries), "bytes": total_size(entries)}
+        files = listing(endpoints.local(cfg, "source").path)  # sizes only: hashing waits for the transfer
+        return {"type": kind, "files": len(files), "bytes": sum(files.values())}
     return {"type": kind}
 
 

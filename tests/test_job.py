@@ -223,3 +223,48 @@ def test_dry_run_reports_the_api_generation_and_plan_and_writes_nothing(stack, t
     assert any("RegisteredModel" in line and "create" in line for line in report["preflight"]["plan"])
     with pytest.raises(urllib.error.HTTPError):
         mr_get(stack, f"registered_model?name={name}")
+
+
+@pytest.mark.slow
+def test_sigterm_mid_transfer_abandons_and_cleans_up(stack, tmp_path, base_image):
+    """Kubernetes deletes the pod (SIGTERM) while the job pushes: exit 1, artifact ABANDONED, no child tool left
+    running, the storage path's working directory gone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .models import write_big
+
+    model_dir = tmp_path / "model-src"
+    write_big(model_dir / "big.bin", 1 << 30)
+    name = f"job-term-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
+           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image)}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "modelsync"], env={**clean, **env}, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    state = None
+    while state != "PENDING" and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            rm = mr_get(stack, f"registered_model?name={name}")
+            mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
+            items = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+            state = items[0]["state"] if items else None
+        except urllib.error.HTTPError:
+            pass
+    assert state == "PENDING", "the job never claimed the artifact"
+    time.sleep(1.0)  # into the transfer
+    assert proc.poll() is None, "the transfer finished before SIGTERM could be sent"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "stopped by SIGTERM" in err
+    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    assert art["state"] == "ABANDONED" and "SIGTERM" in art["customProperties"]["modelsync.error"]["string_value"]
+    assert not (tmp_path / "storage" / ".modelsync-job").exists()
+    leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], f"processes of the job's session still running: {leftovers}"
