@@ -95,29 +95,41 @@ class Bench:
                 "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": self.base,
                 "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY": "false"}
 
-    def run(self) -> None:
+    def fresh(self) -> None:
+        """New bytes at the start of the big file: a new layer digest, so nothing can be reused by a registry."""
+        with open(self.model / "big/model.safetensors", "r+b") as f:
+            f.write(os.urandom(16))
+
+    def upload(self) -> str:
         from modelsync.destinations.s3 import publish_s3
-        self.floors()
         key = f"bench-src/{uuid.uuid4().hex[:8]}"
         publish_s3(self.model, inventory(self.model), self.s3(key))
+        return key
+
+    def run(self) -> None:
+        self.floors()
         repo = f"{self.env['OCI_REGISTRY']}/bench/model-{uuid.uuid4().hex[:8]}"
-        self.job("job: s3 -> oci (skopeo)", self.src_s3(key), self.dst_oci(f"{repo}:v1", "skopeo"))
-        self.job("job: s3 -> oci again, blobs reused (skopeo)", self.src_s3(key), self.dst_oci(f"{repo}:v2", "skopeo"))
-        self.job("job: s3 -> oci (oras)", self.src_s3(key),
-                 self.dst_oci(f"{repo}-oras:v1", "oras"))
-        self.job("job: pvc -> oci (skopeo, read in place)",
+        for backend in ("skopeo", "oras"):
+            self.fresh()
+            key = self.upload()
+            self.job(f"job: s3 -> oci ({backend})", self.src_s3(key), self.dst_oci(f"{repo}-{backend}:v1", backend))
+            self.job(f"job: s3 -> oci again, blobs reused ({backend})", self.src_s3(key),
+                     self.dst_oci(f"{repo}-{backend}:v2", backend))
+        self.fresh()
+        self.job("job: pvc -> oci (oras, read in place)",
                  {"MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(self.model)},
-                 self.dst_oci(f"{repo}-pvc:v1", "skopeo"))
+                 self.dst_oci(f"{repo}-pvc:v1", "oras"))
         e = self.env
-        self.job("job: oci -> s3", {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": f"{repo}:v1",
-                                    "MODEL_SYNC_SOURCE_OCI_USERNAME": "bench",
-                                    "MODEL_SYNC_SOURCE_OCI_PASSWORD": "unused",
-                                    "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false"},
-                 {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": e["MINIO_BUCKET"],
-                  "MODEL_SYNC_DESTINATION_AWS_KEY": f"bench-dst/{uuid.uuid4().hex[:8]}",
-                  "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": e["MINIO_ENDPOINT"],
-                  "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": e["MINIO_ACCESS_KEY"],
-                  "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": e["MINIO_SECRET_KEY"]})
+        for backend in ("skopeo", "oras"):
+            self.job(f"job: oci -> s3 ({backend})",
+                     {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": f"{repo}-{backend}:v1",
+                      "MODEL_SYNC_SOURCE_OCI_USERNAME": "bench", "MODEL_SYNC_SOURCE_OCI_PASSWORD": "unused",
+                      "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false", "MODEL_SYNC_DESTINATION_OCI_BACKEND": backend},
+                     {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": e["MINIO_BUCKET"],
+                      "MODEL_SYNC_DESTINATION_AWS_KEY": f"bench-dst/{uuid.uuid4().hex[:8]}",
+                      "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": e["MINIO_ENDPOINT"],
+                      "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": e["MINIO_ACCESS_KEY"],
+                      "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": e["MINIO_SECRET_KEY"]})
 
     def print(self) -> None:
         print(f"\nmodel: {self.total / MIB:.0f} MiB ({self.size / MIB:.0f} MiB big file + small files); "
