@@ -18,8 +18,10 @@ from . import tools
 from .locations import OciLocation
 from .oci_access import check_backend, registry_access
 from .distribution import RegistryClient
-from .errors import ToolError
-from .oci_layout import INDEX_TYPES, parse_platform
+from .errors import ToolError, TransferError
+from .files import dir_bytes
+from .oci_layout import INDEX_TYPES, Layout, parse_platform
+from .progress import watch
 
 log = logging.getLogger("modelsync.oci")
 
@@ -65,7 +67,8 @@ def pull_to_layout(src: OciLocation, layout_dir: Path, ref_name: str, work_dir: 
     src = qualified(src)
     layout_dir.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    with registry_access(src, work_dir) as access:
+    # The total is not known before the manifest is read; the bytes landing in the layout are.
+    with registry_access(src, work_dir) as access, watch(f"pull {src.reference}", 0, lambda: dir_bytes(layout_dir)):
         if backend == "skopeo":
             # accept-uncompressed: keep blobs as the registry has them instead of gzipping uncompressed layers
             _run("skopeo", [*_skopeo_global(), "copy", "--quiet", "--retry-times=3", *_platform_args(platform),
@@ -87,7 +90,10 @@ def push_layout(layout_dir: Path, ref_name: str, target: OciLocation, tag: str, 
     check_backend(backend)
     dest = f"{target.repository}:{tag}"
     start = time.monotonic()
-    with registry_access(target, work_dir) as access:
+    blobs = _blob_sizes(Layout(layout_dir))
+    pushed = _PushedBytes(blobs, target)
+    with registry_access(target, work_dir) as access, \
+            watch(f"push {dest}", sum(blobs.values()), pushed.measure if backend == "skopeo" else pushed.total):
         if backend == "skopeo":
             _run("skopeo", [*_skopeo_global(), "copy", "--quiet", "--retry-times=3", "--preserve-digests",
                                  *access.skopeo_args("dest"), f"oci:{layout_dir}:{ref_name}", f"docker://{dest}"],
@@ -95,8 +101,50 @@ def push_layout(layout_dir: Path, ref_name: str, target: OciLocation, tag: str, 
         else:
             _run("oras", ["cp", "--no-tty", *access.oras_args("to-"), "--from-oci-layout",
                                f"{layout_dir}:{ref_name}", dest],
-                      timeout=PUSH_TIMEOUT, on_stderr=_log_line("oras"))
+                      timeout=PUSH_TIMEOUT, on_stderr=_log_line("oras"), on_stdout=pushed.oras_line)
     log.info("pushed %s with %s in %.1fs", dest, backend, time.monotonic() - start)
+
+
+def _blob_sizes(layout: Layout) -> dict[str, int]:
+    _, manifest = layout.resolve_manifest()
+    return {d["digest"]: d["size"] for d in (manifest["config"], *manifest["layers"])}
+
+
+class _PushedBytes:
+    """Bytes of the blobs known to be in the registry, for push progress.
+
+    oras prints a line as each blob completes ("Copied  <12 hex> <title>", "Exists  …" when already there).
+    skopeo prints nothing per blob off a TTY, so for it the registry is asked which blobs it holds, at most every
+    PROGRESS_POLL seconds and only for blobs not yet seen.
+    """
+
+    PROGRESS_POLL = 10.0
+    _ORAS = re.compile(r"^(?:Copied|Exists|Skipped)\s+([0-9a-f]{12})\b")
+
+    def __init__(self, blobs: dict[str, int], target: OciLocation):
+        self.blobs, self.target = blobs, target
+        self.done: set[str] = set()
+        self._asked = 0.0
+
+    def total(self) -> int:
+        return sum(self.blobs[d] for d in self.done)
+
+    def oras_line(self, line: str) -> None:
+        m = self._ORAS.match(line)
+        if m:
+            self.done.update(d for d in self.blobs if d.split(":", 1)[1].startswith(m.group(1)))
+
+    def measure(self) -> int:
+        if time.monotonic() - self._asked >= self.PROGRESS_POLL:
+            self._asked = time.monotonic()
+            client, repo = RegistryClient(self.target), repo_path(self.target)
+            for digest in set(self.blobs) - self.done:
+                try:
+                    client.blob_size(repo, digest)
+                    self.done.add(digest)
+                except TransferError:
+                    pass  # not there yet
+        return self.total()
 
 
 def _run(binary: str, args: list[str], **kw: Any) -> str:

@@ -19,8 +19,9 @@ INTERVAL = 10.0
 
 
 class Progress:
-    def __init__(self, label: str, total: int, interval: float = INTERVAL, tty: bool | None = None):
-        self.label, self.total, self.interval = label, total, interval
+    def __init__(self, label: str, total: int, interval: float | None = None, tty: bool | None = None):
+        self.label, self.total = label, total
+        self.interval = INTERVAL if interval is None else interval  # read at call time: tests shorten it
         self.done = 0
         self.started = time.monotonic()
         self._last_line = self.started
@@ -51,7 +52,9 @@ class Progress:
     def line(self, now: float | None = None) -> str:
         elapsed = max((now or time.monotonic()) - self.started, 1e-6)
         rate = self.done / elapsed
-        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        if not self.total:  # size not known in advance (e.g. a pull before its manifest is read)
+            return f"{self.label}: {human(self.done)}, {human(rate)}/s"
+        pct = f" ({100 * self.done / self.total:.0f}%)"
         eta = f", ETA {(self.total - self.done) / rate:.0f}s" if rate > 0 and self.total >= self.done else ""
         return f"{self.label}: {human(self.done)} / {human(self.total)}{pct}, {human(rate)}/s{eta}"
 
@@ -67,7 +70,7 @@ class Progress:
 
 @contextmanager
 def watch(label: str, total: int, measure: Callable[[], int], every: float = 1.0,
-          interval: float = INTERVAL) -> Iterator[Progress]:
+          interval: float | None = None) -> Iterator[Progress]:
     """Poll measure() every `every` seconds while the body runs (e.g. bytes under a download directory)."""
     progress = Progress(label, total, interval=interval)
     stop = threading.Event()

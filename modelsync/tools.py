@@ -51,8 +51,12 @@ def _refuse_secrets_in_argv(binary: str, args: Sequence[str]) -> None:
 
 
 def run(binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = None, cwd: str | None = None,
-        timeout: float | None = None, on_stderr: Callable[[str], None] | None = None) -> str:
-    """Run binary with args; return its stdout. Raise ToolError with the masked stderr tail on failure."""
+        timeout: float | None = None, on_stderr: Callable[[str], None] | None = None,
+        on_stdout: Callable[[str], None] | None = None) -> str:
+    """Run binary with args; return its stdout. Raise ToolError with the masked stderr tail on failure.
+
+    on_stdout, when given, also sees each stdout line as it comes (e.g. a tool's per-blob progress lines).
+    """
     path = which(binary)
     args = [str(a) for a in args]
     _refuse_secrets_in_argv(binary, args)
@@ -69,12 +73,19 @@ def run(binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = Non
             log.debug("%s: %s", binary, line)
 
     log.debug("running %s %s", binary, " ".join(args))
+    stdout: list[str] = []
+
+    def stdout_line(line: str) -> None:
+        stdout.append(line)
+        if on_stdout:
+            on_stdout(mask(line.rstrip("\n")))
+
     proc = sh.Command(path)(*args, _env=child_env(env), _cwd=cwd, _err=stderr_line, _err_bufsize=1,
-                            _tty_out=False, _bg=True, _bg_exc=False)
+                            _out=stdout_line, _out_bufsize=1, _tty_out=False, _bg=True, _bg_exc=False)
     try:
-        out = proc.wait(timeout=timeout)
+        proc.wait(timeout=timeout)
     except sh.ErrorReturnCode as exc:
-        detail = " | ".join(tail) or mask(exc.stdout.decode(errors="replace").strip())[-500:] or "no output"
+        detail = " | ".join(tail) or mask("".join(stdout).strip())[-500:] or "no output"
         raise ToolError(f"{_what(binary, args)} failed (exit {exc.exit_code}): {detail}") from None
     except sh.TimeoutException:
         _stop(proc)
@@ -82,7 +93,7 @@ def run(binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = Non
     except BaseException:  # interrupted (SIGTERM, Ctrl-C): the child must not go on writing behind our back
         _stop(proc)
         raise
-    return str(out)
+    return "".join(stdout)
 
 
 def _stop(proc: sh.RunningCommand) -> None:

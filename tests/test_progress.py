@@ -40,3 +40,16 @@ def test_watch_polls_the_measure_and_logs_a_summary(caplog):
 
 def test_human_sizes():
     assert [human(n) for n in (0, 1023, 1024, 5 * 1024 ** 3)] == ["0 B", "1023 B", "1.0 KiB", "5.0 GiB"]
+
+
+def test_oras_blob_lines_count_completed_blobs_once():
+    from modelsync.locations import OciLocation
+    from modelsync.oci_copy import _PushedBytes
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    pushed = _PushedBytes({a: 100, b: 50}, OciLocation("127.0.0.1:1/x/y:1"))
+    pushed.oras_line("Copying aaaaaaaaaaaa model.bin")
+    assert pushed.total() == 0
+    pushed.oras_line("Copied  aaaaaaaaaaaa model.bin")
+    pushed.oras_line("Copied  aaaaaaaaaaaa model.bin")
+    pushed.oras_line("Exists  bbbbbbbbbbbb config")
+    assert pushed.total() == 150

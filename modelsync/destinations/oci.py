@@ -20,10 +20,12 @@ from pathlib import Path
 
 from ..distribution import RegistryClient
 from ..errors import TransferError
+from ..files import dir_bytes
 from ..locations import OciLocation, Published
 from ..modelcar import ModelcarImage, build_modelcar
 from ..oci_access import check_backend
 from ..oci_copy import pull_to_layout, push_layout, repo_path
+from ..progress import watch
 
 log = logging.getLogger("modelsync.destinations.oci")
 
@@ -55,8 +57,9 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
             base_dir = job_dir / "base"
             pull_to_layout(base, base_dir, "base", work_dir, backend, platform)
         start = time.monotonic()
-        image = build_modelcar(model_dir, job_dir / "image", base_dir, platform=platform, tag=_REF,
-                               created=created, source=source_annotation)
+        with watch("build layers", dir_bytes(model_dir), lambda: dir_bytes(job_dir / "image")):
+            image = build_modelcar(model_dir, job_dir / "image", base_dir, platform=platform, tag=_REF,
+                                   created=created, source=source_annotation)
         total = sum(layer.file.size for layer in image.layers)
         elapsed = time.monotonic() - start
         log.info("built modelcar %s: %d files, %d bytes in %.1fs (%.0f MB/s)", image.manifest_digest,
