@@ -103,7 +103,7 @@ def main() -> int:
     print(f"          {summary['files']} files, {summary['bytes']} bytes")
     _print_registered(env["MR_URL"], version)
     print(f"\nInspect it: skopeo inspect --tls-verify=false docker://{summary['uri'][len('oci://'):]}")
-    print(f"Stop the stack: bin/modelsync-stack down")
+    print("Stop the stack: bin/modelsync-stack down")
     return 0
 
 

@@ -84,7 +84,7 @@ def _require_oci(cfg: Config, side: str) -> list[str]:
         problems += _require(cfg, [f"{side}_oci_registry"], why)
     for suffix, key in (("oci_username", "username"), ("oci_password", "password")):
         if not cfg.values.get(f"{side}_{suffix}"):
-            problems.append(_missing(f"{side}_{suffix}", why, f'an "auths" entry for the registry', cred))
+            problems.append(_missing(f"{side}_{suffix}", why, 'an "auths" entry for the registry', cred))
     ref = cfg.values.get(f"{side}_oci_uri")
     if ref and not _REFERENCE.match(strip_scheme(ref)):
         s = BY_NAME[f"{side}_oci_uri"]

@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from modelsync.files import sha256_file
+
 SMALL_FILES = {
     "config.json": b'{"architectures": ["Tiny"], "hidden": 8}\n',
     "weights/part-00001.bin": os.urandom(300_000),
@@ -48,14 +50,5 @@ def digests_of(root: Path) -> dict[str, str]:
     for dirpath, _, names in os.walk(root):
         for name in names:
             p = Path(dirpath, name)
-            out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest() \
-                if p.stat().st_size < 64 << 20 else _hash_big(p)
+            out[p.relative_to(root).as_posix()] = sha256_file(p)
     return out
-
-
-def _hash_big(p: Path) -> str:
-    digest = hashlib.sha256()
-    with open(p, "rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -6,7 +6,6 @@ docker.io is unreachable here, so the modelcar's base is built from Debian's bus
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import shutil
@@ -70,9 +69,3 @@ def busybox_layout(root: Path, docker: bool = False) -> Path:
     return root
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(8 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -3,10 +3,8 @@ byte for byte; failures leave the artifact ABANDONED with the error; the storage
 
 from __future__ import annotations
 
-import http.server
 import json
 import tarfile
-import threading
 import urllib.request
 import uuid
 from pathlib import Path
@@ -24,6 +22,7 @@ from modelsync.oci_copy import push_layout
 
 from .models import digests_of, make_model
 from .oci_helpers import busybox_layout
+from .servers import serve_directory
 
 pytestmark = pytest.mark.stack
 
@@ -47,18 +46,8 @@ def model(tmp_path) -> tuple[Path, dict[str, str]]:
 def http_root(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_directory(root) as url:
+        yield root, url
 
 
 def s3loc(stack, key: str) -> S3Location:

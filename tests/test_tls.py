@@ -3,13 +3,11 @@ endpoint is refused (verification is on by default). Uses the local stack's CA a
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -25,6 +23,7 @@ from modelsync.sources.s3 import fetch_s3
 from modelsync.sources.uri import fetch_uri
 
 from .models import digests_of, make_model
+from .servers import serve_directory
 
 pytestmark = pytest.mark.stack
 
@@ -38,21 +37,10 @@ def tls(stack) -> Path:
 def https_server(tmp_path, tls):
     root = tmp_path / "www"
     root.mkdir()
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(tls / "server.crt", tls / "server.key")
-    httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield root, f"https://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_directory(root, tls=ctx) as url:
+        yield root, url
 
 
 def test_https_source_with_its_ca_bundle(tmp_path, https_server, tls):

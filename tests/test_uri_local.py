@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import base64
-import http.server
 import io
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -17,11 +15,11 @@ from modelsync.endpoints import uri_headers
 from modelsync.errors import TransferError
 from modelsync.files import inventory
 from modelsync.locations import LocalLocation, UriLocation
-from modelsync.secret import Secret
 from modelsync.sources.local import read_local
 from modelsync.sources.uri import fetch_uri
 
 from .models import digests_of, make_model
+from .servers import serve_directory
 
 TOKEN = "uri-token-Ab12Cd34"
 
@@ -31,24 +29,8 @@ def server(tmp_path):
     """Serves files from tmp_path/www; /private/* needs `Authorization: Bearer TOKEN`."""
     root = tmp_path / "www"
     root.mkdir()
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(root), **kw)
-
-        def do_GET(self):
-            if self.path.startswith("/private/") and self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                self.send_error(401)
-                return
-            super().do_GET()
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve_directory(root, token=TOKEN) as url:
+        yield root, url
 
 
 def _tar_of(src: Path, dest: Path, mode: str = "w:gz") -> None:

@@ -1,0 +1,40 @@
+"""A static-file HTTP(S) server on loopback for the HTTP-source tests, optionally checking a bearer token."""
+
+from __future__ import annotations
+
+import http.server
+import ssl
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def serve_directory(root: Path, *, tls: ssl.SSLContext | None = None, token: str | None = None,
+                    private_prefix: str = "/private/") -> Iterator[str]:
+    """Serve root; yield the base URL. With token, paths under private_prefix need `Authorization: Bearer token`."""
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(root), **kw)
+
+        def do_GET(self):
+            if token and self.path.startswith(private_prefix) and \
+                    self.headers.get("Authorization") != f"Bearer {token}":
+                self.send_error(401)
+                return
+            super().do_GET()
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        httpd.socket = tls.wrap_socket(httpd.socket, server_side=True)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        yield f"{'https' if tls else 'http'}://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
