@@ -257,3 +257,25 @@ def test_sigterm_mid_transfer_abandons_and_cleans_up(stack, tmp_path, base_image
     assert not (tmp_path / "storage" / ".modelsync-job").exists()
     leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert leftovers == [], f"processes of the job's session still running: {leftovers}"
+
+
+@pytest.mark.parametrize("generation", ["v1alpha3", "v1"])
+def test_whole_job_against_each_api_generation(generation, stack, tmp_path, model, base_image, mr_proxy_factory,
+                                               monkeypatch):
+    """The same job against the v0.3.0 server directly (v1alpha3) and through a proxy that serves only /v1/ (as
+    newer servers do); dry-run names the generation it detected, and the run ends LIVE."""
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir, expected = model
+    address = stack.mr_url if generation == "v1alpha3" else mr_proxy_factory(v1_only=True).url
+    name = f"job-gen-{generation}-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": address,
+           "MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(model_dir),
+           **destination_env("oci", stack, tmp_path, base_image)}
+    report, ok = job.dry_run(config.load(["--dry-run"], env))
+    assert ok and report["preflight"]["registry"]["api_version"] == generation
+    published = job.run(config.load([], env))
+    assert read_back(published, "oci", stack, tmp_path) == expected
+    rm = mr_get(stack, f"registered_model?name={name}")
+    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
+    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    assert art["state"] == "LIVE" and art["uri"] == published.uri
