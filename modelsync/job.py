@@ -149,7 +149,8 @@ def run(cfg: Config) -> Published:
         reg = registry.connect(registry_settings(cfg))
         plan = reg.preflight(intent(cfg))
         source = describe_source(cfg)
-        log.info("preflight passed: %s; source %s", plan.describe(), json.dumps(source))
+        log.info("preflight passed: %s; source %s", "; ".join(plan.describe()),
+                 ", ".join(f"{k} {v}" for k, v in source.items()), extra={"fields": {"source": source}})
         claim = reg.begin(plan)
         try:
             published = transfer(cfg, workspace)
@@ -229,8 +230,9 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _report(published: Published, elapsed: float) -> None:
     size = total_size(published.files)
-    log.info("done: %s (%d files, %s) in %.1fs", published.uri, len(published.files), human(size), elapsed)
     summary = {"uri": published.uri, "digest": published.digest, "files": len(published.files), "bytes": size}
+    log.info("done: %s (%d files, %s) in %.1fs", published.uri, len(published.files), human(size), elapsed,
+             extra={"fields": {**summary, "seconds": round(elapsed, 1)}})
     print(json.dumps(summary))
     try:
         if TERMINATION_LOG.is_file():  # kubelet mounts it; never create it on an operator's machine
