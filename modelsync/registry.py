@@ -4,10 +4,12 @@ The job calls, in order::
 
     registry = connect(settings)        # detects the API generation (v1, else v1alpha3), checks the token
     plan = registry.preflight(intent)   # reads only: ids exist, names free or resumable; raises RegistryError
-    claim = registry.begin(plan)        # creates what is missing; the artifact is PENDING
+    claim = registry.begin(plan)        # creates what is missing (model/version ARCHIVED); artifact PENDING
     ... transfer ...
-    registry.complete(claim, published) # artifact LIVE, uri, modelsync.* digest properties
-    registry.abandon(claim, error)      # or: artifact ABANDONED, never LIVE, modelsync.error = the masked error
+    registry.complete(claim, published) # artifact LIVE, uri, modelsync.* digest properties; then the
+                                        #   version and model it created LIVE
+    registry.abandon(claim, error)      # or: artifact ABANDONED, never LIVE, modelsync.error = the masked error;
+                                        #   the version and model it created ARCHIVED
 
 Re-runs (Kubernetes restarts a failed Job; it may have died anywhere)
     Every entity this job creates carries the custom property ``modelsync.job`` = the job's *fingerprint*: a hash
@@ -46,8 +48,8 @@ from urllib.parse import urlsplit
 from mr_openapi.configuration import Configuration
 from mr_openapi.models import (
     Artifact, ArtifactState, MetadataBoolValue, MetadataDoubleValue, MetadataIntValue, MetadataStringValue,
-    MetadataStructValue, MetadataValue, ModelArtifact, ModelArtifactUpdate, ModelVersionCreate,
-    RegisteredModelCreate,
+    MetadataStructValue, MetadataValue, ModelArtifact, ModelArtifactUpdate, ModelVersionCreate, ModelVersionState,
+    ModelVersionUpdate, RegisteredModelCreate, RegisteredModelState, RegisteredModelUpdate,
 )
 
 from .errors import RegistryError
@@ -245,8 +247,10 @@ class Registry:
         if plan.model.id:
             return plan.model.id
         meta = _meta(plan).registered_model
+        # Born ARCHIVED: nothing shows as a live model until its artifact is LIVE (complete), even after a crash.
         body = RegisteredModelCreate(name=plan.model.name, description=meta.get("description"),
-                                     owner=meta.get("owner"), custom_properties=_props(meta, plan.fingerprint))
+                                     owner=meta.get("owner"), custom_properties=_props(meta, plan.fingerprint),
+                                     state=RegisteredModelState.ARCHIVED)
         return self._create("RegisteredModel", plan.model.name, None, plan.fingerprint,
                             lambda api: api.create_registered_model(body, **self._t()))
 
@@ -257,7 +261,8 @@ class Registry:
         body = ModelVersionCreate(name=plan.version.name, registered_model_id=model_id,
                                   description=meta.get("description"),
                                   author=meta.get("author") or self._settings.author,
-                                  custom_properties=_props(meta, plan.fingerprint))
+                                  custom_properties=_props(meta, plan.fingerprint),
+                                  state=ModelVersionState.ARCHIVED)  # LIVE once its artifact is
         return self._create("ModelVersion", plan.version.name, model_id, plan.fingerprint,
                             lambda api: api.create_model_version(body, **self._t()))
 
@@ -299,12 +304,26 @@ class Registry:
                                    uri=published.uri, fields=_artifact_fields(meta) if meta else {})
         if _state(art) != "LIVE" or art.uri != published.uri:
             raise RegistryError(f"ModelArtifact {claim.artifact_id}: the server did not keep state LIVE and the uri")
-        log.info("ModelArtifact %s is LIVE: %s", claim.artifact_id, published.uri)
+        self._set_owned_parents(claim, live=True)  # artifact first, then version, then model: a crash between
+        log.info("ModelArtifact %s is LIVE: %s", claim.artifact_id, published.uri)  # them is resumed by a re-run
 
     def abandon(self, claim: Claim, error: str) -> None:
         text = mask(error).strip() or "failed"
         self._patch_artifact(claim.artifact_id, ArtifactState.ABANDONED, add={ERROR_PROPERTY: text[:MAX_ERROR_CHARS]})
+        self._set_owned_parents(claim, live=False)
         log.info("ModelArtifact %s is ABANDONED", claim.artifact_id)
+
+    def _set_owned_parents(self, claim: Claim, live: bool) -> None:
+        """LIVE or ARCHIVED for the version and model this job created (never for ones it was given by id)."""
+        plan = claim.plan
+        if _owned(plan.version) and claim.version_id:
+            state = ModelVersionState.LIVE if live else ModelVersionState.ARCHIVED
+            self._conn.call(f"update ModelVersion {claim.version_id}", lambda api: api.update_model_version(
+                claim.version_id, ModelVersionUpdate(state=state), **self._t()))
+        if _owned(plan.model) and claim.model_id:
+            state = RegisteredModelState.LIVE if live else RegisteredModelState.ARCHIVED
+            self._conn.call(f"update RegisteredModel {claim.model_id}", lambda api: api.update_registered_model(
+                claim.model_id, RegisteredModelUpdate(state=state), **self._t()))
 
     # ------------------------------------------------------------ helpers
 
@@ -334,6 +353,10 @@ class Registry:
 
     def _t(self) -> dict:
         return {"_request_timeout": float(self._conn.retry.timeout)}
+
+
+def _owned(step: Step | None) -> bool:
+    return step is not None and step.action in ("create", "resume")
 
 
 def job_fingerprint(intent: Intent) -> str:

@@ -4,7 +4,12 @@ byte for byte; failures leave the artifact ABANDONED with the error; the storage
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import tarfile
+import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -20,7 +25,7 @@ from modelsync.sources.oci import fetch_oci
 from modelsync.sources.s3 import fetch_s3
 from modelsync.oci_copy import push_layout
 
-from .models import digests_of, make_model
+from .models import digests_of, make_model, write_big
 from .oci_helpers import busybox_layout
 from .servers import serve_directory
 
@@ -173,12 +178,17 @@ def test_failed_push_leaves_the_artifact_abandoned_with_the_error(stack, tmp_pat
     error = art["customProperties"]["modelsync.error"]["string_value"]
     assert error and wrong not in error and wrong not in json.dumps(art)
     assert not (tmp_path / "storage" / ".modelsync-job").exists()
+    # Nothing the job created claims a model that is not there: its model and version are ARCHIVED.
+    assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "ARCHIVED"
+    assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "ARCHIVED"
 
     # The same Job, restarted with the password fixed, resumes its own entities and ends LIVE: no duplicates.
     env["MODEL_SYNC_DESTINATION_OCI_PASSWORD"] = stack.oci_tls_password
     published = job.run(config.load([], env))
     (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
     assert art["state"] == "LIVE" and art["uri"] == published.uri
+    assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "LIVE"
+    assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "LIVE"
 
 
 def test_missing_source_fails_in_preflight_before_any_registry_write(stack, tmp_path, base_image, monkeypatch):
@@ -218,42 +228,23 @@ def test_dry_run_reports_the_api_generation_and_plan_and_writes_nothing(stack, t
 def test_sigterm_mid_transfer_abandons_and_cleans_up(stack, tmp_path, base_image):
     """Kubernetes deletes the pod (SIGTERM) while the job pushes: exit 1, artifact ABANDONED, no child tool left
     running, the storage path's working directory gone."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
-    from .models import write_big
-
     model_dir = tmp_path / "model-src"
     write_big(model_dir / "big.bin", 1 << 30)
     name = f"job-term-{uuid.uuid4().hex[:6]}"
     env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
            "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image)}
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "modelsync"], env={**clean, **env}, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    state = None
-    while state != "PENDING" and time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            rm = mr_get(stack, f"registered_model?name={name}")
-            mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-            items = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
-            state = items[0]["state"] if items else None
-        except urllib.error.HTTPError:
-            pass
-    assert state == "PENDING", "the job never claimed the artifact"
+    proc, mv = start_and_wait_for_pending(stack, env, name, tmp_path)
     time.sleep(1.0)  # into the transfer
     assert proc.poll() is None, "the transfer finished before SIGTERM could be sent"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert "stopped by SIGTERM" in err
+    rm = mr_get(stack, f"registered_model?name={name}")
     (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
     assert art["state"] == "ABANDONED" and "SIGTERM" in art["customProperties"]["modelsync.error"]["string_value"]
+    assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "ARCHIVED"
+    assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "ARCHIVED"
     assert not (tmp_path / "storage" / ".modelsync-job").exists()
     leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert leftovers == [], f"processes of the job's session still running: {leftovers}"
@@ -279,3 +270,49 @@ def test_whole_job_against_each_api_generation(generation, stack, tmp_path, mode
     mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
     (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
     assert art["state"] == "LIVE" and art["uri"] == published.uri
+
+
+def start_and_wait_for_pending(stack, env: dict[str, str], name: str, tmp_path: Path):
+    """Start the real CLI in its own session; return once its artifact is PENDING (claimed, transfer started)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}
+    proc = subprocess.Popen([sys.executable, "-m", "modelsync"], env={**clean, **env}, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            rm = mr_get(stack, f"registered_model?name={name}")
+            mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
+            items = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+        except urllib.error.HTTPError:
+            continue
+        if items and items[0]["state"] == "PENDING":
+            return proc, mv
+    proc.kill()
+    pytest.fail("the job never claimed the artifact")
+
+
+@pytest.mark.slow
+def test_hard_kill_mid_transfer_then_restart_ends_with_one_live_set(stack, tmp_path, base_image):
+    """SIGKILL (OOM, node loss) leaves no chance to clean up: what the job created must still not look LIVE,
+    and the restarted Job must finish the same entities."""
+    model_dir = tmp_path / "model-src"
+    write_big(model_dir / "big.bin", 1 << 30)
+    name = f"job-kill-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
+           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image)}
+    proc, mv = start_and_wait_for_pending(stack, env, name, tmp_path)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the transfer finished before the kill"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    rm = mr_get(stack, f"registered_model?name={name}")
+    assert rm["state"] == "ARCHIVED" and mr_get(stack, f"model_versions/{mv['id']}")["state"] == "ARCHIVED"
+
+    published = job.run(config.load([], env))  # the restarted Job: same settings, same metadata
+    versions = mr_get(stack, f"registered_models/{rm['id']}/versions")["items"]
+    arts = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    assert [v["id"] for v in versions] == [mv["id"]] and len(arts) == 1
+    assert arts[0]["state"] == "LIVE" and arts[0]["uri"] == published.uri
+    assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "LIVE"
+    assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "LIVE"
