@@ -52,7 +52,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="modelsync", description="Move a model's files between S3, OCI registries, HTTP and "
+    parser = _Parser(prog="modelsync", usage="modelsync [--dry-run] [--OPTION VALUE ...]   (or MODEL_SYNC_* env vars)",
+                     description="Move a model's files between S3, OCI registries, HTTP and "
                      "volumes, and register them in Kubeflow Model Registry.", epilog=EPILOG,
                      formatter_class=_Formatter, allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"modelsync {__version__}")
