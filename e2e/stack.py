@@ -47,7 +47,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -58,6 +57,8 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from e2e import procs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_SCRIPT = REPO_ROOT / "e2e" / "install-tools.sh"
@@ -158,13 +159,6 @@ def _log_tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
 @dataclass(frozen=True)
 class StackEnv:
     """What a test needs to reach the stack: `.env` (the dict of `LocalStack.env()`) and each of its keys as a
@@ -258,7 +252,7 @@ class LocalStack:
             info = comps.get(name)
             if info is None:
                 continue
-            alive = self._alive(info["pid"], info["match"])
+            alive = procs.alive(info["pid"], info["match"])
             result[name] = {"port": info["port"], "pid": info["pid"], "alive": alive,
                             "healthy": alive and self._healthy(name, info["port"])}
         return result
@@ -368,40 +362,11 @@ class LocalStack:
             return http_status(f"{base}/readyz/health") == 401
         raise ValueError(name)
 
-    @staticmethod
-    def _alive(pid: int, match: str) -> bool:
-        """Alive and still ours: the pid may have been reused by an unrelated process after a reboot."""
-        return match in _cmdline(pid) and not _is_zombie(pid)
-
     def _stop(self, name: str, pid: int, match: str, timeout: float = 10.0) -> None:
         proc = self._procs.get(name)
-        if proc is None and not self._alive(pid, match):
+        if proc is None and not procs.alive(pid, match):
             return
-        self._signal_group(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while self._group_exists(pid, proc):
-            if time.monotonic() > deadline:
-                self._signal_group(pid, signal.SIGKILL)
-                deadline = time.monotonic() + timeout
-            time.sleep(0.05)
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: int) -> None:
-        try:
-            os.killpg(pgid, sig)
-        except ProcessLookupError:
-            pass
-
-    @staticmethod
-    def _group_exists(pgid: int, proc: subprocess.Popen | None) -> bool:
-        if proc is not None:
-            proc.poll()  # reap our own child, else its zombie keeps the group "alive"
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        # a group whose only members are zombies of a process that is not ours: nothing left to stop
-        return any(_pgid_of(p) == pgid and not _is_zombie(p) for p in _pids())
+        procs.stop_group(pid, proc, timeout)
 
     # ---------------------------------------------------------------- components
 
@@ -555,28 +520,6 @@ auth:
                                        "--require-token", str(self.dir / "secrets" / "mr-token")],
                     {"PYTHONPATH": str(REPO_ROOT)}, match="e2e.mrproxy")
         self._wait_healthy("mr_token_proxy")
-
-
-def _pids() -> list[int]:
-    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
-
-
-def _stat(pid: int) -> list[str]:
-    try:
-        # the command name (field 2) may hold spaces: split after its closing parenthesis
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return []
-
-
-def _pgid_of(pid: int) -> int | None:
-    fields = _stat(pid)
-    return int(fields[2]) if fields else None
-
-
-def _is_zombie(pid: int) -> bool:
-    fields = _stat(pid)
-    return not fields or fields[0] == "Z"
 
 
 # -------------------------------------------------------------------- CLI
