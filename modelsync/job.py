@@ -22,7 +22,7 @@ from typing import Any
 from . import endpoints, registry
 from .config import Config
 from .errors import ConfigError, ModelSyncError
-from .files import human, listing, total_size
+from .files import human, listing, require_free_space, total_size
 from .locations import FileEntry, Published
 from .secret import mask
 from .validate import signing_decision
@@ -138,6 +138,17 @@ def describe_source(cfg: Config) -> dict[str, Any]:
     return {"type": kind}
 
 
+def check_space(cfg: Config, size: int | None) -> None:
+    """Before the claim: the storage path must hold a downloaded copy (unless read in place) and, for an OCI
+    destination, the modelcar's layers as well. Sizes unknown before download are checked again on the way."""
+    if size is None:
+        return
+    parts = ([] if cfg.source_type in ("pvc", "local") else ["download"]) + \
+        (["modelcar layers"] if cfg.destination_type == "oci" else [])
+    if parts:
+        require_free_space(Path(cfg.storage_path), size * len(parts), f"the model ({' + '.join(parts)})")
+
+
 def run(cfg: Config) -> Published:
     _check_signing(cfg)
     started = time.monotonic()
@@ -149,6 +160,7 @@ def run(cfg: Config) -> Published:
         reg = registry.connect(registry_settings(cfg))
         plan = reg.preflight(intent(cfg))
         source = describe_source(cfg)
+        check_space(cfg, source.get("bytes"))
         log.info("preflight passed: %s; source %s", "; ".join(plan.describe()),
                  ", ".join(f"{k} {v}" for k, v in source.items()), extra={"fields": {"source": source}})
         claim = reg.begin(plan)

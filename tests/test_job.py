@@ -316,3 +316,24 @@ def test_hard_kill_mid_transfer_then_restart_ends_with_one_live_set(stack, tmp_p
     assert arts[0]["state"] == "LIVE" and arts[0]["uri"] == published.uri
     assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "LIVE"
     assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "LIVE"
+
+
+def test_too_small_storage_path_fails_before_any_registry_write(stack, tmp_path, model, base_image, monkeypatch):
+    """A full disk cannot be arranged portably in a test, so the free space the job reads is patched (the only
+    stand-in in this file); everything else is real. The job must refuse in preflight, naming the setting."""
+    import collections
+
+    from modelsync import files
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 1024))
+    model_dir, _ = model
+    name = f"job-space-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
+           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image)}
+    with pytest.raises(ModelSyncError) as err:
+        job.run(config.load([], env))
+    assert "has 1.0 KiB free but the model (modelcar layers) needs" in str(err.value)
+    assert "MODEL_SYNC_STORAGE_PATH" in str(err.value)
+    with pytest.raises(urllib.error.HTTPError):
+        mr_get(stack, f"registered_model?name={name}")

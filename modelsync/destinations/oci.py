@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..distribution import RegistryClient
 from ..errors import TransferError
-from ..files import dir_bytes
+from ..files import dir_bytes, require_free_space
 from ..locations import OciLocation, Published
 from ..modelcar import ModelcarImage, build_modelcar
 from ..oci_access import check_backend
@@ -57,6 +57,7 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
             base_dir = job_dir / "base"
             pull_to_layout(base, base_dir, "base", work_dir, backend, platform)
         start = time.monotonic()
+        require_free_space(job_dir, dir_bytes(model_dir), "the modelcar layers")
         with watch("build layers", dir_bytes(model_dir), lambda: dir_bytes(job_dir / "image")):
             image = build_modelcar(model_dir, job_dir / "image", base_dir, platform=platform, tag=_REF,
                                    created=created, source=source_annotation)
