@@ -7,7 +7,6 @@ A CA bundle becomes a per-registry cert dir holding `ca.crt` for skopeo (`--*-ce
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -17,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .credentials import auth_entry
 from .distribution import speaks_https
 from .errors import TransferError
 from .locations import OciLocation
@@ -73,8 +73,9 @@ def registry_access(location: OciLocation, work_dir: Path) -> Iterator[RegistryA
             if not (location.username and location.password):
                 raise TransferError(f"registry {location.registry}: username and password must be given together")
             auth_file = tmp / "auth.json"
-            token = base64.b64encode(f"{location.username}:{location.password.reveal()}".encode()).decode()
-            _write_private(auth_file, json.dumps({"auths": {location.registry: {"auth": token}}}))
+            # auth_entry also registers the base64 token for masking, should a tool ever echo it
+            entry = auth_entry(location.registry, location.username, location.password.reveal())
+            _write_private(auth_file, json.dumps({"auths": entry}))
         cert_dir = None
         if location.ca_bundle:
             if not Path(location.ca_bundle).is_file():
