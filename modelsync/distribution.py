@@ -151,7 +151,9 @@ class RegistryClient:
         loc = self.location
         if not (loc.username and loc.password):
             return None
-        return "Basic " + base64.b64encode(f"{loc.username}:{loc.password.reveal()}".encode()).decode()
+        token = base64.b64encode(f"{loc.username}:{loc.password.reveal()}".encode()).decode()
+        secret.register(token)  # masked like the password it encodes
+        return "Basic " + token
 
     def _who(self) -> str:
         return f" for user '{self.location.username}'" if self.location.username else ", anonymous"
