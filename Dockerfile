@@ -9,6 +9,7 @@ ARG GO_IMAGE=golang:1.24-bookworm
 
 FROM ${GO_IMAGE} AS gotools
 ARG ORAS_VERSION=v1.3.6
+ARG GOPROXY=https://proxy.golang.org,direct
 # Static, so it runs on any base.
 RUN CGO_ENABLED=0 go install -ldflags='-s -w' oras.land/oras/cmd/oras@${ORAS_VERSION}
 
@@ -22,7 +23,7 @@ LABEL org.opencontainers.image.title="modelsync" \
       org.opencontainers.image.created="${BUILD_DATE}" \
       org.opencontainers.image.licenses="Apache-2.0"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends skopeo ca-certificates python3-venv \
+ && apt-get install -y --no-install-recommends skopeo ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=gotools /go/bin/oras /usr/local/bin/oras
 COPY pyproject.toml README.md /src/
