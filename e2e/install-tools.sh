@@ -40,7 +40,8 @@ install_apt() {
   local t missing=() pkg
   t=$(now)
   # busybox-static: the modelcar base image for tests and the demo is built from it (docker.io is unreachable)
-  for pkg in skopeo mariadb-server openssl apache2-utils ca-certificates busybox-static; do
+  # podman, buildah, runc, mmdebstrap: the job image is built and smoke-tested here (e2e/image.sh)
+  for pkg in skopeo mariadb-server openssl apache2-utils ca-certificates busybox-static podman buildah runc mmdebstrap; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then
