@@ -102,6 +102,7 @@ def push_layout(layout_dir: Path, ref_name: str, target: OciLocation, tag: str, 
             _run("oras", ["cp", "--no-tty", *access.oras_args("to-"), "--from-oci-layout",
                                f"{layout_dir}:{ref_name}", dest],
                       timeout=PUSH_TIMEOUT, on_stderr=_log_line("oras"), on_stdout=pushed.oras_line)
+        pushed.done.update(blobs)  # the tool succeeded: all are there (verify_pushed checks it next)
     log.info("pushed %s with %s in %.1fs", dest, backend, time.monotonic() - start)
 
 

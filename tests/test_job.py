@@ -228,14 +228,7 @@ def test_dry_run_reports_the_api_generation_and_plan_and_writes_nothing(stack, t
 def test_sigterm_mid_transfer_abandons_and_cleans_up(stack, tmp_path, base_image):
     """Kubernetes deletes the pod (SIGTERM) while the job pushes: exit 1, artifact ABANDONED, no child tool left
     running, the storage path's working directory gone."""
-    model_dir = tmp_path / "model-src"
-    write_big(model_dir / "big.bin", 1 << 30)
-    name = f"job-term-{uuid.uuid4().hex[:6]}"
-    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
-           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image)}
-    proc, mv = start_and_wait_for_pending(stack, env, name, tmp_path)
-    time.sleep(1.0)  # into the transfer
-    assert proc.poll() is None, "the transfer finished before SIGTERM could be sent"
+    proc, mv, name, _ = big_job_mid_transfer(stack, tmp_path, base_image, "term")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
@@ -272,6 +265,19 @@ def test_whole_job_against_each_api_generation(generation, stack, tmp_path, mode
     assert art["state"] == "LIVE" and art["uri"] == published.uri
 
 
+def big_job_mid_transfer(stack, tmp_path: Path, base_image: str, label: str):
+    """A 1 GiB pvc -> oci job run by the real CLI, returned about a second into its transfer."""
+    model_dir = tmp_path / "model-src"
+    write_big(model_dir / "big.bin", 1 << 30)
+    name = f"job-{label}-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
+           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image)}
+    proc, mv = start_and_wait_for_pending(stack, env, name, tmp_path)
+    time.sleep(1.0)  # into the transfer
+    assert proc.poll() is None, "the transfer finished before it could be interrupted"
+    return proc, mv, name, env
+
+
 def start_and_wait_for_pending(stack, env: dict[str, str], name: str, tmp_path: Path):
     """Start the real CLI in its own session; return once its artifact is PENDING (claimed, transfer started)."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}
@@ -296,14 +302,7 @@ def start_and_wait_for_pending(stack, env: dict[str, str], name: str, tmp_path: 
 def test_hard_kill_mid_transfer_then_restart_ends_with_one_live_set(stack, tmp_path, base_image):
     """SIGKILL (OOM, node loss) leaves no chance to clean up: what the job created must still not look LIVE,
     and the restarted Job must finish the same entities."""
-    model_dir = tmp_path / "model-src"
-    write_big(model_dir / "big.bin", 1 << 30)
-    name = f"job-kill-{uuid.uuid4().hex[:6]}"
-    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
-           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image)}
-    proc, mv = start_and_wait_for_pending(stack, env, name, tmp_path)
-    time.sleep(1.0)
-    assert proc.poll() is None, "the transfer finished before the kill"
+    proc, mv, name, env = big_job_mid_transfer(stack, tmp_path, base_image, "kill")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(10)
     rm = mr_get(stack, f"registered_model?name={name}")
