@@ -4,6 +4,7 @@
 #                --build-arg BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ) -t quay.io/<org>/modelsync:<tag> .
 #
 # Where no registry serves base images, pass locally made ones: --build-arg BASE_IMAGE=… --build-arg GO_IMAGE=…
+# (e2e/image.sh does that with podman).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 ARG GO_IMAGE=golang:1.24-bookworm
 
@@ -14,24 +15,30 @@ ARG GOPROXY=https://proxy.golang.org,direct
 RUN CGO_ENABLED=0 go install -ldflags='-s -w' oras.land/oras/cmd/oras@${ORAS_VERSION}
 
 FROM ${BASE_IMAGE}
-ARG VCS_REF=unknown
-ARG BUILD_DATE=unknown
 ARG AWSCLI_VERSION=1.46.3
-LABEL org.opencontainers.image.title="modelsync" \
-      org.opencontainers.image.description="Sync ML model files between S3, OCI, HTTP and volumes; register them in Kubeflow Model Registry" \
-      org.opencontainers.image.revision="${VCS_REF}" \
-      org.opencontainers.image.created="${BUILD_DATE}" \
-      org.opencontainers.image.licenses="Apache-2.0"
 RUN apt-get update \
  && apt-get install -y --no-install-recommends skopeo ca-certificates \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=gotools /go/bin/oras /usr/local/bin/oras
-COPY pyproject.toml README.md /src/
-COPY modelsync /src/modelsync
+# The dependencies (read from pyproject.toml) in their own layer, so a change to the code re-installs only the code.
+COPY pyproject.toml /src/
 RUN python3 -m venv /opt/modelsync \
- && /opt/modelsync/bin/pip install --no-cache-dir /src "awscli==${AWSCLI_VERSION}" \
+ && /opt/modelsync/bin/python -c 'import tomllib; print(*tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"], sep="\n")' > /src/requirements.txt \
+ && /opt/modelsync/bin/pip install --no-cache-dir -r /src/requirements.txt "awscli==${AWSCLI_VERSION}"
+COPY README.md /src/
+COPY modelsync /src/modelsync
+RUN /opt/modelsync/bin/pip install --no-cache-dir --no-deps /src \
+ && /opt/modelsync/bin/pip check \
  && rm -rf /src
 # HOME and the scratch space on /tmp: the root filesystem may be read-only (mount an emptyDir on /tmp/model-sync).
 ENV PATH=/opt/modelsync/bin:$PATH HOME=/tmp PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 USER 1001:0
 ENTRYPOINT ["modelsync"]
+# Last, so that a new revision or date does not invalidate the cached layers above.
+ARG VCS_REF=unknown
+ARG BUILD_DATE=unknown
+LABEL org.opencontainers.image.title="modelsync" \
+      org.opencontainers.image.description="Sync ML model files between S3, OCI, HTTP and volumes; register them in Kubeflow Model Registry" \
+      org.opencontainers.image.revision="${VCS_REF}" \
+      org.opencontainers.image.created="${BUILD_DATE}" \
+      org.opencontainers.image.licenses="Apache-2.0"

@@ -1,49 +1,64 @@
 #!/usr/bin/env bash
-# Run the built job image the way a Kubernetes Job runs it (uid 1001, read-only root, tmpfs /tmp, credentials and
-# metadata mounted read-only as files) for a real S3 -> OCI modelcar sync on the local stack; check it went LIVE.
-#   e2e/image_smoke.sh [--state-dir DIR]      (the stack must be up: bin/modelsync-stack up)
+# Run the built job image the way a Kubernetes Job runs it, for real S3 (MinIO) -> OCI modelcar syncs on the local
+# stack with intent create_model, and check each artifact went LIVE in the Model Registry. Exits non-zero on any failure.
+#   e2e/image_smoke.sh [--state-dir DIR]      (the stack must be up: bin/modelsync-stack up; the image built: e2e/image.sh)
+# Two runs:
+#   1. uid 1001, --read-only --tmpfs /tmp, S3 credentials and metadata as read-only dirs (one file per key), registry
+#      user/password in env, the default (oras) backend;
+#   2. as a restricted pod: an arbitrary uid with gid 0 (OpenShift), no capabilities, no-new-privileges, nothing
+#      writable but the emptyDir on /tmp/model-sync (podman's --read-only would add tmpfs on /tmp, /run: switched
+#      off), registry credentials as a mounted .dockerconfigjson Secret, skopeo backend, /dev/termination-log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eval "$(python3 -m e2e.stack env "$@")"
+IMAGE=${MODELSYNC_IMAGE:-localhost/modelsync:dev}
 P=(podman --runtime runc --cgroup-manager cgroupfs)
-RUN=("${P[@]}" run --rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network host --user 1001:0
-     --read-only --tmpfs /tmp)
-IMAGE=localhost/modelsync:dev
+RUN=("${P[@]}" run --rm --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 --network host)
+JOB=("${RUN[@]}" --user 1001:0 --read-only --tmpfs /tmp)
 fail() { echo "FAIL: $*" >&2; exit 1; }
+ok() { echo "ok: $*"; }
 
-"${RUN[@]}" "$IMAGE" --version | grep -q '^modelsync ' || fail "--version"
+"${P[@]}" image exists "$IMAGE" || fail "no image $IMAGE: run e2e/image.sh"
+help=$("${JOB[@]}" "$IMAGE" --help) && [[ $help == *--source-type* ]] || fail "--help"
+version=$("${JOB[@]}" "$IMAGE" --version) && [[ $version == "modelsync "* ]] || fail "--version: $version"
+ok "--help, --version ($version)"
 for tool in "aws --version" "skopeo --version" "oras version"; do
-  "${RUN[@]}" --entrypoint sh "$IMAGE" -c "$tool" >/dev/null 2>&1 || fail "$tool inside the image"
+  v=$("${JOB[@]}" --entrypoint sh "$IMAGE" -c "$tool" 2>&1) || fail "$tool inside the image: $v"
+  ok "$tool: $(printf '%s' "$v" | head -1)"
 done
-[ "$("${RUN[@]}" --entrypoint id "$IMAGE" -u)" = 1001 ] || fail "not running as uid 1001"
+[ "$("${JOB[@]}" --entrypoint id "$IMAGE" -u)" = 1001 ] || fail "the image's user is not uid 1001"
+[ "$("${RUN[@]}" --entrypoint id "$IMAGE" -u)" = 1001 ] || fail "the image does not default to uid 1001"
+"${JOB[@]}" --entrypoint sh "$IMAGE" -c 'touch /opt/x' 2>/dev/null && fail "the root filesystem is writable"
+"${RUN[@]}" --entrypoint sh "$IMAGE" -c '! grep -q sandboxing-egress /etc/ssl/certs/ca-certificates.crt && [ ! -s /etc/pip.conf ]' \
+  || fail "the build host's proxy CA or pip config was baked into the image"
+ok "uid 1001 by default, read-only root, no build-host CA"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-name="smoke-$(date +%s)"
-mkdir -p "$work/model/sub" "$work/s3" "$work/meta"
+mkdir -p "$work/model/sub" "$work/s3" "$work/oci" "$work/scratch"
 printf '{"x": 1}\n' > "$work/model/config.json"
 head -c 1048576 /dev/urandom > "$work/model/sub/weights.bin"
-python3 - "$work/model" <<'PY'
+prefix="image-smoke/$(date +%s)-$$"
+python3 - "$work/model" "$prefix" <<'PY'
 import os, sys
 from pathlib import Path
-from modelsync import aws
 from modelsync.files import inventory
 from modelsync.destinations.s3 import publish_s3
 from modelsync.locations import S3Location
 from modelsync.secret import Secret
 e = os.environ
-loc = S3Location(bucket=e["MINIO_BUCKET"], key="image-smoke/model", endpoint=e["MINIO_ENDPOINT"],
+loc = S3Location(bucket=e["MINIO_BUCKET"], key=sys.argv[2], endpoint=e["MINIO_ENDPOINT"],
                  access_key_id=Secret(e["MINIO_ACCESS_KEY"]), secret_access_key=Secret(e["MINIO_SECRET_KEY"]))
 publish_s3(Path(sys.argv[1]), inventory(Path(sys.argv[1])), loc)
 PY
+# A Secret mounted as Kubernetes does: one file per key (values with and without a trailing newline).
 printf '%s' "$MINIO_ACCESS_KEY" > "$work/s3/AWS_ACCESS_KEY_ID"
 printf '%s\n' "$MINIO_SECRET_KEY" > "$work/s3/AWS_SECRET_ACCESS_KEY"
 printf '%s' "$MINIO_ENDPOINT" > "$work/s3/AWS_S3_ENDPOINT"
-printf '%s' "$name" > "$work/meta/RegisteredModel.name"
-printf '1.0.0' > "$work/meta/ModelVersion.name"
-chmod -R a+rX "$work"
+printf '{"auths": {"%s": {"auth": "%s"}}}' "$OCI_REGISTRY" "$(printf smoke:unused | base64)" > "$work/oci/.dockerconfigjson"
+chmod -R a+rX "$work"; chmod a+rwx "$work/scratch"
 
-# the base image for the modelcar (docker.io is unreachable here)
+# the modelcar's base image (docker.io is unreachable here)
 python3 - "$OCI_REGISTRY" <<'PY'
 import sys, tempfile
 from pathlib import Path
@@ -56,29 +71,63 @@ with tempfile.TemporaryDirectory() as tmp:
                 Path(tmp) / "w", "oras")
 PY
 
-out=$("${RUN[@]}" -v "$work/s3:/etc/modelsync/s3:ro" -v "$work/meta:/etc/model-metadata:ro" \
-  -e MODEL_SYNC_LOG_FORMAT=json \
-  -e MODEL_SYNC_SOURCE_TYPE=s3 -e MODEL_SYNC_SOURCE_AWS_BUCKET="$MINIO_BUCKET" \
-  -e MODEL_SYNC_SOURCE_AWS_KEY=image-smoke/model -e MODEL_SYNC_SOURCE_S3_CREDENTIALS_PATH=/etc/modelsync/s3 \
-  -e MODEL_SYNC_DESTINATION_TYPE=oci -e MODEL_SYNC_DESTINATION_OCI_URI="$OCI_REGISTRY/smoke/$name:v1" \
-  -e MODEL_SYNC_DESTINATION_OCI_USERNAME=smoke -e MODEL_SYNC_DESTINATION_OCI_PASSWORD=unused \
-  -e MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY=false \
-  -e MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE="$OCI_REGISTRY/library/busybox:latest" \
-  -e MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY=false \
-  -e MODEL_SYNC_MODEL_UPLOAD_INTENT=create_model -e MODEL_SYNC_METADATA_CONFIGMAP_PATH=/etc/model-metadata \
-  -e MODEL_SYNC_REGISTRY_SERVER_ADDRESS="$MR_URL" -e MODEL_SYNC_REGISTRY_IS_SECURE=false \
-  "$IMAGE" 2>"$work/stderr") || { cat "$work/stderr" >&2; fail "the sync exited non-zero"; }
-grep -q "$MINIO_SECRET_KEY" "$work/stderr" && fail "the secret key appears in the job's log"
-uri=$(printf '%s\n' "$out" | tail -1 | python3 -c 'import json,sys; print(json.load(sys.stdin)["uri"])')
-state=$(python3 - "$MR_URL" "$name" <<'PY'
-import json, sys, urllib.request
-base = f"{sys.argv[1]}/api/model_registry/v1alpha3"
+# sync LABEL RUNNER-ARGS…: a create_model sync from the S3 prefix to $OCI_REGISTRY/smoke/<name>, checked end to end.
+sync() {
+  local label=$1; shift
+  local name="smoke-$label-$(date +%s)-$$" meta="$work/meta-$label"
+  mkdir -p "$meta"
+  printf '%s' "$name" > "$meta/RegisteredModel.name"
+  printf '1.0.0' > "$meta/ModelVersion.name"
+  chmod -R a+rX "$meta"
+  local out rc=0
+  out=$("$@" -v "$work/s3:/etc/modelsync/s3:ro" -v "$meta:/etc/model-metadata:ro" \
+    -e MODEL_SYNC_LOG_FORMAT=json \
+    -e MODEL_SYNC_SOURCE_TYPE=s3 -e MODEL_SYNC_SOURCE_AWS_BUCKET="$MINIO_BUCKET" \
+    -e MODEL_SYNC_SOURCE_AWS_KEY="$prefix/" -e MODEL_SYNC_SOURCE_S3_CREDENTIALS_PATH=/etc/modelsync/s3 \
+    -e MODEL_SYNC_DESTINATION_TYPE=oci -e MODEL_SYNC_DESTINATION_OCI_URI="$OCI_REGISTRY/smoke/$name:v1" \
+    -e MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY=false \
+    -e MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE="$OCI_REGISTRY/library/busybox:latest" \
+    -e MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY=false \
+    -e MODEL_SYNC_MODEL_UPLOAD_INTENT=create_model -e MODEL_SYNC_METADATA_CONFIGMAP_PATH=/etc/model-metadata \
+    -e MODEL_SYNC_REGISTRY_SERVER_ADDRESS="$MR_URL" -e MODEL_SYNC_REGISTRY_IS_SECURE=false \
+    "$IMAGE" 2>"$work/stderr-$label") || rc=$?
+  [ "$rc" = 0 ] || { cat "$work/stderr-$label" >&2; fail "$label: the sync exited $rc"; }
+  [[ $out == *"$MINIO_SECRET_KEY"* ]] && fail "$label: the secret key is in the output"
+  grep -qF -- "$MINIO_SECRET_KEY" "$work/stderr-$label" && fail "$label: the secret key is in the log"
+  python3 - "$label" "$name" "$(printf '%s\n' "$out" | tail -1)" "$OCI_REGISTRY" "$MR_URL" "$work/termination-log" <<'PY' || fail "$label: check failed"
+import json, os, sys, urllib.request
+label, name, last, registry, mr, termlog = sys.argv[1:]
+summary = json.loads(last)
+uri, digest = summary["uri"], summary["digest"]
+assert uri == f"oci://{registry}/smoke/{name}@{digest}", f"summary uri {uri}"
+assert summary["files"] == 2 and summary["bytes"] == 1048585, f"summary {summary}"
+# the modelcar is in the registry under that digest, with the base's layers plus one per file
+req = urllib.request.Request(f"http://{registry}/v2/smoke/{name}/manifests/{digest}",
+                             headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+manifest = json.load(urllib.request.urlopen(req))
+assert len(manifest["layers"]) >= 3, f"{len(manifest['layers'])} layers"
+# the Model Registry: model, version and a LIVE artifact holding that digest-pinned URI
+base = f"{mr}/api/model_registry/v1alpha3"
 get = lambda p: json.load(urllib.request.urlopen(f"{base}/{p}"))
-rm = get(f"registered_model?name={sys.argv[2]}")
+rm = get(f"registered_model?name={name}")
 mv = get(f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-art = get(f"model_versions/{mv['id']}/artifacts")["items"][0]
-print(art["state"], art["uri"])
+arts = get(f"model_versions/{mv['id']}/artifacts")["items"]
+assert len(arts) == 1, f"{len(arts)} artifacts"
+assert (arts[0]["state"], arts[0]["uri"]) == ("LIVE", uri), f"artifact {arts[0]['state']} {arts[0]['uri']}"
+if label == "restricted":
+    with open(termlog) as f:
+        assert json.loads(f.read().strip().splitlines()[-1]) == summary, "termination log"
+print(f"ok: {label}: {uri} LIVE (RegisteredModel {rm['id']}, ModelVersion {mv['id']}, ModelArtifact {arts[0]['id']})")
 PY
-)
-[ "$state" = "LIVE $uri" ] || fail "artifact is '$state', expected LIVE $uri"
-echo "image smoke test passed: $uri LIVE"
+}
+
+sync job "${JOB[@]}" -e MODEL_SYNC_DESTINATION_OCI_USERNAME=smoke -e MODEL_SYNC_DESTINATION_OCI_PASSWORD=unused
+
+: > "$work/termination-log"; chmod a+rw "$work/termination-log"
+sync restricted "${RUN[@]}" --user 1000650000:0 --cap-drop ALL --security-opt no-new-privileges \
+  --read-only --read-only-tmpfs=false -v "$work/scratch:/tmp/model-sync" \
+  -v "$work/oci:/etc/modelsync/oci:ro" -e MODEL_SYNC_DESTINATION_OCI_CREDENTIALS_PATH=/etc/modelsync/oci \
+  -e MODEL_SYNC_DESTINATION_OCI_BACKEND=skopeo -v "$work/termination-log:/dev/termination-log"
+[ -z "$(ls -A "$work/scratch")" ] || fail "restricted: the job left files in its scratch dir"
+
+echo "image smoke test passed"
