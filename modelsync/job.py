@@ -9,6 +9,7 @@ LIVE artifact whose files are not there. The storage path's working directory is
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -46,6 +47,13 @@ class Workspace:
     @property
     def work(self) -> Path:
         return self.root / "work"
+
+
+def workspace_for(cfg: Config) -> Workspace:
+    """A directory of this job's own under the storage path: two jobs sharing a storage path do not collide,
+    and a restart of the same job finds (and clears) its earlier attempt's files."""
+    key = hashlib.sha256(job_key(cfg).encode()).hexdigest()[:16]
+    return Workspace(Path(cfg.storage_path) / f".modelsync-{key}")
 
 
 def registry_settings(cfg: Config) -> registry.RegistrySettings:
@@ -153,8 +161,8 @@ def run(cfg: Config) -> Published:
     _check_signing(cfg)
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    workspace = Workspace(Path(cfg.storage_path) / ".modelsync-job")
-    shutil.rmtree(workspace.root, ignore_errors=True)  # a crashed earlier attempt's leftovers
+    workspace = workspace_for(cfg)
+    shutil.rmtree(workspace.root, ignore_errors=True)  # this job's crashed earlier attempt, never another job's
     reg = None
     try:
         reg = registry.connect(registry_settings(cfg))

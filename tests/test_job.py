@@ -153,7 +153,7 @@ def test_every_source_to_every_destination(src, dst, stack, tmp_path, model, htt
     assert art["state"] == "LIVE" and art["uri"] == published.uri
     if dst == "oci":
         assert published.uri.startswith(f"oci://{stack.oci_registry}/job-dst/") and "@sha256:" in published.uri
-    assert not (tmp_path / "storage" / ".modelsync-job").exists()
+    assert not list((tmp_path / "storage").glob(".modelsync-*"))
 
 
 def test_failed_push_leaves_the_artifact_abandoned_with_the_error(stack, tmp_path, model, base_image, monkeypatch):
@@ -177,7 +177,7 @@ def test_failed_push_leaves_the_artifact_abandoned_with_the_error(stack, tmp_pat
     assert art["state"] == "ABANDONED"
     error = art["customProperties"]["modelsync.error"]["string_value"]
     assert error and wrong not in error and wrong not in json.dumps(art)
-    assert not (tmp_path / "storage" / ".modelsync-job").exists()
+    assert not list((tmp_path / "storage").glob(".modelsync-*"))
     # Nothing the job created claims a model that is not there: its model and version are ARCHIVED.
     assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "ARCHIVED"
     assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "ARCHIVED"
@@ -238,7 +238,7 @@ def test_sigterm_mid_transfer_abandons_and_cleans_up(stack, tmp_path, base_image
     assert art["state"] == "ABANDONED" and "SIGTERM" in art["customProperties"]["modelsync.error"]["string_value"]
     assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "ARCHIVED"
     assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "ARCHIVED"
-    assert not (tmp_path / "storage" / ".modelsync-job").exists()
+    assert not list((tmp_path / "storage").glob(".modelsync-*"))
     leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert leftovers == [], f"processes of the job's session still running: {leftovers}"
 
