@@ -25,6 +25,7 @@ import argparse
 import hmac
 import http.client
 import sys
+import ssl
 import threading
 import urllib.parse
 from dataclasses import dataclass
@@ -159,6 +160,7 @@ def _end_to_end(items, connection_header: str) -> list[tuple[str, str]]:
 class ProxyHandle:
     server: ThreadingHTTPServer
     thread: threading.Thread
+    scheme: str = "http"
 
     @property
     def port(self) -> int:
@@ -166,7 +168,7 @@ class ProxyHandle:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -182,14 +184,18 @@ def make_server(config: ProxyConfig, port: int = 0) -> ThreadingHTTPServer:
 
 
 def start_proxy(upstream: str, *, port: int = 0, token: str | None = None, v1_only: bool = False,
-                deprecation_sunset: str | None = None) -> ProxyHandle:
-    """Start a proxy in a background thread of this process (port 0: any free port)."""
+                deprecation_sunset: str | None = None, tls: ssl.SSLContext | None = None) -> ProxyHandle:
+    """Start a proxy in a background thread of this process (port 0: any free port); tls: serve HTTPS with it
+    (a Model Registry behind a TLS-terminating proxy, for custom-CA tests)."""
     config = ProxyConfig(upstream=upstream.rstrip("/"), token=token, v1_only=v1_only,
                          deprecation_sunset=deprecation_sunset)
     server = make_server(config, port)
-    thread = threading.Thread(target=server.serve_forever, name=f"mrproxy:{server.server_address[1]}", daemon=True)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name=f"mrproxy:{server.server_address[1]}", daemon=True)
     thread.start()
-    return ProxyHandle(server, thread)
+    return ProxyHandle(server, thread, "https" if tls is not None else "http")
 
 
 def main(argv: list[str] | None = None) -> int:

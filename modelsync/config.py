@@ -51,6 +51,7 @@ class Config:
     dry_run: bool = False
     sigstore_env: Mapping[str, str] = field(default_factory=dict)
     uri_credentials: Mapping[str, str] = field(default_factory=dict)
+    registry_ca_pem: str | None = None  # PEM text from the env var named by --registry-custom-ca-envvar
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -111,6 +112,7 @@ def resolve(argv: Sequence[str] | None = None,
         _fill_from_files(raw, origins, env, dotenv, uri_creds)
     except ConfigError as exc:
         problems += exc.problems
+    ca_pem = _custom_ca_from_envvar(raw, origins, env, dotenv, problems)
     for s in SETTINGS:
         if s.name not in raw and s.default is not None:
             raw[s.name], origins[s.name] = s.default, "default"
@@ -119,7 +121,7 @@ def resolve(argv: Sequence[str] | None = None,
     sigstore_env = {k: env.get(k) or dotenv.get(k) for k in (*SIGSTORE_VARS, *SIGSTORE_OPTIONAL)
                     if env.get(k) or dotenv.get(k)}
     cfg = Config(values=values, origins=origins, dry_run=dry_run, sigstore_env=sigstore_env,
-                 uri_credentials=uri_creds)
+                 uri_credentials=uri_creds, registry_ca_pem=ca_pem)
     return cfg, problems
 
 
@@ -222,6 +224,24 @@ def _default_token(raw: dict[str, str], origins: dict[str, str], env: Mapping[st
     sa = Path(SERVICE_ACCOUNT_TOKEN)
     if sa.is_file():
         raw["registry_user_token"], origins["registry_user_token"] = sa.read_text().strip(), "file"
+
+
+def _custom_ca_from_envvar(raw: dict[str, str], origins: dict[str, str], env: Mapping[str, str],
+                           dotenv: Mapping[str, str], problems: list[str]) -> str | None:
+    """--registry-custom-ca-envvar names a variable holding the CA: a file path (becomes --registry-custom-ca)
+    or the PEM text itself (returned, for the job to write to a file)."""
+    var = raw.get("registry_custom_ca_envvar")
+    if not var or "registry_custom_ca" in raw:
+        return None
+    value = (env.get(var) or dotenv.get(var) or "").strip()
+    if not value:
+        problems.append(f"--registry-custom-ca-envvar / MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR names {var}, which is "
+                        f"not set; set it to a CA file path or PEM text")
+        return None
+    if "-----BEGIN" in value:
+        return value
+    raw["registry_custom_ca"], origins["registry_custom_ca"] = value, "env"
+    return None
 
 
 def _host_of(reference: str | None) -> str | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import signal
 import time
@@ -64,18 +63,15 @@ def registry_settings(cfg: Config) -> registry.RegistrySettings:
 
 
 def _custom_ca(cfg: Config) -> str | None:
-    """--registry-custom-ca, else the env var named by --registry-custom-ca-envvar (a path, or PEM text)."""
+    """The Model Registry's CA file: --registry-custom-ca (or a path in the named env var), else the PEM text
+    from the named env var, written to the storage path (a CA certificate is public)."""
     if cfg.registry_custom_ca:
         return str(cfg.registry_custom_ca)
-    var = cfg.registry_custom_ca_envvar
-    if not var:
+    if not cfg.registry_ca_pem:
         return None
-    value = os.environ.get(var, "")
-    if "-----BEGIN" not in value:
-        return value or None
     path = Path(cfg.storage_path) / ".modelsync-registry-ca.pem"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(value)
+    path.write_text(cfg.registry_ca_pem + "\n")
     return str(path)
 
 

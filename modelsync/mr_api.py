@@ -210,6 +210,11 @@ class Connection:
             return await make()
         except ApiException as err:
             raise self._api_error(what, err) from None
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as err:
+            # not transient: retrying cannot make an untrusted certificate trusted
+            reason = getattr(err, "certificate_error", None) or err
+            raise RegistryError(mask(f"{what}: TLS to the Model Registry at {self.address} failed: {reason}; trust "
+                                     f"its CA with MODEL_SYNC_REGISTRY_CUSTOM_CA (or _CUSTOM_CA_ENVVAR)")) from None
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
             raise Transient(f"connection to the Model Registry at {self.address} failed: "
                             f"{type(err).__name__}: {err}".rstrip(": ")) from None

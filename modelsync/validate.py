@@ -7,7 +7,6 @@ supply it, the file key. Settings given for a type that is not in use are warned
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -113,10 +112,6 @@ def _check_files(cfg: Config) -> list[str]:
         if value and s.kind == "path" and (s.name.endswith("ca_bundle") or s.name in (
                 "registry_custom_ca", "signing_identity_token_path")) and not Path(value).is_file():
             problems.append(f"{s.arg} / {s.env}: '{value}' is not a readable file")
-    var = cfg.values.get("registry_custom_ca_envvar")
-    if var and not os.environ.get(var):
-        problems.append(f"--registry-custom-ca-envvar / MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR names {var}, which is "
-                        f"not set; set it to a CA file path or PEM text")
     storage = Path(cfg.values["storage_path"])
     if storage.exists() and not storage.is_dir():
         problems.append(f"--storage-path / MODEL_SYNC_STORAGE_PATH: '{storage}' exists and is not a directory")

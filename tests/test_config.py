@@ -277,3 +277,14 @@ def test_unknown_arg_is_reported_with_a_suggestion_and_env_problems_too():
         config.resolve(["--source-aws-buckt", "b"], {"MODEL_SYNC_TYPO": "1"})
     assert err.value.problems[0].startswith("unknown option --source-aws-buckt (did you mean --source-aws-bucket?)")
     assert any("MODEL_SYNC_TYPO" in p for p in err.value.problems)
+
+
+def test_registry_ca_from_named_env_var_as_path_or_pem():
+    cfg, problems = config.resolve([], {"MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR": "MY_CA", "MY_CA": "/etc/ca.pem"})
+    assert not problems and cfg.registry_custom_ca == "/etc/ca.pem" and cfg.origins["registry_custom_ca"] == "env"
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----"
+    cfg, problems = config.resolve([], {"MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR": "MY_CA", "MY_CA": pem})
+    assert not problems and cfg.registry_custom_ca is None and cfg.registry_ca_pem == pem
+    _, problems = config.resolve([], {"MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR": "UNSET_CA"})
+    assert problems == ["--registry-custom-ca-envvar / MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR names UNSET_CA, which is "
+                        "not set; set it to a CA file path or PEM text"]

@@ -336,3 +336,36 @@ def test_too_small_storage_path_fails_before_any_registry_write(stack, tmp_path,
     assert "MODEL_SYNC_STORAGE_PATH" in str(err.value)
     with pytest.raises(urllib.error.HTTPError):
         mr_get(stack, f"registered_model?name={name}")
+
+
+@pytest.fixture
+def https_registry(stack, mr_proxy_factory):
+    """The real Model Registry behind a TLS-terminating proxy whose certificate the stack's CA signed."""
+    import ssl
+    tls = stack.state_dir / "tls"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls / "server.crt", tls / "server.key")
+    return mr_proxy_factory(tls=ctx).url, tls / "ca.crt"
+
+
+@pytest.mark.parametrize("how", ["path", "envvar-pem", "envvar-path", "none"])
+def test_registry_custom_ca(how, stack, tmp_path, model, https_registry, monkeypatch):
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    url, ca = https_registry
+    model_dir, _ = model
+    env = {**base_env(stack, tmp_path, f"job-ca-{uuid.uuid4().hex[:6]}"), "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": url,
+           "MODEL_SYNC_REGISTRY_IS_SECURE": "true", "MODEL_SYNC_SOURCE_TYPE": "pvc",
+           "MODEL_SYNC_SOURCE_PATH": str(model_dir), "MODEL_SYNC_DESTINATION_TYPE": "pvc",
+           "MODEL_SYNC_DESTINATION_PATH": str(tmp_path / "out")}
+    if how == "path":
+        env["MODEL_SYNC_REGISTRY_CUSTOM_CA"] = str(ca)
+    elif how.startswith("envvar"):
+        env["MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR"] = "MR_CA"
+        env["MR_CA"] = ca.read_text() if how == "envvar-pem" else str(ca)
+    report, ok = job.dry_run(config.load(["--dry-run"], env))
+    if how == "none":
+        assert not ok and "CERTIFICATE_VERIFY_FAILED" in report["preflight"]["error"]
+        assert "MODEL_SYNC_REGISTRY_CUSTOM_CA" in report["preflight"]["error"]  # says how to fix it
+        assert "\n" not in report["preflight"]["error"]
+    else:
+        assert ok and report["preflight"]["registry"]["api_version"] == "v1alpha3", report["preflight"]
