@@ -11,8 +11,9 @@ ARG GO_IMAGE=golang:1.24-bookworm
 FROM ${GO_IMAGE} AS gotools
 ARG ORAS_VERSION=v1.3.6
 ARG GOPROXY=https://proxy.golang.org,direct
-# Static, so it runs on any base.
-RUN CGO_ENABLED=0 go install -ldflags='-s -w' oras.land/oras/cmd/oras@${ORAS_VERSION}
+# Static, so it runs on any base. oras v1.3.6 needs Go >= 1.26.7 and the golang images set GOTOOLCHAIN=local: let the
+# go command fetch the toolchain oras asks for when GO_IMAGE's is older (it is not, here: no download).
+RUN GOTOOLCHAIN=auto CGO_ENABLED=0 go install -ldflags='-s -w' oras.land/oras/cmd/oras@${ORAS_VERSION}
 
 FROM ${BASE_IMAGE}
 ARG AWSCLI_VERSION=1.46.3
