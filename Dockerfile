@@ -6,13 +6,13 @@
 # Where no registry serves base images, pass locally made ones: --build-arg BASE_IMAGE=… --build-arg GO_IMAGE=…
 # (e2e/image.sh does that with podman).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
-ARG GO_IMAGE=golang:1.24-bookworm
+ARG GO_IMAGE=golang:1.26-bookworm
 
 FROM ${GO_IMAGE} AS gotools
 ARG ORAS_VERSION=v1.3.6
 ARG GOPROXY=https://proxy.golang.org,direct
 # Static, so it runs on any base. oras v1.3.6 needs Go >= 1.26.7 and the golang images set GOTOOLCHAIN=local: let the
-# go command fetch the toolchain oras asks for when GO_IMAGE's is older (it is not, here: no download).
+# go command fetch the toolchain oras asks for when a GO_IMAGE given is older (the default is not: no download).
 RUN GOTOOLCHAIN=auto CGO_ENABLED=0 go install -ldflags='-s -w' oras.land/oras/cmd/oras@${ORAS_VERSION}
 
 FROM ${BASE_IMAGE}
