@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .config import Config, strip_scheme
 from .errors import ConfigError
-from .locations import LocalLocation, OciLocation, S3Location, UriLocation
+from .locations import LocalLocation, OciLocation, S3Location, UriLocation, qualify_reference
 from .secret import Secret
 from . import credentials
 
@@ -33,9 +33,7 @@ def base_image(cfg: Config) -> OciLocation | None:
     ref = strip_scheme(cfg.destination_oci_base_image or "scratch")
     if ref in ("scratch", ""):
         return None
-    first = ref.split("/", 1)[0]
-    if "/" not in ref or ("." not in first and ":" not in first and first != "localhost"):
-        ref = f"docker.io/{ref}" if "/" in ref else f"docker.io/library/{ref}"
+    ref = qualify_reference(ref)
     user = password = None
     if cfg.destination_oci_base_image_credentials_path:
         found = credentials.read_docker_auth(str(cfg.destination_oci_base_image_credentials_path),

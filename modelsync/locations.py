@@ -28,6 +28,19 @@ class S3Location:
         return f"s3://{self.bucket}/{self.key}"
 
 
+DOCKER_HUB = "docker.io"
+
+
+def qualify_reference(reference: str) -> str:
+    """A reference with its registry host, as docker reads short names: `busybox:latest` ->
+    `docker.io/library/busybox:latest`, `org/img` -> `docker.io/org/img`. Nothing is left to a tool's
+    registries.conf, which may differ between the job's image and a laptop."""
+    first = reference.split("/", 1)[0]
+    if "/" in reference and ("." in first or ":" in first or first == "localhost"):
+        return reference
+    return f"{DOCKER_HUB}/{reference if '/' in reference else f'library/{reference}'}"
+
+
 @dataclass(frozen=True)
 class OciLocation:
     reference: str                # host[:port]/repo[:tag][@sha256:...], no scheme

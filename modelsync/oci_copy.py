@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tools
-from .locations import OciLocation
+from .locations import OciLocation, qualify_reference
 from .oci_access import check_backend, registry_access
 from .distribution import RegistryClient
 from .errors import ToolError, TransferError
@@ -27,21 +27,12 @@ log = logging.getLogger("modelsync.oci")
 
 SYSTEM_POLICY = Path("/etc/containers/policy.json")
 PUSH_TIMEOUT = 6 * 3600.0
-_DOCKER_HUB = "docker.io"
 _LOGRUS = re.compile(r'time="[^"]*" level=\w+ msg="(.*)"')
 
 
 def qualified(location: OciLocation) -> OciLocation:
-    """The location with a registry host: `busybox:latest` -> `docker.io/library/busybox:latest`.
-
-    Short names are left to no tool's registries.conf (which may differ between the job's image and a laptop).
-    """
-    ref = location.reference
-    first = ref.split("/", 1)[0]
-    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
-        return location
-    path = ref if "/" in ref else f"library/{ref}"
-    return replace(location, reference=f"{_DOCKER_HUB}/{path}")
+    """The location with a registry host (see locations.qualify_reference)."""
+    return replace(location, reference=qualify_reference(location.reference))
 
 
 def repo_path(location: OciLocation) -> str:
