@@ -107,7 +107,7 @@ summary = json.loads(last)
 uri, digest = summary["uri"], summary["digest"]
 assert uri == f"oci://{registry}/smoke/{name}@{digest}", f"summary uri {uri}"
 assert summary["files"] == 2 and summary["bytes"] == 1048585, f"summary {summary}"
-# the modelcar is in the registry under that digest, with the base's layers plus one per file
+# the modelcar is in the registry under that digest, with the base's layers plus the model's (one per file for a small model)
 req = urllib.request.Request(f"http://{registry}/v2/smoke/{name}/manifests/{digest}",
                              headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
 manifest = json.load(urllib.request.urlopen(req))

@@ -1,14 +1,20 @@
 """Build a KServe modelcar image as an OCI image layout, in pure Python.
 
-The image is a base image (busybox by default: KServe's modelcar sidecar needs a shell) plus one layer per model
-file holding `models/<path>`. One layer per file means an unchanged file keeps its layer digest across versions,
-so re-pushing a model only uploads what changed, and the registry deduplicates shared files.
+The image is a base image (busybox by default: KServe's modelcar sidecar needs a shell) plus the model's layers
+holding `models/<path>`. plan_layers() decides which files share a layer, from the listing's paths and sizes alone:
+while the model fits the layer budget every file has a layer of its own; past it, large files keep their own layer
+and small files are packed together in path order (see the constants below). A file alone in its layer keeps the
+same layer digest across versions, so re-pushing a model only uploads what changed and the registry deduplicates
+shared files.
 
 Layers are uncompressed tars (`application/vnd.oci.image.layer.v1.tar`): model weights hardly compress, and for an
 uncompressed layer the digest equals the diff_id, so any tool can check it without inflating. Each layer is
-deterministic: entries `models/`, each parent directory, then the file; dirs 0755, files 0644, uid/gid 0, empty
-user/group names, mtime 0, POSIX pax format (only when a name is non-ASCII/long or a size is >= 8 GiB does a pax
-record appear, and it never carries atime/ctime), so the same file at the same path always gives the same digest.
+deterministic: `models/`, each parent directory once, then the files in path order; dirs 0755, files 0644,
+uid/gid 0, empty user/group names, mtime 0. Headers are GNU tar format, the one every runtime and scanner reads
+for any size: a size of 8 GiB or more goes in the header's size field base-256 encoded (POSIX pax would put 0
+there and the size in a pax record, which Clair rejects as "bad block"), a name over 100 bytes in a GNU longname
+entry before its header; UTF-8 names are stored as their UTF-8 bytes. No pax record is ever written, so the same
+files at the same paths always give the same digest.
 
 `base=None` means `scratch`: no base layers, a minimal config. Such an image has no shell and will not run as a
 KServe modelcar sidecar, but it is a valid carrier of the files (e.g. for `oras pull` or fetch_oci).
@@ -19,12 +25,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+import math
 import os
 import queue
 import stat
 import threading
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -40,19 +48,37 @@ MODELS_DIR = "models"
 LAYER_MTIME = 0
 DIR_MODE = 0o755
 FILE_MODE = 0o644
+TAR_FORMAT = tarfile.GNU_FORMAT
 CREATED = "org.opencontainers.image.created"
 SOURCE = "org.opencontainers.image.source"
 _COPY_BUF = 4 << 20
-# Container runtimes stack every layer as an overlay lower dir; past ~120 layers some refuse to mount the image.
-LAYER_WARNING = 120
+
+# Layer counts. A container runtime stacks every layer as one overlay lower directory, and the mount fails past a
+# limit: measured on this project's stack, podman (overlay storage) refused 151 layers ("max depth exceeded") and
+# containerd + runc failed at 500 ("mount options is too long", a limit that falls as its snapshot ids grow).
+# MAX_IMAGE_LAYERS (base + model) is refused before any push; it stays well below podman's limit.
+MAX_IMAGE_LAYERS = 100
+# Model layers at most, leaving 36 for the base under MAX_IMAGE_LAYERS (busybox has 1 layer, distro and python
+# bases about 1-20). A base with more lowers the budget to what is left of MAX_IMAGE_LAYERS.
+MODEL_LAYER_BUDGET = 64
+# Past the budget, a file of at least this many bytes keeps a layer of its own (weight shards are 100s of MiB to
+# GiBs: a re-sync reuses every unchanged one); smaller files (configs, tokenizers, small shards) are packed.
+LARGE_FILE_BYTES = 64 << 20
+# A shared layer is closed once it holds this many bytes (it passes it by less than one small file), unless the
+# small files are so many bytes that the budget needs bigger packs.
+PACK_BYTES = 256 << 20
+# A multi-file layer's config history entry lists its paths up to about this many characters.
+HISTORY_CHARS = 400
+# The title annotation of a multi-file layer (oras pull saves each titled layer's tar under its title).
+PACK_TITLE = "modelcar-layer-{index:03d}.tar"
 
 
 @dataclass(frozen=True)
 class ModelcarLayer:
-    path: str          # the file's path relative to the model directory (POSIX)
-    digest: str        # sha256:... of the layer tar (== its diff_id)
-    size: int          # bytes of the layer tar
-    file: FileEntry    # the file inside it
+    title: str                     # its org.opencontainers.image.title: the file's path, or PACK_TITLE if shared
+    digest: str                    # sha256:... of the layer tar (== its diff_id)
+    size: int                      # bytes of the layer tar
+    files: tuple[FileEntry, ...]   # the files inside it, in path order
 
 
 @dataclass(frozen=True)
@@ -65,17 +91,87 @@ class ModelcarImage:
 
     @property
     def files(self) -> tuple[FileEntry, ...]:
-        return tuple(layer.file for layer in self.layers)
+        """Every model file, one entry each, in path order."""
+        return tuple(sorted((f for layer in self.layers for f in layer.files), key=lambda f: f.path))
 
 
-def layer_headers(relpath: str, size: int) -> list[tarfile.TarInfo]:
-    """The tar headers of one file's layer: `models/`, each parent directory, then the file itself."""
-    parts = PurePosixPath(MODELS_DIR, relpath).parts
-    infos = []
-    for depth in range(1, len(parts)):
-        infos.append(_info("/".join(parts[:depth]), tarfile.DIRTYPE, DIR_MODE, 0))
-    infos.append(_info("/".join(parts), tarfile.REGTYPE, FILE_MODE, size))
+# ---- which files share a layer ----------------------------------------------------------------------------------
+
+
+def plan_layers(listing: Sequence[tuple[str, int]], budget: int = MODEL_LAYER_BUDGET) -> list[tuple[str, ...]]:
+    """Group the files of a listing [(relative path, size)] into at most `budget` layers; a pure function.
+
+    Files of at least a threshold size get a layer each; the others are packed in path order, a pack closed once
+    it holds `pack` bytes. The threshold starts at 0 (every file alone: finest reuse, the layout of earlier
+    versions) and, if that is over budget, is LARGE_FILE_BYTES, doubled until the layers fit; `pack` is PACK_BYTES
+    or, if the small files need it, their total spread over the layers left. Groups are ordered by first path.
+    """
+    files = sorted(listing)
+    if len({path for path, _ in files}) != len(files):
+        raise ValueError("the listing names a file twice")
+    if budget < 1:
+        raise ValueError(f"a layer budget of {budget} holds no file")
+    largest = max((size for _, size in files), default=0)
+    threshold = 0
+    while True:
+        groups = _group(files, threshold, budget)
+        if groups is not None:
+            return sorted(groups)
+        threshold = LARGE_FILE_BYTES if threshold == 0 else threshold * 2
+        if threshold > 2 * largest + LARGE_FILE_BYTES:  # unreachable: with every file small, one pack always fits
+            raise AssertionError("plan_layers did not converge")
+
+
+def _group(files: list[tuple[str, int]], threshold: int, budget: int) -> list[tuple[str, ...]] | None:
+    """The groups for this threshold, None if they exceed the budget."""
+    alone = [(path,) for path, size in files if size >= threshold]
+    small = [(path, size) for path, size in files if size < threshold]
+    room = budget - len(alone)
+    if room < 0 or (small and room < 1):
+        return None
+    total = sum(size for _, size in small)
+    # every closed pack holds >= pack bytes, so there are at most total // pack + 1 packs <= room
+    pack = max(PACK_BYTES, math.ceil(total / (room - 1))) if room > 1 else math.inf
+    packs: list[tuple[str, ...]] = []
+    current: list[str] = []
+    held = 0
+    for path, size in small:
+        current.append(path)
+        held += size
+        if held >= pack:
+            packs.append(tuple(current))
+            current, held = [], 0
+    if current:
+        packs.append(tuple(current))
+    return alone + packs if len(alone) + len(packs) <= budget else None
+
+
+def check_layer_count(base_layers: int, model_layers: int) -> None:
+    """Refuse (TransferError) an image with more layers than container runtimes can be counted on to mount."""
+    total = base_layers + model_layers
+    if total > MAX_IMAGE_LAYERS:
+        raise TransferError(f"the modelcar would have {total} layers ({base_layers} base + {model_layers} model), "
+                            f"over the limit of {MAX_IMAGE_LAYERS} that container runtimes can mount; "
+                            f"use a base image with fewer layers")
+
+
+# ---- layer tars ---------------------------------------------------------------------------------------------------
+
+
+def layer_members(files: Sequence[tuple[str, int]]) -> list[tarfile.TarInfo]:
+    """The tar members of one layer: `models/`, each parent directory once, then the files, all in path order."""
+    dirs: set[str] = set()
+    for relpath, _ in files:
+        parts = PurePosixPath(MODELS_DIR, relpath).parts
+        dirs.update("/".join(parts[:depth]) for depth in range(1, len(parts)))
+    infos = [_info(name, tarfile.DIRTYPE, DIR_MODE, 0) for name in sorted(dirs)]
+    infos += [_info(f"{MODELS_DIR}/{relpath}", tarfile.REGTYPE, FILE_MODE, size) for relpath, size in sorted(files)]
     return infos
+
+
+def tar_header(info: tarfile.TarInfo) -> bytes:
+    """One member's header blocks as written into layers (GNU format: base-256 sizes, longname entries)."""
+    return info.tobuf(TAR_FORMAT, "utf-8", "strict")
 
 
 def _info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
@@ -86,28 +182,46 @@ def _info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
     return info
 
 
-def write_file_layer(src: Path, relpath: str, layout: Layout) -> ModelcarLayer:
-    """Stream src into a layer blob of layout, hashing the file and the tar as the bytes go by."""
-    size = src.stat().st_size
-    tmp = layout.staging_file(hashlib.sha256(relpath.encode()).hexdigest()[:16])
-    file_sha = hashlib.sha256()
-    with open(src, "rb") as fin, open(tmp, "wb") as raw:
+def write_layer(files: Sequence[tuple[str, Path]], layout: Layout, title: str) -> ModelcarLayer:
+    """Stream the files [(relative path, source)] into one layer blob of layout, hashing files and tar on the way."""
+    files = sorted(files)
+    key = hashlib.sha256("\0".join(rel for rel, _ in files).encode()).hexdigest()[:16]
+    tmp = layout.staging_file(key)
+    entries: list[FileEntry] = []
+    sources = {f"{MODELS_DIR}/{rel}": (rel, src) for rel, src in files}
+    with open(tmp, "wb") as raw:
         out = HashingWriter(raw)
-        for info in layer_headers(relpath, size):
-            out.write(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "strict"))
-        _copy_hashed(fin, out, size, file_sha, relpath)
-        out.write(bytes(-size % tarfile.BLOCKSIZE))                 # pad the data to a whole block
+        for info in layer_members([(rel, 0) for rel, _ in files]):
+            if not info.isreg():
+                out.write(tar_header(info))
+                continue
+            rel, src = sources[info.name]
+            with open(src, "rb") as fin:  # one file open at a time: a pack may hold thousands
+                info.size = os.fstat(fin.fileno()).st_size  # the size as of now, not as listed
+                out.write(tar_header(info))
+                file_sha = hashlib.sha256()
+                _copy_hashed(fin, out, info.size, file_sha, rel)
+            out.write(bytes(-info.size % tarfile.BLOCKSIZE))  # pad the data to a whole block
+            entries.append(FileEntry(rel, info.size, file_sha.hexdigest()))
         out.write(bytes(2 * tarfile.BLOCKSIZE))                     # end-of-archive marker
         out.write(bytes(-out.size % tarfile.RECORDSIZE))            # and to a whole record, as tar(1) does
     layout.commit_blob(tmp, out.digest)
-    return ModelcarLayer(relpath, out.digest, out.size, FileEntry(relpath, size, file_sha.hexdigest()))
+    return ModelcarLayer(title, out.digest, out.size, tuple(entries))
 
 
 def _copy_hashed(fin: BinaryIO, out: HashingWriter, size: int, file_sha: Any, relpath: str) -> None:
     """Copy exactly size bytes, the file's hash taken in a reader thread while this one hashes and writes the tar.
 
     hashlib and file I/O release the GIL, so the two sha256 passes run on two cores (about twice as fast).
+    A file of one buffer or less is copied in this thread: a thread per small file would cost more than it saves.
     """
+    if size <= _COPY_BUF:
+        data = fin.read(size)
+        if len(data) < size:
+            raise TransferError(f"{relpath}: file shrank while being read")
+        file_sha.update(data)
+        out.write(data)
+        return
     chunks: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=4)
 
     def reader() -> None:
@@ -168,6 +282,35 @@ def model_files(model_dir: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
+def layer_titles(groups: Sequence[tuple[str, ...]]) -> list[str]:
+    """The title annotation of each layer: a lone file's path (as in earlier versions, so `oras pull` saves the
+    layer under the file's name); for a shared layer PACK_TITLE with the layer's position among the model layers,
+    prefixed with `_` while it would clash with a model file or directory (oras would then overwrite one)."""
+    taken = {path for group in groups for path in group}
+    taken |= {str(parent) for path in taken for parent in PurePosixPath(path).parents}
+    titles = []
+    for index, group in enumerate(groups, start=1):
+        title = group[0] if len(group) == 1 else PACK_TITLE.format(index=index)
+        while len(group) > 1 and title in taken:
+            title = "_" + title
+        titles.append(title)
+    return titles
+
+
+def _created_by(layer: ModelcarLayer) -> str:
+    """The config history line of a layer: what it holds, the list shortened to about HISTORY_CHARS."""
+    paths = [f.path for f in layer.files]
+    if len(paths) == 1:
+        return f"modelsync: COPY {paths[0]} /{MODELS_DIR}/{paths[0]}"
+    shown: list[str] = []
+    for path in paths:
+        if shown and sum(len(p) + 2 for p in shown) + len(path) > HISTORY_CHARS:
+            break
+        shown.append(path)
+    listed = ", ".join(shown) + (f", ... ({len(paths) - len(shown)} more)" if len(shown) < len(paths) else "")
+    return f"modelsync: COPY {len(paths)} files /{MODELS_DIR}/: {listed}"
+
+
 def _rfc3339(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -205,23 +348,25 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
     created_at = _rfc3339(created or _source_date_epoch() or dt.datetime.now(dt.timezone.utc))
     base_layers, config = _base(out, base_dir, platform)
     files = model_files(model_dir)
-    if len(base_layers) + len(files) > LAYER_WARNING:
-        log.warning("the modelcar will have %d layers (one per file); some container runtimes refuse images with "
-                    "more than about %d", len(base_layers) + len(files), LAYER_WARNING)
+    sources = dict(files)
+    budget = max(1, min(MODEL_LAYER_BUDGET, MAX_IMAGE_LAYERS - len(base_layers)))
+    groups = plan_layers([(rel, path.stat().st_size) for rel, path in files], budget)
+    check_layer_count(len(base_layers), len(groups))  # before any byte is copied
+    log.info("modelcar: %d files in %d layers on %d base layers", len(files), len(groups), len(base_layers))
 
     layers = []
-    for rel, path in files:
+    for group, title in zip(groups, layer_titles(groups), strict=True):
         start = time.monotonic()
-        layer = write_file_layer(path, rel, out)
-        log.debug("layer %s %s (%d bytes, %.1fs)", rel, layer.digest[:19], layer.size, time.monotonic() - start)
+        layer = write_layer([(rel, sources[rel]) for rel in group], out, title)
+        log.debug("layer %s %s (%d files, %d bytes, %.1fs)", title, layer.digest[:19], len(group), layer.size,
+                  time.monotonic() - start)
         layers.append(layer)
 
     config["created"] = created_at
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []}).setdefault("diff_ids", [])
     config["rootfs"]["diff_ids"].extend(layer.digest for layer in layers)  # uncompressed: diff_id == digest
     history = config.setdefault("history", [])
-    for layer in layers:
-        history.append({"created": created_at, "created_by": f"modelsync: COPY {layer.path} /{MODELS_DIR}/{layer.path}"})
+    history.extend({"created": created_at, "created_by": _created_by(layer)} for layer in layers)
     config_desc = out.add_bytes(canonical_json(config), OCI_CONFIG)
 
     annotations = {CREATED: created_at}
@@ -231,7 +376,7 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": config_desc,
-        "layers": base_layers + [descriptor(OCI_LAYER_TAR, lay.digest, lay.size, {TITLE: lay.path}) for lay in layers],
+        "layers": base_layers + [descriptor(OCI_LAYER_TAR, lay.digest, lay.size, {TITLE: lay.title}) for lay in layers],
         "annotations": annotations,
     }
     manifest_desc = out.add_bytes(canonical_json(manifest), OCI_MANIFEST)
