@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -62,13 +63,64 @@ def total_size(entries) -> int:
     return sum(e.size for e in entries)
 
 
-def require_free_space(path: Path, needed: int, what: str = "the model") -> None:
+SPACE_RESERVE = 1 << 20  # left free when unpacking: file-system overhead (blocks, inodes) the byte counts miss
+
+
+def no_space(path: Path, needed: int, free: int, what: str = "the model", *, more_than: bool = False,
+             reserve: int = 0) -> TransferError:
+    """The one-line error for a storage path that is (or would be) too small."""
+    kept = f" (plus {human(reserve)} kept free)" if reserve else ""
+    return TransferError(f"storage path '{path}' has {human(free)} free but {what} needs "
+                         f"{'more than ' if more_than else ''}{human(needed)}{kept}; "
+                         f"give MODEL_SYNC_STORAGE_PATH (--storage-path) a larger volume")
+
+
+def is_no_space(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def require_free_space(path: Path, needed: int, what: str = "the model", reserve: int = 0) -> None:
     """Fail before copying rather than an hour in with ENOSPC."""
     path.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(path).free
-    if needed > free:
-        raise TransferError(f"storage path '{path}' has {human(free)} free but {what} needs {human(needed)}; "
-                            f"give MODEL_SYNC_STORAGE_PATH a larger volume")
+    if needed > free - reserve:
+        raise no_space(path, needed, free, what, reserve=reserve)
+
+
+class SpaceBudget:
+    """Bytes about to be written under path, checked against the space free when counting began, minus a reserve.
+
+    need(total) checks a declared total up front; add(n) is called before each write of n bytes and stops the
+    writer once the count passes the free space: the disk is measured again then (files replaced meanwhile may
+    have freed space), and only when it really lacks n bytes beyond the reserve is the write refused.
+    """
+
+    def __init__(self, path: Path, what: str, reserve: int = SPACE_RESERVE):
+        path.mkdir(parents=True, exist_ok=True)
+        self.path, self.what, self.reserve = path, what, reserve
+        self.free = shutil.disk_usage(path).free
+        self.written = 0
+        self._limit = self.free - reserve
+
+    def need(self, total: int) -> None:
+        if total > self.free - self.reserve:
+            raise no_space(self.path, total, self.free, self.what, reserve=self.reserve)
+
+    def add(self, n: int) -> None:
+        self.written += n
+        if self.written > self._limit:
+            now = shutil.disk_usage(self.path).free
+            if now - self.reserve < n:
+                raise self.error()
+            self._limit = self.written - n + now - self.reserve
+
+    def error(self, exc: OSError | None = None) -> TransferError:
+        """For a write refused by add(), or (exc) one the file system refused with ENOSPC/EDQUOT."""
+        if exc is None:
+            return no_space(self.path, self.written, self.free, self.what, more_than=True)
+        return TransferError(f"storage path '{self.path}' is full ({exc.strerror}): {self.what} needs more than the "
+                             f"{human(self.free)} that was free ({human(self.written)} written); "
+                             f"give MODEL_SYNC_STORAGE_PATH (--storage-path) a larger volume")
 
 
 def dir_bytes(root: Path) -> int:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from .errors import TransferError
+from .files import SpaceBudget, is_no_space
 from .locations import FileEntry
 
 WHITEOUT = ".wh."
@@ -60,11 +61,13 @@ class TreeWriter:
         self.links: dict[str, str] = {}         # symlink path -> normalized relative target
         self._this_layer: set[str] = set()
         dest.mkdir(parents=True, exist_ok=True)
+        self._space = SpaceBudget(dest, "unpacking the layers")
 
     # ---- driving -----------------------------------------------------------------------------------------
 
     def apply(self, blob: Path, media_type: str, digest: str) -> None:
         self._this_layer = set()
+        self._space = SpaceBudget(self.dest, "unpacking the layers")  # bytes written vs. the space free now
         with open(blob, "rb") as raw:
             reader = _HashingReader(raw)
             try:
@@ -74,6 +77,8 @@ class TreeWriter:
                 while reader.read(_COPY_BUF):  # the tar's trailing padding is part of the digest
                     pass
             except (tarfile.TarError, EOFError, OSError) as exc:
+                if is_no_space(exc):
+                    raise self._space.error(exc) from None
                 raise TransferError(f"layer {digest[:19]} is not a readable tar: {exc}") from None
         if "sha256:" + reader.sha.hexdigest() != digest:
             raise TransferError(f"layer {digest[:19]} does not match its digest")
@@ -154,10 +159,15 @@ class TreeWriter:
         assert src is not None
         sha = hashlib.sha256()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "wb") as out:
-            while chunk := src.read(_COPY_BUF):
-                sha.update(chunk)
-                out.write(chunk)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := src.read(_COPY_BUF):
+                    sha.update(chunk)
+                    self._space.add(len(chunk))
+                    out.write(chunk)
+        except BaseException:
+            target.unlink(missing_ok=True)  # no half-written file
+            raise
         self.files[rel] = FileEntry(rel, member.size, sha.hexdigest())
 
     def _symlink(self, rel: str, linkname: str, target: Path) -> None:
@@ -180,6 +190,7 @@ class TreeWriter:
             raise TransferError(f"layer entry {rel!r}: hard link to {linkname!r} outside the tree or to no file")
         if target.is_dir():
             shutil.rmtree(target)
+        self._space.add(self.files[source].size)
         shutil.copyfile(self.dest / source, target)  # a copy: a later write to one must not change the other
         os.chmod(target, 0o644)
         self.files[rel] = FileEntry(rel, self.files[source].size, self.files[source].sha256)
@@ -220,12 +231,20 @@ def write_blob(src: Path, dest: Path, digest: str, size: int) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if dest.is_symlink() or dest.is_file():
         dest.unlink()
+    space = SpaceBudget(dest.parent, "writing the artifact files")
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with open(src, "rb") as fin, os.fdopen(fd, "wb") as out:
-        while chunk := fin.read(_COPY_BUF):
-            sha.update(chunk)
-            written += len(chunk)
-            out.write(chunk)
+    try:
+        with open(src, "rb") as fin, os.fdopen(fd, "wb") as out:
+            while chunk := fin.read(_COPY_BUF):
+                sha.update(chunk)
+                written += len(chunk)
+                space.add(len(chunk))
+                out.write(chunk)
+    except BaseException as exc:
+        dest.unlink(missing_ok=True)
+        if is_no_space(exc):
+            raise space.error(exc) from None
+        raise
     if "sha256:" + sha.hexdigest() != digest or written != size:
         dest.unlink()
         raise TransferError(f"blob {digest[:19]} does not match its digest or size")

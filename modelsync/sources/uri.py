@@ -2,11 +2,17 @@
 
 Safe means: no member lands outside the storage path (no '..', no absolute names), no link points outside it,
 no device or fifo is created. A refused member stops the job and names the member.
+
+Space: the download and the unpacked files are counted against the storage path's free space (less a small
+reserve): an archive's declared sizes before anything is written, then the bytes as they are written (a zip member
+may not write more than it declares). A file system that fills anyway (ENOSPC) gives the same one-line error. On
+any failure what was partly downloaded or unpacked is removed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import ssl
 import stat
@@ -14,11 +20,12 @@ import tarfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from ..errors import TransferError
-from ..files import inventory, require_free_space, safe_relative
+from ..files import SPACE_RESERVE, SpaceBudget, inventory, is_no_space, require_free_space, safe_relative
 from ..locations import FileEntry, UriLocation
 from ..progress import Progress
 
@@ -44,14 +51,26 @@ def fetch_uri(loc: UriLocation, dest: Path, work: Path) -> tuple[FileEntry, ...]
     name = PurePosixPath(urlsplit(loc.url).path).name or "model"
     download = work / f"download-{safe_relative(name, 'URL file name')}"
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        _download(loc, download, work)
+    except BaseException:
+        download.unlink(missing_ok=True)
+        raise
+    unpack(download, name, dest)
+    return inventory(dest)
+
+
+def _download(loc: UriLocation, download: Path, work: Path) -> None:
     request = urllib.request.Request(loc.url, headers={k: v.reveal() for k, v in loc.headers.items()})
+    budget = SpaceBudget(work, "the download")
     try:
         with urllib.request.urlopen(request, context=_context(loc), timeout=60) as resp, open(download, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0)
             if total:
-                require_free_space(work, total)
+                require_free_space(work, total, "the download", reserve=SPACE_RESERVE)
             progress = Progress("download", total)
             while chunk := resp.read(_CHUNK):
+                budget.add(len(chunk))
                 out.write(chunk)
                 progress.advance(len(chunk))
             progress.close()
@@ -59,35 +78,66 @@ def fetch_uri(loc: UriLocation, dest: Path, work: Path) -> tuple[FileEntry, ...]
         hint = " (check the credentials in --source-uri-credentials-path)" if exc.code in (401, 403) else ""
         raise TransferError(f"download of {public_url(loc.url)} failed: HTTP {exc.code} {exc.reason}{hint}") from None
     except (urllib.error.URLError, OSError) as exc:
+        if is_no_space(exc):
+            raise budget.error(exc) from None
         reason = getattr(exc, "reason", exc)
         raise TransferError(f"download of {public_url(loc.url)} failed: {reason}") from None
     if total and download.stat().st_size != total:
         raise TransferError(f"download of {public_url(loc.url)} is truncated: {download.stat().st_size} of {total} bytes")
-    unpack(download, name, dest)
-    return inventory(dest)
 
 
 def unpack(download: Path, name: str, dest: Path) -> None:
+    """Unpack (or move) the download into dest; on failure, whatever this added to dest is removed again."""
     dest.mkdir(parents=True, exist_ok=True)
+    before = set(os.listdir(dest))
+    budget = SpaceBudget(dest, "the unpacked archive")
     lower = name.lower()
-    if lower.endswith(".zip") or (not lower.endswith(_ARCHIVES) and zipfile.is_zipfile(download)):
-        _unzip(download, dest)
-    elif lower.endswith((".tar", ".tar.gz", ".tgz")):
-        _untar(download, dest)
-    else:
-        shutil.move(download, dest / safe_relative(name, "URL file name"))
+    try:
+        if lower.endswith(".zip") or (not lower.endswith(_ARCHIVES) and zipfile.is_zipfile(download)):
+            _unzip(download, dest, budget)
+        elif lower.endswith((".tar", ".tar.gz", ".tgz")):
+            _untar(download, dest, budget)
+        else:
+            shutil.move(download, dest / safe_relative(name, "URL file name"))
+    except OSError as exc:
+        _remove_new(dest, before)
+        if is_no_space(exc):
+            raise budget.error(exc) from None
+        raise TransferError(f"unpacking the download into '{dest}' failed: {exc}") from None
+    except BaseException:
+        _remove_new(dest, before)
+        raise
+    download.unlink(missing_ok=True)  # unpacked: the archive's space is free for what follows
 
 
-def _untar(archive: Path, dest: Path) -> None:
+def _remove_new(dest: Path, before: set[str]) -> None:
+    for name in set(os.listdir(dest)) - before:
+        path = dest / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _untar(archive: Path, dest: Path, budget: SpaceBudget) -> None:
+    def counted(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        # The 'data' filter repeats the checks below and also drops setuid bits and odd modes. A tar member's
+        # data is exactly member.size bytes (tarfile copies no more), so counting it here counts what is written.
+        filtered = tarfile.data_filter(member, path)
+        if filtered is not None and filtered.isreg():
+            budget.add(filtered.size)
+        return filtered
+
     try:
         with tarfile.open(archive) as tar:
-            for member in tar.getmembers():
+            members = tar.getmembers()
+            for member in members:
                 _check_tar_member(member)
-            # The 'data' filter repeats these checks and also drops setuid bits and odd modes.
-            tar.extractall(dest, filter="data")
+            budget.need(sum(m.size for m in members if m.isreg()))
+            tar.extractall(dest, members=members, filter=counted)
     except tarfile.FilterError as exc:
         raise TransferError(f"refusing archive member: {exc}") from None
-    except (tarfile.TarError, EOFError) as exc:
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise TransferError(f"the downloaded archive is not a readable tar: {exc}") from None
 
 
@@ -105,21 +155,44 @@ def _check_tar_member(member: tarfile.TarInfo) -> None:
         safe_relative(str(target), f"link target of archive member '{member.name}'")
 
 
-def _unzip(archive: Path, dest: Path) -> None:
+def _zip_member_is_dir(info: zipfile.ZipInfo) -> bool:
+    """Whether the member is a directory; refuses anything but regular files and directories.
+
+    The file type sits in the Unix mode (external_attr >> 16). Members without one (zipfile's writestr(), many
+    Windows zippers: permission bits only, or 0) are files, or directories when the name ends in '/'.
+    """
+    if info.flag_bits & 0x1:
+        raise TransferError(f"refusing archive member '{info.filename}': encrypted")
+    kind = stat.S_IFMT(info.external_attr >> 16)
+    if kind == stat.S_IFDIR:
+        return True
+    if kind in (0, stat.S_IFREG):
+        return info.is_dir()
+    raise TransferError(f"refusing archive member '{info.filename}': not a regular file or dir")
+
+
+def _unzip(archive: Path, dest: Path, budget: SpaceBudget) -> None:
     try:
         with zipfile.ZipFile(archive) as zf:
+            members = []
             for info in zf.infolist():
                 if info.is_dir() and info.filename.strip("/.") == "":
                     continue
-                rel = safe_relative(info.filename, "archive member")
-                mode = info.external_attr >> 16
-                if stat.S_ISLNK(mode) or (mode and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
-                    raise TransferError(f"refusing archive member '{info.filename}': not a regular file or dir")
-                if info.is_dir():
+                members.append((info, safe_relative(info.filename, "archive member"), _zip_member_is_dir(info)))
+            budget.need(sum(info.file_size for info, _, is_dir in members if not is_dir))
+            for info, rel, is_dir in members:
+                if is_dir:
                     (dest / rel).mkdir(parents=True, exist_ok=True)
                     continue
                 (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                written = 0
                 with zf.open(info) as src, open(dest / rel, "wb") as out:
-                    shutil.copyfileobj(src, out, _CHUNK)
-    except zipfile.BadZipFile as exc:
+                    while chunk := src.read(_CHUNK):
+                        written += len(chunk)
+                        if written > info.file_size:
+                            raise TransferError(f"refusing archive member '{info.filename}': it holds more than the "
+                                                f"{info.file_size} bytes it declares")
+                        budget.add(len(chunk))
+                        out.write(chunk)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise TransferError(f"the downloaded archive is not a readable zip: {exc}") from None
