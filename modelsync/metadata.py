@@ -23,7 +23,6 @@ Custom properties become Model Registry ``MetadataValue``s by their JSON type:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -73,12 +72,6 @@ class Metadata:
     model_version: EntityMetadata = field(default_factory=EntityMetadata)
     model_artifact: EntityMetadata = field(default_factory=EntityMetadata)
 
-    def fingerprint(self) -> str:
-        """A stable hash of everything requested; re-runs of one job share it (see registry.py)."""
-        doc = {name: {"fields": dict(e.fields), "custom_properties": dict(e.custom_properties)}
-               for name, e in (("RegisteredModel", self.registered_model), ("ModelVersion", self.model_version),
-                               ("ModelArtifact", self.model_artifact))}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
 def parse_metadata_dir(path: str | Path | None, kind: str) -> Metadata:

@@ -13,14 +13,16 @@ The job calls, in order::
 
 Re-runs (Kubernetes restarts a failed Job; it may have died anywhere)
     Every entity this job creates carries the custom property ``modelsync.job`` = the job's *fingerprint*: a hash
-    of the intent, the parent model id, the whole metadata dir and ``Intent.job_key`` (a stable description of
-    the source and destination given by the caller). A restarted Job has the same ConfigMap and settings, so the
-    same fingerprint. Preflight looks each entity up by name under its parent (RegisteredModel by name,
+    of what identifies the job: the intent, the parent model id, the entity names and ``Intent.job_key`` (a stable
+    description of the source and destination given by the caller). A restarted Job has the same names and
+    settings, so the same fingerprint; a re-run whose ConfigMap corrected a description or a property is the same
+    job too, and its corrected metadata is written to the entities it resumes. Preflight looks each entity up by name under its parent (RegisteredModel by name,
     ModelVersion by name + model id, ModelArtifact by name + version id):
 
     - not found                          -> create it (in begin)
     - found, ``modelsync.job`` matches   -> an earlier attempt of this job: resume it, whatever its state
-                                            (a crash after LIVE re-publishes and ends LIVE again)
+                                            (a crash after LIVE re-publishes and ends LIVE again), with the
+                                            metadata as it is now
     - found, no or another marker        -> RegistryError "name taken"; nothing is written
 
     The marker is part of the create request itself, so an entity exists only with its marker; a create whose
@@ -32,7 +34,9 @@ Re-runs (Kubernetes restarts a failed Job; it may have died anywhere)
 Custom properties written: ``modelsync.job`` (marker), ``modelsync.digest`` (published digest),
 ``modelsync.files`` (count), ``modelsync.size_bytes`` (string: may exceed int32), ``modelsync.files_digest``
 (sha256 over the sorted "path size sha256" lines), ``modelsync.error`` (masked, on ABANDONED). A PATCH of
-customProperties replaces the whole map on the server, so each write merges into what the server holds.
+customProperties replaces the whole map on the server, so each write merges into what the server holds; going LIVE
+first drops every ``modelsync.*`` fact of an earlier publish, so the artifact never describes bytes it no longer
+points at.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import binascii
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -244,9 +249,15 @@ class Registry:
         return Claim(plan, model_id, version_id, artifact_id)
 
     def _ensure_model(self, plan: Plan) -> str:
+        meta = _meta(plan).registered_model
+        if plan.model.action == "resume":  # ours: the metadata as it is now (a re-run may have corrected it)
+            body = RegisteredModelUpdate(description=meta.get("description"), owner=meta.get("owner"),
+                                         custom_properties=_props(meta, plan.fingerprint),
+                                         state=RegisteredModelState.ARCHIVED)
+            self._conn.call(f"update RegisteredModel {plan.model.id}",
+                            lambda api: api.update_registered_model(plan.model.id, body, **self._t()))
         if plan.model.id:
             return plan.model.id
-        meta = _meta(plan).registered_model
         # Born ARCHIVED: nothing shows as a live model until its artifact is LIVE (complete), even after a crash.
         body = RegisteredModelCreate(name=plan.model.name, description=meta.get("description"),
                                      owner=meta.get("owner"), custom_properties=_props(meta, plan.fingerprint),
@@ -255,9 +266,15 @@ class Registry:
                             lambda api: api.create_registered_model(body, **self._t()))
 
     def _ensure_version(self, plan: Plan, model_id: str) -> str:
+        meta = _meta(plan).model_version
+        if plan.version.action == "resume":
+            body = ModelVersionUpdate(description=meta.get("description"),
+                                      author=meta.get("author") or self._settings.author,
+                                      custom_properties=_props(meta, plan.fingerprint), state=ModelVersionState.ARCHIVED)
+            self._conn.call(f"update ModelVersion {plan.version.id}",
+                            lambda api: api.update_model_version(plan.version.id, body, **self._t()))
         if plan.version.id:
             return plan.version.id
-        meta = _meta(plan).model_version
         body = ModelVersionCreate(name=plan.version.name, registered_model_id=model_id,
                                   description=meta.get("description"),
                                   author=meta.get("author") or self._settings.author,
@@ -267,10 +284,11 @@ class Registry:
                             lambda api: api.create_model_version(body, **self._t()))
 
     def _ensure_artifact(self, plan: Plan, version_id: str) -> str:
-        if plan.artifact.id:  # ours from an earlier attempt: PENDING again for this one
-            self._patch_artifact(plan.artifact.id, ArtifactState.PENDING, drop=(ERROR_PROPERTY,))
-            return plan.artifact.id
         meta = _meta(plan).model_artifact
+        if plan.artifact.id:  # ours from an earlier attempt: PENDING again for this one, with today's metadata
+            self._patch_artifact(plan.artifact.id, ArtifactState.PENDING, replace=_props(meta, plan.fingerprint),
+                                 fields=_artifact_fields(meta))
+            return plan.artifact.id
         body = ModelArtifact(name=plan.artifact.name, state=ArtifactState.PENDING,
                              custom_properties=_props(meta, plan.fingerprint), **_artifact_fields(meta))
         return self._create("ModelArtifact", plan.artifact.name, version_id, plan.fingerprint,
@@ -300,7 +318,7 @@ class Registry:
         meta = _meta(claim.plan).model_artifact if claim.plan.intent.kind == "update_artifact" else None
         if meta is not None:  # update_artifact: the metadata dir's artifact fields apply as it goes LIVE
             extra.update(meta.custom_properties)
-        art = self._patch_artifact(claim.artifact_id, ArtifactState.LIVE, add=extra, drop=(ERROR_PROPERTY,),
+        art = self._patch_artifact(claim.artifact_id, ArtifactState.LIVE, add=extra, drop=_published_facts,
                                    uri=published.uri, fields=_artifact_fields(meta) if meta else {})
         if _state(art) != "LIVE" or art.uri != published.uri:
             raise RegistryError(f"ModelArtifact {claim.artifact_id}: the server did not keep state LIVE and the uri")
@@ -328,10 +346,16 @@ class Registry:
     # ------------------------------------------------------------ helpers
 
     def _patch_artifact(self, artifact_id: str, state: ArtifactState, add: dict | None = None,
-                        drop: tuple[str, ...] = (), uri: str | None = None, fields: dict | None = None):
-        """PATCH state (always sent: the update model's default state is UNKNOWN) and merged custom properties."""
-        current = self._get_artifact(artifact_id).custom_properties or {}
-        merged = {k: _resendable(v) for k, v in current.items() if k not in drop}
+                        drop: tuple[str, ...] | Callable[[str], bool] = (), uri: str | None = None,
+                        fields: dict | None = None, replace: dict[str, MetadataValue] | None = None):
+        """PATCH state (always sent: the update model's default state is UNKNOWN) and custom properties: the
+        server's merged with add, minus drop (names, or a test on the name); or exactly `replace`."""
+        if replace is not None:
+            merged = dict(replace)
+        else:
+            current = self._get_artifact(artifact_id).custom_properties or {}
+            dropped = drop if callable(drop) else (lambda key: key in drop)
+            merged = {k: _resendable(v) for k, v in current.items() if not dropped(k)}
         merged.update({k: metadata_value(v) for k, v in (add or {}).items()})
         body = ModelArtifactUpdate(state=state, uri=uri, custom_properties=merged, **(fields or {}))
         return self._conn.call(f"update ModelArtifact {artifact_id}",
@@ -360,9 +384,17 @@ def _owned(step: Step | None) -> bool:
 
 
 def job_fingerprint(intent: Intent) -> str:
-    meta = intent.metadata.fingerprint() if intent.metadata else ""
-    doc = [intent.kind, intent.model_id or "", meta, intent.job_key]
+    """What identifies a job across its re-runs: intent, parent ids, entity names, source and destination. Not
+    descriptions or properties, so a re-run that corrects them resumes its own entities."""
+    meta = intent.metadata or Metadata()
+    names = [e.get("name") or "" for e in (meta.registered_model, meta.model_version, meta.model_artifact)]
+    doc = [intent.kind, intent.model_id or "", intent.artifact_id or "", names, intent.job_key]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:32]
+
+
+def _published_facts(key: str) -> bool:
+    """Properties a publish writes (and an earlier publish's error): replaced as a whole on every LIVE."""
+    return key.startswith("modelsync.") and key != MARKER
 
 
 def files_digest(published: Published) -> str:

@@ -9,6 +9,7 @@ begin() calls) and starting over with a new connection, as a restarted Job does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -238,12 +239,49 @@ def test_name_taken_by_someone_else(settings, inspect) -> None:
 
 
 def test_name_taken_by_another_modelsync_job(settings, inspect) -> None:
+    """Another job: same names, another source. Its entities stay refused."""
     name = unique("other-job")
     run(settings, create_model_intent(name))
-    other = create_model_intent(name, **{"ModelVersion.description": "a different job"})
+    other = dataclasses.replace(create_model_intent(name), job_key="s3://another-bucket/k")
     with connect(settings, retry=FAST) as registry, pytest.raises(RegistryError, match="RegisteredModel name"):
         registry.preflight(other)
     inspect.one_live_set(name, "1.0.0")
+
+
+def test_a_new_publish_drops_the_facts_of_the_previous_one(settings, inspect) -> None:
+    """Issue 10.6: update_artifact to a volume after an OCI publish must not keep the image's digest."""
+    name = unique("stale")
+    run(settings, create_model_intent(name))
+    art = inspect.one_live_set(name, "1.0.0")
+    assert art["customProperties"]["modelsync.digest"]["string_value"] == PUBLISHED.digest
+    inspect.req("PATCH", f"/model_artifacts/{art['id']}", {"customProperties": {
+        **art["customProperties"], "modelsync.error": {"string_value": "old", "metadataType": "MetadataStringValue"},
+        "team.note": {"string_value": "kept", "metadataType": "MetadataStringValue"}}})
+    to_volume = Published("file:///mnt/models/m", None, (FileEntry("model.onnx", 1234, "b" * 64),))
+    run(settings, Intent("update_artifact", None, None, art["id"], None, job_key="pvc -> file:///mnt"), to_volume)
+    props = inspect.req("GET", f"/model_artifacts/{art['id']}")["customProperties"]
+    assert "modelsync.digest" not in props and "modelsync.error" not in props
+    assert props["modelsync.files"]["int_value"] == "1" and props["team.note"]["string_value"] == "kept"
+
+
+def test_corrected_metadata_rerun_resumes_and_applies_the_fix(settings, inspect) -> None:
+    """Issue 10.8: a create_model that failed, re-run with a description and a property corrected in the
+    ConfigMap, resumes its own entities (no "name is taken") and the entities then carry the corrected values."""
+    name = unique("fixed")
+    first = create_model_intent(name, **{"ModelVersion.description": "typo: modle"})
+    with connect(settings, retry=FAST) as registry:
+        registry.abandon(registry.begin(registry.preflight(first)), "push failed")
+    fixed = create_model_intent(name, **{"ModelVersion.description": "model",
+                                         "RegisteredModel.custom_properties": '{"team": "vision"}'})
+    with connect(settings, retry=FAST) as registry:
+        plan = registry.preflight(fixed)
+        assert [s.action for s in (plan.model, plan.version, plan.artifact)] == ["resume"] * 3
+        registry.complete(registry.begin(plan), PUBLISHED)
+    inspect.one_live_set(name, "1.0.0")
+    model = inspect.req("GET", f"/registered_model?name={name}")
+    version = inspect.req("GET", f"/model_version?name=1.0.0&parentResourceId={model['id']}")
+    assert version["description"] == "model"
+    assert model["customProperties"]["team"]["string_value"] == "vision"
 
 
 def test_version_name_taken_under_model(settings, inspect) -> None:
