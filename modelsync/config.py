@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 from . import credentials
 from .cli import parse_args
 from .errors import ConfigError
-from .secret import MASK, Secret, register
+from .secret import MASK, Secret, redact_url, register, register_url
 from .settings import BY_ENV, BY_NAME, SETTINGS, Setting
 
 log = logging.getLogger("modelsync.config")
@@ -42,6 +42,8 @@ S3_FILE_KEYS = {
     "aws_bucket": ("AWS_S3_BUCKET", "AWS_BUCKET"),
 }
 OCI_FILE_KEYS = {"oci_username": "username", "oci_password": "password"}
+# Settings holding URLs: user-info and query values (a pre-signed URL's signature) are masked wherever shown.
+URL_SETTINGS = ("source_uri", "registry_server_address", "source_aws_endpoint", "destination_aws_endpoint")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class Config:
             value = self.values.get(s.name)
             if isinstance(value, Secret):
                 value = MASK if value else ""
+            elif s.name in URL_SETTINGS and value:
+                value = redact_url(value)
             elif isinstance(value, Path):
                 value = str(value)
             out[s.name] = {"value": value, "origin": self.origins.get(s.name, "unset"), "env": s.env, "arg": s.arg}
@@ -198,7 +202,10 @@ def _fill_from_files(raw: dict[str, str], origins: dict[str, str], env: Mapping[
             uri_creds.update(credentials.read_secret_dir(uri_dir, BY_NAME["source_uri_credentials_path"].arg))
         except ConfigError as exc:
             problems += exc.problems
-        offer("source_uri", uri_creds.pop("URI", None))
+        uri_from_secret = uri_creds.pop("URI", None)
+        if uri_from_secret:
+            register(uri_from_secret.strip())  # read from a Secret: the whole URL is a secret, shown redacted
+        offer("source_uri", uri_from_secret)
         for key in ("TOKEN", "PASSWORD", "HEADERS"):
             if uri_creds.get(key):
                 register(uri_creds[key])
@@ -274,6 +281,8 @@ def convert(s: Setting, text: str) -> Any:
     if s.secret:
         register(text)
         return Secret(text.strip())
+    if s.name in URL_SETTINGS:
+        register_url(text)
     if s.kind == "bool":
         low = text.lower()
         if low in _TRUE:

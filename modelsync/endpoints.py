@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .config import Config, strip_scheme
 from .errors import ConfigError
@@ -45,8 +46,15 @@ def base_image(cfg: Config) -> OciLocation | None:
 
 
 def uri(cfg: Config) -> UriLocation:
-    return UriLocation(url=cfg.source_uri, headers=uri_headers(cfg.uri_credentials),
-                       ca_bundle=_path(cfg.source_uri_ca_bundle))
+    """User-info in the URL (https://user:password@host/...) becomes a Basic header, unless the credentials dir
+    gives one: HTTP clients do not send it from the URL, and it must not travel further in the URL either."""
+    url, creds = cfg.source_uri, dict(cfg.uri_credentials)
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        if not any(creds.get(k) for k in ("TOKEN", "USERNAME", "PASSWORD")):
+            creds.update(USERNAME=unquote(parts.username or ""), PASSWORD=unquote(parts.password or ""))
+    return UriLocation(url=url, headers=uri_headers(creds), ca_bundle=_path(cfg.source_uri_ca_bundle))
 
 
 def uri_headers(found: dict[str, str]) -> dict[str, Secret]:
