@@ -103,7 +103,7 @@ class Bench:
     def upload(self) -> str:
         from modelsync.destinations.s3 import publish_s3
         key = f"bench-src/{uuid.uuid4().hex[:8]}"
-        publish_s3(self.model, inventory(self.model), self.s3(key))
+        publish_s3(self.model, inventory(self.model), self.s3(key), "b" * 32)
         return key
 
     def run(self) -> None:

@@ -26,6 +26,7 @@ from .oci_layout import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
 TIMEOUT = 60.0
+DOCKER_HUB_API = "registry-1.docker.io"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -58,13 +59,19 @@ def speaks_https(registry: str, timeout: float = 10.0) -> bool:
         conn.close()
 
 
+class _NotFound(Exception):
+    """A 404 that a caller expects (a repository not created yet)."""
+
+
 class RegistryClient:
     def __init__(self, location: OciLocation, timeout: float = TIMEOUT):
         self.location = location
         self.timeout = timeout
         self._context = None
-        https = location.tls_verify or speaks_https(location.registry)
-        self.base = f"{'https' if https else 'http'}://{location.registry}"
+        # Docker Hub's images are named docker.io/..., its registry API answers at registry-1.docker.io
+        host = DOCKER_HUB_API if location.registry in ("docker.io", "index.docker.io") else location.registry
+        https = location.tls_verify or speaks_https(host)
+        self.base = f"{'https' if https else 'http'}://{host}"
         if location.tls_verify:
             self._context = ssl.create_default_context()
             if location.ca_bundle:
@@ -94,6 +101,14 @@ class RegistryClient:
         except (KeyError, ValueError):
             raise TransferError(f"{self._where(repo)}: blob {digest[:19]} has no size") from None
 
+    def check_access(self, repo: str) -> None:
+        """An authenticated read of the repository's tag list: proves reachability, TLS trust and credentials.
+        A repository that does not exist yet (404) is fine: the push creates it."""
+        try:
+            self._request("GET", f"/v2/{repo}/tags/list?n=1", repo, {})
+        except _NotFound:
+            pass
+
     # ---- auth and transport ------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, repo: str, headers: dict[str, str]) -> tuple[bytes, Any]:
@@ -109,6 +124,8 @@ class RegistryClient:
                 if err.code == 401 and attempt == 0:
                     self._authenticate(err.headers.get("WWW-Authenticate", ""), repo)
                     continue
+                if err.code == 404 and path.endswith("/tags/list?n=1"):
+                    raise _NotFound() from None
                 raise self._http_error(err, method, path, repo) from None
             except (urllib.error.URLError, OSError) as err:
                 reason = getattr(err, "reason", err)

@@ -1,30 +1,30 @@
 """The job, start to end, as one straight line:
 
-    preflight (registry reachable, ids/names valid, source there)  -> claim in the registry (PENDING / created)
+    preflight (storage path writable, registry reachable, ids/names valid, source there, destination reachable
+    with its credentials and holding nothing the job would destroy) -> claim in the registry (PENDING / created)
     -> fetch into the storage path -> publish to the destination (verified) -> LIVE with URI + digest
 
 Any failure after the claim marks the artifact ABANDONED with the (masked) error, so the registry never shows a
-LIVE artifact whose files are not there. The storage path's working directory is removed on every exit.
+LIVE artifact whose files are not there. The job works in a locked directory of its own under the storage path
+(workspace.py), removed on every exit.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import shutil
 import signal
+import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import endpoints, registry
+from . import endpoints, registry, workspace
 from .config import Config
 from .errors import ConfigError, ModelSyncError
 from .files import human, listing, require_free_space, total_size
 from .locations import FileEntry, Published
-from .secret import mask
+from .secret import mask, redact_url
 from .validate import signing_decision
 
 log = logging.getLogger("modelsync.job")
@@ -35,42 +35,21 @@ class Interrupted(ModelSyncError):
     """SIGTERM (pod deleted, Job deadline) or Ctrl-C."""
 
 
-@dataclass(frozen=True)
-class Workspace:
-    root: Path
-
-    @property
-    def model(self) -> Path:
-        return self.root / "model"
-
-    @property
-    def work(self) -> Path:
-        return self.root / "work"
-
-
-def workspace_for(cfg: Config) -> Workspace:
-    """A directory of this job's own under the storage path: two jobs sharing a storage path do not collide,
-    and a restart of the same job finds (and clears) its earlier attempt's files."""
-    key = hashlib.sha256(job_key(cfg).encode()).hexdigest()[:16]
-    return Workspace(Path(cfg.storage_path) / f".modelsync-{key}")
-
-
-def registry_settings(cfg: Config) -> registry.RegistrySettings:
+def registry_settings(cfg: Config, scratch: Path) -> registry.RegistrySettings:
     return registry.RegistrySettings(
         server_address=cfg.registry_server_address, port=cfg.registry_port, is_secure=cfg.registry_is_secure,
-        author=cfg.registry_author, user_token=cfg.registry_user_token, custom_ca=_custom_ca(cfg),
+        author=cfg.registry_author, user_token=cfg.registry_user_token, custom_ca=_custom_ca(cfg, scratch),
         log_level=cfg.registry_log_level, api_version=cfg.registry_api_version)
 
 
-def _custom_ca(cfg: Config) -> str | None:
+def _custom_ca(cfg: Config, scratch: Path) -> str | None:
     """The Model Registry's CA file: --registry-custom-ca (or a path in the named env var), else the PEM text
-    from the named env var, written to the storage path (a CA certificate is public)."""
+    from the named env var, written into this job's own scratch directory (a CA certificate is public)."""
     if cfg.registry_custom_ca:
         return str(cfg.registry_custom_ca)
     if not cfg.registry_ca_pem:
         return None
-    path = Path(cfg.storage_path) / ".modelsync-registry-ca.pem"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = scratch / "registry-ca.pem"
     path.write_text(cfg.registry_ca_pem + "\n")
     return str(path)
 
@@ -109,19 +88,26 @@ def _check_signing(cfg: Config) -> None:
 
 
 def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
-    """The resolved configuration plus a preflight that writes nothing (registry, ids, names, source), and
-    whether the preflight passed. A failed preflight is reported in the JSON, not raised, so the settings still
-    show."""
+    """The resolved configuration plus a preflight that writes nothing (registry, ids, names, source,
+    destination), and whether the preflight passed. A failed preflight is reported in the JSON, not raised, so
+    the settings still show."""
     sign, warning = signing_decision(cfg)
     report: dict[str, Any] = {"settings": cfg.report(), "signing": {"enabled": sign, "warning": warning}}
     try:
-        reg = registry.connect(registry_settings(cfg))
-        report["preflight"] = {"registry": {"address": cfg.registry_server_address, "api_version": reg.api_version}}
-        try:
-            plan = reg.preflight(intent(cfg))
-        finally:
-            reg.close()
-        report["preflight"].update(intent=cfg.model_upload_intent, plan=plan.describe(), source=describe_source(cfg))
+        job_intent = intent(cfg)
+        with tempfile.TemporaryDirectory(prefix="modelsync-dry-run-") as scratch:
+            reg = registry.connect(registry_settings(cfg, Path(scratch)))
+            report["preflight"] = {"registry": {"address": redact_url(cfg.registry_server_address),
+                                                "api_version": reg.api_version}}
+            try:
+                plan = reg.preflight(job_intent)
+            finally:
+                reg.close()
+        files = source_listing(cfg)
+        report["preflight"].update(intent=cfg.model_upload_intent, plan=plan.describe(),
+                                   source=describe_source(cfg, files),
+                                   destination=preflight_destination(cfg, registry.job_fingerprint(job_intent),
+                                                                     files))
     except ModelSyncError as exc:
         report.setdefault("preflight", {})["error"] = mask(str(exc))
         return report, False
@@ -129,17 +115,36 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
     return report, True
 
 
-def describe_source(cfg: Config) -> dict[str, Any]:
-    """What the source holds, found without downloading (S3 listing, local walk); other types: reachability."""
+def source_listing(cfg: Config) -> dict[str, int] | None:
+    """The source's files and sizes, found without downloading (S3 listing, local walk); None where only the
+    download can tell (OCI image, URL)."""
     kind = cfg.source_type
     if kind == "s3":
         from .sources.s3 import plan_s3
-        shape, files = plan_s3(endpoints.s3(cfg, "source"))
-        return {"type": kind, "shape": shape, "files": len(files), "bytes": sum(files.values())}
+        return plan_s3(endpoints.s3(cfg, "source"))[1]
     if kind in ("pvc", "local"):
-        files = listing(endpoints.local(cfg, "source").path)  # sizes only: hashing waits for the transfer
-        return {"type": kind, "files": len(files), "bytes": sum(files.values())}
-    return {"type": kind}
+        return listing(endpoints.local(cfg, "source").path)  # sizes only: hashing waits for the transfer
+    return None
+
+
+def describe_source(cfg: Config, files: dict[str, int] | None) -> dict[str, Any]:
+    if files is None:
+        return {"type": cfg.source_type}
+    return {"type": cfg.source_type, "files": len(files), "bytes": sum(files.values())}
+
+
+def preflight_destination(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
+    """Before the claim and before any byte moves: the destination is reachable with the credentials and CA
+    given, holds nothing this job would destroy, and (OCI) the base image exists. Raises TransferError."""
+    kind = cfg.destination_type
+    if kind == "oci":
+        from .destinations.oci import preflight_oci
+        return preflight_oci(endpoints.oci(cfg, "destination"), endpoints.base_image(cfg))
+    if kind == "s3":
+        from .destinations.s3 import preflight_s3
+        return preflight_s3(endpoints.s3(cfg, "destination"), job, cfg.destination_replace_existing)
+    from .destinations.local import preflight_local
+    return preflight_local(endpoints.local(cfg, "destination"), job, files, cfg.destination_replace_existing)
 
 
 def check_space(cfg: Config, size: int | None) -> None:
@@ -156,27 +161,34 @@ def check_space(cfg: Config, size: int | None) -> None:
 def run(cfg: Config) -> Published:
     _check_signing(cfg)
     started = time.monotonic()
+    job_intent = intent(cfg)  # a bad metadata dir fails here, before anything is written
+    job = registry.job_fingerprint(job_intent)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    workspace = workspace_for(cfg)
-    shutil.rmtree(workspace.root, ignore_errors=True)  # this job's crashed earlier attempt, never another job's
-    reg = None
+    ws = reg = None
     try:
-        reg = registry.connect(registry_settings(cfg))
-        plan = reg.preflight(intent(cfg))
-        source = describe_source(cfg)
+        # This job's own locked scratch directory; an earlier crashed attempt's is removed, a running job's never.
+        ws = workspace.claim(Path(cfg.storage_path), ".modelsync-", job[:16], "--storage-path / MODEL_SYNC_STORAGE_PATH")
+        reg = registry.connect(registry_settings(cfg, ws.root))
+        plan = reg.preflight(job_intent)
+        files = source_listing(cfg)
+        source = describe_source(cfg, files)
+        destination = preflight_destination(cfg, job, files)
         check_space(cfg, source.get("bytes"))
-        log.info("preflight passed: %s; source %s", "; ".join(plan.describe()),
-                 ", ".join(f"{k} {v}" for k, v in source.items()), extra={"fields": {"source": source}})
+        log.info("preflight passed: %s; source %s; destination %s", "; ".join(plan.describe()),
+                 ", ".join(f"{k} {v}" for k, v in source.items()),
+                 ", ".join(f"{k} {v}" for k, v in destination.items()),
+                 extra={"fields": {"source": source, "destination": destination}})
         claim = reg.begin(plan)
         try:
-            published = transfer(cfg, workspace)
+            published = transfer(cfg, ws, job)
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, ModelSyncError) else f"{type(exc).__name__}: {exc}"
             _abandon(reg, claim, reason)
             raise
         reg.complete(claim, published)
     finally:
-        shutil.rmtree(workspace.root, ignore_errors=True)
+        if ws is not None:
+            ws.release()
         signal.signal(signal.SIGTERM, previous)
         if reg is not None:
             reg.close()
@@ -184,13 +196,13 @@ def run(cfg: Config) -> Published:
     return published
 
 
-def transfer(cfg: Config, ws: Workspace) -> Published:
+def transfer(cfg: Config, ws: workspace.Workspace, job: str) -> Published:
     model_dir, files = fetch(cfg, ws)
     log.info("fetched %d file(s), %s", len(files), human(total_size(files)))
-    return publish(cfg, model_dir, files, ws)
+    return publish(cfg, model_dir, files, ws, job)
 
 
-def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
+def fetch(cfg: Config, ws: workspace.Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
     kind = cfg.source_type
     if kind in ("pvc", "local"):  # read in place: nothing to copy
         from .sources.local import read_local
@@ -207,17 +219,19 @@ def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
     return ws.model, fetch_uri(endpoints.uri(cfg), ws.model, ws.work)
 
 
-def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace) -> Published:
+def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: workspace.Workspace,
+            job: str) -> Published:
     kind = cfg.destination_type
     if kind == "oci":
         from .destinations.oci import publish_modelcar
         return publish_modelcar(model_dir, endpoints.oci(cfg, "destination"), endpoints.base_image(cfg), ws.work,
                                 cfg.destination_oci_backend, source_annotation=_source_annotation(cfg))
+    replace = cfg.destination_replace_existing
     if kind == "s3":
         from .destinations.s3 import publish_s3
-        return publish_s3(model_dir, files, endpoints.s3(cfg, "destination"))
+        return publish_s3(model_dir, files, endpoints.s3(cfg, "destination"), job, replace)
     from .destinations.local import publish_local
-    return publish_local(model_dir, files, endpoints.local(cfg, "destination"))
+    return publish_local(model_dir, files, endpoints.local(cfg, "destination"), job, replace)
 
 
 def _source_annotation(cfg: Config) -> str | None:

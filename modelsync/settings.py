@@ -100,6 +100,10 @@ SETTINGS: tuple[Setting, ...] = (
             "measured faster both ways (make bench)", default="oras", choices=OCI_BACKENDS, group="destination"),
     Setting("destination_path", 'Directory to copy into, when --destination-type is "pvc"/"local"', kind="path",
             group="destination"),
+    Setting("destination_replace_existing", "Let the job overwrite what it did not write: files at the model's "
+            "paths in a pvc/local destination; objects under an s3 destination prefix, which then ends holding "
+            "exactly the synced files. Default false: such a destination is refused before anything moves",
+            default="false", kind="bool", group="destination"),
     # --- model registry -----------------------------------------------------------------------------------
     Setting("model_upload_intent", "What to do in the Model Registry", default="update_artifact", choices=INTENTS,
             group="registry"),

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from .config import S3_FILE_KEYS, SIGSTORE_VARS, Config, strip_scheme
+from .secret import redact_url
 from .settings import BY_NAME, SETTINGS
 
 log = logging.getLogger("modelsync.config")
@@ -33,7 +34,8 @@ def validate(cfg: Config) -> list[str]:
         problems += _require(cfg, ["source_uri"], 'source type is "uri"', file_key="URI",
                              cred="source_uri_credentials_path")
         if v["source_uri"] and not re.match(r"^https?://[^/]+", v["source_uri"]):
-            problems.append(f"--source-uri / MODEL_SYNC_SOURCE_URI: '{v['source_uri']}' is not an http(s):// URL")
+            problems.append(f"--source-uri / MODEL_SYNC_SOURCE_URI: '{redact_url(v['source_uri'])}' is not an "
+                            f"http(s):// URL")
     if v["source_type"] in ("pvc", "local") and v["source_path"] and not Path(v["source_path"]).exists():
         problems.append(f"--source-path / MODEL_SYNC_SOURCE_PATH: '{v['source_path']}' does not exist")
     problems += _require_intent(cfg)
@@ -88,6 +90,10 @@ def _require_oci(cfg: Config, side: str) -> list[str]:
     if ref and not _REFERENCE.match(strip_scheme(ref)):
         s = BY_NAME[f"{side}_oci_uri"]
         problems.append(f"{s.arg} / {s.env}: '{ref}' is not an image reference; write host[:port]/repo[:tag]")
+    elif ref and side == "destination" and "@" in ref:
+        s = BY_NAME[f"{side}_oci_uri"]
+        problems.append(f"{s.arg} / {s.env}: '{ref}' is pinned by digest; give a tag or just the repository "
+                        f"(the job computes the digest and records it)")
     return problems
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from modelsync import config, job
+from modelsync.destinations.local import RECORD
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import ModelSyncError
 from modelsync.locations import OciLocation, S3Location
@@ -25,26 +26,11 @@ from modelsync.sources.oci import fetch_oci
 from modelsync.sources.s3 import fetch_s3
 from modelsync.oci_copy import push_layout
 
-from .models import digests_of, make_model, write_big
+from .models import TEST_JOB, digests_of, write_big
 from .oci_helpers import busybox_layout
 from .servers import serve_directory
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture(scope="module")
-def base_image(stack, tmp_path_factory) -> str:
-    ref = f"{stack.oci_registry}/library/busybox:latest"
-    root = tmp_path_factory.mktemp("busybox")
-    push_layout(busybox_layout(root / "layout"), "latest", OciLocation(ref, tls_verify=False), "latest", root / "w",
-                "skopeo")
-    return ref
-
-
-@pytest.fixture
-def model(tmp_path) -> tuple[Path, dict[str, str]]:
-    root = tmp_path / "model-src"
-    return root, make_model(root)
 
 
 @pytest.fixture
@@ -81,7 +67,7 @@ def source_env(kind: str, stack, tmp_path, model_dir: Path, http_root, base_imag
         prefix = f"job-src-{uuid.uuid4().hex[:8]}"
         from modelsync.destinations.s3 import publish_s3
         from modelsync.files import inventory
-        publish_s3(model_dir, inventory(model_dir), s3loc(stack, prefix))
+        publish_s3(model_dir, inventory(model_dir), s3loc(stack, prefix), TEST_JOB)
         return {"MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_BUCKET": stack.minio_bucket,
                 "MODEL_SYNC_SOURCE_AWS_KEY": prefix, "MODEL_SYNC_SOURCE_AWS_ENDPOINT": stack.minio_endpoint,
                 "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": stack.minio_access_key,
@@ -129,6 +115,7 @@ def read_back(published, dest_kind: str, stack, tmp_path: Path) -> dict[str, str
         fetch_s3(s3loc(stack, key), out)
     else:
         out = Path(published.uri[len("file://"):])
+        return {p: d for p, d in digests_of(out).items() if p != RECORD}  # the job's record of what it wrote
     return digests_of(out)
 
 
@@ -156,37 +143,52 @@ def test_every_source_to_every_destination(src, dst, stack, tmp_path, model, htt
     assert not list((tmp_path / "storage").glob(".modelsync-*"))
 
 
-def test_failed_push_leaves_the_artifact_abandoned_with_the_error(stack, tmp_path, model, base_image, monkeypatch):
+def test_failed_transfer_leaves_the_artifact_abandoned_then_a_restart_finishes(stack, tmp_path, model,
+                                                                              monkeypatch):
+    """A failure preflight cannot see: the base image's manifest is there (preflight passes) but its layer blob
+    was deleted from the registry, so pulling it fails after the claim. The artifact ends ABANDONED with the
+    error; once the base is pushed again, the same Job restarted resumes its own entities and ends LIVE."""
     monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
     model_dir, _ = model
+    base = OciLocation(f"{stack.oci_registry}/library/broken-base-{uuid.uuid4().hex[:6]}:latest", tls_verify=False)
+    layout = busybox_layout(tmp_path / "base")
+    push_layout(layout, "latest", base, "latest", tmp_path / "w", "skopeo")
+    manifest = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"http://{stack.oci_registry}/v2/{base.repository.split('/', 1)[1]}/manifests/latest",
+        headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}), timeout=10).read())
+    layer = manifest["layers"][0]["digest"]
+    urllib.request.urlopen(urllib.request.Request(
+        f"http://{stack.oci_registry}/v2/{base.repository.split('/', 1)[1]}/blobs/{layer}", method="DELETE"),
+        timeout=10)
     name = f"job-fail-{uuid.uuid4().hex[:6]}"
-    wrong = "wrong-password-Qq77"
     env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
            "MODEL_SYNC_SOURCE_PATH": str(model_dir), "MODEL_SYNC_DESTINATION_TYPE": "oci",
            "MODEL_SYNC_DESTINATION_OCI_URI": f"{stack.oci_tls_registry}/job-fail/m:v1",
            "MODEL_SYNC_DESTINATION_OCI_USERNAME": stack.oci_tls_username,
-           "MODEL_SYNC_DESTINATION_OCI_PASSWORD": wrong, "MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE": stack.oci_tls_ca,
-           "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": base_image,
+           "MODEL_SYNC_DESTINATION_OCI_PASSWORD": stack.oci_tls_password,
+           "MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE": stack.oci_tls_ca,
+           "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": base.reference,
            "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY": "false"}
     with pytest.raises(ModelSyncError) as err:
         job.run(config.load([], env))
-    assert wrong not in str(err.value)
+    assert stack.oci_tls_password not in str(err.value)
     rm = mr_get(stack, f"registered_model?name={name}")
     mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
     (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
     assert art["state"] == "ABANDONED"
     error = art["customProperties"]["modelsync.error"]["string_value"]
-    assert error and wrong not in error and wrong not in json.dumps(art)
+    assert error and stack.oci_tls_password not in json.dumps(art)
     assert not list((tmp_path / "storage").glob(".modelsync-*"))
     # Nothing the job created claims a model that is not there: its model and version are ARCHIVED.
     assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "ARCHIVED"
     assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "ARCHIVED"
 
-    # The same Job, restarted with the password fixed, resumes its own entities and ends LIVE: no duplicates.
-    env["MODEL_SYNC_DESTINATION_OCI_PASSWORD"] = stack.oci_tls_password
+    # The base image is repaired; the same Job, restarted, resumes its own entities and ends LIVE: no duplicates.
+    push_layout(layout, "latest", base, "latest", tmp_path / "w2", "skopeo")
     published = job.run(config.load([], env))
     (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
     assert art["state"] == "LIVE" and art["uri"] == published.uri
+    assert "modelsync.error" not in art["customProperties"]
     assert mr_get(stack, f"registered_models/{rm['id']}")["state"] == "LIVE"
     assert mr_get(stack, f"model_versions/{mv['id']}")["state"] == "LIVE"
 

@@ -14,7 +14,7 @@ from modelsync.locations import S3Location
 from modelsync.secret import Secret
 from modelsync.sources.s3 import fetch_s3
 
-from .models import digests_of, make_model
+from .models import TEST_JOB, digests_of, make_model
 
 pytestmark = pytest.mark.stack
 
@@ -52,7 +52,7 @@ def test_prefix_round_trip_keeps_tree_and_bytes(tmp_path, s3, stack, argv_seen):
     src = tmp_path / "src"
     expected = make_model(src)
     prefix = f"rt-{uuid.uuid4().hex[:8]}/model"
-    published = publish_s3(src, inventory(src), s3(prefix))
+    published = publish_s3(src, inventory(src), s3(prefix), TEST_JOB)
     assert published.uri == f"s3://{stack.minio_bucket}/{prefix}"
     out = tmp_path / "out"
     entries = fetch_s3(s3(prefix + "/"), out)
@@ -110,7 +110,7 @@ def test_upload_with_wrong_secret_fails_with_masked_tool_error(tmp_path, s3):
     make_model(src)
     bad = "another-wrong-secret-987"
     with pytest.raises(Exception) as err:
-        publish_s3(src, inventory(src), s3("never/written", secret=bad))
+        publish_s3(src, inventory(src), s3("never/written", secret=bad), TEST_JOB)
     assert bad not in str(err.value) and "aws s3 cp failed" in str(err.value)
 
 
@@ -119,6 +119,6 @@ def test_one_gib_file_round_trip(tmp_path, s3):
     src = tmp_path / "src"
     expected = make_model(src, big_bytes=1 << 30)
     prefix = f"big-{uuid.uuid4().hex[:8]}"
-    publish_s3(src, inventory(src), s3(prefix))
+    publish_s3(src, inventory(src), s3(prefix), TEST_JOB)
     fetch_s3(s3(prefix), tmp_path / "out")
     assert digests_of(tmp_path / "out") == expected

@@ -22,7 +22,7 @@ from modelsync.secret import Secret
 from modelsync.sources.s3 import fetch_s3
 from modelsync.sources.uri import fetch_uri
 
-from .models import digests_of, make_model
+from .models import TEST_JOB, digests_of, make_model
 from .servers import serve_directory
 
 pytestmark = pytest.mark.stack
@@ -100,7 +100,8 @@ def _loc(m, key, ca):
 
 def test_s3_over_tls_with_its_ca_bundle(tmp_path, tls_minio):
     expected = make_model(tmp_path / "src")
-    publish_s3(tmp_path / "src", inventory(tmp_path / "src"), _loc(tls_minio, "tls/model", tls_minio["ca"]))
+    publish_s3(tmp_path / "src", inventory(tmp_path / "src"), _loc(tls_minio, "tls/model", tls_minio["ca"]),
+               TEST_JOB)
     fetch_s3(_loc(tls_minio, "tls/model", tls_minio["ca"]), tmp_path / "out")
     assert digests_of(tmp_path / "out") == expected
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from modelsync.destinations.local import publish_local
+from modelsync.destinations.local import RECORD, publish_local
 from modelsync.endpoints import uri_headers
 from modelsync.errors import TransferError
 from modelsync.files import inventory
@@ -18,7 +20,7 @@ from modelsync.locations import LocalLocation, UriLocation
 from modelsync.sources.local import read_local
 from modelsync.sources.uri import fetch_uri
 
-from .models import digests_of, make_model
+from .models import TEST_JOB, digests_of, make_model
 from .servers import serve_directory
 
 TOKEN = "uri-token-Ab12Cd34"
@@ -152,24 +154,28 @@ def test_zip_symlink_is_refused(tmp_path, server):
 
 # --- local / PVC -----------------------------------------------------------------------------------------------
 
-def test_local_source_is_read_in_place_and_copied_atomically(tmp_path):
+def test_local_source_is_read_in_place_and_copied_into_a_volume_without_touching_its_files(tmp_path):
     expected = make_model(tmp_path / "pvc")
     model_dir, files = read_local(LocalLocation(tmp_path / "pvc"))
     assert model_dir == tmp_path / "pvc" and {f.path: f.sha256 for f in files} == expected
     dest = tmp_path / "dest" / "model"
     dest.mkdir(parents=True)
-    (dest / "stale.bin").write_bytes(b"old")
-    published = publish_local(model_dir, files, LocalLocation(dest))
-    assert digests_of(dest) == expected  # the stale file is gone: the copy replaced the directory whole
+    (dest / "unrelated.bin").write_bytes(b"old")
+    published = publish_local(model_dir, files, LocalLocation(dest), TEST_JOB)
+    got = digests_of(dest)
+    assert got.pop("unrelated.bin") == hashlib.sha256(b"old").hexdigest()  # not the job's: left alone
+    assert got.pop(RECORD) and got == expected
+    assert json.loads((dest / RECORD).read_text()) == {"job": TEST_JOB, "files": expected}
     assert published.uri == dest.resolve().as_uri()
     assert sorted(p.name for p in dest.parent.iterdir()) == ["model"]  # no staging left behind
+    assert not list(dest.glob(".modelsync-staging-*"))
 
 
 def test_local_destination_inside_source_is_refused(tmp_path):
     make_model(tmp_path / "pvc")
     model_dir, files = read_local(LocalLocation(tmp_path / "pvc"))
     with pytest.raises(TransferError, match="overlaps the source"):
-        publish_local(model_dir, files, LocalLocation(tmp_path / "pvc" / "copy"))
+        publish_local(model_dir, files, LocalLocation(tmp_path / "pvc" / "copy"), TEST_JOB)
 
 
 def test_symlink_escaping_the_source_is_refused(tmp_path):

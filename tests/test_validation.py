@@ -140,11 +140,3 @@ def test_sign_true_without_sigstore_vars_is_a_config_error():
 def test_setting_for_an_unused_type_is_warned_about(caplog):
     config.load([], {**BASE, "MODEL_SYNC_SOURCE_OCI_URI": "reg.example/m:1"})
     assert "MODEL_SYNC_SOURCE_OCI_URI is set but source type is pvc: it is ignored" in caplog.text
-
-
-def test_workspace_is_the_jobs_own_and_stable_across_restarts():
-    from modelsync.job import workspace_for
-    one = workspace_for(config.load([], BASE))
-    assert one == workspace_for(config.load([], BASE))  # a restart finds its earlier attempt
-    other = workspace_for(config.load([], {**BASE, "MODEL_SYNC_DESTINATION_PATH": "/tmp/elsewhere"}))
-    assert one != other and one.root.parent == other.root.parent == config.Path("/tmp/model-sync")

@@ -1,6 +1,7 @@
 """Publish a model directory as a KServe modelcar image to an OCI registry, then prove the registry holds it.
 
 Steps: pull the base image into an OCI layout (skipped for scratch) -> build the modelcar layout (modelcar.py) ->
+check its layer count (base + model) against modelcar.MAX_IMAGE_LAYERS ->
 push it with skopeo or oras, digests unchanged -> read the manifest back over HTTP and compare the digest and
 every layer's digest and size. The result names the image by digest; the tag (target's, default `latest`)
 is pushed too, for people.
@@ -22,7 +23,7 @@ from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
 from ..locations import OciLocation, Published
-from ..modelcar import ModelcarImage, build_modelcar
+from ..modelcar import ModelcarImage, build_modelcar, check_layer_count
 from ..oci_access import check_backend
 from ..oci_copy import pull_to_layout, push_layout, repo_path
 from ..progress import watch
@@ -61,10 +62,12 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
         with watch("build layers", dir_bytes(model_dir), lambda: dir_bytes(job_dir / "image")):
             image = build_modelcar(model_dir, job_dir / "image", base_dir, platform=platform, tag=_REF,
                                    created=created, source=source_annotation)
-        total = sum(layer.file.size for layer in image.layers)
+        total = sum(file.size for file in image.files)
         elapsed = time.monotonic() - start
-        log.info("built modelcar %s: %d files, %d bytes in %.1fs (%.0f MB/s)", image.manifest_digest,
-                 len(image.layers), total, elapsed, total / 1e6 / max(elapsed, 1e-6))
+        log.info("built modelcar %s: %d files in %d layers, %d bytes in %.1fs (%.0f MB/s)", image.manifest_digest,
+                 len(image.files), len(image.layers), total, elapsed, total / 1e6 / max(elapsed, 1e-6))
+        # the image as it will be pushed: runtimes refuse to mount too many layers, so nothing goes up then
+        check_layer_count(len(image.manifest["layers"]) - len(image.layers), len(image.layers))
         push_layout(image.layout, _REF, target, tag, work_dir, backend)
         verify_pushed(image, target, tag)
     finally:
@@ -90,3 +93,21 @@ def verify_pushed(image: ModelcarImage, target: OciLocation, tag: str) -> None:
         if size != layer["size"]:
             raise TransferError(f"{target.repository}: blob {layer['digest'][:19]} is {size} bytes, "
                                 f"expected {layer['size']}")
+
+
+def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, object]:
+    """Before anything moves: the destination registry answers an authenticated request with the credentials
+    and CA given, and the base image exists (pulling it is the build's first step)."""
+    if target.digest:
+        raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
+    RegistryClient(target).check_access(repo_path(target))
+    facts: dict[str, object] = {"type": "oci", "repository": target.repository, "tag": target.tag or "latest"}
+    if not is_scratch(base):
+        assert base is not None
+        ref = base.digest or base.tag or "latest"
+        try:
+            manifest = RegistryClient(base).manifest(repo_path(base), ref)
+        except TransferError as exc:
+            raise TransferError(f"base image {base.reference} (--destination-oci-base-image): {exc}") from None
+        facts["base image"] = f"{base.repository}@{manifest.digest}"
+    return facts

@@ -1,9 +1,19 @@
-"""Publish a model to S3 under bucket/key with `aws s3 cp --recursive`, then check every object's size."""
+"""Publish a model to S3 under bucket/key/ with `aws s3 cp --recursive`, then check every object's size.
+
+The artifact's URI names the prefix, so the prefix must end holding exactly the model. Every object the job
+uploads carries the user metadata `modelsync-job` = the job's fingerprint. Preflight lists the prefix (an
+authenticated request: credentials, CA and bucket are proven before anything moves) and refuses objects that
+another job or a person put there, unless --destination-replace-existing; after the upload, objects under the prefix
+that are not part of the model are deleted when they are this job's own (an earlier attempt's) or when
+replacing was allowed.
+"""
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -15,24 +25,53 @@ from ..progress import Progress
 
 log = logging.getLogger("modelsync.destinations.s3")
 
+JOB_METADATA = "modelsync-job"   # x-amz-meta-modelsync-job
+REPLACE = "MODEL_SYNC_DESTINATION_REPLACE_EXISTING=true"
 
-def publish_s3(model_dir: Path, files: tuple[FileEntry, ...], loc: S3Location) -> Published:
+
+def _base(loc: S3Location) -> str:
     prefix = loc.key.strip("/")
-    target = f"s3://{loc.bucket}/{prefix}/" if prefix else f"s3://{loc.bucket}/"
+    return f"{prefix}/" if prefix else ""
+
+
+def preflight_s3(loc: S3Location, job: str, replace: bool) -> dict[str, Any]:
+    base = _base(loc)
+    try:
+        objects = aws.list_objects(loc, base)
+        owners = _owners(loc, [o["Key"] for o in objects])
+        foreign = [key for key, owner in owners.items() if owner != job]
+    except (ClientError, BotoCoreError) as exc:
+        raise TransferError(f"destination {aws.describe_error(exc, loc)}") from None
+    where = f"s3://{loc.bucket}/{base}"
+    if foreign and not replace:
+        more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        raise TransferError(f"destination {where} already holds {', '.join(foreign[:3])}{more}, not written by "
+                            f"this job; choose another --destination-aws-key, or set {REPLACE} to replace them")
+    if foreign:
+        log.warning("%d object(s) under %s were not written by this job and will be replaced (%s)", len(foreign),
+                    where, REPLACE)
+    return {"type": "s3", "url": where, "objects already there": len(objects)}
+
+
+def publish_s3(model_dir: Path, files: tuple[FileEntry, ...], loc: S3Location, job: str,
+               replace: bool = False) -> Published:
+    base = _base(loc)
+    target = f"s3://{loc.bucket}/{base}"
     progress = Progress("upload", total_size(files))
     try:
-        tools.run("aws", ["s3", "cp", str(model_dir), target, "--recursive", *aws.cli_flags(loc)],
-                  env=aws.cli_env(loc))
+        tools.run("aws", ["s3", "cp", str(model_dir), target, "--recursive", "--metadata", f"{JOB_METADATA}={job}",
+                          *aws.cli_flags(loc)], env=aws.cli_env(loc))
     finally:
         progress.done = total_size(files)  # aws reports no byte counts we can rely on; log the summary
         progress.close()
-    verify_s3(loc, prefix, files)
+    remote = verify_s3(loc, base, files)
+    _remove_extras(loc, base, set(remote) - {f.path for f in files}, job, replace)
     return Published(uri=target.rstrip("/"), digest=None, files=files)
 
 
-def verify_s3(loc: S3Location, prefix: str, files: tuple[FileEntry, ...]) -> None:
-    """Every file must be there with its size: a partial upload must never be registered as LIVE."""
-    base = f"{prefix}/" if prefix else ""
+def verify_s3(loc: S3Location, base: str, files: tuple[FileEntry, ...]) -> dict[str, int]:
+    """Every file must be there with its size: a partial upload must never be registered as LIVE. Returns what
+    the prefix holds (relative key -> size)."""
     try:
         remote = {o["Key"][len(base):]: o["Size"] for o in aws.list_objects(loc, base)}
     except (ClientError, BotoCoreError) as exc:
@@ -42,3 +81,40 @@ def verify_s3(loc: S3Location, prefix: str, files: tuple[FileEntry, ...]) -> Non
         raise TransferError(f"upload to s3://{loc.bucket}/{base} incomplete: {', '.join(bad[:5])} missing or of the "
                             f"wrong size")
     log.info("verified %d object(s) under s3://%s/%s", len(files), loc.bucket, base)
+    return remote
+
+
+def _remove_extras(loc: S3Location, base: str, extras: set[str], job: str, replace: bool) -> None:
+    """Objects under the prefix that are not the model: this job's own leftovers always go; anyone else's only
+    when replacing was allowed (preflight refused them otherwise; one that appeared since is left alone)."""
+    keys = sorted(base + rel for rel in extras)
+    try:
+        doomed = keys if replace else [k for k, owner in _owners(loc, keys).items() if owner == job]
+        client = aws.client(loc)
+        for start in range(0, len(doomed), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = [{"Key": k} for k in doomed[start:start + 1000]]
+            answer = client.delete_objects(Bucket=loc.bucket, Delete={"Objects": batch, "Quiet": True})
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise TransferError(f"cannot delete s3://{loc.bucket}/{first.get('Key')}: {first.get('Code')}")
+    except (ClientError, BotoCoreError) as exc:
+        raise TransferError(f"cannot remove old objects: {aws.describe_error(exc, loc)}") from None
+    if doomed:
+        log.info("removed %d object(s) under s3://%s/%s that are not part of this model", len(doomed), loc.bucket,
+                 base)
+    if len(doomed) < len(keys):
+        raise TransferError(f"s3://{loc.bucket}/{base} gained {len(keys) - len(doomed)} object(s) from elsewhere "
+                            f"during the upload; the prefix would not be the model alone")
+
+
+def _owners(loc: S3Location, keys: list[str]) -> dict[str, str | None]:
+    """Each object's modelsync-job metadata (None: not written by modelsync), read in parallel."""
+    if not keys:
+        return {}
+    client = aws.client(loc)
+
+    def owner(key: str) -> str | None:
+        return client.head_object(Bucket=loc.bucket, Key=key).get("Metadata", {}).get(JOB_METADATA)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return dict(zip(keys, pool.map(owner, keys)))
