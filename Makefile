@@ -1,37 +1,53 @@
 # The two quick-start commands: `make demo` and `make test`. Both install what they need first.
+# Python: everything goes into the project's own virtual environment .venv/ (never the system Python, which
+# Debian 12 refuses: PEP 668), made from $(PYTHON) (3.11+; e.g. make PYTHON=python3.12). Its bin/ comes first on
+# PATH for every command run here, so the tests and the job find the aws CLI installed there.
+# Go: e2e/install-tools.sh uses a Go >= 1.24 if there is one, else bootstraps the pinned one (e2e/versions.env).
 PYTHON ?= python3
-PIP    ?= $(PYTHON) -m pip
-export PATH := $(HOME)/go/bin:$(PATH)
+VENV   ?= .venv
+MODELSYNC_CACHE ?= $(HOME)/.cache/modelsync
+PYTEST_ARGS ?=
+VPY       := $(abspath $(VENV))/bin/python
+INSTALLED := $(VENV)/.modelsync-installed
+GO_VERSION := $(shell sed -n 's/^GO_VERSION=//p' e2e/versions.env)
+export PATH := $(abspath $(VENV))/bin:$(HOME)/go/bin:$(MODELSYNC_CACHE)/go-$(GO_VERSION)/bin:/usr/local/go/bin:$(PATH)
+export MODELSYNC_CACHE
 
-.PHONY: install tools test demo bench image image-smoke stack-up stack-down clean
+.PHONY: venv install tools test demo bench image image-smoke stack-up stack-down clean
 
-install:            ## the package with its test extras, editable
-	$(PIP) install --quiet --disable-pip-version-check -e '.[test]'
+venv:               ## .venv/ from $(PYTHON) (installs python3-venv on Debian/Ubuntu when missing, as root)
+	@bash e2e/venv.sh '$(PYTHON)' '$(VENV)'
 
-tools:              ## the binaries the job drives and the local stack's servers (idempotent, pinned)
-	bash e2e/install-tools.sh
+$(INSTALLED): pyproject.toml | venv
+	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
 
-test: install tools ## every test, on the real local stack
-	$(PYTHON) -m pytest -q -ra
+install: $(INSTALLED) ## the package with its test extras, editable, into .venv/ (again only when pyproject.toml changes)
+
+tools: venv         ## the binaries the job drives and the local stack's servers (idempotent, pinned)
+	PYTHON='$(VPY)' bash e2e/install-tools.sh
+
+test: install tools ## every test, on the real local stack (PYTEST_ARGS='-m "not slow"' and the like pass through)
+	$(VPY) -m pytest -q -ra $(PYTEST_ARGS)
 
 demo: install tools ## a real end-to-end sync on the local stack: S3 (MinIO) -> OCI modelcar, create_model
-	$(PYTHON) -m e2e.demo
+	$(VPY) -m e2e.demo
 
 bench: install tools ## throughput figures on the local stack (not part of make test)
-	$(PYTHON) -m bench
+	$(VPY) -m bench
 
 image:              ## the job image localhost/modelsync:dev with podman (bases made locally; see e2e/image.sh)
 	bash e2e/image.sh
 
-image-smoke: image  ## run that image as a Kubernetes Job would (uid 1001, read-only root) for a real sync
+image-smoke: image install ## run that image as a Kubernetes Job would (uid 1001, read-only root) for a real sync
 	bin/modelsync-stack up
 	bash e2e/image_smoke.sh
 
-stack-up: tools
+stack-up: install tools
 	bin/modelsync-stack up
 
-stack-down:
+stack-down: install
 	bin/modelsync-stack down
 
-clean:
+clean:              ## build leftovers (the venv stays: rm -rf .venv to remake it)
 	rm -rf build *.egg-info .pytest_cache

@@ -55,7 +55,7 @@ from modelsync.secret import Secret
 e = os.environ
 loc = S3Location(bucket=e["MINIO_BUCKET"], key=sys.argv[2], endpoint=e["MINIO_ENDPOINT"],
                  access_key_id=Secret(e["MINIO_ACCESS_KEY"]), secret_access_key=Secret(e["MINIO_SECRET_KEY"]))
-publish_s3(Path(sys.argv[1]), inventory(Path(sys.argv[1])), loc)
+publish_s3(Path(sys.argv[1]), inventory(Path(sys.argv[1])), loc, "smoke-test-source")
 PY
 # A Secret mounted as Kubernetes does: one file per key (values with and without a trailing newline).
 printf '%s' "$MINIO_ACCESS_KEY" > "$work/s3/AWS_ACCESS_KEY_ID"

@@ -6,14 +6,17 @@
 # Idempotent and fast when everything is present: Go binaries are checked with `go version -m`, which reads the
 # module version embedded in the binary, so a binary built by hand or by an older run is recognised without any
 # side file, and a binary at another version is rebuilt.
-# Environment: GOBIN (default ~/go/bin), MODELSYNC_CACHE (default ~/.cache/modelsync), PYTHON (default python3).
+# Go: the first Go >= 1.24 of PATH, /usr/local/go/bin and $MODELSYNC_CACHE/go-$GO_VERSION builds them; when there is
+# none, Go $GO_VERSION is bootstrapped from the Go module proxy (module golang.org/toolchain, downloaded by any older
+# go, apt-get installing Debian's golang-go for that if needed) into $MODELSYNC_CACHE/go-$GO_VERSION.
+# Environment: GOBIN (default ~/go/bin), MODELSYNC_CACHE (default ~/.cache/modelsync), PYTHON (default python3; the
+# Makefile passes its virtual environment's, so the aws CLI lands there).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # shellcheck source=versions.env
 source "$here/versions.env"
 
-export PATH="/usr/local/go/bin:$PATH"
 GOBIN="${GOBIN:-$HOME/go/bin}"
 export GOBIN
 CACHE="${MODELSYNC_CACHE:-$HOME/.cache/modelsync}"
@@ -32,8 +35,62 @@ embedded_version() {
   go version -m "$1" 2>/dev/null | awk -v m="$2" '$1 == "mod" && $2 == m { print $3 } $1 == "dep" && $2 == m { print $3 }' | head -n1
 }
 
+# true when $1 is a go binary of version 1.24 or newer
+go_ok() {
+  local v
+  v=$("$1" version 2>/dev/null | awk '{ print $3 }') || return 1 # go1.26.8
+  [[ $v =~ ^go1\.([0-9]+) ]] && [ "${BASH_REMATCH[1]}" -ge 24 ]
+}
+
+go_ready=""
 need_go() {
-  command -v go >/dev/null || die "Go not found (expected /usr/local/go/bin/go, 1.24 or newer)"
+  local cand
+  [ -z "$go_ready" ] || return 0
+  for cand in "$(command -v go || true)" /usr/local/go/bin/go "$CACHE/go-$GO_VERSION/bin/go"; do
+    if [ -n "$cand" ] && go_ok "$cand"; then
+      export PATH="$(dirname "$cand"):$PATH"; go_ready=1; return 0
+    fi
+  done
+  bootstrap_go
+  export PATH="$CACHE/go-$GO_VERSION/bin:$PATH"
+  go_ok "$CACHE/go-$GO_VERSION/bin/go" || die "bootstrapped Go $GO_VERSION does not run ($CACHE/go-$GO_VERSION/bin/go)"
+  go_ready=1
+}
+
+# Go $GO_VERSION from the Go module proxy: the toolchain is the module golang.org/toolchain@v0.0.1-goVERSION.OS-ARCH,
+# which any go (even Debian 12's 1.19) downloads and checks against the checksum database. The module cache keeps
+# files read-only and without exec bits, so the tree is copied out and its binaries made executable.
+bootstrap_go() {
+  local t boot os arch mod tmp dest="$CACHE/go-$GO_VERSION"
+  t=$(now)
+  boot=$(command -v go || true)
+  [ -n "$boot" ] || [ ! -x /usr/local/go/bin/go ] || boot=/usr/local/go/bin/go
+  if [ -z "$boot" ]; then
+    command -v apt-get >/dev/null && [ "$(id -u)" -eq 0 ] ||
+      die "no Go >= 1.24: install Go $GO_VERSION (or any go, e.g. apt-get install golang-go, to bootstrap it) and run again"
+    echo "install-tools: no go found: installing Debian's golang-go to bootstrap Go $GO_VERSION"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends golang-go >/dev/null
+    boot=$(command -v go) || die "apt-get install golang-go gave no go on PATH"
+  fi
+  os=$("$boot" env GOOS)
+  arch=$("$boot" env GOARCH)
+  [ "$arch" != arm ] || arch=armv6l
+  mod="golang.org/toolchain@v0.0.1-go$GO_VERSION.$os-$arch"
+  tmp=$(mktemp -d)
+  # outside any module; GOTOOLCHAIN=local keeps a go >= 1.21 from switching toolchains itself
+  (cd "$tmp" && GOMODCACHE="$tmp/mod" GOTOOLCHAIN=local "$boot" mod download -json "$mod" >"$tmp/dl.json") ||
+    { cat "$tmp/dl.json" >&2 2>/dev/null; chmod -R u+w "$tmp"; rm -rf "$tmp"; die "could not download $mod with $boot"; }
+  rm -rf "$dest.tmp"
+  mkdir -p "$CACHE"
+  cp -r "$tmp/mod/$mod" "$dest.tmp"
+  chmod -R u+w "$dest.tmp"
+  chmod +x "$dest.tmp"/bin/* "$dest.tmp"/pkg/tool/*/*
+  rm -rf "$dest"
+  mv "$dest.tmp" "$dest"
+  chmod -R u+w "$tmp"
+  rm -rf "$tmp"
+  report go "bootstrapped go$GO_VERSION ($os/$arch) into $dest" "$t"
 }
 
 install_apt() {

@@ -24,24 +24,15 @@ from . import credentials
 from .cli import parse_args
 from .errors import ConfigError
 from .secret import MASK, Secret, redact_url, register, register_url
-from .settings import BY_ENV, BY_NAME, SETTINGS, Setting
+from .locations import strip_scheme
+from .settings import (BY_ENV, BY_NAME, OCI_FILE_KEYS, S3_FILE_KEYS, SETTINGS, SIGSTORE_OPTIONAL,  # noqa: F401
+                       SIGSTORE_VARS, Setting)
+from .validate import validate
 
 log = logging.getLogger("modelsync.config")
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-SIGSTORE_VARS = ("SIGSTORE_TUF_URL", "SIGSTORE_FULCIO_URL", "SIGSTORE_REKOR_URL")
-SIGSTORE_OPTIONAL = ("SIGSTORE_TSA_URL",)
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
-
-# Keys of a mounted S3 Secret dir, per setting suffix; the first key present wins.
-S3_FILE_KEYS = {
-    "aws_access_key_id": ("AWS_ACCESS_KEY_ID",),
-    "aws_secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
-    "aws_region": ("AWS_DEFAULT_REGION", "AWS_REGION"),
-    "aws_endpoint": ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
-    "aws_bucket": ("AWS_S3_BUCKET", "AWS_BUCKET"),
-}
-OCI_FILE_KEYS = {"oci_username": "username", "oci_password": "password"}
 # Settings holding URLs: user-info and query values (a pre-signed URL's signature) are masked wherever shown.
 URL_SETTINGS = ("source_uri", "registry_server_address", "source_aws_endpoint", "destination_aws_endpoint")
 
@@ -82,7 +73,6 @@ class Config:
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
     """Resolve and validate; raise ConfigError listing every problem found."""
     cfg, problems = resolve(argv, environ)
-    from .validate import validate  # late import: validate builds on this module
     problems += validate(cfg)
     if problems:
         raise ConfigError(problems)
@@ -258,11 +248,6 @@ def _host_of(reference: str | None) -> str | None:
     return ref.split("/", 1)[0] if "/" in ref else None
 
 
-def strip_scheme(reference: str) -> str:
-    for prefix in ("oci://", "docker://"):
-        if reference.startswith(prefix):
-            return reference[len(prefix):]
-    return reference
 
 
 def _typed(raw: Mapping[str, str], origins: Mapping[str, str], problems: list[str]) -> dict[str, Any]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .config import Config, strip_scheme
 from .errors import ConfigError
-from .locations import LocalLocation, OciLocation, S3Location, UriLocation, qualify_reference
+from .locations import LocalLocation, OciLocation, S3Location, UriLocation, qualify_reference, strip_scheme
 from .secret import Secret
 from . import credentials
+
+if TYPE_CHECKING:
+    from .config import Config
 
 
 def s3(cfg: Config, side: str) -> S3Location:

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import endpoints, registry, workspace
+from . import destinations, registry, sources, workspace
 from .config import Config
 from .errors import ConfigError, ModelSyncError
-from .files import human, listing, require_free_space, total_size
-from .locations import FileEntry, Published
+from .files import human, require_free_space, total_size
+from .locations import Published
 from .secret import mask, redact_url
 from .validate import signing_decision
 
@@ -64,18 +64,8 @@ def intent(cfg: Config) -> registry.Intent:
 
 
 def job_key(cfg: Config) -> str:
-    """Where from and where to, without secrets: with the metadata it identifies this Job across restarts."""
-    return f"{_source_annotation(cfg) or cfg.source_path} -> {_destination(cfg)}"
-
-
-def _destination(cfg: Config) -> str:
-    kind = cfg.destination_type
-    if kind == "oci":
-        return f"oci://{endpoints.oci(cfg, 'destination').reference}"
-    if kind == "s3":
-        loc = endpoints.s3(cfg, "destination")
-        return loc.url + (f" at {loc.endpoint}" if loc.endpoint else "")
-    return f"file://{cfg.destination_path}"
+    """Where from and where to, without secrets: with the intent and names it identifies this Job across restarts."""
+    return f"{sources.of(cfg).describe(cfg)} -> {destinations.of(cfg).describe(cfg)}"
 
 
 def _check_signing(cfg: Config) -> None:
@@ -103,28 +93,16 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
                 plan = reg.preflight(job_intent)
             finally:
                 reg.close()
-        files = source_listing(cfg)
+        files = sources.of(cfg).listing(cfg)
         report["preflight"].update(intent=cfg.model_upload_intent, plan=plan.describe(),
                                    source=describe_source(cfg, files),
-                                   destination=preflight_destination(cfg, registry.job_fingerprint(job_intent),
-                                                                     files))
+                                   destination=destinations.of(cfg).preflight(
+                                       cfg, registry.job_fingerprint(job_intent), files))
     except ModelSyncError as exc:
         report.setdefault("preflight", {})["error"] = mask(str(exc))
         return report, False
     report["preflight"]["ok"] = True
     return report, True
-
-
-def source_listing(cfg: Config) -> dict[str, int] | None:
-    """The source's files and sizes, found without downloading (S3 listing, local walk); None where only the
-    download can tell (OCI image, URL)."""
-    kind = cfg.source_type
-    if kind == "s3":
-        from .sources.s3 import plan_s3
-        return plan_s3(endpoints.s3(cfg, "source"))[1]
-    if kind in ("pvc", "local"):
-        return listing(endpoints.local(cfg, "source").path)  # sizes only: hashing waits for the transfer
-    return None
 
 
 def describe_source(cfg: Config, files: dict[str, int] | None) -> dict[str, Any]:
@@ -133,27 +111,12 @@ def describe_source(cfg: Config, files: dict[str, int] | None) -> dict[str, Any]
     return {"type": cfg.source_type, "files": len(files), "bytes": sum(files.values())}
 
 
-def preflight_destination(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
-    """Before the claim and before any byte moves: the destination is reachable with the credentials and CA
-    given, holds nothing this job would destroy, and (OCI) the base image exists. Raises TransferError."""
-    kind = cfg.destination_type
-    if kind == "oci":
-        from .destinations.oci import preflight_oci
-        return preflight_oci(endpoints.oci(cfg, "destination"), endpoints.base_image(cfg))
-    if kind == "s3":
-        from .destinations.s3 import preflight_s3
-        return preflight_s3(endpoints.s3(cfg, "destination"), job, cfg.destination_replace_existing)
-    from .destinations.local import preflight_local
-    return preflight_local(endpoints.local(cfg, "destination"), job, files, cfg.destination_replace_existing)
-
-
 def check_space(cfg: Config, size: int | None) -> None:
     """Before the claim: the storage path must hold a downloaded copy (unless read in place) and, for an OCI
     destination, the modelcar's layers as well. Sizes unknown before download are checked again on the way."""
     if size is None:
         return
-    parts = ([] if cfg.source_type in ("pvc", "local") else ["download"]) + \
-        (["modelcar layers"] if cfg.destination_type == "oci" else [])
+    parts = ([] if sources.of(cfg).READS_IN_PLACE else ["download"]) + list(destinations.of(cfg).SCRATCH)
     if parts:
         require_free_space(Path(cfg.storage_path), size * len(parts), f"the model ({' + '.join(parts)})")
 
@@ -170,9 +133,9 @@ def run(cfg: Config) -> Published:
         ws = workspace.claim(Path(cfg.storage_path), ".modelsync-", job[:16], "--storage-path / MODEL_SYNC_STORAGE_PATH")
         reg = registry.connect(registry_settings(cfg, ws.root))
         plan = reg.preflight(job_intent)
-        files = source_listing(cfg)
+        files = sources.of(cfg).listing(cfg)
         source = describe_source(cfg, files)
-        destination = preflight_destination(cfg, job, files)
+        destination = destinations.of(cfg).preflight(cfg, job, files)
         check_space(cfg, source.get("bytes"))
         log.info("preflight passed: %s; source %s; destination %s", "; ".join(plan.describe()),
                  ", ".join(f"{k} {v}" for k, v in source.items()),
@@ -197,54 +160,10 @@ def run(cfg: Config) -> Published:
 
 
 def transfer(cfg: Config, ws: workspace.Workspace, job: str) -> Published:
-    model_dir, files = fetch(cfg, ws)
+    source = sources.of(cfg)
+    model_dir, files = source.fetch(cfg, ws)
     log.info("fetched %d file(s), %s", len(files), human(total_size(files)))
-    return publish(cfg, model_dir, files, ws, job)
-
-
-def fetch(cfg: Config, ws: workspace.Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
-    kind = cfg.source_type
-    if kind in ("pvc", "local"):  # read in place: nothing to copy
-        from .sources.local import read_local
-        return read_local(endpoints.local(cfg, "source"))
-    ws.model.mkdir(parents=True, exist_ok=True)
-    if kind == "s3":
-        from .sources.s3 import fetch_s3
-        return ws.model, fetch_s3(endpoints.s3(cfg, "source"), ws.model)
-    if kind == "oci":
-        from .sources.oci import fetch_oci
-        return ws.model, tuple(fetch_oci(endpoints.oci(cfg, "source"), ws.model, ws.work,
-                                         cfg.destination_oci_backend))
-    from .sources.uri import fetch_uri
-    return ws.model, fetch_uri(endpoints.uri(cfg), ws.model, ws.work)
-
-
-def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: workspace.Workspace,
-            job: str) -> Published:
-    kind = cfg.destination_type
-    if kind == "oci":
-        from .destinations.oci import publish_modelcar
-        return publish_modelcar(model_dir, endpoints.oci(cfg, "destination"), endpoints.base_image(cfg), ws.work,
-                                cfg.destination_oci_backend, source_annotation=_source_annotation(cfg))
-    replace = cfg.destination_replace_existing
-    if kind == "s3":
-        from .destinations.s3 import publish_s3
-        return publish_s3(model_dir, files, endpoints.s3(cfg, "destination"), job, replace)
-    from .destinations.local import publish_local
-    return publish_local(model_dir, files, endpoints.local(cfg, "destination"), job, replace)
-
-
-def _source_annotation(cfg: Config) -> str | None:
-    """org.opencontainers.image.source: where the model came from (URLs without user-info or query)."""
-    kind = cfg.source_type
-    if kind == "s3":
-        return endpoints.s3(cfg, "source").url
-    if kind == "oci":
-        return f"oci://{endpoints.oci(cfg, 'source').reference}"
-    if kind == "uri":
-        from .sources.uri import public_url
-        return public_url(cfg.source_uri)
-    return None
+    return destinations.of(cfg).publish(cfg, model_dir, files, ws, job, source.public_source(cfg))
 
 
 def _abandon(reg: Any, claim: Any, reason: str) -> None:

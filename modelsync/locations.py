@@ -31,6 +31,14 @@ class S3Location:
 DOCKER_HUB = "docker.io"
 
 
+def strip_scheme(reference: str) -> str:
+    """An image reference without the oci:// or docker:// that users often write before it."""
+    for prefix in ("oci://", "docker://"):
+        if reference.startswith(prefix):
+            return reference[len(prefix):]
+    return reference
+
+
 def qualify_reference(reference: str) -> str:
     """A reference with its registry host, as docker reads short names: `busybox:latest` ->
     `docker.io/library/busybox:latest`, `org/img` -> `docker.io/org/img`. Nothing is left to a tool's

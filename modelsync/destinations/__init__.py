@@ -1,1 +1,28 @@
-"""Destinations: each publishes the files of the storage path somewhere and returns what was published."""
+"""Destination types: one module each, found through TYPES. A destination type's module has
+
+    SCRATCH: tuple[str, ...]                    what it keeps in the storage path besides a download (free space)
+    validate(cfg) -> list[str]                  its settings' problems (the spec's required-when rules), one line each
+    preflight(cfg, job, files) -> dict          before the claim: reachable with the credentials and CA given,
+                                                nothing of anyone else's in the way; facts for the log and --dry-run
+    publish(cfg, model dir, files, ws, job, source) -> Published
+                                                the files published and verified; URI (+ digest) for the registry
+    describe(cfg) -> str                        where the model goes, no secrets (logs, the job's identity)
+
+Adding a type is one new module plus its line in TYPES (and its name in settings.DESTINATION_TYPES).
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+from . import local, oci, s3
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+TYPES: dict[str, ModuleType] = {"oci": oci, "s3": s3, "pvc": local, "local": local}
+
+
+def of(cfg: Config) -> ModuleType:
+    return TYPES[cfg.destination_type]

@@ -21,13 +21,18 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import workspace
+from .. import endpoints, workspace
 from ..errors import TransferError
 from ..files import require_free_space, sha256_file, total_size
 from ..locations import FileEntry, LocalLocation, Published
 from ..progress import Progress
+from ..requirements import require_path
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.destinations.local")
 
@@ -150,3 +155,25 @@ def _nearest_existing(path: Path) -> Path:
 def _count_entries(dest: Path) -> int:
     return sum(1 for _ in dest.iterdir()) if dest.is_dir() else 0
 
+
+# ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
+
+SCRATCH: tuple[str, ...] = ()
+
+
+def validate(cfg: Config) -> list[str]:
+    return require_path(cfg, "destination", cfg.destination_type)
+
+
+def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
+    return preflight_local(endpoints.local(cfg, "destination"), job, files, cfg.destination_replace_existing)
+
+
+def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
+            source: str | None) -> Published:
+    return publish_local(model_dir, files, endpoints.local(cfg, "destination"), job,
+                         cfg.destination_replace_existing)
+
+
+def describe(cfg: Config) -> str:
+    return f"file://{cfg.destination_path}"

@@ -18,15 +18,22 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from .. import endpoints
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
-from ..locations import OciLocation, Published
+from ..locations import FileEntry, OciLocation, Published
 from ..modelcar import ModelcarImage, build_modelcar, check_layer_count
 from ..oci_access import check_backend
 from ..oci_copy import pull_to_layout, push_layout, repo_path
 from ..progress import watch
+from ..requirements import problem, require_oci
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.destinations.oci")
 
@@ -111,3 +118,31 @@ def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, ob
             raise TransferError(f"base image {base.reference} (--destination-oci-base-image): {exc}") from None
         facts["base image"] = f"{base.repository}@{manifest.digest}"
     return facts
+
+
+# ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
+
+SCRATCH = ("modelcar layers",)  # what the storage path holds besides a download
+
+
+def validate(cfg: Config) -> list[str]:
+    problems = require_oci(cfg, "destination")
+    ref = cfg.values.get("destination_oci_uri")
+    if ref and "@" in ref:
+        problems.append(problem("destination_oci_uri", f"'{ref}' is pinned by digest; give a tag or just the "
+                                                       f"repository (the job computes the digest and records it)"))
+    return problems
+
+
+def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, object]:
+    return preflight_oci(endpoints.oci(cfg, "destination"), endpoints.base_image(cfg))
+
+
+def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
+            source: str | None) -> Published:
+    return publish_modelcar(model_dir, endpoints.oci(cfg, "destination"), endpoints.base_image(cfg), ws.work,
+                            cfg.destination_oci_backend, source_annotation=source)
+
+
+def describe(cfg: Config) -> str:
+    return f"oci://{endpoints.oci(cfg, 'destination').reference}"

@@ -13,15 +13,20 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .. import aws, tools
+from .. import aws, endpoints, tools
 from ..errors import TransferError
 from ..files import total_size
 from ..locations import FileEntry, Published, S3Location
 from ..progress import Progress
+from ..requirements import require_s3
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.destinations.s3")
 
@@ -118,3 +123,26 @@ def _owners(loc: S3Location, keys: list[str]) -> dict[str, str | None]:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         return dict(zip(keys, pool.map(owner, keys)))
+
+
+# ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
+
+SCRATCH: tuple[str, ...] = ()
+
+
+def validate(cfg: Config) -> list[str]:
+    return require_s3(cfg, "destination")
+
+
+def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
+    return preflight_s3(endpoints.s3(cfg, "destination"), job, cfg.destination_replace_existing)
+
+
+def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
+            source: str | None) -> Published:
+    return publish_s3(model_dir, files, endpoints.s3(cfg, "destination"), job, cfg.destination_replace_existing)
+
+
+def describe(cfg: Config) -> str:
+    loc = endpoints.s3(cfg, "destination")
+    return loc.url + (f" at {loc.endpoint}" if loc.endpoint else "")

@@ -16,8 +16,9 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import endpoints
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..layer_extract import TreeWriter, write_blob
@@ -26,6 +27,11 @@ from ..modelcar import MODELS_DIR
 from ..oci_access import check_backend
 from ..oci_copy import pull_to_layout, qualified, repo_path
 from ..oci_layout import IMAGE_CONFIG_TYPES, INDEX_TYPES, TITLE, Layout
+from ..requirements import require_oci
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.sources.oci")
 
@@ -102,3 +108,29 @@ def _place_artifact(layout: Layout, manifest: dict[str, Any], dest_dir: Path,
     if not files:
         raise TransferError(f"{src.reference}: the artifact has no titled layers to fetch")
     return files
+
+
+# ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
+
+READS_IN_PLACE = False
+
+
+def validate(cfg: Config) -> list[str]:
+    return require_oci(cfg, "source")
+
+
+def listing(cfg: Config) -> dict[str, int] | None:
+    return None  # known once the image's layers are read
+
+
+def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
+    ws.model.mkdir(parents=True, exist_ok=True)
+    return ws.model, tuple(fetch_oci(endpoints.oci(cfg, "source"), ws.model, ws.work, cfg.destination_oci_backend))
+
+
+def describe(cfg: Config) -> str:
+    return f"oci://{endpoints.oci(cfg, 'source').reference}"
+
+
+def public_source(cfg: Config) -> str | None:
+    return describe(cfg)

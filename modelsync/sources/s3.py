@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .. import aws, tools
+from .. import aws, endpoints, tools
 from ..errors import TransferError
 from ..files import dir_bytes, inventory, require_free_space, safe_relative
 from ..locations import FileEntry, S3Location
 from ..progress import watch
+from ..requirements import require_s3
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.sources.s3")
 
@@ -59,3 +65,29 @@ def fetch_s3(loc: S3Location, dest: Path) -> tuple[FileEntry, ...]:
         raise TransferError(f"download from {loc.url} is incomplete: {', '.join(missing[:5])} missing or of the "
                             f"wrong size")
     return entries
+
+
+# ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
+
+READS_IN_PLACE = False
+
+
+def validate(cfg: Config) -> list[str]:
+    return require_s3(cfg, "source")
+
+
+def listing(cfg: Config) -> dict[str, int] | None:
+    return plan_s3(endpoints.s3(cfg, "source"))[1]
+
+
+def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
+    ws.model.mkdir(parents=True, exist_ok=True)
+    return ws.model, fetch_s3(endpoints.s3(cfg, "source"), ws.model)
+
+
+def describe(cfg: Config) -> str:
+    return endpoints.s3(cfg, "source").url
+
+
+def public_source(cfg: Config) -> str | None:
+    return describe(cfg)

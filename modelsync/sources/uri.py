@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import ssl
 import stat
@@ -22,12 +23,20 @@ import urllib.request
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from .. import endpoints
 from ..errors import TransferError
 from ..files import SPACE_RESERVE, SpaceBudget, inventory, is_no_space, require_free_space, safe_relative
 from ..locations import FileEntry, UriLocation
 from ..progress import Progress
+from ..requirements import problem, require
+from ..secret import redact_url
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.sources.uri")
 _CHUNK = 1024 * 1024
@@ -196,3 +205,33 @@ def _unzip(archive: Path, dest: Path, budget: SpaceBudget) -> None:
                         out.write(chunk)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise TransferError(f"the downloaded archive is not a readable zip: {exc}") from None
+
+
+# ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
+
+READS_IN_PLACE = False
+
+
+def validate(cfg: Config) -> list[str]:
+    problems = require(cfg, ["source_uri"], 'source type is "uri"', file_key="URI", cred="source_uri_credentials_path")
+    url = cfg.values.get("source_uri")
+    if url and not re.match(r"^https?://[^/]+", url):
+        problems.append(problem("source_uri", f"'{redact_url(url)}' is not an http(s):// URL"))
+    return problems
+
+
+def listing(cfg: Config) -> dict[str, int] | None:
+    return None  # known once downloaded (and unpacked)
+
+
+def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
+    ws.model.mkdir(parents=True, exist_ok=True)
+    return ws.model, fetch_uri(endpoints.uri(cfg), ws.model, ws.work)
+
+
+def describe(cfg: Config) -> str:
+    return public_url(cfg.source_uri)
+
+
+def public_source(cfg: Config) -> str | None:
+    return describe(cfg)
