@@ -32,7 +32,9 @@ from .validate import validate
 log = logging.getLogger("modelsync.config")
 
 SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+# upstream accepts the one-letter forms too
+_TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
+_LOG_LEVEL_NUMBERS = {"10": "debug", "20": "info", "30": "warning", "40": "error", "50": "error"}  # logging's
 # Settings holding URLs: user-info and query values (a pre-signed URL's signature) are masked wherever shown.
 URL_SETTINGS = ("source_uri", "registry_server_address", "source_aws_endpoint", "destination_aws_endpoint")
 
@@ -112,6 +114,7 @@ def resolve(argv: Sequence[str] | None = None,
             raw[s.name], origins[s.name] = s.default, "default"
 
     values = _typed(raw, origins, problems)
+    _default_schemes(values)
     sigstore_env = {k: env.get(k) or dotenv.get(k) for k in (*SIGSTORE_VARS, *SIGSTORE_OPTIONAL)
                     if env.get(k) or dotenv.get(k)}
     cfg = Config(values=values, origins=origins, dry_run=dry_run, sigstore_env=sigstore_env,
@@ -250,6 +253,16 @@ def _host_of(reference: str | None) -> str | None:
 
 
 
+def _default_schemes(values: dict[str, Any]) -> None:
+    """An S3 endpoint without a scheme is https, as upstream reads it; said, since plain HTTP then fails."""
+    for name in ("source_aws_endpoint", "destination_aws_endpoint"):
+        value = values.get(name)
+        if value and "://" not in value:
+            values[name] = f"https://{value}"
+            log.warning("%s '%s' has no scheme: using https://%s (write http://… for a plain-HTTP store)",
+                        BY_NAME[name].env, value, value)
+
+
 def _typed(raw: Mapping[str, str], origins: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
     values: dict[str, Any] = {s.name: None for s in SETTINGS}
     for name, text in raw.items():
@@ -283,6 +296,8 @@ def convert(s: Setting, text: str) -> Any:
         if s.name.endswith("port") and not 0 < number < 65536:
             raise ValueError(f"{number} is not a port number (1-65535)")
         return number
+    if s.name.endswith("log_level") and text in _LOG_LEVEL_NUMBERS:  # upstream takes Python's numeric levels
+        return _LOG_LEVEL_NUMBERS[text]
     if s.choices:
         if text.lower() not in s.choices:
             raise ValueError(f"'{text}' is not one of {', '.join(s.choices)}")

@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
 from .secret import register
+
+log = logging.getLogger("modelsync.config")
 
 # Docker Hub is written several ways in config files; they all mean the same registry.
 _DOCKER_HUB = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
@@ -60,7 +63,8 @@ def dockerconfig_file(path: str) -> Path:
 def read_docker_auth(path: str, registry: str, setting: str) -> dict[str, str]:
     """Username and password for registry from a .dockerconfigjson ({"auths": {host: {...}}}).
 
-    Returns {} when the file has no entry for that registry (the caller reports what is then missing).
+    Returns {} when the file has no entry for that registry, or an entry without credentials: the registry is
+    then used anonymously (the caller says so).
     """
     file = dockerconfig_file(path)
     try:
@@ -83,18 +87,24 @@ def read_docker_auth(path: str, registry: str, setting: str) -> dict[str, str]:
 
 
 def _entry_credentials(entry: dict, key: str, file: Path, setting: str) -> dict[str, str]:
+    """username/password of one "auths" entry. An empty or missing "auth" (and no username/password) means an
+    anonymous registry, as in upstream's samples; a plaintext "user:password" auth is read, with a warning."""
     user, password = entry.get("username"), entry.get("password")
-    if entry.get("auth"):
+    auth = entry.get("auth")
+    if auth:
+        register(str(auth))
         try:
-            decoded = base64.b64decode(entry["auth"], validate=True).decode("utf-8")
+            decoded = base64.b64decode(auth, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError, TypeError):
-            raise ConfigError(f"{setting}: the \"auth\" of '{key}' in '{file}' is not base64 of "
-                              f"'user:password'") from None
-        if ":" not in decoded:
-            raise ConfigError(f"{setting}: the \"auth\" of '{key}' in '{file}' has no ':' between user and "
-                              f"password")
+            decoded = None
+        if decoded is None or ":" not in decoded:
+            if not (isinstance(auth, str) and ":" in auth):
+                raise ConfigError(f"{setting}: the \"auth\" of '{key}' in '{file}' is not base64 of "
+                                  f"'user:password' (nor that text itself)")
+            log.warning("%s: the \"auth\" of '%s' in '%s' is plaintext 'user:password'; that form is deprecated "
+                        "(docker and Kubernetes write base64 of it): it is read, but encode it", setting, key, file)
+            decoded = auth
         user, password = decoded.split(":", 1)  # the password itself may contain ':'
-        register(entry["auth"])
     out: dict[str, str] = {}
     if user:
         out["username"] = str(user)

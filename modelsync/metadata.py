@@ -9,7 +9,8 @@ Which keys each intent takes:
     create_model       RegisteredModel.*, ModelVersion.*, ModelArtifact.*; needs RegisteredModel.name, ModelVersion.name
     create_version     ModelVersion.*, ModelArtifact.*;                     needs ModelVersion.name
     update_artifact    ModelArtifact.* except name (applied when the artifact goes LIVE); nothing needed
-Any other key is an error naming it. ``ModelArtifact.name`` defaults to the RegisteredModel's name (as the
+Any other key is ignored with a warning that names it (and the key it was probably meant to be), as
+upstream ignores it. ``ModelArtifact.name`` defaults to the RegisteredModel's name (as the
 upstream client does).
 
 Custom properties become Model Registry ``MetadataValue``s by their JSON type:
@@ -23,7 +24,9 @@ Custom properties become Model Registry ``MetadataValue``s by their JSON type:
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +34,8 @@ from pathlib import Path
 from types import MappingProxyType
 
 from .errors import ConfigError
+
+log = logging.getLogger("modelsync.config")
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 RESERVED_PREFIX = "modelsync."
@@ -42,7 +47,8 @@ ENTITY_FIELDS: dict[str, frozenset[str]] = {
     "RegisteredModel": frozenset({"name", "description", "owner", "custom_properties"}),
     "ModelVersion": frozenset({"name", "description", "author", "custom_properties"}),
     "ModelArtifact": frozenset({"name", "description", "model_format_name", "model_format_version", "storage_key",
-                                "storage_path", "service_account_name", "custom_properties"}),
+                                "storage_path", "service_account_name", "model_source_kind", "model_source_class",
+                                "model_source_group", "model_source_id", "model_source_name", "custom_properties"}),
 }
 INTENT_ENTITIES: dict[str, tuple[str, ...]] = {
     "create_model": ("RegisteredModel", "ModelVersion", "ModelArtifact"),
@@ -107,10 +113,10 @@ def parse_metadata(values: Mapping[str, str], kind: str, source: str = "metadata
     allowed = {f"{entity}.{name}" for entity in INTENT_ENTITIES[kind] for name in ENTITY_FIELDS[entity]}
     allowed -= set(NOT_ALLOWED.get(kind, ()))
     problems = []
-    unknown = sorted(set(values) - allowed)
-    if unknown:
-        problems.append(f"{source}: unknown key(s) for intent {kind}: {', '.join(unknown)} "
-                        f"(allowed: {', '.join(sorted(allowed))})")
+    for key in sorted(set(values) - allowed):  # upstream ignores keys it does not use; so do we, but say so
+        near = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.8)
+        hint = f"; did you mean {near[0]}?" if near else f" (this intent reads: {', '.join(sorted(allowed))})"
+        log.warning("%s: %s is not used by intent %s and is ignored%s", source, key, kind, hint)
     stripped = {key: text.strip() for key, text in values.items() if key in allowed}
     missing = [key for key in REQUIRED[kind] if not stripped.get(key)]
     if missing:

@@ -433,7 +433,8 @@ def _props(meta: EntityMetadata, fingerprint: str) -> dict[str, MetadataValue]:
 
 def _artifact_fields(meta: EntityMetadata | None) -> dict[str, str]:
     names = ("description", "model_format_name", "model_format_version", "storage_key", "storage_path",
-             "service_account_name")
+             "service_account_name", "model_source_kind", "model_source_class", "model_source_group",
+             "model_source_id", "model_source_name")
     return {n: meta.get(n) for n in names if meta is not None and meta.get(n)}
 
 

@@ -6,6 +6,7 @@ file key. Nothing here knows which types exist: each type's module says what it 
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import TYPE_CHECKING
 
@@ -14,6 +15,8 @@ from .settings import BY_NAME, S3_FILE_KEYS
 
 if TYPE_CHECKING:
     from .config import Config
+
+log = logging.getLogger("modelsync.config")
 
 _REFERENCE = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]+)?/[a-z0-9]+([._\-/][a-z0-9]+)*(:[\w][\w.\-]{0,127})?"
                         r"(@sha256:[0-9a-f]{64})?$")
@@ -49,6 +52,10 @@ def require_s3(cfg: Config, side: str) -> list[str]:
     endpoint = cfg.values.get(f"{side}_aws_endpoint")
     if endpoint and not re.match(r"^https?://[^/]+", endpoint):
         problems.append(problem(f"{side}_aws_endpoint", f"'{endpoint}' is not a URL; write it as http(s)://host[:port]"))
+    key = cfg.values.get(f"{side}_aws_key")
+    if side == "destination" and key and not key.strip("/"):
+        problems.append(problem(f"{side}_aws_key", f"'{key}' is the whole bucket; give a prefix for the model "
+                                                   f"(the artifact points at it, so it must hold the model alone)"))
     return problems
 
 
@@ -59,9 +66,15 @@ def require_oci(cfg: Config, side: str) -> list[str]:
     problems = require(cfg, [f"{side}_oci_uri"], why)
     if cfg.values.get(f"{side}_oci_uri"):
         problems += require(cfg, [f"{side}_oci_registry"], why)
-    for suffix, key in (("oci_username", "username"), ("oci_password", "password")):
-        if not cfg.values.get(f"{side}_{suffix}"):
-            problems.append(missing(f"{side}_{suffix}", why, 'an "auths" entry for the registry', cred))
+    user, password = cfg.values.get(f"{side}_oci_username"), cfg.values.get(f"{side}_oci_password")
+    if not user and not password and cfg.values.get(f"{side}_oci_uri"):
+        log.info("%s registry %s: no credentials given, so it is used anonymously (%s)", side,
+                 cfg.values.get(f"{side}_oci_registry") or cfg.values[f"{side}_oci_uri"],
+                 "pull" if side == "source" else "push")
+    if bool(user) != bool(password):  # neither: an anonymous registry (upstream's samples use one)
+        absent = f"{side}_oci_password" if user else f"{side}_oci_username"
+        problems.append(missing(absent, f"{why} and the other half of the credentials is given",
+                                'an "auths" entry for the registry', cred))
     ref = cfg.values.get(f"{side}_oci_uri")
     if ref and not _REFERENCE.match(strip_scheme(ref)):
         problems.append(problem(f"{side}_oci_uri", f"'{ref}' is not an image reference; write host[:port]/repo[:tag]"))

@@ -17,13 +17,14 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 SIGSTORE_VARS = ("SIGSTORE_TUF_URL", "SIGSTORE_FULCIO_URL", "SIGSTORE_REKOR_URL")
 SIGSTORE_OPTIONAL = ("SIGSTORE_TSA_URL",)
 
-# Keys of a mounted S3 Secret dir, per setting suffix; the first key present wins.
+# Keys of a mounted S3 Secret dir, per setting suffix; the first key present wins (upstream's order: the AWS_* names
+# before the data-connection AWS_S3_* / AWS_DEFAULT_* ones).
 S3_FILE_KEYS = {
     "aws_access_key_id": ("AWS_ACCESS_KEY_ID",),
     "aws_secret_access_key": ("AWS_SECRET_ACCESS_KEY",),
-    "aws_region": ("AWS_DEFAULT_REGION", "AWS_REGION"),
-    "aws_endpoint": ("AWS_S3_ENDPOINT", "AWS_ENDPOINT_URL"),
-    "aws_bucket": ("AWS_S3_BUCKET", "AWS_BUCKET"),
+    "aws_region": ("AWS_REGION", "AWS_DEFAULT_REGION"),
+    "aws_endpoint": ("AWS_ENDPOINT_URL", "AWS_S3_ENDPOINT"),
+    "aws_bucket": ("AWS_BUCKET", "AWS_S3_BUCKET"),
 }
 OCI_FILE_KEYS = {"oci_username": "username", "oci_password": "password"}
 

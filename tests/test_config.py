@@ -103,6 +103,8 @@ def _two_values(s):
         return "8443", "9443"
     if s.choices:
         return s.choices[0], s.choices[1]
+    if s.name.endswith("_endpoint"):
+        return f"https://first-{s.name}.example", f"http://second-{s.name}.example:9000"
     return f"first-{s.name}", f"second-{s.name}"
 
 
@@ -235,14 +237,15 @@ def test_registry_token_from_named_env_var_beats_service_account(tmp_path, monke
 
 # --- typing ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("text,value", [("true", True), ("TRUE", True), ("1", True), ("Yes", True),
-                                        ("false", False), ("False", False), ("0", False), ("NO", False)])
+@pytest.mark.parametrize("text,value", [("true", True), ("TRUE", True), ("1", True), ("Yes", True), ("y", True),
+                                        ("T", True), ("false", False), ("False", False), ("0", False),
+                                        ("NO", False), ("n", False), ("f", False)])
 def test_boolean_spellings(text, value):
     cfg, problems = config.resolve(["--registry-is-secure", text], {})
     assert not problems and cfg.registry_is_secure is value
 
 
-@pytest.mark.parametrize("text", ["maybe", "on", "off", "y", "2", "tru"])
+@pytest.mark.parametrize("text", ["maybe", "on", "off", "2", "tru", "yess"])
 def test_other_boolean_spellings_are_errors(text):
     _, problems = config.resolve([], {"MODEL_SYNC_SIGN": text})
     assert problems == [f"--sign / MODEL_SYNC_SIGN (from env): '{text}' is not a boolean; "

@@ -244,7 +244,7 @@ CASES = [
          argv=["--source-s3-credentials-path", "{tmp}/s3"], via="resolve",
          env={**SRC_S3_ENV, **DEST_OCI_ENV, **UPDATE_ENV}, files=s3_dir("s3", S3_DIR_UPSTREAM),
          expect={"source_aws_access_key_id": "source_key_env", "source_aws_bucket": "source-bucket-env",
-                 "source_aws_endpoint": "file-endpoint_4242"},
+                 "source_aws_endpoint": "https://file-endpoint_4242"},
          origins={"source_aws_access_key_id": "env", "source_aws_endpoint": "file"},
          difference=True,
          reason="upstream's code lets every key present in the S3 Secret overwrite args/env (its README says the "
@@ -322,7 +322,7 @@ CASES = [
     Case("meta-model-source-keys", "job/models.py ModelArtifactMetadata.model_source_* (upstream uses them)",
          files={"cm/RegisteredModel.name": "m", "cm/ModelVersion.name": "1",
                 "cm/ModelArtifact.model_source_kind": "HuggingFace"},
-         via="metadata:create_model", expect={"RegisteredModel.name": "m"}, warn="ModelArtifact.model_source_kind"),
+         via="metadata:create_model", expect={"RegisteredModel.name": "m", "ModelArtifact.model_source_kind": "HuggingFace"}),
     Case("meta-create-version-with-model-id", "samples/create_version_example.yaml (RegisteredModel.id)",
          files={"cm/RegisteredModel.id": "12345", "cm/ModelVersion.name": "2.0.0", "cm/ModelArtifact.name": "a"},
          via="metadata:create_version", expect={"ModelVersion.name": "2.0.0"}, warn="RegisteredModel.id"),
@@ -504,7 +504,7 @@ def test_sample_dockerconfig_secret_mounted_as_a_directory(tmp_path: Path) -> No
       "RegisteredModel.description": "A placeholder model used to check metadata parsing.\n"
                                      "Second line of the description.",
       "ModelVersion.custom_properties": {"training_dataset": "dataset-v1", "accuracy": 0.95, "f1_score": 0.93},
-      "ModelArtifact.storage_path": "models/placeholder/",
+      "ModelArtifact.storage_path": "models/placeholder/", "ModelArtifact.model_source_kind": "HuggingFace",
       "ModelArtifact.custom_properties": {"model_size_mb": 438, "inference_time_ms": 120,
                                           "supported_languages": '["en","es","fr"]'}}),
     ("create_version_example", "model-version-metadata-configmap", "create_version",
@@ -513,8 +513,9 @@ def test_sample_dockerconfig_secret_mounted_as_a_directory(tmp_path: Path) -> No
 ])
 def test_sample_configmaps_are_accepted(sample, configmap, intent, checks, tmp_path: Path,
                                         caplog: pytest.LogCaptureFixture) -> None:
-    """samples/create_*_example.yaml ConfigMaps, mounted by the kubelet. They hold keys modelsync does not use
-    (ModelArtifact.model_source_*, and RegisteredModel.id for create_version): accepted with a warning naming them."""
+    """samples/create_*_example.yaml ConfigMaps, mounted by the kubelet. ModelArtifact.model_source_* are read
+    (the Model Registry stores them); RegisteredModel.id in the create_version one is not used by that intent
+    (the model comes from MODEL_SYNC_MODEL_ID): accepted with a warning naming it."""
     caplog.set_level(logging.DEBUG, logger="modelsync")
     mounted = _mount(SAMPLES / sample / configmap, tmp_path / "etc-model-metadata")
     try:
@@ -524,4 +525,5 @@ def test_sample_configmaps_are_accepted(sample, configmap, intent, checks, tmp_p
     for key, want in checks.items():
         assert _metadata_value(meta, key) == want, key
     warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
-    assert "ModelArtifact.model_source_kind" in warnings
+    assert ("RegisteredModel.id is not used" in warnings) == (intent == "create_version")
+    assert "model_source_kind is not used" not in warnings
