@@ -108,7 +108,8 @@ def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, ob
     if target.digest:
         raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
     RegistryClient(target).check_access(repo_path(target))
-    facts: dict[str, object] = {"type": "oci", "repository": target.repository, "tag": target.tag or "latest"}
+    facts: dict[str, object] = {"type": "oci", "repository": target.repository, "tag": target.tag or "latest",
+                                "credentials": f"user {target.username}" if target.username else "anonymous"}
     if not is_scratch(base):
         assert base is not None
         ref = base.digest or base.tag or "latest"
