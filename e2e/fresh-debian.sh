@@ -28,7 +28,7 @@ trap 'rm -rf "$work"' EXIT
 if [ -n "${FRESH_REBUILD:-}" ] || ! "${P[@]}" image exists "$IMAGE"; then
   echo "fresh-debian: making $IMAGE (mmdebstrap minbase + $PKGS)"
   mmdebstrap --quiet --variant=minbase --include="$PKGS" bookworm "$work/rootfs.tar"
-  "${P[@]}" import "$work/rootfs.tar" "$IMAGE" >/dev/null
+  "${P[@]}" import --quiet "$work/rootfs.tar" "$IMAGE" >/dev/null
   rm -f "$work/rootfs.tar"
 fi
 
