@@ -85,10 +85,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("source_oci_credentials_path", "A .dockerconfigjson (file or mounted Secret dir) for the source",
             kind="path", group="source"),
     Setting("source_uri_credentials_path", "Mounted Secret dir for the source URI (see README: TOKEN, "
-            "USERNAME/PASSWORD, HEADERS, URI)", kind="path", group="source"),
-    Setting("source_uri", 'URL to download when --source-type is "uri" (archives .zip/.tar/.tar.gz unpacked)',
+            "USERNAME/PASSWORD, HEADERS, URI; HF_TOKEN for hf://)", kind="path", group="source"),
+    Setting("source_uri", 'URL to download when --source-type is "uri" (archives .zip/.tar/.tar.gz unpacked), '
+            'or a Hugging Face repo as hf://org/model[@revision]',
             group="source"),
     Setting("source_uri_ca_bundle", "PEM file trusted for the source URI only", kind="path", group="source"),
+    Setting("source_hf_include", "Comma-separated glob patterns of the files to download, e.g. "
+            "\"*.safetensors,config.json\" (hf:// source URIs only; default: every file)", group="source"),
+    Setting("source_hf_exclude", "Comma-separated glob patterns of files not to download, e.g. \"*.bin,*.h5\" "
+            "(hf:// source URIs only)", group="source"),
     *_s3("source"),
     *_oci("source", "pull"),
     Setting("source_path", 'Directory already mounted in the pod, when --source-type is "pvc"/"local"',

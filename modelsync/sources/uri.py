@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from .. import endpoints
+from . import hf
 from ..errors import TransferError
 from ..files import SPACE_RESERVE, SpaceBudget, inventory, is_no_space, require_free_space, safe_relative
 from ..locations import FileEntry, UriLocation
@@ -215,23 +216,34 @@ READS_IN_PLACE = False
 def validate(cfg: Config) -> list[str]:
     problems = require(cfg, ["source_uri"], 'source type is "uri"', file_key="URI", cred="source_uri_credentials_path")
     url = cfg.values.get("source_uri")
+    if url and hf.is_hf(url):
+        return problems + hf.validate(cfg)
+    hf.warn_unused(cfg)
     if url and not re.match(r"^https?://[^/]+", url):
         problems.append(problem("source_uri", f"'{redact_url(url)}' is not an http(s):// URL"))
     return problems
 
 
 def listing(cfg: Config) -> dict[str, int] | None:
+    if hf.is_hf(cfg.source_uri):
+        return hf.listing(cfg)
     return None  # known once downloaded (and unpacked)
 
 
 def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
+    if hf.is_hf(cfg.source_uri):
+        return hf.fetch(cfg, ws)
     ws.model.mkdir(parents=True, exist_ok=True)
     return ws.model, fetch_uri(endpoints.uri(cfg), ws.model, ws.work)
 
 
 def describe(cfg: Config) -> str:
+    if hf.is_hf(cfg.source_uri):
+        return hf.describe(cfg)
     return public_url(cfg.source_uri)
 
 
 def public_source(cfg: Config) -> str | None:
+    if hf.is_hf(cfg.source_uri):
+        return hf.public_source(cfg)
     return describe(cfg)

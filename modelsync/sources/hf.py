@@ -1,0 +1,301 @@
+"""A model repository on the Hugging Face Hub: ``hf://org/model``, ``hf://org/model@revision`` (``:revision``, as
+upstream's async-upload job spells it, works too). Reached as source type "uri" with an hf:// URI, like upstream.
+
+- Endpoint: the ``HF_ENDPOINT`` env var (a mirror, an internal Hub), read when the job runs, else huggingface.co.
+  Nothing else is contacted.
+- Token: ``HF_TOKEN`` in the directory named by --source-uri-credentials-path, else the ``HF_TOKEN`` env var; a
+  token stored on disk by ``hf auth login`` is never used. The token is masked wherever it could turn up.
+- Files: ``MODEL_SYNC_SOURCE_HF_INCLUDE`` / ``MODEL_SYNC_SOURCE_HF_EXCLUDE`` (comma-separated globs, the Hub
+  client's allow/ignore patterns).
+
+Preflight asks the Hub for the revision's file list with sizes (``model_info(files_metadata=True)``): a missing
+repo or revision, a refused token, nothing matching the patterns, or too little free space fail there, before the
+Model Registry is written. The download is pinned to the commit preflight resolved (a branch that moves meanwhile
+does not mix two commits), goes into the job's workspace with ``snapshot_download(local_dir=...)``, and what it
+brought is checked against that file list.
+
+Resume: within one download the Hub client resumes a file whose connection dropped with an HTTP Range request;
+if the whole download fails on a transient error (network, HTTP 429/5xx) it is started again in the same
+directory, where files already complete (recorded under ``.cache/huggingface`` in it) are kept and a partly written
+file is fetched again. The workspace is removed at the end of every attempt of the Job, so a restarted Job starts
+from nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import TransferError
+from ..files import SPACE_RESERVE, dir_bytes, inventory, is_no_space, listing as list_dir, require_free_space
+from ..locations import FileEntry
+from ..progress import watch
+from ..requirements import problem
+from ..secret import mask, register
+
+if TYPE_CHECKING:
+    from ..config import Config
+    from ..workspace import Workspace
+
+log = logging.getLogger("modelsync.sources.hf")
+
+PREFIX = "hf://"
+TOKEN_KEY = "HF_TOKEN"
+ATTEMPTS = 3  # whole snapshot downloads tried on a transient error; files already complete are kept between them
+_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?$")
+_REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class HfRef:
+    org: str
+    model: str
+    revision: str | None
+    extra: tuple[str, ...] = ()  # path parts after org/model (accepted by config, as upstream's; refused in preflight)
+
+    @property
+    def repo_id(self) -> str:
+        return f"{self.org}/{self.model}"
+
+    def __str__(self) -> str:
+        return f"{PREFIX}{self.repo_id}{'/' + '/'.join(self.extra) if self.extra else ''}" \
+               f"{'@' + self.revision if self.revision else ''}"
+
+
+def is_hf(uri: str | None) -> bool:
+    return bool(uri) and uri.strip().lower().startswith(PREFIX)
+
+
+def parse(uri: str) -> HfRef:
+    """hf://org/model[@revision | :revision]; ValueError with a one-line reason (no URI in it) otherwise."""
+    body = uri.strip()[len(PREFIX):]
+    match = re.search(r"[@:]", body)  # neither is allowed in a repo name: the first one starts the revision
+    path, sep, revision = (body[:match.start()], body[match.start()], body[match.end():]) if match else (body, "", "")
+    parts = path.split("/")
+    org, model, extra = parts[0], (parts[1] if len(parts) > 1 else ""), tuple(parts[2:])
+    if not org:
+        raise ValueError("no organisation (or user): write hf://org/model[@revision]")
+    if not model:
+        raise ValueError("no model name: write hf://org/model[@revision]")
+    for what, name in (("organisation", org), ("model name", model)):
+        if not _NAME.match(name) or ".." in name or "--" in name or len(name) > 96:
+            raise ValueError(f"'{name}' is not a valid {what} on the Hub (letters, digits, '-', '_', '.')")
+    if any(not p for p in extra):
+        raise ValueError("empty path part: write hf://org/model[@revision]")
+    if sep:
+        if not revision:
+            raise ValueError(f"nothing after '{sep}': give a revision (branch, tag or commit) or drop the '{sep}'")
+        if not _REVISION.match(revision) or ".." in revision or "//" in revision or revision.endswith(
+                ("/", ".", ".lock")):
+            raise ValueError(f"'{revision}' is not a valid revision (a branch, tag or commit hash)")
+    return HfRef(org, model, revision or None, extra)
+
+
+def patterns(value: str | None) -> list[str] | None:
+    found = [p.strip() for p in (value or "").split(",") if p.strip()]
+    return found or None
+
+
+def endpoint() -> str | None:
+    """HF_ENDPOINT as the job sees it now (the Hub client reads it only once, when imported)."""
+    value = os.environ.get("HF_ENDPOINT", "").strip().rstrip("/")
+    return value or None
+
+
+def token(cfg: Config) -> str | None:
+    value = (cfg.uri_credentials.get(TOKEN_KEY) or os.environ.get(TOKEN_KEY) or "").strip()
+    register(value)
+    return value or None
+
+
+def _client() -> Any:
+    """The huggingface_hub module, told to send nothing but the requests the download needs: with telemetry on,
+    its user-agent code fetches a list of "agent harnesses" from the Hub (its import-time endpoint, not
+    HF_ENDPOINT) and caches it under HF_HOME."""
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")  # read when huggingface_hub is first imported
+    import huggingface_hub
+    from huggingface_hub import constants
+    constants.HF_HUB_DISABLE_TELEMETRY = True  # and if it was imported before, where it is read on every request
+    return huggingface_hub
+
+
+def _where() -> str:
+    return endpoint() or "https://huggingface.co"
+
+
+# ---- errors ------------------------------------------------------------------------------------------------------
+
+def _status(exc: BaseException) -> int | None:
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def _transient(exc: BaseException) -> bool:
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    if isinstance(exc, HfHubHTTPError):
+        return (_status(exc) or 0) in (408, 429) or (_status(exc) or 0) >= 500
+    if isinstance(exc, LocalEntryNotFoundError):  # the client's wrapping of "Hub not reachable"
+        return True
+    if isinstance(exc, OSError) and "Consistency check failed" in str(exc):  # a file came short
+        return True
+    return type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3")
+
+
+def _error(ref: HfRef, exc: BaseException, has_token: bool, doing: str) -> TransferError:
+    """One line naming the URI (never the token) and what to do."""
+    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+    status = _status(exc)
+    where = _where()
+    hint_token = (f"check {TOKEN_KEY} in the directory named by --source-uri-credentials-path (or the {TOKEN_KEY} "
+                  f"env var)")
+    if isinstance(exc, RevisionNotFoundError):
+        text = f"revision '{ref.revision}' not found in {ref.repo_id} at {where}"
+    elif isinstance(exc, GatedRepoError):
+        text = f"{ref.repo_id} is gated and the token has no access to it: {hint_token}"
+    elif isinstance(exc, RepositoryNotFoundError) or (isinstance(exc, HfHubHTTPError) and status in (401, 403)):
+        if status in (401, 403):
+            why = "the token was refused" if has_token else "no token was given"
+            text = (f"HTTP {status} from {where} for {ref.repo_id}: {why} (a private repo, or one that does not "
+                    f"exist); {hint_token}")
+        else:
+            text = f"repository {ref.repo_id} not found at {where}"
+    elif isinstance(exc, EntryNotFoundError):
+        text = f"a file listed for {ref.repo_id} is not there any more ({_first_line(exc)})"
+    elif isinstance(exc, HfHubHTTPError):
+        text = f"HTTP {status} from {where}: {_first_line(exc)}"
+    elif is_no_space(exc):
+        return TransferError(mask(f"{doing} {ref}: the storage path is full ({exc}); give MODEL_SYNC_STORAGE_PATH "
+                                  f"(--storage-path) a larger volume"))
+    else:
+        text = f"cannot reach {where} ({type(exc).__name__}: {_first_line(exc)}); check HF_ENDPOINT and the network"
+    return TransferError(mask(f"{doing} {ref} failed: {text}"))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+# ---- the Hub -----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Snapshot:
+    commit: str | None
+    files: dict[str, int | None]  # after the include/exclude patterns
+
+
+def snapshot(cfg: Config, ref: HfRef, doing: str = "listing") -> Snapshot:
+    """The revision's commit and files (with sizes), asked of the Hub; TransferError in one line otherwise."""
+    if ref.extra:
+        raise TransferError(f"{ref}: a Hub repository is org/model, this names {ref.repo_id}/{'/'.join(ref.extra)}; "
+                            f"write the revision after '@' (hf://org/model@revision)")
+    client = _client()
+    from huggingface_hub.utils import filter_repo_objects
+
+    secret = token(cfg)
+    try:
+        info = client.HfApi(endpoint=endpoint(), token=secret or False).model_info(
+            ref.repo_id, revision=ref.revision, files_metadata=True)
+    except Exception as exc:  # noqa: BLE001 -- every client error becomes one line
+        raise _error(ref, exc, bool(secret), doing) from None
+    sizes: dict[str, int | None] = {}
+    for sibling in info.siblings or []:
+        sizes[sibling.rfilename] = sibling.lfs.size if sibling.lfs else sibling.size
+    include, exclude = patterns(cfg.source_hf_include), patterns(cfg.source_hf_exclude)
+    chosen = {name: sizes[name] for name in filter_repo_objects(sizes, allow_patterns=include,
+                                                                 ignore_patterns=exclude)}
+    if not chosen:
+        shown = "; ".join(f"{k} {v}" for k, v in (("include", include), ("exclude", exclude)) if v)
+        raise TransferError(f"{doing} {ref}: nothing found at source: the revision has "
+                            f"{len(sizes)} file(s){f', none matching {shown}' if shown else ''}")
+    return Snapshot(commit=info.sha, files=chosen)
+
+
+# ---- the source type (reached through sources/uri.py for hf:// URIs) ---------------------------------------------
+
+def validate(cfg: Config) -> list[str]:
+    token(cfg)  # registered now, so it is masked from the first log line on
+    try:
+        parse(cfg.source_uri)
+    except ValueError as exc:
+        return [problem("source_uri", f"'{cfg.source_uri.strip()}' is not a Hugging Face URI: {exc}")]
+    return []
+
+
+def warn_unused(cfg: Config) -> None:
+    """The hf:// settings given with a source that is not hf:// are ignored: said, not silently."""
+    for name in ("source_hf_include", "source_hf_exclude"):
+        if cfg.origins.get(name) in ("arg", "env", "dotenv"):
+            log.warning("MODEL_SYNC_%s is set but the source is not an hf:// URI: it is ignored", name.upper())
+
+
+def listing(cfg: Config) -> dict[str, int] | None:
+    files = snapshot(cfg, parse(cfg.source_uri)).files
+    if any(size is None for size in files.values()):
+        return None  # the Hub did not say every size: the download's own checks count the bytes
+    return {name: int(size) for name, size in files.items()}  # type: ignore[arg-type]
+
+
+def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
+    ref = parse(cfg.source_uri)
+    expected = snapshot(cfg, ref, "download of")
+    known = [s for s in expected.files.values() if s is not None]
+    if known:
+        require_free_space(ws.root, sum(known), f"the download of {ref}", reserve=SPACE_RESERVE)
+    model = ws.model
+    model.mkdir(parents=True, exist_ok=True)
+    with watch(f"download {ref}", sum(known), lambda: dir_bytes(model)):
+        _download(cfg, ref, expected, model, ws.work / "hf-cache")
+    shutil.rmtree(model / ".cache", ignore_errors=True)  # the Hub client's own bookkeeping, not the model
+    got = list_dir(model)
+    missing = sorted(set(expected.files) - set(got))
+    wrong = sorted(n for n, size in expected.files.items() if n in got and size is not None and got[n] != size)
+    extra = sorted(set(got) - set(expected.files))
+    if missing or wrong or extra:
+        detail = "; ".join(f"{what}: {', '.join(names[:3])}{' …' if len(names) > 3 else ''}"
+                           for what, names in (("missing", missing), ("wrong size", wrong), ("unexpected", extra))
+                           if names)
+        raise TransferError(f"download of {ref} is incomplete ({detail})")
+    return model, inventory(model)
+
+
+def _download(cfg: Config, ref: HfRef, expected: Snapshot, model: Path, cache: Path) -> None:
+    snapshot_download = _client().snapshot_download
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # progress is the job's own (a line every 10 s in a pod), not tqdm's
+    secret = token(cfg)
+    cache.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = dict(
+        revision=expected.commit or ref.revision, local_dir=str(model), cache_dir=str(cache),
+        allow_patterns=patterns(cfg.source_hf_include), ignore_patterns=patterns(cfg.source_hf_exclude),
+        token=secret or False, endpoint=endpoint())
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            snapshot_download(ref.repo_id, **kwargs)
+            return
+        except Exception as exc:  # noqa: BLE001 -- every client error becomes one line
+            if attempt == ATTEMPTS or not _transient(exc):
+                raise _error(ref, exc, bool(secret), "download of") from None
+            log.warning("download of %s: %s; trying again (%d of %d), keeping the files already complete", ref,
+                        mask(_first_line(exc)), attempt + 1, ATTEMPTS)
+            time.sleep(2 * attempt)
+
+
+def describe(cfg: Config) -> str:
+    try:
+        return str(parse(cfg.source_uri))
+    except ValueError:
+        return cfg.source_uri.strip()
+
+
+def public_source(cfg: Config) -> str | None:
+    return describe(cfg)
