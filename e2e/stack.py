@@ -11,6 +11,8 @@ Components (name: what, health check)
     mariadb         MariaDB 10.11, own datadir, database and user ``mr``    MySQL handshake on its port
     model_registry  Kubeflow Model Registry server v0.3.0 (v1alpha3 API)   GET /readyz/health = 200
     mr_token_proxy  e2e.mrproxy in front of it requiring a bearer token     401 without the token
+    oidc            e2e.oidc issuer (started before MinIO, which trusts it  GET discovery = 200
+                    for AssumeRoleWithWebIdentity); kept out of status()
 
 ``env()`` / ``python -m e2e.stack env`` give (as ``export K='V'`` lines on the CLI):
     MODELSYNC_STACK_DIR     the state directory
@@ -24,6 +26,12 @@ Components (name: what, health check)
     MR_PORT, MR_URL         the Model Registry server itself (no token checked)
     MR_TOKEN_PORT, MR_TOKEN_URL, MR_TOKEN   the token-checking proxy and its token
     MARIADB_PORT
+    OIDC_ISSUER_URL         http://127.0.0.1:P, the issuer MinIO trusts (role policy readwrite)
+    OIDC_SIGNING_KEY        its RSA key (PEM, 0600): mint tokens with
+                            ``e2e.oidc.write_token(path, OIDC_SIGNING_KEY, OIDC_ISSUER_URL, audience=...)``
+                            or ``StackEnv.write_oidc_token(path, ...)``
+    OIDC_STS_AUDIENCE       sts.amazonaws.com: the audience MinIO accepts (its OpenID client id)
+    OIDC_ROLE_ARN           the role ARN MinIO gives web-identity callers (AWS_ROLE_ARN)
 
 CLI::
 
@@ -39,10 +47,12 @@ MariaDB's through stdin, passwords in 0600 files under ``DIR/secrets``. Standard
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
 import contextlib
 import fcntl
 import getpass
+import hashlib
 import json
 import os
 import secrets
@@ -67,6 +77,8 @@ DEFAULT_STATE_DIR = Path(os.environ.get("MODELSYNC_STACK_DIR") or Path.home() / 
 BUCKET = "models"
 TLS_USERNAME = "modelsync"
 COMPONENTS = ("minio", "registry", "registry_tls", "mariadb", "model_registry", "mr_token_proxy")
+AUXILIARY = ("oidc",)  # started, checked by is_up() and stopped like a component, not listed by status()
+OIDC_CLIENT_ID = "sts.amazonaws.com"  # = e2e.oidc.STS_AUDIENCE (not imported: that module needs cryptography)
 # binaries each component needs; a missing one means "not installed" (skip locally, fail in CI)
 TOOLS = {
     "minio": ("minio", "aws"),
@@ -178,6 +190,12 @@ class StackEnv:
     def state_dir(self) -> Path:
         return Path(self.env["MODELSYNC_STACK_DIR"])
 
+    def write_oidc_token(self, path: Path, **claims_options) -> Path:
+        """A service-account token from the stack's OIDC issuer, written to `path` (0600); the options of
+        e2e.oidc.service_account_claims (audience, namespace, service_account, lifetime, extra)."""
+        from e2e.oidc import write_token
+        return write_token(path, Path(self.env["OIDC_SIGNING_KEY"]), self.env["OIDC_ISSUER_URL"], **claims_options)
+
 
 class LocalStack:
     def __init__(self, state_dir: Path):
@@ -241,7 +259,13 @@ class LocalStack:
 
     def is_up(self) -> bool:
         status = self.status()
-        return bool(status) and all(c["alive"] and c["healthy"] for c in status.values())
+        return bool(status) and all(c["alive"] and c["healthy"] for c in status.values()) and self._auxiliary_up()
+
+    def _auxiliary_up(self) -> bool:
+        """The auxiliary processes are there and answer (a stack started before they existed is not up)."""
+        comps = self._load().get("components", {})
+        return all(name in comps and procs.alive(comps[name]["pid"], comps[name]["match"])
+                   and self._healthy(name, comps[name]["port"]) for name in AUXILIARY)
 
     def status(self) -> dict[str, dict]:
         """{component: {port, pid, alive, healthy}}; empty when no state file."""
@@ -281,6 +305,10 @@ class LocalStack:
             "MR_TOKEN_URL": f"http://127.0.0.1:{port['mr_token_proxy']}",
             "MR_TOKEN": sec("mr-token"),
             "MARIADB_PORT": str(port["mariadb"]),
+            "OIDC_ISSUER_URL": f"http://127.0.0.1:{port['oidc']}",
+            "OIDC_SIGNING_KEY": str(self._oidc_key()),
+            "OIDC_STS_AUDIENCE": OIDC_CLIENT_ID,
+            "OIDC_ROLE_ARN": oidc_role_arn(OIDC_CLIENT_ID),
         }
 
     def info(self) -> StackEnv:
@@ -317,7 +345,7 @@ class LocalStack:
         for sub in ("logs", "secrets", "minio", "registry", "registry_tls", "tls", "mariadb", "mr"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir / "secrets", 0o700)
-        names = list(COMPONENTS) + ["minio_console"]
+        names = list(COMPONENTS) + list(AUXILIARY) + ["minio_console"]
         self._ports = dict(zip(names, free_ports(len(names))))
         self._state = {"up": False, "started_at": time.time(), "components": {}}
         self._save()
@@ -360,6 +388,8 @@ class LocalStack:
             return http_status(f"{base}/readyz/health") == 200
         if name == "mr_token_proxy":
             return http_status(f"{base}/readyz/health") == 401
+        if name == "oidc":
+            return http_status(f"{base}/.well-known/openid-configuration") == 200
         raise ValueError(name)
 
     def _stop(self, name: str, pid: int, match: str, timeout: float = 10.0) -> None:
@@ -370,11 +400,25 @@ class LocalStack:
 
     # ---------------------------------------------------------------- components
 
+    def _oidc_key(self) -> Path:
+        return self.dir / "secrets" / "oidc-signing-key.pem"  # created by e2e.oidc on first start, then kept
+
+    def _up_oidc(self) -> None:
+        self._spawn("oidc", [sys.executable, "-m", "e2e.oidc", "serve", "--key", str(self._oidc_key()),
+                             "--port", str(self._ports["oidc"])], {"PYTHONPATH": str(REPO_ROOT)}, match="e2e.oidc")
+        self._wait_healthy("oidc")
+
     def _up_minio(self) -> None:
+        self._up_oidc()  # MinIO reads the issuer's discovery and keys when it starts
         data = self.dir / "minio"
         env = {"MINIO_ROOT_USER": self._minio_user(),
                "MINIO_ROOT_PASSWORD": self._secret("minio-password"),
-               "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"}
+               "MINIO_BROWSER": "off", "MINIO_UPDATE": "off",
+               # AssumeRoleWithWebIdentity for tokens of the stack's issuer with aud = the client id
+               "MINIO_IDENTITY_OPENID_CONFIG_URL": f"http://127.0.0.1:{self._ports['oidc']}"
+                                                   "/.well-known/openid-configuration",
+               "MINIO_IDENTITY_OPENID_CLIENT_ID": OIDC_CLIENT_ID,
+               "MINIO_IDENTITY_OPENID_ROLE_POLICY": "readwrite"}
         self._spawn("minio", [find_tool("minio"), "server", str(data / "data"), "--quiet",
                               "--address", f"127.0.0.1:{self._ports['minio']}",
                               "--console-address", f"127.0.0.1:{self._ports['minio_console']}",
@@ -520,6 +564,12 @@ auth:
                                        "--require-token", str(self.dir / "secrets" / "mr-token")],
                     {"PYTHONPATH": str(REPO_ROOT)}, match="e2e.mrproxy")
         self._wait_healthy("mr_token_proxy")
+
+
+def oidc_role_arn(client_id: str) -> str:
+    """The role ARN MinIO gives an OpenID provider in role-policy mode (it logs it at start): stable per client id."""
+    digest = base64.urlsafe_b64encode(hashlib.sha1(client_id.encode()).digest()).rstrip(b"=").decode()
+    return f"arn:minio:iam:::role/{digest}"
 
 
 # -------------------------------------------------------------------- CLI

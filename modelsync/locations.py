@@ -27,6 +27,12 @@ class S3Location:
     def url(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
+    @property
+    def ambient(self) -> bool:
+        """No access key configured: the standard AWS credential chain (web identity, container, instance,
+        profile) is used instead, by boto3 and the aws CLI alike (see aws.py)."""
+        return not self.access_key_id and not self.secret_access_key
+
 
 DOCKER_HUB = "docker.io"
 

@@ -44,11 +44,22 @@ def problem(name: str, text: str) -> str:
 def require_s3(cfg: Config, side: str) -> list[str]:
     why = f'{side} type is "s3"'
     problems = []
-    for suffix in ("aws_bucket", "aws_key", "aws_access_key_id", "aws_secret_access_key"):
+    cred = f"{side}_s3_credentials_path"
+    for suffix in ("aws_bucket", "aws_key"):
         name = f"{side}_{suffix}"
         if not cfg.values.get(name):
             keys = S3_FILE_KEYS.get(suffix)
-            problems.append(missing(name, why, " or ".join(keys) if keys else None, f"{side}_s3_credentials_path"))
+            problems.append(missing(name, why, " or ".join(keys) if keys else None, cred))
+    # Both halves of the key, or neither: then the pod's own AWS credential chain (IRSA web identity, container
+    # or instance credentials, AWS_PROFILE), resolved and named in preflight (aws.credentials_in_use).
+    key_id, secret_key = cfg.values.get(f"{side}_aws_access_key_id"), cfg.values.get(f"{side}_aws_secret_access_key")
+    if bool(key_id) != bool(secret_key):
+        absent = "aws_secret_access_key" if key_id else "aws_access_key_id"
+        problems.append(missing(f"{side}_{absent}", f"{why} and the other half of the access key is given",
+                                " or ".join(S3_FILE_KEYS[absent]), cred))
+    elif not key_id and cfg.values.get(f"{side}_aws_bucket"):
+        log.info("%s s3://%s: no access key configured, so the AWS credential chain is used (web identity, "
+                 "container or instance credentials, AWS_PROFILE)", side, cfg.values.get(f"{side}_aws_bucket"))
     endpoint = cfg.values.get(f"{side}_aws_endpoint")
     if endpoint and not re.match(r"^https?://[^/]+", endpoint):
         problems.append(problem(f"{side}_aws_endpoint", f"'{endpoint}' is not a URL; write it as http(s)://host[:port]"))

@@ -127,7 +127,7 @@ def _owners(loc: S3Location, keys: list[str]) -> dict[str, str | None]:
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-SCRATCH: tuple[str, ...] = ()
+STORAGE_PARTS: tuple[str, ...] = ()
 
 
 def validate(cfg: Config) -> list[str]:
@@ -135,7 +135,9 @@ def validate(cfg: Config) -> list[str]:
 
 
 def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
-    return preflight_s3(endpoints.s3(cfg, "destination"), job, cfg.destination_replace_existing)
+    loc = endpoints.s3(cfg, "destination")
+    credentials = aws.credentials_in_use(loc, "destination")  # first: no credentials is one line, not a listing error
+    return {**preflight_s3(loc, job, cfg.destination_replace_existing), "credentials": credentials}
 
 
 def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,

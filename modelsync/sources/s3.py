@@ -80,6 +80,11 @@ def listing(cfg: Config) -> dict[str, int] | None:
     return plan_s3(endpoints.s3(cfg, "source"))[1]
 
 
+def facts(cfg: Config) -> dict[str, str]:
+    """Which credentials are used (fails in one line when there are none)."""
+    return {"credentials": aws.credentials_in_use(endpoints.s3(cfg, "source"), "source")}
+
+
 def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
     ws.model.mkdir(parents=True, exist_ok=True)
     return ws.model, fetch_s3(endpoints.s3(cfg, "source"), ws.model)
