@@ -30,6 +30,9 @@ class RegistryAccess:
     auth_file: Path | None     # None: anonymous
     cert_dir: Path | None      # skopeo: a dir with ca.crt; None: system trust only
     plain_http: bool = False   # tls_verify=False and the registry does not speak TLS at all
+    # oras has no --no-creds: without --registry-config it reads ~/.docker/config.json (and its credsStore) of
+    # whoever runs the job, so an anonymous access gets an auth file with no entries instead
+    no_creds_file: Path | None = None
 
     def skopeo_args(self, side: str) -> list[str]:
         """Options for one side of `skopeo copy`: side is 'src' or 'dest'."""
@@ -50,8 +53,8 @@ class RegistryAccess:
             args.append(f"--{prefix}plain-http" if self.plain_http else f"--{prefix}insecure")
         if self.location.ca_bundle:
             args.append(f"--{prefix}ca-file={self.location.ca_bundle}")
-        if self.auth_file:
-            args.append(f"--{prefix}registry-config={self.auth_file}")
+        if self.auth_file or self.no_creds_file:
+            args.append(f"--{prefix}registry-config={self.auth_file or self.no_creds_file}")
         return args
 
 
@@ -83,8 +86,12 @@ def registry_access(location: OciLocation, work_dir: Path) -> Iterator[RegistryA
             cert_dir = tmp / "certs"
             cert_dir.mkdir()
             shutil.copyfile(location.ca_bundle, cert_dir / "ca.crt")
+        no_creds_file = None
+        if auth_file is None:
+            no_creds_file = tmp / "anonymous.json"
+            _write_private(no_creds_file, json.dumps({"auths": {}}))
         plain_http = not location.tls_verify and not speaks_https(location.registry)
-        yield RegistryAccess(location, auth_file, cert_dir, plain_http)
+        yield RegistryAccess(location, auth_file, cert_dir, plain_http, no_creds_file)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
