@@ -93,9 +93,8 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
                 plan = reg.preflight(job_intent)
             finally:
                 reg.close()
-        files = sources.of(cfg).listing(cfg)
-        report["preflight"].update(intent=cfg.model_upload_intent, plan=plan.describe(),
-                                   source=describe_source(cfg, files),
+        source, files = preflight_source(cfg)
+        report["preflight"].update(intent=cfg.model_upload_intent, plan=plan.describe(), source=source,
                                    destination=destinations.of(cfg).preflight(
                                        cfg, registry.job_fingerprint(job_intent), files))
     except ModelSyncError as exc:
@@ -105,10 +104,14 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
     return report, True
 
 
-def describe_source(cfg: Config, files: dict[str, int] | None) -> dict[str, Any]:
-    if files is None:
-        return {"type": cfg.source_type}
-    return {"type": cfg.source_type, "files": len(files), "bytes": sum(files.values())}
+def preflight_source(cfg: Config) -> tuple[dict[str, Any], dict[str, int] | None]:
+    """What preflight learns of the source (credentials first, then the listing), and its files where known."""
+    source = sources.of(cfg)
+    described: dict[str, Any] = {"type": cfg.source_type, **source.facts(cfg)}
+    files = source.listing(cfg)
+    if files is not None:
+        described.update(files=len(files), bytes=sum(files.values()))
+    return described, files
 
 
 def check_space(cfg: Config, size: int | None) -> None:
@@ -116,7 +119,7 @@ def check_space(cfg: Config, size: int | None) -> None:
     destination, the modelcar's layers as well. Sizes unknown before download are checked again on the way."""
     if size is None:
         return
-    parts = ([] if sources.of(cfg).READS_IN_PLACE else ["download"]) + list(destinations.of(cfg).SCRATCH)
+    parts = ([] if sources.of(cfg).READS_IN_PLACE else ["download"]) + list(destinations.of(cfg).STORAGE_PARTS)
     if parts:
         require_free_space(Path(cfg.storage_path), size * len(parts), f"the model ({' + '.join(parts)})")
 
@@ -133,8 +136,7 @@ def run(cfg: Config) -> Published:
         ws = workspace.claim(Path(cfg.storage_path), ".modelsync-", job[:16], "--storage-path / MODEL_SYNC_STORAGE_PATH")
         reg = registry.connect(registry_settings(cfg, ws.root))
         plan = reg.preflight(job_intent)
-        files = sources.of(cfg).listing(cfg)
-        source = describe_source(cfg, files)
+        source, files = preflight_source(cfg)
         destination = destinations.of(cfg).preflight(cfg, job, files)
         check_space(cfg, source.get("bytes"))
         log.info("preflight passed: %s; source %s; destination %s", "; ".join(plan.describe()),

@@ -158,7 +158,7 @@ def _count_entries(dest: Path) -> int:
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-SCRATCH: tuple[str, ...] = ()
+STORAGE_PARTS: tuple[str, ...] = ()
 
 
 def validate(cfg: Config) -> list[str]:

@@ -123,7 +123,7 @@ def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, ob
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-SCRATCH = ("modelcar layers",)  # what the storage path holds besides a download
+STORAGE_PARTS = ("modelcar layers",)  # what the storage path holds besides a download
 
 
 def validate(cfg: Config) -> list[str]:

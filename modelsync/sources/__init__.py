@@ -4,6 +4,8 @@
     validate(cfg) -> list[str]                  its settings' problems (the spec's required-when rules), one line each
     listing(cfg) -> dict[str, int] | None       its files and sizes, found without downloading (None: only the
                                                 download can tell); preflight and the free-space check use it
+    facts(cfg) -> dict[str, str]                what preflight found out beyond the listing, for the log and
+                                                --dry-run (e.g. which credentials are used); raises if unusable
     fetch(cfg, ws) -> (model dir, files)        the files brought into the workspace (or read in place), inventoried
     describe(cfg) -> str                        where the model comes from, no secrets (logs, the job's identity)
     public_source(cfg) -> str | None            the same for readers of the published image, or None

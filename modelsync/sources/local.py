@@ -44,6 +44,10 @@ def listing(cfg: Config) -> dict[str, int] | None:
     return files_listing(endpoints.local(cfg, "source").path)  # sizes only: hashing waits for the transfer
 
 
+def facts(cfg: Config) -> dict[str, str]:
+    return {"path": str(cfg.source_path)}
+
+
 def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
     return read_local(endpoints.local(cfg, "source"))
 

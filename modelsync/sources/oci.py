@@ -123,6 +123,11 @@ def listing(cfg: Config) -> dict[str, int] | None:
     return None  # known once the image's layers are read
 
 
+def facts(cfg: Config) -> dict[str, str]:
+    loc = endpoints.oci(cfg, "source")
+    return {"credentials": f"user {loc.username}" if loc.username else "anonymous"}
+
+
 def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
     ws.model.mkdir(parents=True, exist_ok=True)
     return ws.model, tuple(fetch_oci(endpoints.oci(cfg, "source"), ws.model, ws.work, cfg.destination_oci_backend))

@@ -230,6 +230,13 @@ def listing(cfg: Config) -> dict[str, int] | None:
     return None  # known once downloaded (and unpacked)
 
 
+def facts(cfg: Config) -> dict[str, str]:
+    if hf.is_hf(cfg.source_uri):
+        return {"repository": hf.describe(cfg)}
+    headers = sorted(endpoints.uri(cfg).headers)
+    return {"url": redact_url(cfg.source_uri), "headers sent": ", ".join(headers) or "none"}
+
+
 def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
     if hf.is_hf(cfg.source_uri):
         return hf.fetch(cfg, ws)
