@@ -18,11 +18,10 @@ export MODELSYNC_CACHE
 venv:               ## .venv/ from $(PYTHON) (installs python3-venv on Debian/Ubuntu when missing, as root)
 	@bash e2e/venv.sh '$(PYTHON)' '$(VENV)'
 
-$(INSTALLED): pyproject.toml | venv
-	$(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	@touch $@
-
-install: $(INSTALLED) ## the package with its test extras, editable, into .venv/ (again only when pyproject.toml changes)
+install: venv       ## the package with its test extras, editable, into .venv/ (again only when pyproject.toml changes)
+	@if [ ! -e $(INSTALLED) ] || [ pyproject.toml -nt $(INSTALLED) ]; then \
+	  echo "$(VPY) -m pip install -e '.[test]'" && \
+	  $(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]' && touch $(INSTALLED); fi
 
 tools: venv         ## the binaries the job drives and the local stack's servers (idempotent, pinned)
 	PYTHON='$(VPY)' bash e2e/install-tools.sh

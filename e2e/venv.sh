@@ -11,8 +11,14 @@ set -euo pipefail
 PYTHON=${1:?usage: e2e/venv.sh PYTHON VENV}
 VENV=${2:?usage: e2e/venv.sh PYTHON VENV}
 die() { echo "venv: $*" >&2; exit 1; }
+# make puts VENV/bin first on PATH: PYTHON=python3 must not find the venv's own python3
+vbin="$(realpath -m "$VENV")/bin"
+PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$vbin" | paste -sd: -)
 
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+# kept when it works and was made from this PYTHON (make PYTHON=python3.12 after python3 remakes it)
+base='import sys; print(sys.base_prefix, sys.version_info[:2])'
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" -m pip --version >/dev/null 2>&1 &&
+  [ "$("$VENV/bin/python" -c "$base")" = "$("$PYTHON" -c "$base" 2>/dev/null)" ]; then
   exit 0
 fi
 

@@ -27,7 +27,8 @@ from modelsync.oci_layout import TITLE
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
 from tests.models import digests_of
-from tests.oci_helpers import BUSYBOX, busybox_layer, busybox_layout, entry, tar_bytes, write_image
+from tests.oci_helpers import (BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes,
+                               write_image)
 
 pytestmark = pytest.mark.stack
 FILES = 300
@@ -76,6 +77,7 @@ def _raw_manifest(ref: str) -> dict:
     return json.loads(out)
 
 
+@pytest.mark.podman
 def test_three_hundred_files_run_in_podman(published, many_files, require_tool):
     _, digests = many_files
     ref = published.uri.removeprefix("oci://")
@@ -133,7 +135,7 @@ def test_oras_pull_saves_every_layer_under_its_title(published, many_files, tmp_
         pulled = tmp_path / "pulled" / title
         assert "sha256:" + hashlib.sha256(pulled.read_bytes()).hexdigest() == layer["digest"]
         with tarfile.open(pulled) as tar:
-            tar.extractall(tmp_path / "rootfs", filter="data")
+            tar.extractall(tmp_path / "rootfs", **DATA_FILTER)
     assert digests_of(tmp_path / "rootfs" / "models") == digests
 
 

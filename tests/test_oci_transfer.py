@@ -30,7 +30,8 @@ from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
 from tests.models import digests_of, make_model
-from tests.oci_helpers import BUSYBOX, busybox_layer, busybox_layout, entry, tar_bytes, write_image
+from tests.oci_helpers import (BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes,
+                               write_image)
 
 pytestmark = pytest.mark.stack
 BACKENDS = ["skopeo", "oras"]
@@ -105,7 +106,7 @@ def _extract_pulled_layers(pulled: Path, manifest: dict, rootfs: Path) -> None:
         if title is None:
             continue  # the base layer: no title, oras pull leaves it out
         with tarfile.open(pulled / title) as tar:
-            tar.extractall(rootfs, filter="data")
+            tar.extractall(rootfs, **DATA_FILTER)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -316,7 +316,7 @@ def test_artifact_id_of_a_non_model_artifact(settings, inspect) -> None:
     {"ModelVersion.custom_properties": "{not json"},
     {"ModelVersion.custom_properties": '{"n": 2147483648}'},
     {"ModelVersion.name": ""},
-    {"ModelVersion.nmae": "typo"},
+    {"ModelArtifact.custom_properties": '{"modelsync.job": "forged"}'},
 ])
 def test_bad_metadata_writes_nothing(settings, inspect, tmp_path, bad) -> None:
     name = unique("badmeta")
