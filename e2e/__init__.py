@@ -1,1 +1,2 @@
-"""The local test stack for modelsync (see e2e/stack.py) and its Model Registry proxy (e2e/mrproxy.py)."""
+"""The local test stack for modelsync (composed in e2e/stack.py, one module per component) and its Model Registry
+proxy (e2e/mrproxy.py)."""

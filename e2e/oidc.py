@@ -2,7 +2,7 @@
 service-account tokens signed with its RS256 key.
 
 What trusts it: the local stack's MinIO (AssumeRoleWithWebIdentity, audience ``sts.amazonaws.com``, see
-e2e/stack.py); anything else that verifies OIDC tokens (e.g. signing) can use another audience with the same
+e2e/minio.py); anything else that verifies OIDC tokens (e.g. signing) can use another audience with the same
 issuer and key.
 
     GET /.well-known/openid-configuration   {"issuer", "jwks_uri", ...}

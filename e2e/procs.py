@@ -1,4 +1,5 @@
-"""Processes the local stack started: is a pid still ours, and stop a whole process group for sure.
+"""Processes the local stack starts: start one in its own process group, is a pid still ours, stop a whole group
+for sure, the tail of its log.
 
 Each server runs in its own process group (start_new_session), so stopping the group also stops whatever the
 server forked. Linux only: it reads /proc.
@@ -11,6 +12,21 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+
+
+def spawn(argv: list[str], env: dict[str, str] | None, cwd: Path, log: Path) -> subprocess.Popen:
+    """Start argv in its own session (so its whole process group can be stopped), env added to ours, stdin closed,
+    stdout and stderr appended to `log`."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def alive(pid: int, match: str) -> bool:

@@ -4,34 +4,21 @@ Everything runs as plain processes bound to 127.0.0.1 on free ports picked at ``
 and the state file (``stack.json``) live under one state directory. Tools come from ``e2e/install-tools.sh``
 at the versions pinned in ``e2e/versions.env``.
 
-Components (name: what, health check)
-    minio           MinIO S3 server, bucket ``models`` created on up        GET /minio/health/live = 200
-    registry        distribution v3 registry, plain HTTP, delete enabled   GET /v2/ = 200
-    registry_tls    second registry: TLS (own CA in state dir), basic auth  GET /v2/ = 401 without credentials
-    mariadb         MariaDB 10.11, own datadir, database and user ``mr``    MySQL handshake on its port
-    model_registry  Kubeflow Model Registry server v0.3.0 (v1alpha3 API)   GET /readyz/health = 200
-    mr_token_proxy  e2e.mrproxy in front of it requiring a bearer token     401 without the token
-    oidc            e2e.oidc issuer (started before MinIO, which trusts it  GET discovery = 200
-                    for AssumeRoleWithWebIdentity); kept out of status()
+This module only composes the components; each one's config files, command line, health check and env variables
+are in its own module (the interface is in e2e/component.py):
 
-``env()`` / ``python -m e2e.stack env`` give (as ``export K='V'`` lines on the CLI):
-    MODELSYNC_STACK_DIR     the state directory
-    MINIO_ENDPOINT          http://127.0.0.1:P
-    MINIO_ACCESS_KEY, MINIO_SECRET_KEY, MINIO_BUCKET (= models)
-    OCI_REGISTRY            127.0.0.1:P (plain HTTP)
-    OCI_TLS_REGISTRY        127.0.0.1:P (HTTPS, basic auth)
-    OCI_TLS_CA              path of the CA certificate that signed its server certificate
-    OCI_TLS_USERNAME, OCI_TLS_PASSWORD
-    MR_ADDRESS              http://127.0.0.1
-    MR_PORT, MR_URL         the Model Registry server itself (no token checked)
-    MR_TOKEN_PORT, MR_TOKEN_URL, MR_TOKEN   the token-checking proxy and its token
-    MARIADB_PORT
-    OIDC_ISSUER_URL         http://127.0.0.1:P, the issuer MinIO trusts (role policy readwrite)
-    OIDC_SIGNING_KEY        its RSA key (PEM, 0600): mint tokens with
-                            ``e2e.oidc.write_token(path, OIDC_SIGNING_KEY, OIDC_ISSUER_URL, audience=...)``
-                            or ``StackEnv.write_oidc_token(path, ...)``
-    OIDC_STS_AUDIENCE       sts.amazonaws.com: the audience MinIO accepts (its OpenID client id)
-    OIDC_ROLE_ARN           the role ARN MinIO gives web-identity callers (AWS_ROLE_ARN)
+    component       module                  started
+    oidc            e2e/oidc_issuer.py      first: MinIO trusts it (auxiliary: kept out of status())
+    minio           e2e/minio.py            after oidc
+    registry        e2e/registry.py
+    registry_tls    e2e/registry.py
+    mariadb         e2e/mariadb.py
+    model_registry  e2e/model_registry.py   after mariadb
+    mr_token_proxy  e2e/model_registry.py
+
+Independent chains start in parallel. ``env()`` / ``python -m e2e.stack env`` give (as ``export K='V'`` lines on
+the CLI) ``MODELSYNC_STACK_DIR`` (the state directory), then MinIO's, the registries', the Model Registry's,
+MariaDB's and the issuer's variables (each listed in its module); ``StackEnv`` has them as attributes.
 
 CLI::
 
@@ -47,51 +34,45 @@ MariaDB's through stdin, passwords in 0600 files under ``DIR/secrets``. Standard
 from __future__ import annotations
 
 import argparse
-import base64
 import concurrent.futures
 import contextlib
 import fcntl
-import getpass
-import hashlib
 import json
 import os
 import secrets
 import shutil
-import socket
-import ssl
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
-from e2e import procs
+from e2e import mariadb, minio, model_registry, oidc_issuer, procs, registry
+from e2e.component import REPO_ROOT, Site, StackError, find_tool, free_ports, write_private
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 INSTALL_SCRIPT = REPO_ROOT / "e2e" / "install-tools.sh"
 DEFAULT_STATE_DIR = Path(os.environ.get("MODELSYNC_STACK_DIR") or Path.home() / ".cache/modelsync/stack")
 
-BUCKET = "models"
-TLS_USERNAME = "modelsync"
 COMPONENTS = ("minio", "registry", "registry_tls", "mariadb", "model_registry", "mr_token_proxy")
 AUXILIARY = ("oidc",)  # started, checked by is_up() and stopped like a component, not listed by status()
-OIDC_CLIENT_ID = "sts.amazonaws.com"  # = e2e.oidc.STS_AUDIENCE (not imported: that module needs cryptography)
+MODULES = (oidc_issuer, minio, registry, mariadb, model_registry)
+OWNER: dict[str, ModuleType] = {name: m for m in MODULES for name in m.COMPONENTS}  # whose healthy() to ask
 # binaries each component needs; a missing one means "not installed" (skip locally, fail in CI)
-TOOLS = {
-    "minio": ("minio", "aws"),
-    "registry": ("registry",),
-    "registry_tls": ("registry", "openssl", "htpasswd"),
-    "mariadb": ("mariadbd", "mariadb-install-db", "mariadb"),
-    "model_registry": ("model-registry",),
-}
+TOOLS: dict[str, tuple[str, ...]] = {comp: tools for m in MODULES for comp, tools in m.TOOLS.items()}
+# start order: the steps of one chain run in turn, the chains in parallel
+CHAINS: tuple[tuple[Callable[[Site], None], ...], ...] = (
+    (oidc_issuer.start, minio.start),  # MinIO reads the issuer's discovery and keys when it starts
+    (registry.start_plain,),
+    (registry.start_tls,),
+    (mariadb.start, model_registry.start_server),
+    (model_registry.start_token_proxy,),
+)
+# what env() gives, in this order, after MODELSYNC_STACK_DIR
+ENV_PARTS = (minio.env, registry.env, model_registry.env, mariadb.env, oidc_issuer.env, minio.trust_env)
 START_TIMEOUT = 120.0  # seconds; the Model Registry runs its migrations before answering
-
-
-class StackError(Exception):
-    """The stack could not be brought up, or is not up."""
 
 
 class MissingToolsError(StackError):
@@ -107,13 +88,6 @@ def pinned_versions() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
 
 
-def find_tool(name: str) -> str | None:
-    """Locate a binary: GOBIN / ~/go/bin first (the pinned Go builds), then PATH, then sbin (mariadbd)."""
-    gobin = os.environ.get("GOBIN") or str(Path.home() / "go" / "bin")
-    path = os.pathsep.join([gobin, os.environ.get("PATH", ""), "/usr/sbin", "/usr/local/sbin"])
-    return shutil.which(name, path=path)
-
-
 def missing_tools() -> dict[str, list[str]]:
     """{tool: [components needing it]} for every tool that is not installed."""
     missing: dict[str, list[str]] = {}
@@ -122,53 +96,6 @@ def missing_tools() -> dict[str, list[str]]:
             if find_tool(tool) is None:
                 missing.setdefault(tool, []).append(comp)
     return missing
-
-
-def free_ports(count: int) -> list[int]:
-    """Ask the kernel for `count` distinct free ports (all sockets held open together so none repeats)."""
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def http_status(url: str, context: ssl.SSLContext | None = None, headers: dict | None = None) -> int | None:
-    """Status of a GET, or None when nothing answers. Never through an HTTP proxy from the environment."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
-    try:
-        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=2) as resp:
-            return resp.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except (OSError, ssl.SSLError):
-        return None
-
-
-def mysql_greets(port: int) -> bool:
-    """MariaDB speaks first: a handshake packet with protocol version 10 means it accepts connections."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
-            return len(packet := s.recv(64)) > 4 and packet[4] == 10
-    except OSError:
-        return False
-
-
-def _write_private(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-
-
-def _log_tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
 
 
 @dataclass(frozen=True)
@@ -203,6 +130,7 @@ class LocalStack:
         self.state_file = self.dir / "stack.json"
         self._state: dict = {}
         self._procs: dict[str, subprocess.Popen] = {}  # children of this process, so we can reap them
+        self.ports: dict[str, int] = {}  # picked by up()
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- public API
@@ -238,14 +166,16 @@ class LocalStack:
 
     def _start_all(self) -> None:
         self._prepare()
-        chains = (self._up_minio, self._up_registry, self._up_registry_tls, self._up_model_registry,
-                  self._up_token_proxy)
-        with concurrent.futures.ThreadPoolExecutor(len(chains)) as pool:
-            errors = [f.exception() for f in [pool.submit(c) for c in chains]]
+        with concurrent.futures.ThreadPoolExecutor(len(CHAINS)) as pool:
+            errors = [f.exception() for f in [pool.submit(self._run_chain, c) for c in CHAINS]]
         if failed := [e for e in errors if e is not None]:
             self._down()
             raise StackError("; ".join(str(e) for e in failed))
         self._save(up=True)
+
+    def _run_chain(self, steps: tuple[Callable[[Site], None], ...]) -> None:
+        for start in steps:
+            start(self)
 
     def _down(self) -> None:
         state = self._load() or self._state
@@ -286,30 +216,10 @@ class LocalStack:
         if not state.get("up"):
             raise StackError(f"stack not up (no {self.state_file})")
         port = {name: info["port"] for name, info in state["components"].items()}
-        sec = self._secret
-        return {
-            "MODELSYNC_STACK_DIR": str(self.dir),
-            "MINIO_ENDPOINT": f"http://127.0.0.1:{port['minio']}",
-            "MINIO_ACCESS_KEY": self._minio_user(),
-            "MINIO_SECRET_KEY": sec("minio-password"),
-            "MINIO_BUCKET": BUCKET,
-            "OCI_REGISTRY": f"127.0.0.1:{port['registry']}",
-            "OCI_TLS_REGISTRY": f"127.0.0.1:{port['registry_tls']}",
-            "OCI_TLS_CA": str(self.dir / "tls" / "ca.crt"),
-            "OCI_TLS_USERNAME": TLS_USERNAME,
-            "OCI_TLS_PASSWORD": sec("registry-tls-password"),
-            "MR_ADDRESS": "http://127.0.0.1",
-            "MR_PORT": str(port["model_registry"]),
-            "MR_URL": f"http://127.0.0.1:{port['model_registry']}",
-            "MR_TOKEN_PORT": str(port["mr_token_proxy"]),
-            "MR_TOKEN_URL": f"http://127.0.0.1:{port['mr_token_proxy']}",
-            "MR_TOKEN": sec("mr-token"),
-            "MARIADB_PORT": str(port["mariadb"]),
-            "OIDC_ISSUER_URL": f"http://127.0.0.1:{port['oidc']}",
-            "OIDC_SIGNING_KEY": str(self._oidc_key()),
-            "OIDC_STS_AUDIENCE": OIDC_CLIENT_ID,
-            "OIDC_ROLE_ARN": oidc_role_arn(OIDC_CLIENT_ID),
-        }
+        env = {"MODELSYNC_STACK_DIR": str(self.dir)}
+        for part in ENV_PARTS:
+            env.update(part(self, port))
+        return env
 
     def info(self) -> StackEnv:
         return StackEnv(self.env())
@@ -329,247 +239,51 @@ class LocalStack:
             tmp.write_text(json.dumps(self._state, indent=2))
             tmp.replace(self.state_file)
 
-    def _secret(self, name: str, nbytes: int = 18) -> str:
+    def secret(self, name: str, nbytes: int = 18) -> str:
         """A random secret kept in DIR/secrets/NAME (0600), created on first use and stable afterwards."""
         path = self.dir / "secrets" / name
         with self._lock:
             if not path.exists():
                 path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                _write_private(path, secrets.token_hex(nbytes))
+                write_private(path, secrets.token_hex(nbytes))
             return path.read_text().strip()
 
-    def _minio_user(self) -> str:
-        return self._secret("minio-user", 8)  # MinIO caps access keys at 20 characters
-
     def _prepare(self) -> None:
-        for sub in ("logs", "secrets", "minio", "registry", "registry_tls", "tls", "mariadb", "mr"):
+        for sub in ("logs", "secrets", *(d for m in MODULES for d in m.DIRS)):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir / "secrets", 0o700)
-        names = list(COMPONENTS) + list(AUXILIARY) + ["minio_console"]
-        self._ports = dict(zip(names, free_ports(len(names))))
+        names = list(COMPONENTS) + list(AUXILIARY) + list(minio.EXTRA_PORTS)
+        self.ports = dict(zip(names, free_ports(len(names))))
         self._state = {"up": False, "started_at": time.time(), "components": {}}
         self._save()
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, match: str = "") -> None:
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None, match: str = "") -> None:
         """Start a component in its own session (so `down` can kill its whole process group) and record it."""
-        log = open(self.dir / "logs" / f"{name}.log", "ab")
-        with log:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    env={**os.environ, **(env or {})}, cwd=self.dir, start_new_session=True)
-        self._procs[name] = proc
+        self._procs[name] = proc = procs.spawn(argv, env, cwd=self.dir, log=self.dir / "logs" / f"{name}.log")
         with self._lock:
-            self._state["components"][name] = {"pid": proc.pid, "port": self._ports[name],
+            self._state["components"][name] = {"pid": proc.pid, "port": self.ports[name],
                                                "match": match or Path(argv[0]).name}
         self._save()
 
-    def _wait_healthy(self, name: str, timeout: float = START_TIMEOUT) -> None:
-        port, proc = self._ports[name], self._procs[name]
+    def wait_healthy(self, name: str, timeout: float = START_TIMEOUT) -> None:
+        port, proc, log = self.ports[name], self._procs[name], self.dir / "logs" / f"{name}.log"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._healthy(name, port):
                 return
             if proc.poll() is not None:
-                raise StackError(f"{name} exited with {proc.returncode}:\n{_log_tail(self.dir / 'logs' / f'{name}.log')}")
+                raise StackError(f"{name} exited with {proc.returncode}:\n{procs.log_tail(log)}")
             time.sleep(0.1)
-        raise StackError(f"{name} not healthy after {timeout:.0f}s:\n{_log_tail(self.dir / 'logs' / f'{name}.log')}")
+        raise StackError(f"{name} not healthy after {timeout:.0f}s:\n{procs.log_tail(log)}")
 
     def _healthy(self, name: str, port: int) -> bool:
-        base = f"http://127.0.0.1:{port}"
-        if name == "minio":
-            return http_status(f"{base}/minio/health/live") == 200
-        if name == "registry":
-            return http_status(f"{base}/v2/") == 200
-        if name == "registry_tls":
-            ctx = ssl.create_default_context(cafile=str(self.dir / "tls" / "ca.crt"))
-            return http_status(f"https://127.0.0.1:{port}/v2/", context=ctx) == 401
-        if name == "mariadb":
-            return mysql_greets(port)
-        if name == "model_registry":
-            return http_status(f"{base}/readyz/health") == 200
-        if name == "mr_token_proxy":
-            return http_status(f"{base}/readyz/health") == 401
-        if name == "oidc":
-            return http_status(f"{base}/.well-known/openid-configuration") == 200
-        raise ValueError(name)
+        return OWNER[name].healthy(self, name, port)
 
     def _stop(self, name: str, pid: int, match: str, timeout: float = 10.0) -> None:
         proc = self._procs.get(name)
         if proc is None and not procs.alive(pid, match):
             return
         procs.stop_group(pid, proc, timeout)
-
-    # ---------------------------------------------------------------- components
-
-    def _oidc_key(self) -> Path:
-        return self.dir / "secrets" / "oidc-signing-key.pem"  # created by e2e.oidc on first start, then kept
-
-    def _up_oidc(self) -> None:
-        self._spawn("oidc", [sys.executable, "-m", "e2e.oidc", "serve", "--key", str(self._oidc_key()),
-                             "--port", str(self._ports["oidc"])], {"PYTHONPATH": str(REPO_ROOT)}, match="e2e.oidc")
-        self._wait_healthy("oidc")
-
-    def _up_minio(self) -> None:
-        self._up_oidc()  # MinIO reads the issuer's discovery and keys when it starts
-        data = self.dir / "minio"
-        env = {"MINIO_ROOT_USER": self._minio_user(),
-               "MINIO_ROOT_PASSWORD": self._secret("minio-password"),
-               "MINIO_BROWSER": "off", "MINIO_UPDATE": "off",
-               # AssumeRoleWithWebIdentity for tokens of the stack's issuer with aud = the client id
-               "MINIO_IDENTITY_OPENID_CONFIG_URL": f"http://127.0.0.1:{self._ports['oidc']}"
-                                                   "/.well-known/openid-configuration",
-               "MINIO_IDENTITY_OPENID_CLIENT_ID": OIDC_CLIENT_ID,
-               "MINIO_IDENTITY_OPENID_ROLE_POLICY": "readwrite"}
-        self._spawn("minio", [find_tool("minio"), "server", str(data / "data"), "--quiet",
-                              "--address", f"127.0.0.1:{self._ports['minio']}",
-                              "--console-address", f"127.0.0.1:{self._ports['minio_console']}",
-                              "--certs-dir", str(data / "certs")], env)
-        self._wait_healthy("minio")
-        self._create_bucket()
-
-    def _create_bucket(self) -> None:
-        env = {**os.environ, "AWS_ACCESS_KEY_ID": self._minio_user(),
-               "AWS_SECRET_ACCESS_KEY": self._secret("minio-password"), "AWS_DEFAULT_REGION": "us-east-1",
-               "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-               "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
-        run = subprocess.run([find_tool("aws"), "s3api", "create-bucket", "--bucket", BUCKET,
-                              "--endpoint-url", f"http://127.0.0.1:{self._ports['minio']}"],
-                             env=env, capture_output=True, text=True)
-        if run.returncode != 0 and "BucketAlreadyOwnedByYou" not in run.stderr:
-            raise StackError(f"create bucket {BUCKET}: {run.stderr.strip()}")
-
-    def _registry_config(self, name: str, extra: str = "") -> Path:
-        root = self.dir / name
-        config = root / "config.yml"
-        # the http secret signs upload state; fixed per state dir so restarts keep uploads resumable
-        _write_private(config, f"""version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root / 'data'}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{self._ports[name]}
-  secret: {self._secret(name + '-http-secret')}
-{extra}""")
-        return config
-
-    def _up_registry(self) -> None:
-        config = self._registry_config("registry")
-        # v3 exports OpenTelemetry traces by default; there is no collector here
-        self._spawn("registry", [find_tool("registry"), "serve", str(config)], {"OTEL_TRACES_EXPORTER": "none"})
-        self._wait_healthy("registry")
-
-    def _up_registry_tls(self) -> None:
-        tls = self.dir / "tls"
-        self._make_certs(tls)
-        htpasswd = self.dir / "registry_tls" / "htpasswd"
-        if not htpasswd.exists():
-            # -i: password from stdin, so it never shows in argv
-            subprocess.run([find_tool("htpasswd"), "-B", "-i", "-c", str(htpasswd), TLS_USERNAME],
-                           input=self._secret("registry-tls-password"), text=True, check=True,
-                           capture_output=True)
-        config = self._registry_config("registry_tls", f"""  tls:
-    certificate: {tls / 'server.crt'}
-    key: {tls / 'server.key'}
-auth:
-  htpasswd:
-    realm: modelsync
-    path: {htpasswd}
-""")
-        self._spawn("registry_tls", [find_tool("registry"), "serve", str(config)], {"OTEL_TRACES_EXPORTER": "none"})
-        self._wait_healthy("registry_tls")
-
-    def _make_certs(self, tls: Path) -> None:
-        """A throwaway CA and a server certificate for 127.0.0.1 / localhost signed by it (kept per state dir)."""
-        if (tls / "server.crt").exists():
-            return
-        openssl = find_tool("openssl")
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        (tls / "server.ext").write_text(
-            "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-            "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
-            "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
-        steps = [
-            [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-             "-subj", "/CN=modelsync local test CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
-            [openssl, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
-            [openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-             "-CAcreateserial", "-days", "3650", "-extfile", "server.ext", "-out", "server.crt"],
-        ]
-        for argv in steps:
-            subprocess.run(argv, cwd=tls, check=True, capture_output=True)
-        for key in ("ca.key", "server.key"):
-            os.chmod(tls / key, 0o600)
-
-    def _up_mariadb(self) -> None:
-        root = self.dir / "mariadb"
-        datadir, sock = root / "data", self._socket_path(root)
-        as_root = ["--user=root"] if os.geteuid() == 0 else []  # mariadbd refuses root without saying so
-        if not (datadir / "mysql").is_dir():
-            # socket auth: the OS user running the stack is MariaDB's admin, with no password anywhere
-            subprocess.run([find_tool("mariadb-install-db"), "--no-defaults", f"--datadir={datadir}", *as_root,
-                            "--auth-root-authentication-method=socket",
-                            f"--auth-root-socket-user={getpass.getuser()}", "--skip-test-db"],
-                           check=True, capture_output=True)
-        self._spawn("mariadb", [find_tool("mariadbd"), "--no-defaults", f"--datadir={datadir}", *as_root,
-                                f"--port={self._ports['mariadb']}", "--bind-address=127.0.0.1",
-                                f"--socket={sock}", f"--pid-file={root / 'mariadbd.pid'}",
-                                "--character-set-server=utf8mb4", "--collation-server=utf8mb4_general_ci",
-                                "--innodb-buffer-pool-size=64M", "--innodb-flush-log-at-trx-commit=2",
-                                "--skip-innodb-doublewrite", "--log-warnings=1"])  # 1: no note per health probe
-        self._wait_healthy("mariadb")
-        self._create_mr_database(sock)
-
-    def _socket_path(self, root: Path) -> Path:
-        # unix socket paths are limited to 108 bytes; deep temporary dirs can exceed that
-        sock = root / "mariadb.sock"
-        return sock if len(str(sock)) < 100 else Path("/tmp") / f"modelsync-mariadb-{self._ports['mariadb']}.sock"
-
-    def _create_mr_database(self, sock: Path) -> None:
-        pw = self._secret("mariadb-mr-password")
-        # both hosts: else the anonymous ''@'localhost' row shadows 'mr'@'%' for local connections
-        sql = "CREATE DATABASE IF NOT EXISTS mr CHARACTER SET utf8mb4;\n" + "".join(
-            f"CREATE USER IF NOT EXISTS 'mr'@'{h}'; ALTER USER 'mr'@'{h}' IDENTIFIED BY '{pw}';\n"
-            f"GRANT ALL PRIVILEGES ON mr.* TO 'mr'@'{h}';\n" for h in ("localhost", "127.0.0.1"))
-        run = subprocess.run([find_tool("mariadb"), "--no-defaults", "--protocol=socket", f"--socket={sock}",
-                              "-u", getpass.getuser()], input=sql, text=True, capture_output=True)
-        if run.returncode != 0:
-            raise StackError(f"mariadb: creating database mr: {run.stderr.strip()}")
-        # a client defaults-file for people and tests: `mariadb --defaults-file=DIR/mariadb/mr.cnf mr`
-        _write_private(self.dir / "mariadb" / "mr.cnf", f"[client]\nuser=mr\npassword={pw}\nhost=127.0.0.1\n"
-                                                         f"port={self._ports['mariadb']}\ndatabase=mr\n")
-
-    def _up_model_registry(self) -> None:
-        self._up_mariadb()
-        pw = self._secret("mariadb-mr-password")
-        dsn = f"mr:{pw}@tcp(127.0.0.1:{self._ports['mariadb']})/mr?charset=utf8mb4&parseTime=True"
-        # the DSN holds a password: a 0600 config file instead of argv (also keeps ~/.model-registry.yaml out)
-        config = self.dir / "mr" / "config.yaml"
-        _write_private(config, f"embedmd-database-dsn: {json.dumps(dsn)}\n")
-        self._spawn("model_registry", [find_tool("model-registry"), "proxy", "--config", str(config),
-                                       "--hostname", "127.0.0.1", "--port", str(self._ports["model_registry"]),
-                                       "--datastore-type", "embedmd", "--embedmd-database-type", "mysql"])
-        self._wait_healthy("model_registry")
-
-    def _up_token_proxy(self) -> None:
-        self._secret("mr-token", 24)
-        self._spawn("mr_token_proxy", [sys.executable, "-m", "e2e.mrproxy", "--quiet",
-                                       "--listen-port", str(self._ports["mr_token_proxy"]),
-                                       "--upstream", f"http://127.0.0.1:{self._ports['model_registry']}",
-                                       "--require-token", str(self.dir / "secrets" / "mr-token")],
-                    {"PYTHONPATH": str(REPO_ROOT)}, match="e2e.mrproxy")
-        self._wait_healthy("mr_token_proxy")
-
-
-def oidc_role_arn(client_id: str) -> str:
-    """The role ARN MinIO gives an OpenID provider in role-policy mode (it logs it at start): stable per client id."""
-    digest = base64.urlsafe_b64encode(hashlib.sha1(client_id.encode()).digest()).rstrip(b"=").decode()
-    return f"arn:minio:iam:::role/{digest}"
 
 
 # -------------------------------------------------------------------- CLI

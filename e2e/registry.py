@@ -1,0 +1,128 @@
+"""The local stack's two OCI registries: one distribution v3 binary (``registry``), two configs.
+
+    registry        distribution v3 registry, plain HTTP, delete enabled   GET /v2/ = 200
+    registry_tls    second registry: TLS (own CA in state dir), basic auth  GET /v2/ = 401 without credentials
+
+Each keeps its config (0600, it holds the http secret) and data in DIR/<name>. The TLS one has a throwaway CA and a
+server certificate for 127.0.0.1 / localhost in DIR/tls, and an htpasswd file whose password goes in on stdin.
+
+env:
+    OCI_REGISTRY            127.0.0.1:P (plain HTTP)
+    OCI_TLS_REGISTRY        127.0.0.1:P (HTTPS, basic auth)
+    OCI_TLS_CA              path of the CA certificate that signed its server certificate
+    OCI_TLS_USERNAME, OCI_TLS_PASSWORD
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import subprocess
+from collections.abc import Mapping
+from pathlib import Path
+
+from e2e.component import Site, find_tool, http_status, write_private
+
+COMPONENTS = ("registry", "registry_tls")
+TOOLS = {"registry": ("registry",), "registry_tls": ("registry", "openssl", "htpasswd")}
+DIRS = ("registry", "registry_tls", "tls")
+TLS_USERNAME = "modelsync"
+SERVE_ENV = {"OTEL_TRACES_EXPORTER": "none"}  # v3 exports OpenTelemetry traces by default; there is no collector here
+
+
+def ca_cert(site: Site) -> Path:
+    return site.dir / "tls" / "ca.crt"
+
+
+def tls_password(site: Site) -> str:
+    return site.secret("registry-tls-password")
+
+
+def _config(site: Site, name: str, extra: str = "") -> Path:
+    root = site.dir / name
+    config = root / "config.yml"
+    # the http secret signs upload state; fixed per state dir so restarts keep uploads resumable
+    write_private(config, f"""version: 0.1
+log:
+  level: info
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: {root / 'data'}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{site.ports[name]}
+  secret: {site.secret(name + '-http-secret')}
+{extra}""")
+    return config
+
+
+def start_plain(site: Site) -> None:
+    config = _config(site, "registry")
+    site.spawn("registry", [find_tool("registry"), "serve", str(config)], SERVE_ENV)
+    site.wait_healthy("registry")
+
+
+def start_tls(site: Site) -> None:
+    tls = site.dir / "tls"
+    _make_certs(tls)
+    htpasswd = site.dir / "registry_tls" / "htpasswd"
+    if not htpasswd.exists():
+        # -i: password from stdin, so it never shows in argv
+        subprocess.run([find_tool("htpasswd"), "-B", "-i", "-c", str(htpasswd), TLS_USERNAME],
+                       input=tls_password(site), text=True, check=True, capture_output=True)
+    config = _config(site, "registry_tls", f"""  tls:
+    certificate: {tls / 'server.crt'}
+    key: {tls / 'server.key'}
+auth:
+  htpasswd:
+    realm: modelsync
+    path: {htpasswd}
+""")
+    site.spawn("registry_tls", [find_tool("registry"), "serve", str(config)], SERVE_ENV)
+    site.wait_healthy("registry_tls")
+
+
+def _make_certs(tls: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost signed by it (kept per state dir)."""
+    if (tls / "server.crt").exists():
+        return
+    openssl = find_tool("openssl")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    (tls / "server.ext").write_text(
+        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
+        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    steps = [
+        [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+         "-subj", "/CN=modelsync local test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        [openssl, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
+        [openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-days", "3650", "-extfile", "server.ext", "-out", "server.crt"],
+    ]
+    for argv in steps:
+        subprocess.run(argv, cwd=tls, check=True, capture_output=True)
+    for key in ("ca.key", "server.key"):
+        os.chmod(tls / key, 0o600)
+
+
+def healthy(site: Site, name: str, port: int) -> bool:
+    if name == "registry":
+        return http_status(f"http://127.0.0.1:{port}/v2/") == 200
+    if name == "registry_tls":
+        ctx = ssl.create_default_context(cafile=str(ca_cert(site)))
+        return http_status(f"https://127.0.0.1:{port}/v2/", context=ctx) == 401
+    raise ValueError(name)
+
+
+def env(site: Site, port: Mapping[str, int]) -> dict[str, str]:
+    return {
+        "OCI_REGISTRY": f"127.0.0.1:{port['registry']}",
+        "OCI_TLS_REGISTRY": f"127.0.0.1:{port['registry_tls']}",
+        "OCI_TLS_CA": str(ca_cert(site)),
+        "OCI_TLS_USERNAME": TLS_USERNAME,
+        "OCI_TLS_PASSWORD": tls_password(site),
+    }
