@@ -253,6 +253,18 @@ def _host_of(reference: str | None) -> str | None:
 
 
 
+def _check_path(text: str) -> None:
+    """A path the file system cannot even look up (a name too long, a NUL) is a setting problem, not a crash later
+    in whatever first touches it. Not existing is fine here: each use says what it needs."""
+    try:
+        os.stat(text)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except (OSError, ValueError) as exc:
+        shown = text if len(text) <= 80 else f"{text[:60]}…({len(text)} characters)"
+        raise ValueError(f"'{shown}' cannot be used as a path ({getattr(exc, 'strerror', None) or exc})") from None
+
+
 def _default_schemes(values: dict[str, Any]) -> None:
     """An S3 endpoint without a scheme is https, as upstream reads it; said, since plain HTTP then fails."""
     for name in ("source_aws_endpoint", "destination_aws_endpoint"):
@@ -288,6 +300,8 @@ def convert(s: Setting, text: str) -> Any:
         if low in _FALSE:
             return False
         raise ValueError(f"'{text}' is not a boolean; use true/false, 1/0 or yes/no")
+    if s.kind == "path":
+        _check_path(text)
     if s.kind == "int":
         try:
             number = int(text)

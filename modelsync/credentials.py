@@ -28,7 +28,7 @@ def read_secret_dir(path: str, setting: str) -> dict[str, str]:
     Kubernetes mounts a Secret as files plus '..data' symlinks and dot-directories; those are skipped.
     """
     root = Path(path)
-    if not root.is_dir():
+    if not _is_dir(root, setting):
         raise ConfigError(f"{setting}: '{path}' is not a directory; point it at a mounted Secret "
                           f"(one file per key, e.g. AWS_ACCESS_KEY_ID)")
     values: dict[str, str] = {}
@@ -42,6 +42,13 @@ def read_secret_dir(path: str, setting: str) -> dict[str, str]:
     return values
 
 
+def _is_dir(path: Path, setting: str) -> bool:
+    try:
+        return path.is_dir()
+    except OSError as exc:  # e.g. a name too long to look up
+        raise ConfigError(f"{setting}: '{str(path)[:80]}' cannot be used as a path ({exc.strerror})") from None
+
+
 def normalize_registry(name: str) -> str:
     """'https://quay.io/v1/' -> 'quay.io'; Docker Hub spellings -> 'docker.io'."""
     name = name.strip()
@@ -53,7 +60,7 @@ def normalize_registry(name: str) -> str:
 def dockerconfig_file(path: str) -> Path:
     """A .dockerconfigjson Secret may be mounted as the file itself or as a directory holding it."""
     p = Path(path)
-    if p.is_dir():
+    if _is_dir(p, "the .dockerconfigjson path"):
         for name in (".dockerconfigjson", "config.json", ".dockercfg"):
             if (p / name).is_file():
                 return p / name

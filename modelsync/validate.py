@@ -24,9 +24,14 @@ log = logging.getLogger("modelsync.config")
 
 def validate(cfg: Config) -> list[str]:
     problems: list[str] = []
-    problems += sources.of(cfg).validate(cfg)
-    problems += destinations.of(cfg).validate(cfg)
-    problems += _require_intent(cfg)
+    # A value that failed to convert is None here (its problem is already reported): checks that need it are
+    # skipped rather than tripping over it.
+    if cfg.values.get("source_type") in sources.TYPES:
+        problems += sources.of(cfg).validate(cfg)
+    if cfg.values.get("destination_type") in destinations.TYPES:
+        problems += destinations.of(cfg).validate(cfg)
+    if cfg.values.get("model_upload_intent") is not None:
+        problems += _require_intent(cfg)
     problems += require(cfg, ["registry_server_address"], "registering in the Model Registry")
     problems += _check_files(cfg)
     problems += _check_signing(cfg)
@@ -55,7 +60,7 @@ def _check_files(cfg: Config) -> list[str]:
         if value and s.kind == "path" and (s.name.endswith("ca_bundle") or s.name in (
                 "registry_custom_ca", "signing_identity_token_path")) and not Path(value).is_file():
             problems.append(f"{s.arg} / {s.env}: '{value}' is not a readable file")
-    storage = Path(cfg.values["storage_path"])
+    storage = Path(cfg.values["storage_path"] or "/")  # None: its conversion failed, already reported
     if storage.exists() and not storage.is_dir():
         problems.append(f"--storage-path / MODEL_SYNC_STORAGE_PATH: '{storage}' exists and is not a directory")
     return problems

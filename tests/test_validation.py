@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from modelsync import config
 from modelsync.errors import ConfigError
+from modelsync.settings import SETTINGS
 from modelsync.validate import signing_decision
 
 BASE = {  # a valid pvc -> pvc, update_artifact configuration; tests change one thing at a time
@@ -145,3 +150,32 @@ def test_sign_true_without_sigstore_vars_is_a_config_error():
 def test_setting_for_an_unused_type_is_warned_about(caplog):
     config.load([], {**BASE, "MODEL_SYNC_SOURCE_OCI_URI": "reg.example/m:1"})
     assert "MODEL_SYNC_SOURCE_OCI_URI is set but source type is pvc: it is ignored" in caplog.text
+
+
+BAD_VALUES = ["bogus", "-1", "0", "x" * 300, "true", " ", "/does/not/exist", "http://", "::", "a b", "é", "99999"]
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.name not in ("env_file",)], ids=lambda s: s.name)
+def test_any_bad_value_of_any_setting_is_a_config_error_never_a_crash(setting, monkeypatch, tmp_path):
+    """The class behind 'a validation step trips over a value that failed to convert': every setting, with values
+    of every wrong shape, on top of a valid configuration, either loads or raises ConfigError."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    for value in BAD_VALUES:
+        try:
+            config.load([], {**BASE, setting.env: value})
+        except ConfigError as err:
+            assert err.problems and all(p and "\n" not in p for p in err.problems), (value, err.problems)
+
+
+@pytest.mark.parametrize("env", [{"MODEL_SYNC_SOURCE_TYPE": "bogus"}, {"MODEL_SYNC_DESTINATION_TYPE": "ftp"},
+                                 {"MODEL_SYNC_MODEL_UPLOAD_INTENT": "delete_everything"},
+                                 {"MODEL_SYNC_REGISTRY_PORT": "http"}, {"MODEL_SYNC_SIGN": "perhaps"}],
+                         ids=lambda e: next(iter(e)))
+def test_bad_enum_and_number_values_exit_2_with_one_line_each_through_the_cli(env, tmp_path):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("MODEL_SYNC_")}
+    done = subprocess.run([sys.executable, "-m", "modelsync"], env={**clean, **BASE, **env}, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and "unexpected" not in done.stderr
+    assert next(iter(env)) in done.stderr
