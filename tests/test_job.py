@@ -219,7 +219,7 @@ def test_dry_run_reports_the_api_generation_and_plan_and_writes_nothing(stack, t
     report, ok = job.dry_run(config.load(["--dry-run"], env))
     assert ok
     assert report["preflight"]["registry"]["api_version"] == "v1alpha3"
-    assert report["preflight"]["source"] == {"type": "pvc", "files": 5, "bytes": sum(
+    assert report["preflight"]["source"] == {"type": "pvc", "path": str(model_dir), "files": 5, "bytes": sum(
         f.stat().st_size for f in model_dir.rglob("*") if f.is_file())}
     assert any("RegisteredModel" in line and "create" in line for line in report["preflight"]["plan"])
     with pytest.raises(urllib.error.HTTPError):
