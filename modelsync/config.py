@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .secret import MASK, Secret, redact_url, register, register_url
 from .locations import strip_scheme
 from .settings import (BY_ENV, BY_NAME, OCI_FILE_KEYS, S3_FILE_KEYS, SETTINGS, SIGSTORE_OPTIONAL,  # noqa: F401
-                       SIGSTORE_VARS, Setting)
+                       SIGSTORE_VARS, Setting, parse_size)
 from .validate import validate
 
 log = logging.getLogger("modelsync.config")
@@ -310,6 +310,8 @@ def convert(s: Setting, text: str) -> Any:
         if s.name.endswith("port") and not 0 < number < 65536:
             raise ValueError(f"{number} is not a port number (1-65535)")
         return number
+    if s.kind == "size":
+        return parse_size(text)
     if s.name.endswith("log_level") and text in _LOG_LEVEL_NUMBERS:  # upstream takes Python's numeric levels
         return _LOG_LEVEL_NUMBERS[text]
     if s.choices:

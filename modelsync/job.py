@@ -4,6 +4,9 @@
     with its credentials and holding nothing the job would destroy) -> claim in the registry (PENDING / created)
     -> fetch into the storage path -> publish to the destination (verified) -> LIVE with URI + digest
 
+A (source, destination) pair listed in PIPELINES replaces fetch-then-publish with a pipeline of its own (download,
+layer and push overlapped, the storage path holding only what is in flight): today S3 -> OCI (pipeline.py).
+
 Any failure after the claim marks the artifact ABANDONED with the (masked) error, so the registry never shows a
 LIVE artifact whose files are not there. The job works in a locked directory of its own under the storage path
 (workspace.py), removed on every exit.
@@ -19,7 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import destinations, registry, sources, workspace
+from types import ModuleType
+
+from . import destinations, pipeline, registry, sources, workspace
 from .config import Config
 from .errors import ConfigError, ModelSyncError
 from .files import human, require_free_space, total_size
@@ -114,10 +119,28 @@ def preflight_source(cfg: Config) -> tuple[dict[str, Any], dict[str, int] | None
     return described, files
 
 
-def check_space(cfg: Config, size: int | None) -> None:
+# Pairs moved by a pipeline instead of fetch-then-publish. Such a module has
+#     applies(cfg) -> bool                      whether it takes this job (else fetch-then-publish)
+#     storage_needed(cfg, files) -> int         the least the storage path must hold (what is in flight at most)
+#     transfer(cfg, ws, job, source) -> Published
+PIPELINES: dict[tuple[str, str], ModuleType] = {("s3", "oci"): pipeline}
+
+
+def pipeline_of(cfg: Config) -> ModuleType | None:
+    found = PIPELINES.get((cfg.source_type, cfg.destination_type))
+    return found if found is not None and found.applies(cfg) else None
+
+
+def check_space(cfg: Config, size: int | None, files: dict[str, int] | None = None) -> None:
     """Before the claim: the storage path must hold a downloaded copy (unless read in place) and, for an OCI
-    destination, the modelcar's layers as well. Sizes unknown before download are checked again on the way."""
+    destination, the modelcar's layers as well; a pipeline needs only its largest item in flight. Sizes unknown
+    before download are checked again on the way."""
     if size is None:
+        return
+    fast = pipeline_of(cfg)
+    if fast is not None and files:
+        need = fast.storage_needed(cfg, files)
+        require_free_space(Path(cfg.storage_path), need, "the pipeline's largest layer in flight")
         return
     parts = ([] if sources.of(cfg).READS_IN_PLACE else ["download"]) + list(destinations.of(cfg).STORAGE_PARTS)
     if parts:
@@ -138,7 +161,7 @@ def run(cfg: Config) -> Published:
         plan = reg.preflight(job_intent)
         source, files = preflight_source(cfg)
         destination = destinations.of(cfg).preflight(cfg, job, files)
-        check_space(cfg, source.get("bytes"))
+        check_space(cfg, source.get("bytes"), files)
         log.info("preflight passed: %s; source %s; destination %s", "; ".join(plan.describe()),
                  ", ".join(f"{k} {v}" for k, v in source.items()),
                  ", ".join(f"{k} {v}" for k, v in destination.items()),
@@ -163,6 +186,9 @@ def run(cfg: Config) -> Published:
 
 def transfer(cfg: Config, ws: workspace.Workspace, job: str) -> Published:
     source = sources.of(cfg)
+    fast = pipeline_of(cfg)
+    if fast is not None:
+        return fast.transfer(cfg, ws, job, source.public_source(cfg))
     model_dir, files = source.fetch(cfg, ws)
     log.info("fetched %d file(s), %s", len(files), human(total_size(files)))
     return destinations.of(cfg).publish(cfg, model_dir, files, ws, job, source.public_source(cfg))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import math
 import os
@@ -203,22 +204,56 @@ def write_layer(files: Sequence[tuple[str, Path]], layout: Layout, title: str) -
                 _copy_hashed(fin, out, info.size, file_sha, rel)
             out.write(bytes(-info.size % tarfile.BLOCKSIZE))  # pad the data to a whole block
             entries.append(FileEntry(rel, info.size, file_sha.hexdigest()))
-        out.write(bytes(2 * tarfile.BLOCKSIZE))                     # end-of-archive marker
-        out.write(bytes(-out.size % tarfile.RECORDSIZE))            # and to a whole record, as tar(1) does
+        _end_archive(out)
     layout.commit_blob(tmp, out.digest)
     return ModelcarLayer(title, out.digest, out.size, tuple(entries))
 
 
-def _copy_hashed(fin: BinaryIO, out: HashingWriter, size: int, file_sha: Any, relpath: str) -> None:
+def write_stream_layer(relpath: str, size: int, stream: BinaryIO, layout: Layout, title: str,
+                       source: str) -> ModelcarLayer:
+    """The one-file layer of relpath written straight from a byte stream (a download's stdout) of exactly size
+    bytes: tar header, the bytes, padding and end blocks, the file and the layer hashed on the way (two threads).
+    Byte for byte the layer write_layer makes of the same file; `source` names the stream in errors."""
+    tmp = layout.staging_file(hashlib.sha256(relpath.encode()).hexdigest()[:16])
+    with open(tmp, "wb") as raw:
+        out = HashingWriter(raw)
+        file_sha = hashlib.sha256()
+        for info in layer_members([(relpath, size)]):
+            out.write(tar_header(info))
+            if info.isreg():
+                _copy_hashed(stream, out, size, file_sha, relpath,
+                             short=f"{source} ended before the {size} bytes listed")
+                out.write(bytes(-size % tarfile.BLOCKSIZE))
+        _end_archive(out)
+    if stream.read(1):
+        raise TransferError(f"{relpath}: {source} sent more than the {size} bytes listed (changed meanwhile?)")
+    layout.commit_blob(tmp, out.digest)
+    return ModelcarLayer(title, out.digest, out.size, (FileEntry(relpath, size, file_sha.hexdigest()),))
+
+
+def layer_tar_size(files: Sequence[tuple[str, int]]) -> int:
+    """Bytes of the layer tar of files [(relative path, size)], as write_layer / write_stream_layer make it."""
+    size = sum(len(tar_header(info)) + info.size + (-info.size % tarfile.BLOCKSIZE) for info in layer_members(files))
+    size += 2 * tarfile.BLOCKSIZE
+    return size + (-size % tarfile.RECORDSIZE)
+
+
+def _end_archive(out: HashingWriter) -> None:
+    out.write(bytes(2 * tarfile.BLOCKSIZE))                     # end-of-archive marker
+    out.write(bytes(-out.size % tarfile.RECORDSIZE))            # and to a whole record, as tar(1) does
+
+
+def _copy_hashed(fin: BinaryIO, out: HashingWriter, size: int, file_sha: Any, relpath: str,
+                 short: str = "file shrank while being read") -> None:
     """Copy exactly size bytes, the file's hash taken in a reader thread while this one hashes and writes the tar.
 
     hashlib and file I/O release the GIL, so the two sha256 passes run on two cores (about twice as fast).
     A file of one buffer or less is copied in this thread: a thread per small file would cost more than it saves.
     """
     if size <= _COPY_BUF:
-        data = fin.read(size)
+        data = _read_exactly(fin, size)
         if len(data) < size:
-            raise TransferError(f"{relpath}: file shrank while being read")
+            raise TransferError(f"{relpath}: {short}")
         file_sha.update(data)
         out.write(data)
         return
@@ -228,9 +263,9 @@ def _copy_hashed(fin: BinaryIO, out: HashingWriter, size: int, file_sha: Any, re
         try:
             left = size
             while left > 0:
-                data = fin.read(min(_COPY_BUF, left))
+                data = _read_exactly(fin, min(_COPY_BUF, left))
                 if not data:
-                    raise TransferError(f"{relpath}: file shrank while being read")
+                    raise TransferError(f"{relpath}: {short}")
                 file_sha.update(data)
                 left -= len(data)
                 chunks.put(data)
@@ -252,6 +287,19 @@ def _copy_hashed(fin: BinaryIO, out: HashingWriter, size: int, file_sha: Any, re
                 chunks.get_nowait()
             except queue.Empty:
                 thread.join(0.05)
+
+
+def _read_exactly(fin: BinaryIO, n: int) -> bytes:
+    """Up to n bytes, fewer only at end of file: a pipe returns what it has, a file all that is asked for."""
+    data = fin.read(n)
+    if not data or len(data) == n:
+        return data
+    parts = [data]
+    left = n - len(data)
+    while left > 0 and (more := fin.read(left)):
+        parts.append(more)
+        left -= len(more)
+    return b"".join(parts)
 
 
 def model_files(model_dir: Path) -> list[tuple[str, Path]]:
@@ -345,8 +393,8 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
     """
     out = Layout(out_dir)
     out.init()
-    created_at = _rfc3339(created or _source_date_epoch() or dt.datetime.now(dt.timezone.utc))
-    base_layers, config = _base(out, base_dir, platform)
+    created_at = created_time(created)
+    base_layers, config = base_image(base_dir, platform, out)
     files = model_files(model_dir)
     sources = dict(files)
     budget = max(1, min(MODEL_LAYER_BUDGET, MAX_IMAGE_LAYERS - len(base_layers)))
@@ -361,7 +409,21 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
         log.debug("layer %s %s (%d files, %d bytes, %.1fs)", title, layer.digest[:19], len(group), layer.size,
                   time.monotonic() - start)
         layers.append(layer)
+    return finish_image(out, tag, config, base_layers, layers, created_at, source)
 
+
+def created_time(created: dt.datetime | None = None) -> str:
+    """The image's `created`: the given time, else SOURCE_DATE_EPOCH, else now (RFC 3339, UTC, seconds)."""
+    return _rfc3339(created or _source_date_epoch() or dt.datetime.now(dt.timezone.utc))
+
+
+def finish_image(out: Layout, tag: str, config: dict[str, Any], base_layers: list[dict[str, Any]],
+                 layers: Sequence[ModelcarLayer], created_at: str, source: str | None) -> ModelcarImage:
+    """Config and manifest of the modelcar (base layers + the model's layers) written into out, tagged.
+
+    The model's layer blobs need not be in out: the pipeline pushes each as soon as it is written and deletes it.
+    """
+    config = json.loads(json.dumps(config))  # the caller's copy stays as it was
     config["created"] = created_at
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []}).setdefault("diff_ids", [])
     config["rootfs"]["diff_ids"].extend(layer.digest for layer in layers)  # uncompressed: diff_id == digest
@@ -381,11 +443,13 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
     }
     manifest_desc = out.add_bytes(canonical_json(manifest), OCI_MANIFEST)
     out.write_index(manifest_desc, tag)
-    return ModelcarImage(out_dir, tag, manifest_desc["digest"], manifest, tuple(layers))
+    return ModelcarImage(out.root, tag, manifest_desc["digest"], manifest, tuple(layers))
 
 
-def _base(out: Layout, base_dir: Path | None, platform: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """The base image's layer descriptors (blobs brought into out) and a copy of its config; scratch if None."""
+def base_image(base_dir: Path | None, platform: str,
+               out: Layout | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The base image's layer descriptors and a copy of its config (scratch if base_dir is None); with out, the
+    base layer blobs are brought into out as well."""
     if base_dir is None:
         return [], _scratch_config(platform)
     base = Layout(base_dir)
@@ -396,7 +460,8 @@ def _base(out: Layout, base_dir: Path | None, platform: str) -> tuple[list[dict[
     config = base.read_json(manifest["config"]["digest"])
     layers = []
     for layer in manifest.get("layers") or []:
-        out.import_blob(base, layer["digest"])
+        if out is not None:
+            out.import_blob(base, layer["digest"])
         layers.append({k: v for k, v in layer.items() if k in ("mediaType", "digest", "size", "annotations", "urls")})
     if len(config.get("rootfs", {}).get("diff_ids", [])) != len(layers):
         raise TransferError(f"base image in {base_dir}: config lists {len(config['rootfs']['diff_ids'])} diff_ids "

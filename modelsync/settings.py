@@ -34,7 +34,7 @@ class Setting:
     name: str
     help: str
     default: str | None = None
-    kind: str = "str"            # str | bool | int | path
+    kind: str = "str"            # str | bool | int | path | size (bytes, see parse_size)
     secret: bool = False
     choices: tuple[str, ...] = ()
     group: str = "general"
@@ -152,7 +152,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("signing_identity_token_path", "Identity token file for signing (default: the pod's service-account "
             "token)", kind="path", group="signing"),
     # --- job ----------------------------------------------------------------------------------------------
-    Setting("storage_path", "Scratch space; must hold the whole model", default="/tmp/model-sync", kind="path"),
+    Setting("storage_path", "Scratch space; must hold the whole model (S3 to OCI: only what is in flight, see "
+            "--max-in-flight-bytes)", default="/tmp/model-sync", kind="path"),
+    Setting("max_in_flight_bytes", "S3 to OCI: most bytes of layers kept in the storage path at once (downloaded, "
+            "not yet pushed), e.g. 512Mi, 2Gi, 4G or a number of bytes; default two of the model's largest file",
+            kind="size"),
     Setting("log_format", "text (for people) or json (one object per line)", default="text", choices=LOG_FORMATS),
     Setting("log_level", "Log level of the job", default="info", choices=LOG_LEVELS),
     Setting("env_file", "A .env file read below real env vars (default ./.env if present)", kind="path"),
@@ -171,3 +175,20 @@ def markdown_table() -> str:
         secret = " Secret: never logged." if s.secret else ""
         rows.append(f"| `{s.env}` | `{s.arg}` | {default} | {s.help}.{choices}{secret} |")
     return "\n".join(rows)
+
+
+_SIZE_UNITS = {"": 1, "k": 10**3, "m": 10**6, "g": 10**9, "t": 10**12,
+               "ki": 1 << 10, "mi": 1 << 20, "gi": 1 << 30, "ti": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """Bytes from `1048576`, `512Mi`, `2Gi`, `4G`, `1.5Gi` (binary with i, decimal without, as Kubernetes
+    quantities; a trailing B is allowed); ValueError for anything else or a size below 1."""
+    import re
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]i?)?[bB]?\s*", text)
+    if not m:
+        raise ValueError(f"'{text}' is not a size; use bytes or a suffix: 512Mi, 2Gi, 4G")
+    value = int(float(m.group(1)) * _SIZE_UNITS[(m.group(2) or "").lower()])
+    if value < 1:
+        raise ValueError(f"'{text}' is less than one byte")
+    return value

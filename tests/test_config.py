@@ -100,6 +100,8 @@ def _two_values(s):
         return "true", "no"
     if s.kind == "int":
         return "8443", "9443"
+    if s.kind == "size":
+        return "512Mi", "2Gi"
     if s.choices:
         return s.choices[0], s.choices[1]
     if s.name.endswith("_endpoint"):

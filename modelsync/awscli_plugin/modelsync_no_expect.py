@@ -4,7 +4,14 @@ botocore sends `Expect: 100-continue` on every upload. Against MinIO its 100-con
 upload in two stalls for the whole read timeout (60 s by default) before a retry succeeds (boto/botocore#1833,
 minio/minio#11245). Dropping the header after signing (it is not a signed header) removes the stall; it only
 costs re-sending a body when a store rejects a request early, e.g. on a region redirect.
+
+A download's memory: s3transfer queues up to `max_io_queue_size` (default 1000) chunks of 256 KiB that wait to be
+written, and the CLI has no setting for it. When the consumer is slower than the network (a pipe into modelsync,
+a slow disk) the queue fills: `aws s3 cp` peaked at ~370 MiB RSS for 1 GiB. The plugin lowers that default to
+MAX_IO_QUEUE (bench/PIPELINE-STUDY.md: ~110 MiB peak, no loss of speed, the 10 ranged GETs stay parallel).
 """
+
+MAX_IO_QUEUE = 32
 
 
 def drop_expect(request, **kwargs):
@@ -13,5 +20,25 @@ def drop_expect(request, **kwargs):
         del request.headers["Expect"]
 
 
+def cap_io_queue(size=MAX_IO_QUEUE):
+    """Make `size` the default max_io_queue_size of every s3transfer TransferConfig made in this process (the aws
+    CLI builds its own from ~/.aws/config's s3 section, which cannot name this one). Only the aws child calls it."""
+    try:
+        from s3transfer.manager import TransferConfig
+    except ImportError:  # an aws CLI without s3transfer: nothing to cap
+        return
+    init = TransferConfig.__init__
+    if getattr(init, "_modelsync_io_queue", None) is not None:
+        return
+
+    def capped(self, *args, **kwargs):
+        kwargs.setdefault("max_io_queue_size", size)
+        init(self, *args, **kwargs)
+
+    capped._modelsync_io_queue = size
+    TransferConfig.__init__ = capped
+
+
 def awscli_initialize(cli):
     cli.register("before-send.s3", drop_expect)
+    cap_io_queue()

@@ -1,0 +1,279 @@
+"""S3 -> OCI through the pipeline (modelsync/pipeline.py) on the real stack: the same manifest digest as
+fetch-then-publish, scratch bounded by --max-in-flight-bytes, a failing push abandons and cleans up, SIGTERM stops
+everything within seconds; and the parts without a stack (stream layers, sizes, the aws CLI memory cap)."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from modelsync import config, job, modelcar, pipeline, tools
+from modelsync.aws import cli_env, cli_flags
+from modelsync.errors import ModelSyncError, TransferError
+from modelsync.files import dir_bytes, inventory
+from modelsync.oci_layout import Layout
+from modelsync.settings import parse_size
+
+from .models import TEST_JOB, make_model, write_big
+from .test_job import base_env, destination_env, mr_get, read_back, s3loc, start_and_wait_for_pending
+
+MIB = 1 << 20
+
+
+# ---- without a stack ----------------------------------------------------------------------------------------------
+
+
+def test_stream_layer_is_byte_for_byte_the_file_layer(tmp_path):
+    data = os.urandom(9 * MIB + 123)  # over one copy buffer: the two-thread hashing path
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    one, two = Layout(tmp_path / "one"), Layout(tmp_path / "two")
+    one.init()
+    two.init()
+    for rel in ("a/b/weights.bin", "x" * 120 + "/long ünï.bin"):  # nested dirs; a GNU longname entry
+        by_file = modelcar.write_layer([(rel, src)], one, "t")
+        streamed = modelcar.write_stream_layer(rel, len(data), io.BytesIO(data), two, "t", "test")
+        assert streamed == by_file
+        assert streamed.size == modelcar.layer_tar_size([(rel, len(data))])
+        assert streamed.files[0].sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_stream_layer_refuses_a_stream_of_the_wrong_length(tmp_path):
+    out = Layout(tmp_path / "l")
+    out.init()
+    with pytest.raises(TransferError, match="ended before the 100 bytes"):
+        modelcar.write_stream_layer("f", 100, io.BytesIO(b"x" * 99), out, "t", "the download")
+    with pytest.raises(TransferError, match="more than the 100 bytes"):
+        modelcar.write_stream_layer("f", 100, io.BytesIO(b"x" * 101), out, "t", "the download")
+
+
+def test_sizes():
+    assert parse_size("512Mi") == 512 * MIB and parse_size("2Gi") == 2 << 30 and parse_size("4G") == 4 * 10**9
+    assert parse_size("1048576") == MIB and parse_size("1.5Ki") == 1536 and parse_size("64MiB") == 64 * MIB
+    for bad in ("", "lots", "-1", "2Xi", "0"):
+        with pytest.raises(ValueError):
+            parse_size(bad)
+    assert pipeline._glob_literal("a[1]*?.bin") == "a[[]1][*][?].bin"
+
+
+def test_items_stream_large_files_and_batch_small_ones():
+    files = {"big/a.bin": 100 * MIB, "big/b.bin": 64 * MIB, "config.json": 10, "tok/t.json": 5 * MIB}
+    items = pipeline._items(files, modelcar.MODEL_LAYER_BUDGET)
+    assert [(i.streamed, [g for g, _ in i.layers]) for i in items] == [
+        (True, [("big/a.bin",)]), (True, [("big/b.bin",)]), (False, [("config.json",), ("tok/t.json",)])]
+    assert pipeline.storage_needed(None, files) == modelcar.layer_tar_size([("big/a.bin", 100 * MIB)])
+
+
+# ---- on the stack -------------------------------------------------------------------------------------------------
+
+def upload(stack, model_dir: Path) -> str:
+    from modelsync.destinations.s3 import publish_s3
+    prefix = f"pipe-src-{uuid.uuid4().hex[:8]}"
+    publish_s3(model_dir, inventory(model_dir), s3loc(stack, prefix), TEST_JOB)
+    return prefix
+
+
+def s3_env(stack, prefix: str) -> dict[str, str]:
+    return {"MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_BUCKET": stack.minio_bucket,
+            "MODEL_SYNC_SOURCE_AWS_KEY": prefix, "MODEL_SYNC_SOURCE_AWS_ENDPOINT": stack.minio_endpoint,
+            "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": stack.minio_access_key,
+            "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
+
+
+def job_env(stack, tmp_path: Path, prefix: str, base_image: str, label: str) -> tuple[dict[str, str], str]:
+    name = f"pipe-{label}-{uuid.uuid4().hex[:6]}"
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    return {**base_env(stack, run_dir, name), **s3_env(stack, prefix),
+            **destination_env("oci", stack, tmp_path, base_image)}, name
+
+
+def artifact(stack, name: str) -> dict:
+    rm = mr_get(stack, f"registered_model?name={name}")
+    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
+    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    return art
+
+
+@pytest.mark.stack
+def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base_image, monkeypatch, caplog):
+    """A big file (streamed) and small ones (batched): the same digest as the old path, LIVE, bytes read back."""
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # pins `created`: the whole image is reproducible
+    model_dir = tmp_path / "model"
+    expected = make_model(model_dir, big_bytes=70 * MIB)
+    prefix = upload(stack, model_dir)
+
+    env, name = job_env(stack, tmp_path, prefix, base_image, "new")
+    with caplog.at_level(logging.INFO, logger="modelsync.pipeline"):
+        streamed = job.run(config.load([], env))
+    assert any(r.name == "modelsync.pipeline" and "1 streamed" in r.getMessage() for r in caplog.records)
+    assert artifact(stack, name)["state"] == "LIVE"
+    assert {f.path: f.sha256 for f in streamed.files} == expected
+    assert read_back(streamed, "oci", stack, tmp_path) == expected
+
+    monkeypatch.delitem(job.PIPELINES, ("s3", "oci"))  # fetch-then-publish, as before the pipeline
+    caplog.clear()
+    env, _ = job_env(stack, tmp_path, prefix, base_image, "old")
+    with caplog.at_level(logging.INFO, logger="modelsync.pipeline"):
+        fetched = job.run(config.load([], env))
+    assert not any(r.name == "modelsync.pipeline" for r in caplog.records)
+    assert fetched.digest == streamed.digest
+    assert fetched.files == streamed.files
+
+
+@pytest.mark.stack
+def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, monkeypatch):
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir = tmp_path / "model"
+    expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", 64 * MIB) for i in range(5)}
+    prefix = upload(stack, model_dir)
+    env, name = job_env(stack, tmp_path, prefix, base_image, "cap")
+    cap = 140 * MIB  # two 64 MiB layers, not three
+    env["MODEL_SYNC_MAX_IN_FLIGHT_BYTES"] = "140Mi"
+    storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.01):
+            try:
+                # layers in flight, not the base image (pulled once, a few MiB) nor the job's small files
+                peak[0] = max(peak[0], sum(dir_bytes(p) for p in storage.glob(".modelsync-*/work/pipeline/image")))
+            except OSError:
+                pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        published = job.run(config.load([], env))
+    finally:
+        stop.set()
+        sampler.join()
+    assert {f.path: f.sha256 for f in published.files} == expected
+    assert 64 * MIB < peak[0] <= cap, f"peak scratch {peak[0] / MIB:.1f} MiB"
+    assert artifact(stack, name)["state"] == "LIVE"
+
+
+def fake_oras(tmp_path: Path, fail_at: int) -> Path:
+    """A directory holding an `oras` that runs the real one, except that its blob push number fail_at fails."""
+    real = tools.which("oras")
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "oras"
+    count = tmp_path / "blob-pushes"
+    script.write_text(f"""#!/bin/sh
+if [ "$1 $2" = "blob push" ]; then
+  n=$(cat '{count}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{count}'
+  if [ $n -eq {fail_at} ]; then echo "Error: simulated: the registry refused blob $n" >&2; exit 1; fi
+fi
+exec '{real}' "$@"
+""")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+@pytest.mark.stack
+def test_a_failing_push_midway_abandons_and_leaves_nothing(stack, tmp_path, base_image, monkeypatch):
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir = tmp_path / "model"
+    for i in range(4):
+        write_big(model_dir / f"shard-{i}.bin", 64 * MIB)
+    prefix = upload(stack, model_dir)
+    env, name = job_env(stack, tmp_path, prefix, base_image, "fail")
+    # blob push 1 is busybox's layer, 2 the first shard: the third push fails with the pipeline in full flow
+    monkeypatch.setenv("PATH", f"{fake_oras(tmp_path, 3)}:{os.environ['PATH']}")
+    with pytest.raises(ModelSyncError, match="simulated: the registry refused blob 3"):
+        job.run(config.load([], env))
+    art = artifact(stack, name)
+    assert art["state"] == "ABANDONED"
+    assert "simulated" in art["customProperties"]["modelsync.error"]["string_value"]
+    storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
+    assert not any(storage.iterdir()), list(storage.iterdir())
+    children = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split()
+    assert children == [], f"child tools still running: {children}"
+
+
+@pytest.mark.stack
+def test_too_small_storage_path_names_what_the_pipeline_needs(stack, tmp_path, base_image, monkeypatch):
+    import collections
+
+    from modelsync import files
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir = tmp_path / "model"
+    make_model(model_dir)
+    prefix = upload(stack, model_dir)
+    env, name = job_env(stack, tmp_path, prefix, base_image, "space")
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 1024))
+    with pytest.raises(ModelSyncError, match=r"has 1.0 KiB free but the pipeline's largest layer in flight needs"):
+        job.run(config.load([], env))
+    with pytest.raises(Exception):  # nothing registered: the refusal came before the claim
+        mr_get(stack, f"registered_model?name={name}")
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_sigterm_stops_the_pipeline_within_seconds(stack, tmp_path, base_image):
+    model_dir = tmp_path / "model"
+    for i in range(4):
+        write_big(model_dir / f"shard-{i}.bin", 256 * MIB)
+    prefix = upload(stack, model_dir)
+    env, name = job_env(stack, tmp_path, prefix, base_image, "term")
+    proc, mv = start_and_wait_for_pending(stack, env, name, tmp_path)
+    time.sleep(1.5)  # into the transfer: a download and a push under way
+    assert proc.poll() is None, "the transfer finished before it could be interrupted"
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 10, f"took {time.monotonic() - sent:.1f}s to stop"
+    assert proc.returncode == 1, err
+    assert "stopped by SIGTERM" in err
+    assert artifact(stack, name)["state"] == "ABANDONED"
+    assert not list(Path(env["MODEL_SYNC_STORAGE_PATH"]).glob(".modelsync-*"))
+    leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert leftovers == [], f"processes of the job's session still running: {leftovers}"
+
+
+@pytest.mark.stack
+def test_aws_download_memory_is_capped_by_the_plugin(stack, tmp_path):
+    """`aws s3 cp … -` into a consumer slower than the network: s3transfer's I/O queue would grow to ~250 MiB;
+    the plugin caps it (max_io_queue_size 32) so the aws process stays near 110 MiB (VmHWM, its peak RSS)."""
+    model_dir = tmp_path / "model"
+    write_big(model_dir / "big.bin", 256 * MIB)
+    prefix = upload(stack, model_dir)
+    loc = s3loc(stack, f"{prefix}/big.bin")
+    group = tools.Group()
+    child = group.spawn("aws", ["s3", "cp", loc.url, "-", *cli_flags(loc)], env=cli_env(loc), stream=True)
+    try:
+        got, peak = 0, 0
+        while data := child.stdout.read(1 << 20):
+            if (got + len(data)) >> 20 > got >> 20:
+                time.sleep(0.004)  # ~250 MB/s at most: slower than loopback MinIO
+                peak = max(peak, _vm_hwm(child.proc.pid))
+            got += len(data)
+        child.wait(60)
+    finally:
+        group.finish(child)
+    assert got == 256 * MIB
+    assert 0 < peak < 170 * MIB, f"aws peak RSS {peak / MIB:.0f} MiB"
+
+
+def _vm_hwm(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
