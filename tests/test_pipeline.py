@@ -183,6 +183,10 @@ exec '{real}' "$@"
     return bin_dir
 
 
+def children_of(pid: int) -> list[str]:
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+
 @pytest.mark.stack
 def test_a_failing_push_midway_abandons_and_leaves_nothing(stack, tmp_path, base_image, monkeypatch):
     monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
@@ -193,6 +197,7 @@ def test_a_failing_push_midway_abandons_and_leaves_nothing(stack, tmp_path, base
     env, name = job_env(stack, tmp_path, prefix, base_image, "fail")
     # blob push 1 is busybox's layer, 2 the first shard: the third push fails with the pipeline in full flow
     monkeypatch.setenv("PATH", f"{fake_oras(tmp_path, 3)}:{os.environ['PATH']}")
+    before = set(children_of(os.getpid()))  # the stack's servers, when this session started them
     with pytest.raises(ModelSyncError, match="simulated: the registry refused blob 3"):
         job.run(config.load([], env))
     art = artifact(stack, name)
@@ -200,8 +205,8 @@ def test_a_failing_push_midway_abandons_and_leaves_nothing(stack, tmp_path, base
     assert "simulated" in art["customProperties"]["modelsync.error"]["string_value"]
     storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
     assert not any(storage.iterdir()), list(storage.iterdir())
-    children = subprocess.run(["pgrep", "-P", str(os.getpid())], capture_output=True, text=True).stdout.split()
-    assert children == [], f"child tools still running: {children}"
+    left = sorted(set(children_of(os.getpid())) - before)
+    assert left == [], f"child tools still running: {left}"
 
 
 @pytest.mark.stack
