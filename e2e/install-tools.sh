@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install the tools the local test stack (e2e/stack.py) runs, at the versions pinned in e2e/versions.env.
 #
-#   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli (default: all)
+#   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli
+#                                           fulcio tesseract timestamp-server rekor-tiles cosign (default: all;
+#                                           `sigstore` = the last five: the signing servers of e2e/sigstore.py)
 #
 # Idempotent and fast when everything is present: Go binaries are checked with `go version -m`, which reads the
 # module version embedded in the binary, so a binary built by hand or by an older run is recognised without any
@@ -151,6 +153,25 @@ GOMOD
   report model-registry "installed $version" "$t"
 }
 
+# sigstore_tool NAME MODULE PACKAGE VERSION: like go_tool, with the toolchain the sigstore modules need
+# ($SIGSTORE_GOTOOLCHAIN: some declare go 1.27), built into a scratch GOBIN and renamed to NAME (TesseraCT's and
+# rekor-tiles' packages are both called `posix`, so `go install` alone would give two binaries of one name).
+sigstore_tool() {
+  local name=$1 module=$2 pkg=$3 version=$4 t tmp
+  t=$(now)
+  need_go
+  if [ "$(embedded_version "$GOBIN/$name" "$module")" = "$version" ]; then
+    report "$name" "already present" "$t"; return
+  fi
+  tmp=$(mktemp -d)
+  GOBIN="$tmp" GOTOOLCHAIN="$SIGSTORE_GOTOOLCHAIN" CGO_ENABLED=0 go install -ldflags='-s -w' "$pkg@$version" ||
+    { rm -rf "$tmp"; die "could not build $pkg@$version"; }
+  mkdir -p "$GOBIN"
+  mv "$tmp/${pkg##*/}" "$GOBIN/$name"
+  rm -rf "$tmp"
+  report "$name" "installed $version" "$t"
+}
+
 install_awscli() {
   local t
   t=$(now)
@@ -170,11 +191,20 @@ run() {
     minio) go_tool minio github.com/minio/minio github.com/minio/minio "$MINIO_VERSION" ;;
     model-registry) install_model_registry ;;
     awscli) install_awscli ;;
+    fulcio) sigstore_tool fulcio github.com/sigstore/fulcio github.com/sigstore/fulcio "$FULCIO_VERSION" ;;
+    tesseract) sigstore_tool tesseract-posix github.com/transparency-dev/tesseract \
+      github.com/transparency-dev/tesseract/cmd/tesseract/posix "$TESSERACT_VERSION" ;;
+    timestamp-server) sigstore_tool timestamp-server github.com/sigstore/timestamp-authority/v2 \
+      github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TIMESTAMP_AUTHORITY_VERSION" ;;
+    rekor-tiles) sigstore_tool rekor-tiles-posix github.com/sigstore/rekor-tiles/v2 \
+      github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$REKOR_TILES_VERSION" ;;
+    cosign) sigstore_tool cosign github.com/sigstore/cosign/v3 github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" ;;
+    sigstore) for c in fulcio tesseract timestamp-server rekor-tiles cosign; do run "$c"; done ;;
     *) die "unknown component: $1" ;;
   esac
 }
 
 start=$(now)
-[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli
+[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli sigstore
 for c in "$@"; do run "$c"; done
 report total done "$start"

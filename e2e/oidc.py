@@ -123,7 +123,11 @@ def _handler(issuer_ref: list[str], jwks: dict) -> type[http.server.BaseHTTPRequ
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             issuer = issuer_ref[0]
             if self.path.split("?", 1)[0] == DISCOVERY_PATH:
+                # authorization and token endpoints are announced (nothing serves them: tokens are minted to
+                # files) because clients that build an OIDC issuer object eagerly (model-signing, for Fulcio's
+                # issuer) insist on them
                 body = {"issuer": issuer, "jwks_uri": f"{issuer}{JWKS_PATH}", "response_types_supported": ["id_token"],
+                        "authorization_endpoint": f"{issuer}/authorize", "token_endpoint": f"{issuer}/token",
                         "subject_types_supported": ["public"], "id_token_signing_alg_values_supported": ["RS256"],
                         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf"]}
             elif self.path.split("?", 1)[0] == JWKS_PATH:

@@ -16,15 +16,25 @@ are in its own module (the interface is in e2e/component.py):
     model_registry  e2e/model_registry.py   after mariadb
     mr_token_proxy  e2e/model_registry.py
 
+    group sigstore  e2e/sigstore.py         only when asked (``up(groups=("sigstore",))``, the CLI's ``up``):
+                                            Fulcio, TesseraCT, the TSA, Rekor v2, a TUF repository
+
 Independent chains start in parallel. ``env()`` / ``python -m e2e.stack env`` give (as ``export K='V'`` lines on
 the CLI) ``MODELSYNC_STACK_DIR`` (the state directory), then MinIO's, the registries', the Model Registry's,
-MariaDB's and the issuer's variables (each listed in its module); ``StackEnv`` has them as attributes.
+MariaDB's and the issuer's variables (each listed in its module), then those of each group that is up
+(``STACK_SIGSTORE_*``, e2e/sigstore.py); ``StackEnv`` has them as attributes.
+
+Groups: a set of components started after the base stack, on demand, into the same state file (``up`` with the
+group reuses a running base stack and adds the group; ``down`` stops everything). The sigstore servers are one:
+they start in seconds but are needed only by signing tests, so the pytest ``stack`` fixture leaves them out and the
+``sigstore_stack`` fixture adds them.
 
 CLI::
 
     python -m e2e.stack up|down|status|env [--state-dir DIR]
         default DIR: ${MODELSYNC_STACK_DIR:-~/.cache/modelsync/stack}
         up --no-install     skip e2e/install-tools.sh
+        up --no-sigstore    leave out the sigstore group (started by default on the CLI)
         down --purge        also delete the state directory (data, secrets)
 
 Secrets never go on a command line: MinIO's and the Model Registry's via environment / a 0600 config file,
@@ -50,7 +60,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from e2e import mariadb, minio, model_registry, oidc_issuer, procs, registry
+from e2e import mariadb, minio, model_registry, oidc_issuer, procs, registry, sigstore
 from e2e.component import REPO_ROOT, Site, StackError, find_tool, free_ports, write_private
 
 INSTALL_SCRIPT = REPO_ROOT / "e2e" / "install-tools.sh"
@@ -59,9 +69,13 @@ DEFAULT_STATE_DIR = Path(os.environ.get("MODELSYNC_STACK_DIR") or Path.home() / 
 COMPONENTS = ("minio", "registry", "registry_tls", "mariadb", "model_registry", "mr_token_proxy")
 AUXILIARY = ("oidc",)  # started, checked by is_up() and stopped like a component, not listed by status()
 MODULES = (oidc_issuer, minio, registry, mariadb, model_registry)
-OWNER: dict[str, ModuleType] = {name: m for m in MODULES for name in m.COMPONENTS}  # whose healthy() to ask
+# component groups started only when asked, after the base stack (each module's start() starts all of it)
+GROUPS: dict[str, ModuleType] = {"sigstore": sigstore}
+OWNER: dict[str, ModuleType] = {name: m for m in (*MODULES, *GROUPS.values())
+                                for name in m.COMPONENTS}  # whose healthy() to ask
 # binaries each component needs; a missing one means "not installed" (skip locally, fail in CI)
 TOOLS: dict[str, tuple[str, ...]] = {comp: tools for m in MODULES for comp, tools in m.TOOLS.items()}
+GROUP_TOOLS: dict[str, dict[str, tuple[str, ...]]] = {g: dict(m.TOOLS) for g, m in GROUPS.items()}
 # start order: the steps of one chain run in turn, the chains in parallel
 CHAINS: tuple[tuple[Callable[[Site], None], ...], ...] = (
     (oidc_issuer.start, minio.start),  # MinIO reads the issuer's discovery and keys when it starts
@@ -88,10 +102,13 @@ def pinned_versions() -> dict[str, str]:
     return dict(line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
 
 
-def missing_tools() -> dict[str, list[str]]:
-    """{tool: [components needing it]} for every tool that is not installed."""
+def missing_tools(groups: tuple[str, ...] = ()) -> dict[str, list[str]]:
+    """{tool: [components needing it]} for every tool of the base stack (and of `groups`) that is not installed."""
     missing: dict[str, list[str]] = {}
-    for comp, tools in TOOLS.items():
+    wanted = dict(TOOLS)
+    for group in groups:
+        wanted.update(GROUP_TOOLS[group])
+    for comp, tools in wanted.items():
         for tool in tools:
             if find_tool(tool) is None:
                 missing.setdefault(tool, []).append(comp)
@@ -135,17 +152,71 @@ class LocalStack:
 
     # ---------------------------------------------------------------- public API
 
-    def up(self) -> bool:
-        """Start everything; True if started, False if a healthy stack was already running (reused)."""
-        if missing := missing_tools():
+    def up(self, groups: tuple[str, ...] = ()) -> bool:
+        """Start the base stack and `groups` (of GROUPS); True if anything was started, False if all of it was
+        already running and healthy (reused). A group is added to a running base stack."""
+        if unknown := set(groups) - set(GROUPS):
+            raise StackError(f"unknown component group: {', '.join(sorted(unknown))}")
+        if missing := missing_tools(tuple(groups)):
             raise MissingToolsError(missing)
+        started = False
         with self._exclusive():
             if self.is_up():
                 self._state = self._load()
-                return False
-            self._down()
-            self._start_all()
-        return True
+            else:
+                self._down()
+                self._start_all()
+                started = True
+            for group in groups:
+                if not self.group_up(group):
+                    self._start_group(group)
+                    started = True
+        return started
+
+    def group_up(self, group: str) -> bool:
+        """Every component of `group` is recorded, alive and healthy."""
+        status = self.group_status(group)
+        return len(status) == len(GROUPS[group].COMPONENTS) and all(s["healthy"] for s in status.values())
+
+    def group_status(self, group: str) -> dict[str, dict]:
+        """{component: {port, pid, alive, healthy}} for the components of `group` the state file records."""
+        comps = self._load().get("components", {})
+        result = {}
+        for name in GROUPS[group].COMPONENTS:
+            if (info := comps.get(name)) is not None:
+                alive = procs.alive(info["pid"], info["match"])
+                result[name] = {"port": info["port"], "pid": info["pid"], "alive": alive,
+                                "healthy": alive and self._healthy(name, info["port"])}
+        return result
+
+    def _start_group(self, group: str) -> None:
+        """Start `group` beside the running base stack (its ports picked now); on failure stop what it started."""
+        module = GROUPS[group]
+        self._stop_group(group)  # what is left of an earlier, failed or dead, start
+        self._state = self._load()
+        self.ports = {name: info["port"] for name, info in self._state.get("components", {}).items()}
+        names = list(module.COMPONENTS) + list(getattr(module, "EXTRA_PORTS", ()))
+        self.ports.update(zip(names, free_ports(len(names))))
+        try:
+            module.start(self)
+        except Exception:
+            self._stop_group(group)
+            raise
+        with self._lock:
+            self._state["groups"] = sorted({*self._state.get("groups", []), group})
+        self._save()
+
+    def _stop_group(self, group: str) -> None:
+        state = self._load() or self._state
+        comps = state.get("components", {})
+        for name in reversed(GROUPS[group].COMPONENTS):
+            if (info := comps.pop(name, None)) and info.get("pid"):
+                self._stop(name, info["pid"], info.get("match", ""))
+                self._procs.pop(name, None)
+        state["groups"] = [g for g in state.get("groups", []) if g != group]
+        if self.state_file.exists():
+            self._state = state
+            self._save()
 
     def down(self, purge: bool = False) -> None:
         """Stop every process the state file (or this object) knows, whole process groups, then wait for them."""
@@ -219,6 +290,8 @@ class LocalStack:
         env = {"MODELSYNC_STACK_DIR": str(self.dir)}
         for part in ENV_PARTS:
             env.update(part(self, port))
+        for group in state.get("groups", []):
+            env.update(GROUPS[group].env(self, port))
         return env
 
     def info(self) -> StackEnv:
@@ -295,9 +368,10 @@ def _shell_quote(value: str) -> str:
 
 def _cmd_up(stack: LocalStack, args: argparse.Namespace) -> int:
     if not args.no_install:
-        subprocess.run([str(INSTALL_SCRIPT)], check=True)
+        base = ["apt", "oras", "registry", "minio", "model-registry", "awscli"]
+        subprocess.run([str(INSTALL_SCRIPT), *(base if args.no_sigstore else [])], check=True)
     t0 = time.monotonic()
-    started = stack.up()
+    started = stack.up(groups=() if args.no_sigstore else ("sigstore",))
     verb = "started" if started else "already up, reused"
     print(f"stack {verb} in {time.monotonic() - t0:.1f}s: {stack.dir}")
     print(f"  eval \"$(bin/modelsync-stack env --state-dir {stack.dir})\"")
@@ -319,6 +393,12 @@ def _cmd_status(stack: LocalStack, args: argparse.Namespace) -> int:
     for name, st in status.items():
         health = "healthy" if st["healthy"] else ("UNHEALTHY" if st["alive"] else "DEAD")
         print(f"{name:15} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}")
+    for group in stack._load().get("groups", []):
+        group_status = stack.group_status(group)
+        for name, st in group_status.items():
+            health = "healthy" if st["healthy"] else ("UNHEALTHY" if st["alive"] else "DEAD")
+            print(f"{name:15} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}  (group {group})")
+        status.update(group_status)
     return 0 if all(s["healthy"] for s in status.values()) else 1
 
 
@@ -334,6 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start (or reuse) the stack")
     up.add_argument("--no-install", action="store_true", help="do not run e2e/install-tools.sh first")
+    up.add_argument("--no-sigstore", action="store_true", help="leave out the sigstore servers (e2e/sigstore.py)")
     down = sub.add_parser("down", help="stop everything the stack started")
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
     sub.add_parser("status", help="each component with port and health")
