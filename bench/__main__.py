@@ -1,22 +1,32 @@
 """`make bench`: whole-job throughput on the local stack, next to the floors of the raw tools on the same data.
 
-    python -m bench [--size-mib 1024] [--pipeline-files 8 --pipeline-file-mib 128] [--only-pipeline]
+    python -m bench [--files 8] [--size 512Mi] [--json bench/results.json]
+    python -m bench --compare-backends [--size-mib 1024]
+
+Default (issue 12): a model of --files x --size incompressible files plus a few small ones, in MinIO. One run
+measures, each as one process tree sampled every 50 ms (wall time, MB/s, peak bytes in its scratch directory,
+peak RSS summed over the tree): D, `aws s3 cp --recursive` of the model; P, `oras push` of the same files; a
+naive S3 -> OCI by hand (D then P in one shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a
+new prefix) and an unchanged re-sync (S3 -> OCI to the same tag again). Then the ratios to the targets: S3->OCI
+/ (1.2 x max(D,P) + 1 s), peak scratch / (2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first
++ 1 s). A table is printed (Markdown) and the figures written as JSON.
+
+--compare-backends: the earlier scenarios below (skopeo vs oras).
 
 Each scenario is one full `modelsync` job (config -> preflight -> claim -> transfer -> verify -> LIVE) on a model
 of one big incompressible file plus a few small ones. Floors are the bare tools on the big file alone: the job
 cannot beat them, and the ratio shows what the job adds (hashing, layer building, verification, registry calls).
 
-The pipeline scenario (S3 -> OCI, issue 12) runs the real CLI as a child on a model of N equal files, once through
-the pipeline and once through fetch-then-publish, each sampled every 50 ms for the bytes in the storage path and
-the RSS of the job plus all its children together; its floors are the same files downloaded by one
-`aws s3 cp --recursive` and pushed by `oras blob push repo@digest` one after the other (what the pipeline does).
+With --compare-backends, each scenario is one full job in this process, timed only.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -30,7 +40,8 @@ from modelsync.files import dir_bytes, inventory
 from modelsync.locations import OciLocation, S3Location
 from modelsync.oci_copy import push_layout
 from modelsync.secret import Secret
-from tests.models import make_model
+from modelsync.settings import parse_size
+from tests.models import SMALL_FILES, make_model
 from tests.oci_helpers import busybox_layout
 
 MIB = 1024 * 1024
@@ -46,7 +57,8 @@ class Bench:
     def __init__(self, env: dict[str, str], work: Path, size: int):
         self.env, self.work, self.size = env, work, size
         self.model = work / "model"
-        make_model(self.model, big_bytes=size)
+        if size:  # the backend comparison's model (the issue 12 run makes its own)
+            make_model(self.model, big_bytes=size)
         self.total = sum(f.stat().st_size for f in self.model.rglob("*") if f.is_file())
         self.base = f"{env['OCI_REGISTRY']}/library/busybox:latest"
         push_layout(busybox_layout(work / "busybox"), "latest", OciLocation(self.base, tls_verify=False), "latest",
@@ -147,86 +159,129 @@ class Bench:
                 print(f"{label:52} {seconds:8.1f} {size / MIB / seconds:8.0f}")
 
 
-class PipelineBench:
-    """S3 -> OCI of `count` files of `size` bytes: floors, the pipeline and fetch-then-publish, with peaks."""
+class Issue12Bench:
+    """The issue 12 run: floors D and P, a naive by-hand S3 -> OCI, modelsync S3 -> OCI, OCI -> S3 and an
+    unchanged re-sync, each one process tree sampled every 50 ms (scratch bytes, summed RSS); then the ratios."""
 
     def __init__(self, bench: Bench, count: int, size: int):
         self.b, self.count, self.size = bench, count, size
-        self.model = bench.work / "pipeline-model"
+        self.model = bench.work / "i12-model"
         for i in range(count):
             _write_random(self.model / f"shard-{i:02d}.safetensors", size)
-        self.total = count * size
-        self.rows: list[tuple[str, float, int | None, int | None]] = []  # label, s, peak scratch, peak RSS
+        for rel, data in SMALL_FILES.items():
+            (self.model / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.model / rel).write_bytes(data)
+        self.files = sorted(p.relative_to(self.model).as_posix() for p in self.model.rglob("*") if p.is_file())
+        self.total = sum((self.model / rel).stat().st_size for rel in self.files)
+        self.rows: list[dict] = []
 
-    def run(self, repeat: int = 1) -> None:
+    def run(self) -> None:
         from modelsync.destinations.s3 import publish_s3
-        key = f"bench-pipe/{uuid.uuid4().hex[:8]}"
+        e = self.b.env
+        key = f"bench-i12/{uuid.uuid4().hex[:8]}"
         publish_s3(self.model, inventory(self.model), self.b.s3(key), "b" * 32)
-        self.floors(key)
-        repo = f"{self.b.env['OCI_REGISTRY']}/bench/pipe-{uuid.uuid4().hex[:8]}"
-        for n in range(repeat):
-            # a new repository each time: nothing can be skipped as already there
-            self.job(f"job: s3 -> oci, pipeline #{n + 1}", key, f"{repo}-p{n}:v1", pipeline=True)
-            self.job(f"job: s3 -> oci, fetch then publish #{n + 1}", key, f"{repo}-o{n}:v1", pipeline=False)
+        shutil.rmtree(self.model)  # the disk holds S3's copy and the registry's from here on
+        loc = self.b.s3(key)
+        aws_env = {**os.environ, **aws.cli_env(loc)}
+        down = self.b.work / "i12-down"
+        self.measure("D: aws s3 cp --recursive (download)",
+                     ["aws", "s3", "cp", f"s3://{e['MINIO_BUCKET']}/{key}/", str(down), "--recursive",
+                      *aws.cli_flags(loc)], down, env=aws_env)
+        repo = f"{e['OCI_REGISTRY']}/bench/i12-{uuid.uuid4().hex[:8]}"
+        self.measure("P: oras push (the same files)", ["oras", "push", "--plain-http", f"{repo}-floor:v1",
+                                                        *self.files], None, cwd=down)
+        shutil.rmtree(down)
+        naive = self.b.work / "i12-naive"
+        script = ('aws s3 cp "$1" "$2" --recursive "${@:4}" && cd "$2" && '
+                  'find . -type f -printf "%P\\0" | sort -z | xargs -0 oras push --plain-http "$3"')
+        self.measure("naive: aws s3 cp, then oras push",
+                     ["bash", "-c", script, "naive", f"s3://{e['MINIO_BUCKET']}/{key}/", str(naive),
+                      f"{repo}-naive:v1", *aws.cli_flags(loc)], naive, env=aws_env)
+        shutil.rmtree(naive)
+        ref = f"{repo}-job:v1"
+        self.job("modelsync S3 -> OCI", self.b.src_s3(key), self.b.dst_oci(ref, "oras"))
+        self.job("modelsync OCI -> S3",
+                 {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": ref,
+                  "MODEL_SYNC_SOURCE_OCI_USERNAME": "bench", "MODEL_SYNC_SOURCE_OCI_PASSWORD": "unused",
+                  "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false"},
+                 {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": e["MINIO_BUCKET"],
+                  "MODEL_SYNC_DESTINATION_AWS_KEY": f"bench-i12-dst/{uuid.uuid4().hex[:8]}",
+                  "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": e["MINIO_ENDPOINT"],
+                  "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": e["MINIO_ACCESS_KEY"],
+                  "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": e["MINIO_SECRET_KEY"]})
+        self.job("modelsync S3 -> OCI, unchanged re-sync", self.b.src_s3(key), self.b.dst_oci(ref, "oras"))
 
-    def floors(self, key: str) -> None:
-        e, loc = self.b.env, self.b.s3(key)
-        down = self.b.work / "pipe-floor"
-        self.rows.append(("floor: aws s3 cp --recursive down", timed(lambda: tools.run(
-            "aws", ["s3", "cp", f"s3://{e['MINIO_BUCKET']}/{key}/", str(down), "--recursive", *aws.cli_flags(loc)],
-            env=aws.cli_env(loc))), None, None))
-        files = sorted(down.iterdir())
-        digests = {f: "sha256:" + _sha(f) for f in files}
-        repo = f"{e['OCI_REGISTRY']}/bench/pipe-floor-{uuid.uuid4().hex[:8]}"
+    def measure(self, label: str, argv: list[str], scratch: Path | None, env: dict[str, str] | None = None,
+                cwd: Path | None = None) -> None:
+        start = time.monotonic()
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
+        peak_scratch, peak_rss = _sample(proc, scratch)
+        elapsed = time.monotonic() - start
+        if proc.returncode != 0:
+            raise SystemExit(f"{label}: failed (exit {proc.returncode})")
+        self.rows.append({"name": label, "seconds": round(elapsed, 2),
+                          "mb_per_s": round(self.total / 1e6 / elapsed, 1),
+                          "peak_scratch_bytes": peak_scratch if scratch is not None else None,
+                          "peak_rss_bytes": peak_rss})
 
-        def push() -> None:
-            for f in files:
-                tools.run("oras", ["blob", "push", "--no-tty", "--plain-http", f"{repo}@{digests[f]}", str(f)])
-        self.rows.append(("floor: oras blob push repo@digest, one by one", timed(push), None, None))
-        for f in files:
-            f.unlink()
-
-    def job(self, label: str, key: str, ref: str, pipeline: bool) -> None:
+    def job(self, label: str, src: dict[str, str], dst: dict[str, str]) -> None:
         e = self.b.env
         meta = self.b.work / f"meta-{uuid.uuid4().hex[:8]}"
         meta.mkdir()
         for k, v in {"RegisteredModel.name": f"bench-{uuid.uuid4().hex[:8]}", "ModelVersion.name": "1"}.items():
             (meta / k).write_text(v)
         storage = self.b.work / f"storage-{uuid.uuid4().hex[:6]}"
+        storage.mkdir()
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("MODEL_SYNC_")},
                "MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_model", "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(meta),
                "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": e["MR_URL"], "MODEL_SYNC_REGISTRY_IS_SECURE": "false",
-               "MODEL_SYNC_STORAGE_PATH": str(storage), "MODEL_SYNC_LOG_LEVEL": "warning",
-               **self.b.src_s3(key), **self.b.dst_oci(ref, "oras")}
-        code = ("import sys; from modelsync import job, __main__\n"
-                f"{'' if pipeline else 'job.PIPELINES.clear()'}\nsys.exit(__main__.main())")
-        start = time.monotonic()
-        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL)
-        peaks = _sample(proc, storage)
-        elapsed = time.monotonic() - start
-        if proc.returncode != 0:
-            raise SystemExit(f"{label}: the job failed (exit {proc.returncode})")
-        self.rows.append((label, elapsed, peaks[0], peaks[1]))
+               "MODEL_SYNC_STORAGE_PATH": str(storage), "MODEL_SYNC_LOG_LEVEL": "warning", **src, **dst}
+        self.measure(label, [sys.executable, "-m", "modelsync"], storage, env=env)
+        shutil.rmtree(storage, ignore_errors=True)
 
-    def print(self) -> None:
-        print(f"\npipeline model: {self.count} x {self.size / MIB:.0f} MiB = {self.total / MIB:.0f} MiB; "
-              f"{os.cpu_count()} cores; loopback\n")
-        print(f"{'scenario':52} {'seconds':>8} {'MiB/s':>8} {'scratch MiB':>12} {'RSS MiB':>8}")
-        for label, seconds, scratch, rss in self.rows:
-            print(f"{label:52} {seconds:8.1f} {self.total / MIB / seconds:8.0f} "
-                  f"{'' if scratch is None else f'{scratch / MIB:.0f}':>12} "
-                  f"{'' if rss is None else f'{rss / MIB:.0f}':>8}")
-        floor = max(s for label, s, _, _ in self.rows if label.startswith("floor"))
-        print(f"\ntarget: pipeline <= 1.2 x max(floors) + 1 s = {1.2 * floor + 1:.1f} s; scratch <= "
-              f"{(2 * self.size + 64 * MIB) / MIB:.0f} MiB; RSS (job + children) <= 300 MiB")
+    def targets(self) -> list[dict]:
+        row = {r["name"]: r for r in self.rows}
+        d, p = row["D: aws s3 cp --recursive (download)"], row["P: oras push (the same files)"]
+        first, again = row["modelsync S3 -> OCI"], row["modelsync S3 -> OCI, unchanged re-sync"]
+        jobs = [r for r in self.rows if r["name"].startswith("modelsync")]
+        largest = self.size
+        out = [("S3->OCI time / (1.2 x max(D,P) + 1 s)", first["seconds"], 1.2 * max(d["seconds"], p["seconds"]) + 1),
+               ("S3->OCI peak scratch / (2 x largest file + 64 MiB)", first["peak_scratch_bytes"],
+                2 * largest + 64 * MIB),
+               ("peak RSS, all processes, of any modelsync job / 300 MiB", max(r["peak_rss_bytes"] for r in jobs),
+                300 * MIB),
+               ("re-sync time / (0.15 x first + 1 s)", again["seconds"], 0.15 * first["seconds"] + 1)]
+        return [{"name": n, "value": v, "limit": round(lim, 2), "ratio": round(v / lim, 2), "met": v <= lim}
+                for n, v, lim in out]
+
+    def report(self, json_path: Path | None) -> None:
+        print(f"\nmodel: {self.count} x {self.size / MIB:.0f} MiB + {len(SMALL_FILES)} small files = "
+              f"{self.total / MIB:.0f} MiB; {os.cpu_count()} cores; loopback stack\n")
+        print(f"| {'run':40} | {'s':>6} | {'MB/s':>6} | {'peak scratch MiB':>16} | {'peak RSS MiB':>12} |")
+        print(f"|{'-' * 42}|{'-' * 7}:|{'-' * 7}:|{'-' * 17}:|{'-' * 13}:|")
+        for r in self.rows:
+            scratch = "" if r["peak_scratch_bytes"] is None else f"{r['peak_scratch_bytes'] / MIB:.0f}"
+            print(f"| {r['name']:40} | {r['seconds']:6.1f} | {r['mb_per_s']:6.0f} | {scratch:>16} | "
+                  f"{r['peak_rss_bytes'] / MIB:12.0f} |")
+        targets = self.targets()
+        print(f"\n| {'target':56} | {'ratio':>5} | met |")
+        print(f"|{'-' * 58}|{'-' * 6}:|-----|")
+        for t in targets:
+            print(f"| {t['name']:56} | {t['ratio']:5.2f} | {'yes' if t['met'] else 'NO ':3} |")
+        if json_path is not None:
+            json_path.write_text(json.dumps({"model": {"files": self.count, "file_bytes": self.size,
+                                                       "small_files": len(SMALL_FILES), "total_bytes": self.total},
+                                             "cores": os.cpu_count(), "runs": self.rows, "targets": targets},
+                                            indent=2) + "\n")
+            print(f"\nwritten: {json_path}")
 
 
-def _sample(proc: subprocess.Popen, storage: Path, every: float = 0.05) -> tuple[int, int]:
+def _sample(proc: subprocess.Popen, storage: Path | None, every: float = 0.05) -> tuple[int, int]:
     """Run proc to its end; the peak bytes under storage and the peak summed RSS of proc and its descendants."""
     peak_scratch = peak_rss = 0
     while proc.poll() is None:
         try:
-            peak_scratch = max(peak_scratch, dir_bytes(storage) if storage.exists() else 0)
+            peak_scratch = max(peak_scratch, dir_bytes(storage) if storage is not None and storage.exists() else 0)
         except OSError:
             pass
         peak_rss = max(peak_rss, sum(_rss(pid) for pid in _tree(proc.pid)))
@@ -280,22 +335,27 @@ def _sha(path: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench")
-    parser.add_argument("--size-mib", type=int, default=1024, help="size of the big file (default 1024)")
-    parser.add_argument("--pipeline-files", type=int, default=8, help="files of the pipeline model (default 8)")
-    parser.add_argument("--pipeline-file-mib", type=int, default=128, help="size of each (default 128)")
-    parser.add_argument("--repeat", type=int, default=1, help="pipeline scenario runs (default 1)")
-    parser.add_argument("--only-pipeline", action="store_true", help="skip the other scenarios")
+    parser.add_argument("--files", type=int, default=8, help="large files of the model (default 8)")
+    parser.add_argument("--size", type=parse_size, default=parse_size("512Mi"),
+                        help="bytes of each, e.g. 128Mi (default 512Mi)")
+    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results.json",
+                        help="where the figures go (default bench/results.json)")
+    parser.add_argument("--compare-backends", action="store_true",
+                        help="instead: the skopeo/oras comparison of earlier versions (--size-mib big file)")
+    parser.add_argument("--size-mib", type=int, default=1024, help="--compare-backends: the big file's MiB")
     args = parser.parse_args()
     stack = LocalStack(DEFAULT_STATE_DIR)
     stack.up()
     with tempfile.TemporaryDirectory(prefix="modelsync-bench-") as tmp:
-        bench = Bench(stack.env(), Path(tmp), args.size_mib * MIB)
-        if not args.only_pipeline:
+        if args.compare_backends:
+            bench = Bench(stack.env(), Path(tmp), args.size_mib * MIB)
             bench.run()
-        piped = PipelineBench(bench, args.pipeline_files, args.pipeline_file_mib * MIB)
-        piped.run(args.repeat)
-        bench.print()
-        piped.print()
+            bench.print()
+            return
+        bench = Bench(stack.env(), Path(tmp), 0)
+        run = Issue12Bench(bench, args.files, args.size)
+        run.run()
+        run.report(args.json)
 
 
 if __name__ == "__main__":

@@ -94,8 +94,28 @@ class RegistryClient:
             raise TransferError(f"{self._where(repo)}: manifest {reference} is not JSON") from None
         return RemoteManifest(data, media_type, "sha256:" + hashlib.sha256(data).hexdigest())
 
-    def blob_size(self, repo: str, digest: str) -> int:
-        _, headers = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", repo, {})
+    def find_manifest(self, repo: str, reference: str) -> RemoteManifest | None:
+        """The manifest, or None when the registry has no such tag or repository (404)."""
+        try:
+            data, headers = self._request("GET", f"/v2/{repo}/manifests/{reference}", repo, {"Accept": ACCEPT},
+                                          missing_ok=True)
+        except _NotFound:
+            return None
+        try:
+            media_type = json.loads(data).get("mediaType") or headers.get("Content-Type", "").split(";")[0].strip()
+        except (ValueError, AttributeError):
+            raise TransferError(f"{self._where(repo)}: manifest {reference} is not JSON") from None
+        return RemoteManifest(data, media_type, "sha256:" + hashlib.sha256(data).hexdigest())
+
+    def find_blob(self, repo: str, digest: str) -> int | None:
+        """The blob's size, or None when the repository does not have it (404). One HEAD on a kept connection."""
+        try:
+            return self.blob_size(repo, digest, missing_ok=True)
+        except _NotFound:
+            return None
+
+    def blob_size(self, repo: str, digest: str, *, missing_ok: bool = False) -> int:
+        _, headers = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", repo, {}, missing_ok=missing_ok)
         try:
             return int(headers["Content-Length"])
         except (KeyError, ValueError):
@@ -111,7 +131,8 @@ class RegistryClient:
 
     # ---- auth and transport ------------------------------------------------------------------------------------
 
-    def _request(self, method: str, path: str, repo: str, headers: dict[str, str]) -> tuple[bytes, Any]:
+    def _request(self, method: str, path: str, repo: str, headers: dict[str, str],
+                 missing_ok: bool = False) -> tuple[bytes, Any]:
         for attempt in range(2):
             req = urllib.request.Request(self.base + path, method=method, headers=headers)
             if self._auth_header:
@@ -124,7 +145,7 @@ class RegistryClient:
                 if err.code == 401 and attempt == 0:
                     self._authenticate(err.headers.get("WWW-Authenticate", ""), repo)
                     continue
-                if err.code == 404 and path.endswith("/tags/list?n=1"):
+                if err.code == 404 and (missing_ok or path.endswith("/tags/list?n=1")):
                     raise _NotFound() from None
                 raise self._http_error(err, method, path, repo) from None
             except (urllib.error.URLError, OSError) as err:

@@ -33,7 +33,7 @@ import stat
 import threading
 import tarfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
@@ -72,6 +72,13 @@ PACK_BYTES = 256 << 20
 HISTORY_CHARS = 400
 # The title annotation of a multi-file layer (oras pull saves each titled layer's tar under its title).
 PACK_TITLE = "modelcar-layer-{index:03d}.tar"
+# Where a layer's bytes came from (S3 sources): a compact JSON list, one object per file in path order,
+# {"etag", "path", "sha256", "size", "url"}. A later sync of the same tag reuses the layer without downloading
+# when every file's url, size and ETag are unchanged and the registry still has the blob (pipeline.py).
+SOURCE_RECORD = "io.modelsync.source.files"
+# A layer whose record would be longer than this (a pack of very many small files) gets none: the manifest stays
+# far below registries' size limits (distribution: 4 MiB) with 64 such layers; such a pack is simply re-downloaded.
+SOURCE_RECORD_CHARS = 32 << 10
 
 
 @dataclass(frozen=True)
@@ -386,10 +393,11 @@ def _scratch_config(platform: str) -> dict[str, Any]:
 
 def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None, *, platform: str = "linux/amd64",
                    tag: str = "latest", created: dt.datetime | None = None,
-                   source: str | None = None) -> ModelcarImage:
+                   source: str | None = None, origins: Mapping[str, Origin] | None = None) -> ModelcarImage:
     """Write the modelcar image for model_dir into the OCI layout out_dir (created if needed) and return it.
 
     base_dir is an OCI layout holding the base image (an index is narrowed to `platform`); None means scratch.
+    origins: where each file came from (S3 sources), recorded on its layer (SOURCE_RECORD).
     """
     out = Layout(out_dir)
     out.init()
@@ -409,7 +417,30 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
         log.debug("layer %s %s (%d files, %d bytes, %.1fs)", title, layer.digest[:19], len(group), layer.size,
                   time.monotonic() - start)
         layers.append(layer)
-    return finish_image(out, tag, config, base_layers, layers, created_at, source)
+    return finish_image(out, tag, config, base_layers, layers, created_at, source, origins)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a file's bytes came from: the object's URL and the ETag the listing gave (size: the layer's)."""
+    url: str
+    etag: str
+
+
+def source_record(files: Sequence[FileEntry], origins: Mapping[str, Origin]) -> str | None:
+    """The SOURCE_RECORD value of a layer holding files (path order), None if a file has no origin or the record
+    would be too long. Deterministic: the same files from the same objects give the same text."""
+    if not files or any(f.path not in origins for f in files):
+        return None
+    text = json.dumps([{"etag": origins[f.path].etag, "path": f.path, "sha256": f.sha256, "size": f.size,
+                        "url": origins[f.path].url} for f in files],
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= SOURCE_RECORD_CHARS else None
+
+
+def layer_record(layer: ModelcarLayer, origins: Mapping[str, Origin] | None) -> dict[str, str]:
+    record = source_record(layer.files, origins) if origins else None
+    return {SOURCE_RECORD: record} if record else {}
 
 
 def created_time(created: dt.datetime | None = None) -> str:
@@ -418,10 +449,12 @@ def created_time(created: dt.datetime | None = None) -> str:
 
 
 def finish_image(out: Layout, tag: str, config: dict[str, Any], base_layers: list[dict[str, Any]],
-                 layers: Sequence[ModelcarLayer], created_at: str, source: str | None) -> ModelcarImage:
+                 layers: Sequence[ModelcarLayer], created_at: str, source: str | None,
+                 origins: Mapping[str, Origin] | None = None) -> ModelcarImage:
     """Config and manifest of the modelcar (base layers + the model's layers) written into out, tagged.
 
     The model's layer blobs need not be in out: the pipeline pushes each as soon as it is written and deletes it.
+    With origins, each layer whose files all have one carries their source record (SOURCE_RECORD).
     """
     config = json.loads(json.dumps(config))  # the caller's copy stays as it was
     config["created"] = created_at
@@ -438,7 +471,8 @@ def finish_image(out: Layout, tag: str, config: dict[str, Any], base_layers: lis
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": config_desc,
-        "layers": base_layers + [descriptor(OCI_LAYER_TAR, lay.digest, lay.size, {TITLE: lay.title}) for lay in layers],
+        "layers": base_layers + [descriptor(OCI_LAYER_TAR, lay.digest, lay.size,
+                                            {TITLE: lay.title, **layer_record(lay, origins)}) for lay in layers],
         "annotations": annotations,
     }
     manifest_desc = out.add_bytes(canonical_json(manifest), OCI_MANIFEST)

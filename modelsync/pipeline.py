@@ -16,17 +16,25 @@ path holds only what is in flight.
   stops every child tool of the Group and both threads; job.run then removes the workspace and marks the
   artifact ABANDONED.
 
+Re-sync: each model layer records where its files came from (object URL, size, ETag, sha256: the layer
+descriptor's modelcar.SOURCE_RECORD annotation). Before downloading, the manifest now at the target tag is read;
+a planned layer whose files all match a record by path, URL, size and ETag, and whose blob the repository still
+has (one HEAD), is reused as it is: not downloaded, not pushed. The manifest is the one a full sync of the same
+bytes makes (the record is part of it, built from the same facts).
+
 Used by job.transfer for source s3 -> destination oci with the oras backend (skopeo cannot push single blobs);
 every other pair keeps fetch-then-publish.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import shutil
 import threading
 import time
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,12 +44,12 @@ from .destinations.oci import is_scratch, verify_pushed
 from .distribution import RegistryClient
 from .errors import TransferError
 from .files import dir_bytes, human, require_free_space
-from .locations import OciLocation, Published, S3Location
+from .locations import FileEntry, OciLocation, Published, S3Location
 from .oci_access import registry_access
 from .oci_copy import PUSH_TIMEOUT, pull_to_layout, repo_path
 from .oci_layout import OCI_MANIFEST, Layout
 from .progress import watch
-from .sources.s3 import plan_s3
+from .sources.s3 import list_s3
 
 if TYPE_CHECKING:
     from .config import Config
@@ -92,11 +100,14 @@ class _Item:
         return (0 if self.streamed else self.file_bytes) + sum(self.layer_bytes)
 
 
-def _items(files: dict[str, int], budget: int) -> list[_Item]:
+def _items(files: dict[str, int], budget: int, reused: Collection[str] = ()) -> list[_Item]:
+    """The download plan; layers titled in `reused` are left out (a re-sync takes them from the registry)."""
     groups = modelcar.plan_layers(sorted(files.items()), budget)
     items: list[_Item] = []
     batch: _Item | None = None
     for group, title in zip(groups, modelcar.layer_titles(groups), strict=True):
+        if title in reused:
+            continue
         size = modelcar.layer_tar_size([(rel, files[rel]) for rel in group])
         if len(group) == 1 and files[group[0]] >= STREAM_BYTES:
             items.append(_Item([(group, title)], True, files[group[0]], [size]))
@@ -108,6 +119,74 @@ def _items(files: dict[str, int], budget: int) -> list[_Item]:
         batch.layer_bytes.append(size)
         batch.file_bytes += sum(files[rel] for rel in group)
     return items
+
+
+# ---- re-sync: layers the destination already has ------------------------------------------------------------------
+
+
+def reusable_layers(client: RegistryClient, target: OciLocation, tag: str, groups: Mapping[str, tuple[str, ...]],
+                    files: Mapping[str, int], origins: Mapping[str, modelcar.Origin]) -> dict[str, modelcar.ModelcarLayer]:
+    """The planned layers (by title) that need no download: the image now at target:tag recorded the same files
+    from the same objects (path, URL, size and ETag all equal: modelcar.SOURCE_RECORD), and the repository still
+    has that blob, of the planned size. A missing tag is a first sync; an unreadable manifest or record is
+    ignored (everything is downloaded). The files' sha256 come from the record."""
+    repo = repo_path(target)
+    try:
+        previous = client.find_manifest(repo, tag)
+    except TransferError as exc:
+        log.warning("re-sync: cannot read %s:%s (%s); every file is downloaded", target.repository, tag, exc)
+        return {}
+    if previous is None:
+        log.info("re-sync: %s:%s does not exist yet; every file is downloaded", target.repository, tag)
+        return {}
+    records: dict[tuple, tuple[str, int, tuple[FileEntry, ...]]] = {}
+    try:
+        layers = previous.json().get("layers") or []
+    except ValueError:
+        layers = []
+    for layer in layers:
+        text = (layer.get("annotations") or {}).get(modelcar.SOURCE_RECORD) if isinstance(layer, dict) else None
+        if not text:
+            continue
+        try:
+            entries = sorted(json.loads(text), key=lambda e: e["path"])
+            key = tuple((e["path"], e["url"], int(e["size"]), e["etag"]) for e in entries)
+            found = tuple(FileEntry(e["path"], int(e["size"]), _sha_hex(e["sha256"])) for e in entries)
+            records[key] = (str(layer["digest"]), int(layer["size"]), found)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue  # not a record this version wrote: ignored, never trusted
+    reused: dict[str, modelcar.ModelcarLayer] = {}
+    for title, group in groups.items():
+        if any(rel not in origins for rel in group):
+            continue
+        key = tuple((rel, origins[rel].url, files[rel], origins[rel].etag) for rel in sorted(group))
+        if key not in records:
+            continue
+        digest, size, found = records[key]
+        if size != modelcar.layer_tar_size([(rel, files[rel]) for rel in group]):
+            continue
+        try:
+            present = client.find_blob(repo, digest)
+        except TransferError:
+            present = None
+        if present != size:
+            log.info("re-sync: %s is unchanged but its blob %s is not in %s: downloaded again", title, digest[:19],
+                     target.repository)
+            continue
+        reused[title] = modelcar.ModelcarLayer(title, digest, size, found)
+    if records:
+        kept = sum(layer.size for layer in reused.values())
+        log.info("re-sync: %d of %d layer(s) (%s) unchanged since %s (same objects, sizes and ETags) and present in "
+                 "the registry: not downloaded", len(reused), len(groups), human(kept), previous.digest,
+                 extra={"fields": {"reused_layers": len(reused), "reused_bytes": kept}})
+    return reused
+
+
+def _sha_hex(value: object) -> str:
+    text = str(value)
+    if len(text) != 64 or any(c not in "0123456789abcdef" for c in text):
+        raise ValueError("not a sha256")
+    return text
 
 
 # ---- in-flight bytes ----------------------------------------------------------------------------------------------
@@ -157,7 +236,7 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
     if target.digest:
         raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
     tag = target.tag or "latest"
-    kind, files = plan_s3(loc)
+    kind, files, origins = list_s3(loc)
     created_at = modelcar.created_time()
     work_dir.mkdir(parents=True, exist_ok=True)
     job_dir = work_dir / "pipeline"
@@ -170,10 +249,14 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
             pull_to_layout(base, base_dir, "base", work_dir, "oras", platform)
         base_layers, config = modelcar.base_image(base_dir, platform)
         budget = max(1, min(modelcar.MODEL_LAYER_BUDGET, modelcar.MAX_IMAGE_LAYERS - len(base_layers)))
-        items = _items(files, budget)
-        layer_count = sum(len(item.layers) for item in items)
+        groups = modelcar.plan_layers(sorted(files.items()), budget)
+        titles = modelcar.layer_titles(groups)
+        layer_count = len(groups)
         modelcar.check_layer_count(len(base_layers), layer_count)
-        need = max(item.footprint for item in items)
+        client = RegistryClient(target)
+        reused = reusable_layers(client, target, tag, dict(zip(titles, groups, strict=True)), files, origins)
+        items = _items(files, budget, reused)
+        need = max((item.footprint for item in items), default=0)
         require_free_space(job_dir, need, "the pipeline's largest layer in flight")
         cap = max_in_flight or 2 * need  # two of the largest file (with its tar header): one pushed, one written
         log.info("pipeline: %d file(s), %s, in %d layer(s) (%d streamed, %d in %d batch(es)) on %d base layer(s); "
@@ -186,12 +269,14 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
                         human(need), human(cap))
         start = time.monotonic()
         with registry_access(target, work_dir) as access:
-            run = _Run(loc, kind, files, target, access, Layout(job_dir / "image"), InFlight(cap))
-            base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers] \
+            run = _Run(loc, kind, files, target, access, Layout(job_dir / "image"), InFlight(cap), client)
+            base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers
+                          if client.find_blob(repo_path(target), d["digest"]) != d["size"]] \
                 if base_dir is not None else []
-            layers = run.go(items, base_blobs)
+            done = {**run.go(items, base_blobs), **reused}
+            layers = [done[title] for title in titles]
             image = modelcar.finish_image(run.layout, _REF, config, base_layers, layers, created_at,
-                                          source_annotation)
+                                          source_annotation, origins)
             run.finish(image, tag)
         total = sum(files.values())
         elapsed = time.monotonic() - start
@@ -208,8 +293,9 @@ class _Run:
     """One pipeline's state: the downloader and pusher threads, their children, the in-flight budget."""
 
     def __init__(self, loc: S3Location, kind: str, files: dict[str, int], target: OciLocation, access,
-                 layout: Layout, in_flight: InFlight):
+                 layout: Layout, in_flight: InFlight, client: RegistryClient):
         self.loc, self.kind, self.files, self.target, self.access = loc, kind, files, target, access
+        self.client = client
         self.layout, self.in_flight = layout, in_flight
         self.layout.init()
         self.repo = target.repository
@@ -224,14 +310,14 @@ class _Run:
 
     # ---- supervision ------------------------------------------------------------------------------------------
 
-    def go(self, items: list[_Item], base_blobs: list[tuple[str, int, Path]]) -> list[modelcar.ModelcarLayer]:
-        """Run both threads to the end; the model's layers in plan order. Any error stops everything."""
+    def go(self, items: list[_Item], base_blobs: list[tuple[str, int, Path]]) -> dict[str, modelcar.ModelcarLayer]:
+        """Run both threads to the end; the layers made, by title. Any error stops everything."""
         for digest, size, path in base_blobs:
             self.pushes.put((digest, size, path, False))
         threads = [threading.Thread(target=self._guard(self._download, items), name="pipeline-download",
                                     daemon=True),
                    threading.Thread(target=self._guard(self._push), name="pipeline-push", daemon=True)]
-        total = sum(self.files.values()) + sum(size for _, size, _ in base_blobs)
+        total = sum(size for item in items for size in item.layer_bytes) + sum(size for _, size, _ in base_blobs)
         try:
             with watch("download + push", total, lambda: self.pushed_bytes):
                 for thread in threads:
@@ -246,8 +332,7 @@ class _Run:
             raise
         if self.errors:
             raise self.errors[0]
-        order = [title for item in items for _, title in item.layers]
-        return [self.layers[title] for title in order]
+        return dict(self.layers)
 
     def _guard(self, fn, *args):
         def body() -> None:
@@ -384,8 +469,9 @@ class _Run:
         """Config blob pushed, every blob HEAD-verified in the registry, then the manifest pushed under tag."""
         config = image.manifest["config"]
         try:
-            self._push_blob(config["digest"], self.layout.blob_path(config["digest"]))
-            client, repo = RegistryClient(self.target), repo_path(self.target)
+            client, repo = self.client, repo_path(self.target)
+            if client.find_blob(repo, config["digest"]) != config["size"]:  # a re-sync's may be there already
+                self._push_blob(config["digest"], self.layout.blob_path(config["digest"]))
             for blob in (config, *image.manifest["layers"]):
                 size = client.blob_size(repo, blob["digest"])
                 if size != blob["size"]:

@@ -30,6 +30,8 @@ class Workspace:
     def __init__(self, root: Path, lock_fd: int):
         self.root = root
         self._fd: int | None = lock_fd
+        # where each fetched file came from, when the source knows (S3: URL + ETag); an OCI destination records it
+        self.origins: dict = {}
 
     @property
     def model(self) -> Path:

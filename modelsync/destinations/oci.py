@@ -17,6 +17,7 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,7 +26,7 @@ from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
 from ..locations import FileEntry, OciLocation, Published
-from ..modelcar import ModelcarImage, build_modelcar, check_layer_count
+from ..modelcar import ModelcarImage, Origin, build_modelcar, check_layer_count
 from ..oci_access import check_backend
 from ..oci_copy import pull_to_layout, push_layout, repo_path
 from ..progress import watch
@@ -47,7 +48,8 @@ def is_scratch(base: OciLocation | None) -> bool:
 
 def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | None, work_dir: Path,
                      backend: str = "skopeo", source_annotation: str | None = None, *,
-                     platform: str = "linux/amd64", created: dt.datetime | None = None) -> Published:
+                     platform: str = "linux/amd64", created: dt.datetime | None = None,
+                     origins: Mapping[str, Origin] | None = None) -> Published:
     """Build and push the modelcar of model_dir to target; return its digest URI and files.
 
     base None / "scratch" / "" means no base layers (the image then has no shell: KServe cannot run it).
@@ -68,7 +70,7 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
         require_free_space(job_dir, dir_bytes(model_dir), "the modelcar layers")
         with watch("build layers", dir_bytes(model_dir), lambda: dir_bytes(job_dir / "image")):
             image = build_modelcar(model_dir, job_dir / "image", base_dir, platform=platform, tag=_REF,
-                                   created=created, source=source_annotation)
+                                   created=created, source=source_annotation, origins=origins)
         total = sum(file.size for file in image.files)
         elapsed = time.monotonic() - start
         log.info("built modelcar %s: %d files in %d layers, %d bytes in %.1fs (%.0f MB/s)", image.manifest_digest,
@@ -142,7 +144,7 @@ def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, 
 def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
             source: str | None) -> Published:
     return publish_modelcar(model_dir, endpoints.oci(cfg, "destination"), endpoints.base_image(cfg), ws.work,
-                            cfg.destination_oci_backend, source_annotation=source)
+                            cfg.destination_oci_backend, source_annotation=source, origins=ws.origins or None)
 
 
 def describe(cfg: Config) -> str:

@@ -16,6 +16,7 @@ from .. import aws, endpoints, tools
 from ..errors import TransferError
 from ..files import dir_bytes, inventory, require_free_space, safe_relative
 from ..locations import FileEntry, S3Location
+from ..modelcar import Origin
 from ..progress import watch
 from ..requirements import require_s3
 
@@ -28,26 +29,45 @@ log = logging.getLogger("modelsync.sources.s3")
 
 def plan_s3(loc: S3Location) -> tuple[str, dict[str, int]]:
     """('object' | 'prefix', {relative path: size}); raises TransferError if nothing is there or a key is unsafe."""
+    kind, files, _ = list_s3(loc)
+    return kind, files
+
+
+def list_s3(loc: S3Location) -> tuple[str, dict[str, int], dict[str, Origin]]:
+    """plan_s3 plus each file's origin (object URL and ETag, as listed): what a modelcar layer records."""
     try:
         objects = aws.list_objects(loc, loc.key)
     except (ClientError, BotoCoreError) as exc:
         raise TransferError(f"cannot list source {aws.describe_error(exc, loc)}") from None
     exact = [o for o in objects if o["Key"] == loc.key and not loc.key.endswith("/")]
     if exact and not any(o["Key"].startswith(loc.key.rstrip("/") + "/") for o in objects):
-        return "object", {safe_relative(PurePosixPath(loc.key).name, "S3 key"): exact[0]["Size"]}
+        rel = safe_relative(PurePosixPath(loc.key).name, "S3 key")
+        return "object", {rel: exact[0]["Size"]}, _origin(loc, exact[0], rel)
     prefix = loc.key.rstrip("/") + "/" if loc.key.strip("/") else ""
     files: dict[str, int] = {}
+    origins: dict[str, Origin] = {}
     for obj in objects:
         if not obj["Key"].startswith(prefix) or obj["Key"].endswith("/"):
             continue  # a sibling such as "model-v2/..." for prefix "model", or a folder marker
-        files[safe_relative(obj["Key"][len(prefix):], "S3 key")] = obj["Size"]
+        rel = safe_relative(obj["Key"][len(prefix):], "S3 key")
+        files[rel] = obj["Size"]
+        origins.update(_origin(loc, obj, rel))
     if not files:
         raise TransferError(f"nothing found at source {loc.url}" + (f" ({loc.endpoint})" if loc.endpoint else ""))
-    return "prefix", files
+    return "prefix", files, origins
 
 
-def fetch_s3(loc: S3Location, dest: Path) -> tuple[FileEntry, ...]:
-    kind, expected = plan_s3(loc)
+def _origin(loc: S3Location, obj: dict, rel: str) -> dict[str, Origin]:
+    """A listed object's origin; none without an ETag (some stores omit it): such a file is always downloaded."""
+    etag = str(obj.get("ETag") or "").strip('"')
+    return {rel: Origin(f"s3://{loc.bucket}/{obj['Key']}", etag)} if etag else {}
+
+
+def fetch_s3(loc: S3Location, dest: Path, origins: dict[str, Origin] | None = None) -> tuple[FileEntry, ...]:
+    """Download into dest; with origins (a dict), fill it with each file's origin as listed before the download."""
+    kind, expected, listed = list_s3(loc)
+    if origins is not None:
+        origins.update(listed)
     total = sum(expected.values())
     require_free_space(dest, total)
     log.info("fetching %d file(s), %d bytes from %s", len(expected), total, loc.url)
@@ -87,7 +107,7 @@ def facts(cfg: Config) -> dict[str, str]:
 
 def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
     ws.model.mkdir(parents=True, exist_ok=True)
-    return ws.model, fetch_s3(endpoints.s3(cfg, "source"), ws.model)
+    return ws.model, fetch_s3(endpoints.s3(cfg, "source"), ws.model, ws.origins)
 
 
 def describe(cfg: Config) -> str:
