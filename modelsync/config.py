@@ -156,6 +156,10 @@ def _warn_secret_args(args: Mapping[str, str]) -> None:
                         "credentials file", s.arg, s.env)
 
 
+def _label(name: str) -> str:
+    return f"{BY_NAME[name].arg} / {BY_NAME[name].env}"
+
+
 def _fill_from_files(raw: dict[str, str], origins: dict[str, str], env: Mapping[str, str],
                      dotenv: Mapping[str, str], uri_creds: dict[str, str]) -> None:
     """Credentials files rank below args/env/dotenv: they only fill settings still unset."""
@@ -169,7 +173,7 @@ def _fill_from_files(raw: dict[str, str], origins: dict[str, str], env: Mapping[
         s3_dir = raw.get(f"{side}_s3_credentials_path")
         if s3_dir:
             try:
-                found = credentials.read_secret_dir(s3_dir, BY_NAME[f"{side}_s3_credentials_path"].arg)
+                found = credentials.read_secret_dir(s3_dir, _label(f"{side}_s3_credentials_path"))
             except ConfigError as exc:
                 problems += exc.problems
                 found = {}
@@ -180,7 +184,7 @@ def _fill_from_files(raw: dict[str, str], origins: dict[str, str], env: Mapping[
         if oci_file and registry:
             try:
                 found = credentials.read_docker_auth(oci_file, registry,
-                                                     BY_NAME[f"{side}_oci_credentials_path"].arg)
+                                                     _label(f"{side}_oci_credentials_path"))
             except ConfigError as exc:
                 problems += exc.problems
                 found = {}
@@ -192,7 +196,7 @@ def _fill_from_files(raw: dict[str, str], origins: dict[str, str], env: Mapping[
     uri_dir = raw.get("source_uri_credentials_path")
     if uri_dir:
         try:
-            uri_creds.update(credentials.read_secret_dir(uri_dir, BY_NAME["source_uri_credentials_path"].arg))
+            uri_creds.update(credentials.read_secret_dir(uri_dir, _label("source_uri_credentials_path")))
         except ConfigError as exc:
             problems += exc.problems
         uri_from_secret = uri_creds.pop("URI", None)

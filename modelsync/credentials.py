@@ -57,13 +57,15 @@ def normalize_registry(name: str) -> str:
     return "docker.io" if host in _DOCKER_HUB else host
 
 
-def dockerconfig_file(path: str) -> Path:
+def dockerconfig_file(path: str, setting: str = "the .dockerconfigjson path") -> Path:
     """A .dockerconfigjson Secret may be mounted as the file itself or as a directory holding it."""
     p = Path(path)
-    if _is_dir(p, "the .dockerconfigjson path"):
+    if _is_dir(p, setting):
         for name in (".dockerconfigjson", "config.json", ".dockercfg"):
             if (p / name).is_file():
                 return p / name
+        raise ConfigError(f"{setting}: the directory '{path}' holds no .dockerconfigjson (nor config.json or "
+                          f".dockercfg); mount the registry Secret (type kubernetes.io/dockerconfigjson) there")
     return p
 
 
@@ -73,7 +75,7 @@ def read_docker_auth(path: str, registry: str, setting: str) -> dict[str, str]:
     Returns {} when the file has no entry for that registry, or an entry without credentials: the registry is
     then used anonymously (the caller says so).
     """
-    file = dockerconfig_file(path)
+    file = dockerconfig_file(path, setting)
     try:
         doc = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:

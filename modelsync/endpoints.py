@@ -41,7 +41,8 @@ def base_image(cfg: Config) -> OciLocation | None:
     user = password = None
     if cfg.destination_oci_base_image_credentials_path:
         found = credentials.read_docker_auth(str(cfg.destination_oci_base_image_credentials_path),
-                                             ref.split("/", 1)[0], "--destination-oci-base-image-credentials-path")
+                                             ref.split("/", 1)[0], "--destination-oci-base-image-credentials-path"
+                                             " / MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_CREDENTIALS_PATH")
         user, password = found.get("username"), found.get("password")
     return OciLocation(reference=ref, username=user, password=Secret(password) if password else None,
                        tls_verify=cfg.destination_oci_base_image_tls_verify,

@@ -39,4 +39,14 @@ def setup(fmt: str = "text", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)  # libraries stay quiet unless they warn
-    logging.getLogger("modelsync").setLevel(level.upper())
+    logging.getLogger("modelsync").setLevel(_level(level))
+
+
+def _level(level: str) -> int:
+    """A level name or number; anything else is INFO. main() sets logging up from the raw env before the config is
+    validated, so a bad MODEL_SYNC_LOG_LEVEL must not crash here: config reports it as a problem, one line."""
+    text = str(level).strip()
+    if text.isdigit():
+        return int(text)
+    number = logging.getLevelName(text.upper())
+    return number if isinstance(number, int) else logging.INFO

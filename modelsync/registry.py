@@ -16,8 +16,9 @@ Re-runs (Kubernetes restarts a failed Job; it may have died anywhere)
     of what identifies the job: the intent, the parent model id, the entity names and ``Intent.job_key`` (a stable
     description of the source and destination given by the caller). A restarted Job has the same names and
     settings, so the same fingerprint; a re-run whose ConfigMap corrected a description or a property is the same
-    job too, and its corrected metadata is written to the entities it resumes. Preflight looks each entity up by name under its parent (RegisteredModel by name,
-    ModelVersion by name + model id, ModelArtifact by name + version id):
+    job too, and its corrected metadata is written to the entities it resumes. Preflight looks each entity up by
+    name under its parent (RegisteredModel by name, ModelVersion by name + model id, ModelArtifact by name +
+    version id):
 
     - not found                          -> create it (in begin)
     - found, ``modelsync.job`` matches   -> an earlier attempt of this job: resume it, whatever its state

@@ -75,7 +75,8 @@ def require_oci(cfg: Config, side: str) -> list[str]:
     cred = f"{side}_oci_credentials_path"
     # The registry defaults to the URI's host, so it is only worth a line of its own when the URI is there.
     problems = require(cfg, [f"{side}_oci_uri"], why)
-    if cfg.values.get(f"{side}_oci_uri"):
+    ref = cfg.values.get(f"{side}_oci_uri")
+    if ref and _REFERENCE.match(strip_scheme(ref)):  # a bad URI is its own problem; its "host" would mislead
         problems += require(cfg, [f"{side}_oci_registry"], why)
     user, password = cfg.values.get(f"{side}_oci_username"), cfg.values.get(f"{side}_oci_password")
     if not user and not password and cfg.values.get(f"{side}_oci_uri"):
@@ -90,6 +91,10 @@ def require_oci(cfg: Config, side: str) -> list[str]:
     if ref and not _REFERENCE.match(strip_scheme(ref)):
         problems.append(problem(f"{side}_oci_uri", f"'{ref}' is not an image reference; write host[:port]/repo[:tag]"))
     return problems
+
+
+def reference_ok(ref: str) -> bool:
+    return bool(_REFERENCE.match(ref))
 
 
 def require_path(cfg: Config, side: str, kind: str) -> list[str]:

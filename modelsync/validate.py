@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from . import destinations, sources
 from .requirements import require
-from .settings import SETTINGS, SIGSTORE_VARS
+from .secret import redact_url
+from .settings import BY_NAME, SETTINGS, SIGSTORE_VARS
 
 if TYPE_CHECKING:
     from .config import Config
@@ -33,6 +35,7 @@ def validate(cfg: Config) -> list[str]:
     if cfg.values.get("model_upload_intent") is not None:
         problems += _require_intent(cfg)
     problems += require(cfg, ["registry_server_address"], "registering in the Model Registry")
+    problems += _check_registry_values(cfg)
     problems += _check_files(cfg)
     problems += _check_signing(cfg)
     _warn_unused(cfg)
@@ -49,6 +52,30 @@ def _require_intent(cfg: Config) -> list[str]:
     if meta and "metadata_configmap_path" in needs and not Path(meta).is_dir():
         problems.append(f"--metadata-configmap-path / MODEL_SYNC_METADATA_CONFIGMAP_PATH: '{meta}' is not a "
                         f"directory; mount the metadata ConfigMap there")
+    return problems
+
+
+def _check_registry_values(cfg: Config) -> list[str]:
+    """The address as registry.base_url reads it, and ids as the Model Registry makes them (whole numbers): an id
+    goes into a REST path, so '../7' must not reach the server."""
+    problems = []
+    address = (cfg.values.get("registry_server_address") or "").strip().rstrip("/")
+    if address:
+        try:
+            parts = urlsplit(address if "://" in address else f"//{address}")
+            ok = parts.scheme in ("", "http", "https") and bool(parts.hostname) and parts.path in ("", "/")
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.append(f"--registry-server-address / MODEL_SYNC_REGISTRY_SERVER_ADDRESS: "
+                            f"'{redact_url(address)}' is not a Model Registry address; write host, http://host[:port] "
+                            f"or https://host[:port]")
+    for name in ("model_id", "model_version_id", "model_artifact_id"):
+        value = cfg.values.get(name)
+        if value and not value.strip().isdigit():
+            s = BY_NAME[name]
+            problems.append(f"{s.arg} / {s.env}: '{value}' is not a Model Registry id (a whole number)")
     return problems
 
 

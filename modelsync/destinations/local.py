@@ -52,9 +52,20 @@ def preflight_local(loc: LocalLocation, job: str, files: dict[str, int] | None, 
         raise TransferError(f"{SETTING}: '{existing}' is not writable by this job (uid {os.getuid()}); mount the "
                             f"volume read-write or fix its permissions")
     if files is not None:
+        _refuse_own_names(files)
         require_free_space(existing, sum(files.values()), "the copy")
         _refuse_foreign(dest, job, files, replace)
     return {"type": "volume", "path": str(dest), "entries already there": _count_entries(dest)}
+
+
+def _refuse_own_names(files: dict[str, int]) -> None:
+    """A model file at the job's own record (or staging) name would be overwritten by it (the artifact would go LIVE
+    without the model's file) or be read back as the record of what this job owns."""
+    for path in files:
+        top = path.split("/", 1)[0]
+        if path == RECORD or top.startswith(STAGING):
+            raise TransferError(f"refusing model file '{path}': {SETTING} keeps its own bookkeeping under that "
+                                f"name; rename the file at the source")
 
 
 def publish_local(model_dir: Path, files: tuple[FileEntry, ...], loc: LocalLocation, job: str,
@@ -63,6 +74,7 @@ def publish_local(model_dir: Path, files: tuple[FileEntry, ...], loc: LocalLocat
     src = model_dir.resolve()
     if dest == src or dest.is_relative_to(src) or src.is_relative_to(dest):
         raise TransferError(f"{SETTING}: '{dest}' overlaps the source '{model_dir}'; choose another directory")
+    _refuse_own_names({f.path: f.size for f in files})
     _refuse_foreign(dest, job, {f.path: f.size for f in files}, replace)
     require_free_space(_nearest_existing(dest), total_size(files), "the copy")
     with workspace.claim(dest, STAGING, job[:16], SETTING) as staging:
@@ -166,6 +178,11 @@ def validate(cfg: Config) -> list[str]:
 
 
 def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
+    dest, src = cfg.destination_path, cfg.source_path
+    if dest and src and cfg.source_type in ("pvc", "local"):  # publish_local's check, before the claim
+        d, s = Path(dest).resolve(), Path(src).resolve()
+        if d == s or d.is_relative_to(s) or s.is_relative_to(d):
+            raise TransferError(f"{SETTING}: '{dest}' overlaps --source-path '{src}'; choose another directory")
     return preflight_local(endpoints.local(cfg, "destination"), job, files, cfg.destination_replace_existing)
 
 

@@ -25,12 +25,12 @@ from .. import endpoints
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
-from ..locations import FileEntry, OciLocation, Published
+from ..locations import FileEntry, OciLocation, Published, qualify_reference, strip_scheme
 from ..modelcar import ModelcarImage, Origin, build_modelcar, check_layer_count
 from ..oci_access import check_backend
 from ..oci_copy import pull_to_layout, push_layout, repo_path
 from ..progress import watch
-from ..requirements import problem, require_oci
+from ..requirements import problem, reference_ok, require_oci
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -134,6 +134,10 @@ def validate(cfg: Config) -> list[str]:
     if ref and "@" in ref:
         problems.append(problem("destination_oci_uri", f"'{ref}' is pinned by digest; give a tag or just the "
                                                        f"repository (the job computes the digest and records it)"))
+    base = strip_scheme(cfg.values.get("destination_oci_base_image") or "scratch")
+    if base not in ("scratch", "") and not reference_ok(qualify_reference(base)):
+        problems.append(problem("destination_oci_base_image", f"'{base}' is not an image reference; write "
+                                                              f"[host[:port]/]repo[:tag][@sha256:digest] or scratch"))
     return problems
 
 
