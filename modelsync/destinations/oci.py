@@ -86,13 +86,23 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
 
 
 def verify_pushed(image: ModelcarImage, target: OciLocation, tag: str) -> None:
-    """Raise TransferError unless target:tag is exactly the manifest built, with every layer blob present."""
+    """Raise TransferError unless the registry holds exactly the manifest built (fetched by its digest, which the
+    artifact's URI names), with every layer blob present. The tag is only checked for the log: another job may
+    push the same tag at the same moment, and the last push wins it."""
     client = RegistryClient(target)
     repo = repo_path(target)
-    remote = client.manifest(repo, tag)
+    try:
+        remote = client.manifest(repo, image.manifest_digest)
+    except TransferError as exc:
+        raise TransferError(f"{target.repository}@{image.manifest_digest[:19]}… is not in the registry after the "
+                            f"push (did the push tool rewrite the image, e.g. compress its layers?): {exc}") from None
     if remote.digest != image.manifest_digest:
-        raise TransferError(f"{target.repository}:{tag} is {remote.digest}, not the {image.manifest_digest} built: "
-                            f"the push tool rewrote the image (compressed layers?)")
+        raise TransferError(f"{target.repository}: the manifest served as {image.manifest_digest} hashes to "
+                            f"{remote.digest}")
+    tagged = client.manifest(repo, tag).digest
+    if tagged != image.manifest_digest:
+        log.warning("%s:%s now points at %s, pushed by someone else meanwhile; this sync is recorded by its digest "
+                    "%s", target.repository, tag, tagged, image.manifest_digest)
     layers = remote.json().get("layers") or []
     built = image.manifest["layers"]
     if [(x["digest"], x["size"]) for x in layers] != [(x["digest"], x["size"]) for x in built]:
