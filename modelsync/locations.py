@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .secret import Secret
 
@@ -32,6 +33,15 @@ class S3Location:
         """No access key configured: the standard AWS credential chain (web identity, container, instance,
         profile) is used instead, by boto3 and the aws CLI alike (see aws.py)."""
         return not self.access_key_id and not self.secret_access_key
+
+
+def split_registry_address(address: str) -> tuple[str, str, int | None]:
+    """A Model Registry address (`host`, `http://host:port`, `https://host`) as (scheme or "", host, port or
+    None); ValueError when it is none of those (another scheme, a path, no host, a port that is not a number)."""
+    parts = urlsplit(address if "://" in address else f"//{address}")
+    if parts.scheme not in ("", "http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        raise ValueError(address)
+    return parts.scheme, parts.hostname, parts.port
 
 
 DOCKER_HUB = "docker.io"

@@ -49,7 +49,6 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from mr_openapi.configuration import Configuration
 from mr_openapi.models import (
@@ -59,7 +58,7 @@ from mr_openapi.models import (
 )
 
 from .errors import RegistryError
-from .locations import Published
+from .locations import Published, split_registry_address
 from .metadata import EntityMetadata, Metadata, PropertyValue
 from .mr_api import Conflict, Connection, NotFound, RetryPolicy, check_client_prefix, detect
 from .secret import Secret, mask
@@ -153,12 +152,14 @@ def base_url(settings: RegistrySettings) -> str:
     address = settings.server_address.strip().rstrip("/")
     if not address:
         raise RegistryError("no Model Registry server address configured")
-    parts = urlsplit(address if "://" in address else f"//{address}")
-    if parts.scheme not in ("", "http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise RegistryError(f"registry server address {address!r}: expected host, http://host or https://host")
-    scheme = parts.scheme or ("https" if settings.is_secure else "http")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
-    return f"{scheme}://{host}:{parts.port or settings.port}"
+    try:
+        scheme, hostname, port = split_registry_address(address)
+    except ValueError:
+        raise RegistryError(f"registry server address {address!r}: expected host, http://host or https://host") \
+            from None
+    scheme = scheme or ("https" if settings.is_secure else "http")
+    host = f"[{hostname}]" if ":" in hostname else hostname
+    return f"{scheme}://{host}:{port or settings.port}"
 
 
 class Registry:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from . import destinations, sources
+from .locations import split_registry_address
 from .requirements import require
 from .secret import redact_url
 from .settings import BY_NAME, SETTINGS, SIGSTORE_VARS
@@ -56,18 +56,14 @@ def _require_intent(cfg: Config) -> list[str]:
 
 
 def _check_registry_values(cfg: Config) -> list[str]:
-    """The address as registry.base_url reads it, and ids as the Model Registry makes them (whole numbers): an id
+    """The address as registry.base_url reads it (locations.split_registry_address), and ids as the Model Registry makes them (whole numbers): an id
     goes into a REST path, so '../7' must not reach the server."""
     problems = []
     address = (cfg.values.get("registry_server_address") or "").strip().rstrip("/")
     if address:
         try:
-            parts = urlsplit(address if "://" in address else f"//{address}")
-            ok = parts.scheme in ("", "http", "https") and bool(parts.hostname) and parts.path in ("", "/")
-            parts.port  # noqa: B018 - raises on a port that is not a number
+            split_registry_address(address)
         except ValueError:
-            ok = False
-        if not ok:
             problems.append(f"--registry-server-address / MODEL_SYNC_REGISTRY_SERVER_ADDRESS: "
                             f"'{redact_url(address)}' is not a Model Registry address; write host, http://host[:port] "
                             f"or https://host[:port]")

@@ -71,9 +71,7 @@ def _refuse_own_names(files: dict[str, int]) -> None:
 def publish_local(model_dir: Path, files: tuple[FileEntry, ...], loc: LocalLocation, job: str,
                   replace: bool = False) -> Published:
     dest = loc.path.resolve()
-    src = model_dir.resolve()
-    if dest == src or dest.is_relative_to(src) or src.is_relative_to(dest):
-        raise TransferError(f"{SETTING}: '{dest}' overlaps the source '{model_dir}'; choose another directory")
+    _refuse_overlap(dest, model_dir)
     _refuse_own_names({f.path: f.size for f in files})
     _refuse_foreign(dest, job, {f.path: f.size for f in files}, replace)
     require_free_space(_nearest_existing(dest), total_size(files), "the copy")
@@ -88,6 +86,13 @@ def publish_local(model_dir: Path, files: tuple[FileEntry, ...], loc: LocalLocat
         _write_record(dest, job, files)
     # The job sees a mount path, not the claim's name, so it records a file:// URI of where the files are.
     return Published(uri=dest.as_uri(), digest=None, files=files)
+
+
+def _refuse_overlap(dest: Path, source: Path) -> None:
+    """The copy must not land inside what it reads, nor contain it."""
+    d, s = dest.resolve(), source.resolve()
+    if d == s or d.is_relative_to(s) or s.is_relative_to(d):
+        raise TransferError(f"{SETTING}: '{dest}' overlaps the source '{source}'; choose another directory")
 
 
 def _copy_verified(model_dir: Path, files: tuple[FileEntry, ...], staging: Path) -> None:
@@ -178,11 +183,8 @@ def validate(cfg: Config) -> list[str]:
 
 
 def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
-    dest, src = cfg.destination_path, cfg.source_path
-    if dest and src and cfg.source_type in ("pvc", "local"):  # publish_local's check, before the claim
-        d, s = Path(dest).resolve(), Path(src).resolve()
-        if d == s or d.is_relative_to(s) or s.is_relative_to(d):
-            raise TransferError(f"{SETTING}: '{dest}' overlaps --source-path '{src}'; choose another directory")
+    if cfg.destination_path and cfg.source_path and cfg.source_type in ("pvc", "local"):  # before the claim
+        _refuse_overlap(Path(cfg.destination_path), Path(cfg.source_path))
     return preflight_local(endpoints.local(cfg, "destination"), job, files, cfg.destination_replace_existing)
 
 

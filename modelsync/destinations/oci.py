@@ -116,9 +116,8 @@ def verify_pushed(image: ModelcarImage, target: OciLocation, tag: str) -> None:
 
 def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, object]:
     """Before anything moves: the destination registry answers an authenticated request with the credentials
-    and CA given, and the base image exists (pulling it is the build's first step)."""
-    if target.digest:
-        raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
+    and CA given, and the base image exists (pulling it is the build's first step). A digest-pinned target never
+    gets here: validate() refuses it."""
     RegistryClient(target).check_access(repo_path(target))
     facts: dict[str, object] = {"type": "oci", "repository": target.repository, "tag": target.tag or "latest",
                                 "credentials": f"user {target.username}" if target.username else "anonymous"}
