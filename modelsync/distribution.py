@@ -1,6 +1,7 @@
 """A minimal OCI distribution-spec client (stdlib only) to check what a registry really holds after a push.
 
-It reads manifests and blob sizes; it never writes (skopeo/oras push). Auth follows the spec's challenge:
+It reads manifests and blob sizes; it writes only small documents (signatures and their referrers index): the
+model's bytes go up through skopeo/oras. Auth follows the spec's challenge:
 anonymous first, then on 401 either Basic with the location's credentials or the Bearer token dance
 (`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token).
 """
@@ -129,12 +130,65 @@ class RegistryClient:
         except _NotFound:
             pass
 
+    def blob(self, repo: str, digest: str, limit: int = 16 << 20) -> bytes:
+        """A small blob's bytes (at most limit), checked against its digest."""
+        data, _ = self._request("GET", f"/v2/{repo}/blobs/{digest}", repo, {})
+        if len(data) > limit or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise TransferError(f"{self._where(repo)}: blob {digest[:19]} does not match its digest")
+        return data
+
+    def referrers(self, repo: str, digest: str) -> list[dict[str, Any]]:
+        """The descriptors of the manifests whose subject is digest: the OCI 1.1 referrers API, else the referrers
+        tag schema (tag sha256-<hex>, an image index)."""
+        try:
+            data, headers = self._request("GET", f"/v2/{repo}/referrers/{digest}", repo, {"Accept": OCI_INDEX},
+                                          missing_ok=True)
+            if headers.get("Content-Type", "").split(";")[0].strip() == OCI_INDEX:
+                return list(json.loads(data).get("manifests") or [])
+        except (_NotFound, TransferError):
+            pass
+        found = self.find_manifest(repo, digest.replace(":", "-", 1))
+        return list(found.json().get("manifests") or []) if found is not None else []
+
+    # ---- writes (small documents only: signatures; the model's bytes go up through oras/skopeo) ------------------
+
+    def put_blob(self, repo: str, data: bytes) -> str:
+        """Upload data as a blob (one POST, one PUT), unless the registry has it; its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        if self.find_blob(repo, digest) == len(data):
+            return digest
+        _, headers = self._request("POST", f"/v2/{repo}/blobs/uploads/", repo, {"Content-Length": "0"}, data=b"")
+        location = headers.get("Location") or ""
+        if not location:
+            raise TransferError(f"{self._where(repo)}: blob upload started without a Location")
+        if location.startswith(self.base):
+            location = location[len(self.base):]
+        location += ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
+        self._request("PUT", location, repo, {"Content-Type": "application/octet-stream"}, data=data)
+        return digest
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> Any:
+        """PUT a manifest or index under reference (a tag or its digest); the response headers."""
+        _, headers = self._request("PUT", f"/v2/{repo}/manifests/{reference}", repo, {"Content-Type": media_type},
+                                   data=data)
+        return headers
+
+    def has_referrers_api(self, repo: str, digest: str) -> bool:
+        """Whether the registry serves the OCI 1.1 referrers API (an image index) for digest."""
+        try:
+            _, headers = self._request("GET", f"/v2/{repo}/referrers/{digest}", repo, {"Accept": OCI_INDEX},
+                                       missing_ok=True)
+        except (_NotFound, TransferError):
+            return False
+        return headers.get("Content-Type", "").split(";")[0].strip() == OCI_INDEX
+
     # ---- auth and transport ------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, repo: str, headers: dict[str, str],
-                 missing_ok: bool = False) -> tuple[bytes, Any]:
+                 missing_ok: bool = False, data: bytes | None = None) -> tuple[bytes, Any]:
         for attempt in range(2):
-            req = urllib.request.Request(self.base + path, method=method, headers=headers)
+            url = path if path.startswith(("http://", "https://")) else self.base + path
+            req = urllib.request.Request(url, method=method, headers=headers, data=data)
             if self._auth_header:
                 # unredirected: blob HEAD/GET may redirect to storage that must not see our credentials
                 req.add_unredirected_header("Authorization", self._auth_header)

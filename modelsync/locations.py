@@ -6,6 +6,7 @@ no behaviour beyond small derived properties, so every stage can be tested with 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -122,3 +123,4 @@ class Published:
     uri: str                      # what the Model Registry records, e.g. oci://host/repo@sha256:..., s3://b/k
     digest: str | None            # manifest digest for OCI, None where the back-end has no single digest
     files: tuple[FileEntry, ...]
+    facts: Mapping[str, str] = field(default_factory=dict)  # more for the artifact's properties (signatures)

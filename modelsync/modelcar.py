@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 
 from .errors import TransferError
 from .locations import FileEntry
+from .signing.model import SIGNATURE_NAME as SIGNATURE_FILE  # /models/model.sig: its own, last layer
 from .oci_layout import (IMAGE_CONFIG_TYPES, OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, TITLE, HashingWriter, Layout,
                          canonical_json, descriptor, parse_platform)
 
@@ -96,6 +97,7 @@ class ModelcarImage:
     manifest_digest: str
     manifest: dict[str, Any]
     layers: tuple[ModelcarLayer, ...]   # the model layers only (base layers come first in the manifest)
+    signature: ModelcarLayer | None = None  # /models/model.sig, the last layer, when the job signs
 
     @property
     def files(self) -> tuple[FileEntry, ...]:
@@ -393,21 +395,24 @@ def _scratch_config(platform: str) -> dict[str, Any]:
 
 def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None, *, platform: str = "linux/amd64",
                    tag: str = "latest", created: dt.datetime | None = None,
-                   source: str | None = None, origins: Mapping[str, Origin] | None = None) -> ModelcarImage:
+                   source: str | None = None, origins: Mapping[str, Origin] | None = None,
+                   signature: Path | None = None) -> ModelcarImage:
     """Write the modelcar image for model_dir into the OCI layout out_dir (created if needed) and return it.
 
     base_dir is an OCI layout holding the base image (an index is narrowed to `platform`); None means scratch.
     origins: where each file came from (S3 sources), recorded on its layer (SOURCE_RECORD).
+    signature: a model.sig file, put at /models/model.sig in a layer of its own (the last); a model.sig at the
+    model's root is then left out (this job's signature replaces one the source carried).
     """
     out = Layout(out_dir)
     out.init()
     created_at = created_time(created)
     base_layers, config = base_image(base_dir, platform, out)
-    files = model_files(model_dir)
+    files = [(rel, path) for rel, path in model_files(model_dir) if signature is None or rel != SIGNATURE_FILE]
     sources = dict(files)
-    budget = max(1, min(MODEL_LAYER_BUDGET, MAX_IMAGE_LAYERS - len(base_layers)))
+    budget = max(1, min(MODEL_LAYER_BUDGET, MAX_IMAGE_LAYERS - len(base_layers) - (signature is not None)))
     groups = plan_layers([(rel, path.stat().st_size) for rel, path in files], budget)
-    check_layer_count(len(base_layers), len(groups))  # before any byte is copied
+    check_layer_count(len(base_layers), len(groups) + (signature is not None))  # before any byte is copied
     log.info("modelcar: %d files in %d layers on %d base layers", len(files), len(groups), len(base_layers))
 
     layers = []
@@ -417,7 +422,8 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
         log.debug("layer %s %s (%d files, %d bytes, %.1fs)", title, layer.digest[:19], len(group), layer.size,
                   time.monotonic() - start)
         layers.append(layer)
-    return finish_image(out, tag, config, base_layers, layers, created_at, source, origins)
+    sig_layer = write_layer([(SIGNATURE_FILE, signature)], out, SIGNATURE_FILE) if signature is not None else None
+    return finish_image(out, tag, config, base_layers, layers, created_at, source, origins, sig_layer)
 
 
 @dataclass(frozen=True)
@@ -449,13 +455,16 @@ def created_time(created: dt.datetime | None = None) -> str:
 
 
 def finish_image(out: Layout, tag: str, config: dict[str, Any], base_layers: list[dict[str, Any]],
-                 layers: Sequence[ModelcarLayer], created_at: str, source: str | None,
-                 origins: Mapping[str, Origin] | None = None) -> ModelcarImage:
-    """Config and manifest of the modelcar (base layers + the model's layers) written into out, tagged.
+                 model_layers: Sequence[ModelcarLayer], created_at: str, source: str | None,
+                 origins: Mapping[str, Origin] | None = None,
+                 signature: ModelcarLayer | None = None) -> ModelcarImage:
+    """Config and manifest of the modelcar (base layers + the model's layers + its signature's) written into out,
+    tagged.
 
     The model's layer blobs need not be in out: the pipeline pushes each as soon as it is written and deletes it.
     With origins, each layer whose files all have one carries their source record (SOURCE_RECORD).
     """
+    layers = [*model_layers, *([signature] if signature is not None else [])]
     config = json.loads(json.dumps(config))  # the caller's copy stays as it was
     config["created"] = created_at
     config.setdefault("rootfs", {"type": "layers", "diff_ids": []}).setdefault("diff_ids", [])
@@ -477,7 +486,7 @@ def finish_image(out: Layout, tag: str, config: dict[str, Any], base_layers: lis
     }
     manifest_desc = out.add_bytes(canonical_json(manifest), OCI_MANIFEST)
     out.write_index(manifest_desc, tag)
-    return ModelcarImage(out.root, tag, manifest_desc["digest"], manifest, tuple(layers))
+    return ModelcarImage(out.root, tag, manifest_desc["digest"], manifest, tuple(model_layers), signature)
 
 
 def base_image(base_dir: Path | None, platform: str,
