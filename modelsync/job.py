@@ -14,8 +14,10 @@ LIVE artifact whose files are not there. The job works in a locked directory of 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import re
 import signal
 import tempfile
 import time
@@ -24,9 +26,9 @@ from typing import Any
 
 from types import ModuleType
 
-from . import destinations, pipeline, registry, sources, workspace
+from . import destinations, endpoints, pipeline, registry, signing, sources, workspace
 from .config import Config
-from .errors import ConfigError, ModelSyncError
+from .errors import ModelSyncError
 from .files import human, require_free_space, total_size
 from .locations import Published
 from .secret import mask, redact_url
@@ -73,13 +75,18 @@ def job_key(cfg: Config) -> str:
     return f"{sources.of(cfg).describe(cfg)} -> {destinations.of(cfg).describe(cfg)}"
 
 
-def _check_signing(cfg: Config) -> None:
+def _signing_enabled(cfg: Config) -> bool:
     enabled, warning = signing_decision(cfg)
     if warning:
         log.warning("%s", warning)
-    if enabled:
-        raise ConfigError("--sign / MODEL_SYNC_SIGN: signing is enabled (explicitly or by SIGSTORE_* vars) but this "
-                          "build of modelsync cannot sign yet; set MODEL_SYNC_SIGN=false to sync without a signature")
+    return enabled
+
+
+def model_name(cfg: Config) -> str:
+    """The name the model's signature gives it (informative, as model-signing's directory name): the last part
+    of where it goes."""
+    return re.split(r"[/:@]", destinations.of(cfg).describe(cfg).split("://", 1)[-1].split(" at ")[0]
+                    .split("@")[0].rstrip("/"))[-1] or "model"
 
 
 def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
@@ -98,10 +105,12 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
                 plan = reg.preflight(job_intent)
             finally:
                 reg.close()
-        source, files = preflight_source(cfg)
-        report["preflight"].update(intent=cfg.model_upload_intent, plan=plan.describe(), source=source,
-                                   destination=destinations.of(cfg).preflight(
-                                       cfg, registry.job_fingerprint(job_intent), files))
+            source, files = preflight_source(cfg)
+            report["preflight"].update(intent=cfg.model_upload_intent, plan=plan.describe(), source=source,
+                                       destination=destinations.of(cfg).preflight(
+                                           cfg, registry.job_fingerprint(job_intent), files))
+            if sign:
+                report["signing"].update(signing.prepare(cfg, Path(scratch), model_name(cfg)).describe())
     except ModelSyncError as exc:
         report.setdefault("preflight", {})["error"] = mask(str(exc))
         return report, False
@@ -148,7 +157,7 @@ def check_space(cfg: Config, size: int | None, files: dict[str, int] | None = No
 
 
 def run(cfg: Config) -> Published:
-    _check_signing(cfg)
+    sign = _signing_enabled(cfg)
     started = time.monotonic()
     job_intent = intent(cfg)  # a bad metadata dir fails here, before anything is written
     job = registry.job_fingerprint(job_intent)
@@ -162,13 +171,16 @@ def run(cfg: Config) -> Published:
         source, files = preflight_source(cfg)
         destination = destinations.of(cfg).preflight(cfg, job, files)
         check_space(cfg, source.get("bytes"), files)
+        signer = signing.prepare(cfg, ws.root, model_name(cfg)) if sign else None
         log.info("preflight passed: %s; source %s; destination %s", "; ".join(plan.describe()),
                  ", ".join(f"{k} {v}" for k, v in source.items()),
                  ", ".join(f"{k} {v}" for k, v in destination.items()),
                  extra={"fields": {"source": source, "destination": destination}})
         claim = reg.begin(plan)
         try:
-            published = transfer(cfg, ws, job)
+            published = transfer(cfg, ws, job, signer)
+            if signer is not None:
+                published = sign_published(cfg, signer, published)
         except BaseException as exc:
             reason = str(exc) if isinstance(exc, ModelSyncError) else f"{type(exc).__name__}: {exc}"
             _abandon(reg, claim, reason)
@@ -184,14 +196,33 @@ def run(cfg: Config) -> Published:
     return published
 
 
-def transfer(cfg: Config, ws: workspace.Workspace, job: str) -> Published:
+def transfer(cfg: Config, ws: workspace.Workspace, job: str, signer: signing.Signing | None = None) -> Published:
+    """The model moved and verified; with signer, its model.sig made from the files' digests before they are
+    published (a pipeline: once every model layer is up, before the manifest) and published with them."""
     source = sources.of(cfg)
     fast = pipeline_of(cfg)
     if fast is not None:
-        return fast.transfer(cfg, ws, job, source.public_source(cfg))
+        return fast.transfer(cfg, ws, job, source.public_source(cfg),
+                             sign_model=signer.sign_model if signer is not None else None)
     model_dir, files = source.fetch(cfg, ws)
     log.info("fetched %d file(s), %s", len(files), human(total_size(files)))
-    return destinations.of(cfg).publish(cfg, model_dir, files, ws, job, source.public_source(cfg))
+    signature = None
+    if signer is not None:
+        if any(f.path == signing.SIGNATURE_NAME for f in files):
+            log.warning("the source's %s is left out: this job's signature replaces it", signing.SIGNATURE_NAME)
+            files = tuple(f for f in files if f.path != signing.SIGNATURE_NAME)
+        signature = ws.work / "signature" / signing.SIGNATURE_NAME
+        signature.parent.mkdir(parents=True, exist_ok=True)
+        signature.write_bytes(signer.sign_model(files))
+    return destinations.of(cfg).publish(cfg, model_dir, files, ws, job, source.public_source(cfg),
+                                        signature=signature)
+
+
+def sign_published(cfg: Config, signer: signing.Signing, published: Published) -> Published:
+    """An image is signed once pushed (its manifest digest); the signature facts go onto the artifact."""
+    if cfg.destination_type == "oci" and published.digest:
+        signer.sign_image(endpoints.oci(cfg, "destination"), published.digest)
+    return dataclasses.replace(published, facts={**published.facts, **signer.facts})
 
 
 def _abandon(reg: Any, claim: Any, reason: str) -> None:

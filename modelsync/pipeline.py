@@ -34,7 +34,7 @@ import queue
 import shutil
 import threading
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -79,9 +79,10 @@ def storage_needed(cfg: Config, files: dict[str, int]) -> int:
     return max(item.footprint for item in _items(files, modelcar.MODEL_LAYER_BUDGET))
 
 
-def transfer(cfg: Config, ws: Workspace, job: str, source: str | None) -> Published:
+def transfer(cfg: Config, ws: Workspace, job: str, source: str | None,
+             sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
     return s3_to_modelcar(endpoints.s3(cfg, "source"), endpoints.oci(cfg, "destination"), endpoints.base_image(cfg),
-                          ws.work, cfg.max_in_flight_bytes, source_annotation=source)
+                          ws.work, cfg.max_in_flight_bytes, source_annotation=source, sign_model=sign_model)
 
 
 # ---- the plan -----------------------------------------------------------------------------------------------------
@@ -230,13 +231,21 @@ class InFlight:
 
 def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | None, work_dir: Path,
                    max_in_flight: int | None = None, source_annotation: str | None = None, *,
-                   platform: str = "linux/amd64") -> Published:
+                   platform: str = "linux/amd64",
+                   sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
     """The modelcar of the S3 files at loc pushed to target (tag: target's, default latest) and verified; the
-    same image, digest and result as fetch_s3 + publish_modelcar."""
+    same image, digest and result as fetch_s3 + publish_modelcar.
+
+    sign_model: called with every file's sha256 once all model layers are pushed (their bytes hashed on the way),
+    it returns model.sig, which goes up in a layer of its own before the manifest (a model.sig at the source's
+    root is left out: this signature replaces it)."""
     if target.digest:
         raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
     tag = target.tag or "latest"
     kind, files, origins = list_s3(loc)
+    if sign_model is not None and files.pop(modelcar.SIGNATURE_FILE, None) is not None:
+        log.warning("the source's %s is left out: this job's signature replaces it", modelcar.SIGNATURE_FILE)
+    signing = sign_model is not None
     created_at = modelcar.created_time()
     work_dir.mkdir(parents=True, exist_ok=True)
     job_dir = work_dir / "pipeline"
@@ -248,11 +257,11 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
             base_dir = job_dir / "base"
             pull_to_layout(base, base_dir, "base", work_dir, "oras", platform)
         base_layers, config = modelcar.base_image(base_dir, platform)
-        budget = max(1, min(modelcar.MODEL_LAYER_BUDGET, modelcar.MAX_IMAGE_LAYERS - len(base_layers)))
+        budget = max(1, min(modelcar.MODEL_LAYER_BUDGET, modelcar.MAX_IMAGE_LAYERS - len(base_layers) - signing))
         groups = modelcar.plan_layers(sorted(files.items()), budget)
         titles = modelcar.layer_titles(groups)
         layer_count = len(groups)
-        modelcar.check_layer_count(len(base_layers), layer_count)
+        modelcar.check_layer_count(len(base_layers), layer_count + signing)
         client = RegistryClient(target)
         reused = reusable_layers(client, target, tag, dict(zip(titles, groups, strict=True)), files, origins)
         items = _items(files, budget, reused)
@@ -275,8 +284,9 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
                 if base_dir is not None else []
             done = {**run.go(items, base_blobs), **reused}
             layers = [done[title] for title in titles]
+            signature = run.signature_layer(sign_model, layers) if sign_model is not None else None
             image = modelcar.finish_image(run.layout, _REF, config, base_layers, layers, created_at,
-                                          source_annotation, origins)
+                                          source_annotation, origins, signature)
             run.finish(image, tag)
         total = sum(files.values())
         elapsed = time.monotonic() - start
@@ -463,7 +473,18 @@ class _Run:
                                 str(path)], timeout=PUSH_TIMEOUT)
         log.debug("pushed blob %s in %.1fs", digest[:19], time.monotonic() - start)
 
-    # ---- last: config and manifest ----------------------------------------------------------------------------
+    # ---- last: the signature, config and manifest --------------------------------------------------------------
+
+    def signature_layer(self, sign_model: Callable[[tuple[FileEntry, ...]], bytes],
+                        layers: list[modelcar.ModelcarLayer]) -> modelcar.ModelcarLayer:
+        """model.sig over every file's sha256 (hashed as the layers were written), in its own layer, pushed."""
+        path = self.layout.root.parent / modelcar.SIGNATURE_FILE
+        path.write_bytes(sign_model(tuple(f for layer in layers for f in layer.files)))
+        layer = modelcar.write_layer([(modelcar.SIGNATURE_FILE, path)], self.layout, modelcar.SIGNATURE_FILE)
+        path.unlink()
+        self._push_blob(layer.digest, self.layout.blob_path(layer.digest))
+        return layer
+
 
     def finish(self, image: modelcar.ModelcarImage, tag: str) -> None:
         """Config blob pushed, every blob HEAD-verified in the registry, then the manifest pushed under tag."""

@@ -317,6 +317,7 @@ class Registry:
                                            "modelsync.files_digest": files_digest(published)}
         if published.digest:
             extra["modelsync.digest"] = published.digest
+        extra.update(published.facts)  # e.g. modelsync.signature.*: who signed, what, the log entries
         meta = _meta(claim.plan).model_artifact if claim.plan.intent.kind == "update_artifact" else None
         if meta is not None:  # update_artifact: the metadata dir's artifact fields apply as it goes LIVE
             extra.update(meta.custom_properties)

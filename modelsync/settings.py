@@ -151,6 +151,11 @@ SETTINGS: tuple[Setting, ...] = (
             group="signing"),
     Setting("signing_identity_token_path", "Identity token file for signing (default: the pod's service-account "
             "token)", kind="path", group="signing"),
+    Setting("sigstore_root_checksum", "sha256 (hex) the TUF root.json fetched from SIGSTORE_TUF_URL must have; "
+            "unset = trust the first root.json fetched", group="signing"),
+    Setting("sigstore_trust_config", "A local sigstore trust file (trusted_root.json or a client trust config) "
+            "used instead of SIGSTORE_TUF_URL, e.g. for air-gapped clusters; SIGSTORE_* URLs still override its "
+            "service URLs", kind="path", group="signing"),
     # --- job ----------------------------------------------------------------------------------------------
     Setting("storage_path", "Scratch space; must hold the whole model (S3 to OCI: only what is in flight, see "
             "--max-in-flight-bytes)", default="/tmp/model-sync", kind="path"),

@@ -9,10 +9,13 @@ ignored.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from . import destinations, sources
+from .errors import ConfigError
 from .locations import split_registry_address
 from .requirements import require
 from .secret import redact_url
@@ -90,13 +93,36 @@ def _check_files(cfg: Config) -> list[str]:
 
 
 def _check_signing(cfg: Config) -> list[str]:
-    if cfg.values.get("sign") is not True:
+    """When signing is on: where trust comes from, the service URLs, the root checksum's form. A local trust file
+    (--sigstore-trust-config) stands in for SIGSTORE_TUF_URL, and a client trust config for the service URLs too."""
+    if not signing_decision(cfg)[0]:
         return []
-    missing = [k for k in SIGSTORE_VARS if k not in cfg.sigstore_env]
+    problems = []
+    needed = list(SIGSTORE_VARS)
+    local = cfg.values.get("sigstore_trust_config")
+    if local:
+        from .signing.trust import read_local
+        try:
+            _, services = read_local(Path(local))
+            needed = [] if services else ["SIGSTORE_FULCIO_URL", "SIGSTORE_REKOR_URL"]
+        except ConfigError as exc:
+            problems += exc.problems
+            needed = []
+    missing = [k for k in needed if k not in cfg.sigstore_env]
     if missing:
-        return [f"--sign / MODEL_SYNC_SIGN is true but {', '.join(missing)} "
-                f"{'is' if len(missing) == 1 else 'are'} not set; set them or use --sign false"]
-    return []
+        why = "--sign / MODEL_SYNC_SIGN is true" if not local else "the --sigstore-trust-config file is a trusted " \
+                                                                     "root only (it names no services)"
+        problems.append(f"{why} but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not set; set "
+                        f"{'them' if len(missing) > 1 else 'it'} or use --sign false")
+    for key, url in cfg.sigstore_env.items():
+        parts = urlsplit(url.strip())
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems.append(f"{key}: '{redact_url(url)}' is not an http(s) URL")
+    checksum = cfg.values.get("sigstore_root_checksum")
+    if checksum and not re.fullmatch(r"[0-9a-fA-F]{64}", checksum.strip()):
+        problems.append("--sigstore-root-checksum / MODEL_SYNC_SIGSTORE_ROOT_CHECKSUM: not a sha256 (64 hex digits); "
+                        "give the output of `sha256sum root.json`")
+    return problems
 
 
 def signing_decision(cfg: Config) -> tuple[bool, str | None]:

@@ -4,8 +4,9 @@
     validate(cfg) -> list[str]                  its settings' problems (the spec's required-when rules), one line each
     preflight(cfg, job, files) -> dict          before the claim: reachable with the credentials and CA given,
                                                 nothing of anyone else's in the way; facts for the log and --dry-run
-    publish(cfg, model dir, files, ws, job, source) -> Published
-                                                the files published and verified; URI (+ digest) for the registry
+    publish(cfg, model dir, files, ws, job, source, signature=None) -> Published
+                                                the files published and verified; URI (+ digest) for the registry;
+                                                signature: a model.sig file to publish at the model's root
     describe(cfg) -> str                        where the model goes, no secrets (logs, the job's identity)
 
 Adding a type is one new module plus its line in TYPES (and its name in settings.DESTINATION_TYPES).

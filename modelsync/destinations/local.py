@@ -29,6 +29,7 @@ from ..files import require_free_space, sha256_file, total_size
 from ..locations import FileEntry, LocalLocation, Published
 from ..progress import Progress
 from ..requirements import require_path
+from ..signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -69,21 +70,27 @@ def _refuse_own_names(files: dict[str, int]) -> None:
 
 
 def publish_local(model_dir: Path, files: tuple[FileEntry, ...], loc: LocalLocation, job: str,
-                  replace: bool = False) -> Published:
+                  replace: bool = False, signature: Path | None = None) -> Published:
+    """The files copied in (staged, verified, renamed into place); with signature, model.sig beside them."""
     dest = loc.path.resolve()
     _refuse_overlap(dest, model_dir)
-    _refuse_own_names({f.path: f.size for f in files})
-    _refuse_foreign(dest, job, {f.path: f.size for f in files}, replace)
-    require_free_space(_nearest_existing(dest), total_size(files), "the copy")
+    files = tuple(f for f in files if signature is None or f.path != SIGNATURE_NAME)
+    written = files + ((FileEntry(SIGNATURE_NAME, signature.stat().st_size, sha256_file(signature)),)
+                       if signature is not None else ())
+    _refuse_own_names({f.path: f.size for f in written})
+    _refuse_foreign(dest, job, {f.path: f.size for f in written}, replace)
+    require_free_space(_nearest_existing(dest), total_size(written), "the copy")
     with workspace.claim(dest, STAGING, job[:16], SETTING) as staging:
         _copy_verified(model_dir, files, staging.root / "files")
+        if signature is not None:
+            _copy_verified(signature.parent, written[-1:], staging.root / "files")
         previous = _record(dest)
-        for f in files:  # renames inside one filesystem: each file appears whole or not at all
+        for f in written:  # renames inside one filesystem: each file appears whole or not at all
             target = dest / f.path
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staging.root / "files" / f.path, target)
-        _remove_own_leftovers(dest, job, previous, {f.path for f in files})
-        _write_record(dest, job, files)
+        _remove_own_leftovers(dest, job, previous, {f.path for f in written})
+        _write_record(dest, job, written)
     # The job sees a mount path, not the claim's name, so it records a file:// URI of where the files are.
     return Published(uri=dest.as_uri(), digest=None, files=files)
 
@@ -189,9 +196,9 @@ def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, 
 
 
 def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
-            source: str | None) -> Published:
+            source: str | None, signature: Path | None = None) -> Published:
     return publish_local(model_dir, files, endpoints.local(cfg, "destination"), job,
-                         cfg.destination_replace_existing)
+                         cfg.destination_replace_existing, signature)
 
 
 def describe(cfg: Config) -> str:

@@ -49,10 +49,11 @@ def is_scratch(base: OciLocation | None) -> bool:
 def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | None, work_dir: Path,
                      backend: str = "skopeo", source_annotation: str | None = None, *,
                      platform: str = "linux/amd64", created: dt.datetime | None = None,
-                     origins: Mapping[str, Origin] | None = None) -> Published:
+                     origins: Mapping[str, Origin] | None = None, signature: Path | None = None) -> Published:
     """Build and push the modelcar of model_dir to target; return its digest URI and files.
 
     base None / "scratch" / "" means no base layers (the image then has no shell: KServe cannot run it).
+    signature: the model's model.sig, put at /models/model.sig in a layer of its own.
     """
     check_backend(backend)
     if target.digest:
@@ -70,7 +71,8 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
         require_free_space(job_dir, dir_bytes(model_dir), "the modelcar layers")
         with watch("build layers", dir_bytes(model_dir), lambda: dir_bytes(job_dir / "image")):
             image = build_modelcar(model_dir, job_dir / "image", base_dir, platform=platform, tag=_REF,
-                                   created=created, source=source_annotation, origins=origins)
+                                   created=created, source=source_annotation, origins=origins,
+                                   signature=signature)
         total = sum(file.size for file in image.files)
         elapsed = time.monotonic() - start
         log.info("built modelcar %s: %d files in %d layers, %d bytes in %.1fs (%.0f MB/s)", image.manifest_digest,
@@ -155,9 +157,10 @@ def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, 
 
 
 def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
-            source: str | None) -> Published:
+            source: str | None, signature: Path | None = None) -> Published:
     return publish_modelcar(model_dir, endpoints.oci(cfg, "destination"), endpoints.base_image(cfg), ws.work,
-                            cfg.destination_oci_backend, source_annotation=source, origins=ws.origins or None)
+                            cfg.destination_oci_backend, source_annotation=source, origins=ws.origins or None,
+                            signature=signature)
 
 
 def describe(cfg: Config) -> str:

@@ -23,6 +23,7 @@ from ..files import total_size
 from ..locations import FileEntry, Published, S3Location
 from ..progress import Progress
 from ..requirements import require_s3
+from ..signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -59,18 +60,24 @@ def preflight_s3(loc: S3Location, job: str, replace: bool) -> dict[str, Any]:
 
 
 def publish_s3(model_dir: Path, files: tuple[FileEntry, ...], loc: S3Location, job: str,
-               replace: bool = False) -> Published:
+               replace: bool = False, signature: Path | None = None) -> Published:
+    """The files under the prefix, verified; with signature, model.sig beside them (uploaded last, over any
+    model.sig the source carried)."""
     base = _base(loc)
     target = f"s3://{loc.bucket}/{base}"
     progress = Progress("upload", total_size(files))
     try:
         tools.run("aws", ["s3", "cp", str(model_dir), target, "--recursive", "--metadata", f"{JOB_METADATA}={job}",
                           *aws.cli_flags(loc)], env=aws.cli_env(loc))
+        if signature is not None:
+            tools.run("aws", ["s3", "cp", str(signature), target + SIGNATURE_NAME, "--metadata",
+                              f"{JOB_METADATA}={job}", *aws.cli_flags(loc)], env=aws.cli_env(loc))
     finally:
         progress.done = total_size(files)  # aws reports no byte counts we can rely on; log the summary
         progress.close()
-    remote = verify_s3(loc, base, files)
-    _remove_extras(loc, base, set(remote) - {f.path for f in files}, job, replace)
+    expected = files + ((FileEntry(SIGNATURE_NAME, signature.stat().st_size, ""),) if signature else ())
+    remote = verify_s3(loc, base, expected)
+    _remove_extras(loc, base, set(remote) - {f.path for f in expected}, job, replace)
     return Published(uri=target.rstrip("/"), digest=None, files=files)
 
 
@@ -141,8 +148,9 @@ def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, 
 
 
 def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
-            source: str | None) -> Published:
-    return publish_s3(model_dir, files, endpoints.s3(cfg, "destination"), job, cfg.destination_replace_existing)
+            source: str | None, signature: Path | None = None) -> Published:
+    return publish_s3(model_dir, files, endpoints.s3(cfg, "destination"), job, cfg.destination_replace_existing,
+                      signature)
 
 
 def describe(cfg: Config) -> str:
