@@ -11,7 +11,9 @@ import pytest
 import yaml
 
 from modelsync import config
-from modelsync.settings import BY_ENV
+from modelsync.settings import BY_ENV, SIGSTORE_OPTIONAL, SIGSTORE_VARS
+
+SIGSTORE_ENV = (*SIGSTORE_VARS, *SIGSTORE_OPTIONAL)
 
 SAMPLES = sorted((Path(__file__).resolve().parent.parent / "samples").glob("*.yaml"))
 AUTH = base64.b64encode(b"robot:pw").decode()
@@ -64,6 +66,9 @@ def test_sample_job_resolves_to_a_valid_configuration(tmp_path, monkeypatch, pat
             files = objects.get(("Secret", name)) or EXTERNAL[name]
         elif "configMap" in vol:
             files = objects[("ConfigMap", vol["configMap"]["name"])]
+        elif "projected" in vol:  # a service-account token the kubelet writes (its path under the mount)
+            files = {s["serviceAccountToken"]["path"]: "header.e30.signature" for s in vol["projected"]["sources"]
+                     if "serviceAccountToken" in s}
         else:
             continue
         for key, value in files.items():
@@ -77,7 +82,7 @@ def test_sample_job_resolves_to_a_valid_configuration(tmp_path, monkeypatch, pat
 
     env = {}
     for item in container.get("env", []):
-        assert item["name"] in BY_ENV, f"{item['name']} is not a setting"
+        assert item["name"] in BY_ENV or item["name"] in SIGSTORE_ENV, f"{item['name']} is not a setting"
         if "value" in item:
             env[item["name"]] = localize(item["value"])
         else:
@@ -88,6 +93,13 @@ def test_sample_job_resolves_to_a_valid_configuration(tmp_path, monkeypatch, pat
         name, _, value = arg.partition("=")
         args.append(f"{name}={localize(value)}")
     cfg = config.load(args, env)
+    if any(name in env for name in SIGSTORE_ENV):  # signing samples: the spec's table turns signing on
+        from modelsync.validate import signing_decision
+        assert signing_decision(cfg) == (True, None)
+        token = [m for m in container["volumeMounts"] if "projected" in volumes[m["name"]]]
+        assert token and Path(cfg.signing_identity_token_path).is_file()
+        (source,) = volumes[token[0]["name"]]["projected"]["sources"]
+        assert source["serviceAccountToken"]["audience"] == "sigstore"
     assert cfg.storage_path in mounts or str(cfg.storage_path) == "/tmp/model-sync"
 
     if cfg.model_upload_intent != "update_artifact":
