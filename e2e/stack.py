@@ -17,7 +17,8 @@ are in its own module (the interface is in e2e/component.py):
     mr_token_proxy  e2e/model_registry.py
 
     group sigstore  e2e/sigstore.py         only when asked (``up(groups=("sigstore",))``, the CLI's ``up``):
-                                            Fulcio, TesseraCT, the TSA, Rekor v2, a TUF repository
+                                            Fulcio, TesseraCT, the TSA, Rekor v2, Rekor v1 (Trillian on
+                                            a database of MariaDB), a TUF repository
 
 Independent chains start in parallel. ``env()`` / ``python -m e2e.stack env`` give (as ``export K='V'`` lines on
 the CLI) ``MODELSYNC_STACK_DIR`` (the state directory), then MinIO's, the registries', the Model Registry's,
