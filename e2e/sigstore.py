@@ -106,6 +106,9 @@ TOOLS: dict[str, tuple[str, ...]] = {
     "sigstore_tuf": (),
 }
 DIRS = ("sigstore", "sigstore/ct", "sigstore/rekor", "sigstore/tuf")
+# seconds from SIGTERM to SIGKILL (default 10): Trillian's servers sleep 5 s after SIGTERM "to tidy up" (the signer
+# first winds down its election for about 5 s more); their state is in MariaDB transactions, so killing them is safe
+STOP_TIMEOUT = {"sigstore_trillian_server": 1.0, "sigstore_trillian_signer": 1.0}
 REKOR_V1_DB = "rekor_v1"  # database and user on the stack's MariaDB: Trillian's tables and Rekor v1's search index
 
 AUDIENCE = "sigstore"  # Fulcio's client id for the stack's issuer: the token's aud

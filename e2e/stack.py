@@ -357,7 +357,9 @@ class LocalStack:
         proc = self._procs.get(name)
         if proc is None and not procs.alive(pid, match):
             return
-        procs.stop_group(pid, proc, timeout)
+        # a module's STOP_TIMEOUT shortens the wait before SIGKILL for servers that idle on SIGTERM (Trillian's)
+        owner = OWNER.get(name)
+        procs.stop_group(pid, proc, getattr(owner, "STOP_TIMEOUT", {}).get(name, timeout))
 
 
 # -------------------------------------------------------------------- CLI
@@ -393,12 +395,12 @@ def _cmd_status(stack: LocalStack, args: argparse.Namespace) -> int:
         return 1
     for name, st in status.items():
         health = "healthy" if st["healthy"] else ("UNHEALTHY" if st["alive"] else "DEAD")
-        print(f"{name:15} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}")
+        print(f"{name:24} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}")
     for group in stack._load().get("groups", []):
         group_status = stack.group_status(group)
         for name, st in group_status.items():
             health = "healthy" if st["healthy"] else ("UNHEALTHY" if st["alive"] else "DEAD")
-            print(f"{name:15} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}  (group {group})")
+            print(f"{name:24} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}  (group {group})")
         status.update(group_status)
     return 0 if all(s["healthy"] for s in status.values()) else 1
 
