@@ -29,7 +29,7 @@ PYTHON="${PYTHON:-python3}"
 now() { date +%s%3N; } # milliseconds
 report() { # component, state, start time in ms
   local ms=$(($(now) - $3))
-  printf '%-15s %4d.%01ds  %s\n' "$1" $((ms / 1000)) $((ms % 1000 / 100)) "$2"
+  printf '%-19s %4d.%01ds  %s\n' "$1" $((ms / 1000)) $((ms % 1000 / 100)) "$2"
 }
 die() { echo "install-tools: $*" >&2; exit 1; }
 
