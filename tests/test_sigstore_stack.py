@@ -334,3 +334,19 @@ def test_rekor_v1_entry_is_in_its_log(sigstore_stack, signed_v1):
     assert status == 200, found
     (body,) = [e["body"] for e in found.values()]
     assert body == entry["canonicalizedBody"]
+
+
+def test_rekor_v1_runs_in_a_network_namespace_of_its_own(sigstore_stack):
+    """rekor-server v1.5.5 binds :2112 on all interfaces: it runs behind `python -m e2e.sigstore netns` and reaches
+    Trillian's gRPC port (in the host's namespace) through --forward."""
+    from e2e.stack import LocalStack
+
+    pid = LocalStack(sigstore_stack.state_dir).group_status("sigstore")["sigstore_rekor_v1"]["pid"]
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    cmdlines = {int(c): Path(f"/proc/{c}/cmdline").read_bytes().split(b"\0")[0] for c in children}
+    (server,) = [c for c, argv0 in cmdlines.items() if argv0.endswith(b"rekor-server")]
+    log = (sigstore_stack.state_dir / "logs" / "sigstore_rekor_v1.log").read_text()
+    if "no network namespace" in log:
+        pytest.skip("no network namespace can be made here: rekor-server runs directly")
+    assert os.readlink(f"/proc/{server}/ns/net") != os.readlink("/proc/self/ns/net")
+    assert "forwarded out" in log
