@@ -2,8 +2,10 @@
 # Install the tools the local test stack (e2e/stack.py) runs, at the versions pinned in e2e/versions.env.
 #
 #   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli
-#                                           fulcio tesseract timestamp-server rekor-tiles cosign (default: all;
-#                                           `sigstore` = the last five: the signing servers of e2e/sigstore.py)
+#                                           fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign
+#                                           (default: all; `sigstore` = the last seven: the signing servers of
+#                                           e2e/sigstore.py; rekor-v1 = rekor-server, trillian = trillian_log_server,
+#                                           trillian_log_signer and the module's MySQL schema in the module cache)
 #
 # Idempotent and fast when everything is present: Go binaries are checked with `go version -m`, which reads the
 # module version embedded in the binary, so a binary built by hand or by an older run is recognised without any
@@ -27,7 +29,7 @@ PYTHON="${PYTHON:-python3}"
 now() { date +%s%3N; } # milliseconds
 report() { # component, state, start time in ms
   local ms=$(($(now) - $3))
-  printf '%-15s %4d.%01ds  %s\n' "$1" $((ms / 1000)) $((ms % 1000 / 100)) "$2"
+  printf '%-19s %4d.%01ds  %s\n' "$1" $((ms / 1000)) $((ms % 1000 / 100)) "$2"
 }
 die() { echo "install-tools: $*" >&2; exit 1; }
 
@@ -172,6 +174,21 @@ sigstore_tool() {
   report "$name" "installed $version" "$t"
 }
 
+# Trillian's log server and signer (Rekor v1's storage), and the module itself in the module cache: e2e/sigstore.py
+# loads the MySQL schema from $(go env GOMODCACHE)/github.com/google/trillian@$TRILLIAN_VERSION/storage/mysql/schema.
+install_trillian() {
+  local t
+  sigstore_tool trillian_log_server github.com/google/trillian github.com/google/trillian/cmd/trillian_log_server \
+    "$TRILLIAN_VERSION"
+  sigstore_tool trillian_log_signer github.com/google/trillian github.com/google/trillian/cmd/trillian_log_signer \
+    "$TRILLIAN_VERSION"
+  t=$(now)
+  # outside any module (a go.mod above the current directory would make this a `go get`)
+  (cd / && GOTOOLCHAIN="$SIGSTORE_GOTOOLCHAIN" go mod download "github.com/google/trillian@$TRILLIAN_VERSION") ||
+    die "could not download github.com/google/trillian@$TRILLIAN_VERSION"
+  report trillian-schema "in $(go env GOMODCACHE)/github.com/google/trillian@$TRILLIAN_VERSION" "$t"
+}
+
 install_awscli() {
   local t
   t=$(now)
@@ -198,8 +215,11 @@ run() {
       github.com/sigstore/timestamp-authority/v2/cmd/timestamp-server "$TIMESTAMP_AUTHORITY_VERSION" ;;
     rekor-tiles) sigstore_tool rekor-tiles-posix github.com/sigstore/rekor-tiles/v2 \
       github.com/sigstore/rekor-tiles/v2/cmd/rekor-server/posix "$REKOR_TILES_VERSION" ;;
+    rekor-v1) sigstore_tool rekor-server github.com/sigstore/rekor github.com/sigstore/rekor/cmd/rekor-server \
+      "$REKOR_V1_VERSION" ;;
+    trillian) install_trillian ;;
     cosign) sigstore_tool cosign github.com/sigstore/cosign/v3 github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" ;;
-    sigstore) for c in fulcio tesseract timestamp-server rekor-tiles cosign; do run "$c"; done ;;
+    sigstore) for c in fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign; do run "$c"; done ;;
     *) die "unknown component: $1" ;;
   esac
 }

@@ -51,6 +51,21 @@ def start(site: Site) -> None:
     _create_mr_database(site, sock)
 
 
+def socket_path(site: Site) -> Path:
+    """The server's unix socket (also reachable from another network namespace, unlike its port)."""
+    return _socket_path(site.dir / "mariadb", site.ports["mariadb"])
+
+
+def admin_sql(site: Site, sql: str, *options: str) -> str:
+    """Run `sql` as MariaDB's admin (the OS user, socket auth) with the client's `options` (e.g. a database, -N -B);
+    its output. StackError when it fails."""
+    run = subprocess.run([find_tool("mariadb"), "--no-defaults", "--protocol=socket", f"--socket={socket_path(site)}",
+                          "-u", getpass.getuser(), *options], input=sql, text=True, capture_output=True)
+    if run.returncode != 0:
+        raise StackError(f"mariadb: {run.stderr.strip()}")
+    return run.stdout
+
+
 def _socket_path(root: Path, port: int) -> Path:
     # unix socket paths are limited to 108 bytes; deep temporary dirs can exceed that
     sock = root / "mariadb.sock"

@@ -17,7 +17,8 @@ are in its own module (the interface is in e2e/component.py):
     mr_token_proxy  e2e/model_registry.py
 
     group sigstore  e2e/sigstore.py         only when asked (``up(groups=("sigstore",))``, the CLI's ``up``):
-                                            Fulcio, TesseraCT, the TSA, Rekor v2, a TUF repository
+                                            Fulcio, TesseraCT, the TSA, Rekor v2, Rekor v1 (Trillian on
+                                            a database of MariaDB), a TUF repository
 
 Independent chains start in parallel. ``env()`` / ``python -m e2e.stack env`` give (as ``export K='V'`` lines on
 the CLI) ``MODELSYNC_STACK_DIR`` (the state directory), then MinIO's, the registries', the Model Registry's,
@@ -356,7 +357,9 @@ class LocalStack:
         proc = self._procs.get(name)
         if proc is None and not procs.alive(pid, match):
             return
-        procs.stop_group(pid, proc, timeout)
+        # a module's STOP_TIMEOUT shortens the wait before SIGKILL for servers that idle on SIGTERM (Trillian's)
+        owner = OWNER.get(name)
+        procs.stop_group(pid, proc, getattr(owner, "STOP_TIMEOUT", {}).get(name, timeout))
 
 
 # -------------------------------------------------------------------- CLI
@@ -392,12 +395,12 @@ def _cmd_status(stack: LocalStack, args: argparse.Namespace) -> int:
         return 1
     for name, st in status.items():
         health = "healthy" if st["healthy"] else ("UNHEALTHY" if st["alive"] else "DEAD")
-        print(f"{name:15} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}")
+        print(f"{name:24} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}")
     for group in stack._load().get("groups", []):
         group_status = stack.group_status(group)
         for name, st in group_status.items():
             health = "healthy" if st["healthy"] else ("UNHEALTHY" if st["alive"] else "DEAD")
-            print(f"{name:15} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}  (group {group})")
+            print(f"{name:24} 127.0.0.1:{st['port']:<6} pid {st['pid']:<8} {health}  (group {group})")
         status.update(group_status)
     return 0 if all(s["healthy"] for s in status.values()) else 1
 

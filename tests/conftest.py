@@ -56,8 +56,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackEnv]:
 
 @pytest.fixture(scope="session")
 def sigstore_stack(stack: StackEnv) -> StackEnv:
-    """The stack with its sigstore group up (e2e/sigstore.py: Fulcio, TesseraCT, TSA, Rekor v2, a TUF repository):
-    the `stack` attributes plus sigstore_tuf_url, sigstore_token_path, sigstore_trust_config, ... (STACK_SIGSTORE_*).
+    """The stack with its sigstore group up (e2e/sigstore.py: Fulcio, TesseraCT, TSA, Rekor v2 and v1, a TUF
+    repository): the `stack` attributes plus sigstore_tuf_url, sigstore_token_path, sigstore_trust_config, ...
+    (STACK_SIGSTORE_*).
 
     Started on first use into the session's stack (also into a reused $MODELSYNC_STACK_DIR stack, left running
     with it); stopped with the stack. The token file is minted afresh by each call of `.info()`.
