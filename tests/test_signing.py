@@ -440,3 +440,34 @@ def test_signed_sync_to_a_registry_with_credentials_and_its_own_ca(sigstore_stac
     assert f"{len(expected)} files match" in run.stdout
     run = verify_cli(*args)  # no password: the registry refuses
     assert run.returncode == 1 and "NOT VERIFIED" in run.stderr
+
+
+@pytest.mark.parametrize("generation", [1, 2])
+def test_signed_sync_against_each_rekor_generation(generation, sigstore_stack, base_image, tmp_path, model,
+                                                   require_tool):
+    """SIGSTORE_REKOR_URL names a Rekor v1 (Trillian on MariaDB, as RHTAS runs it) or v2 (rekor-tiles); the TUF
+    signing config lists only the v2 log, so v1 is recognised from the server's answer. Both signatures of the
+    image carry that log's entries, and cosign, model_signing and modelsync-verify accept them."""
+    model_dir, expected = model
+    rekor = sigstore_stack.stack_sigstore_rekor_v1_url if generation == 1 else sigstore_stack.stack_sigstore_rekor_url
+    env, name = signed_job(sigstore_stack, tmp_path, model_dir, "pvc", "oci", base_image, SIGSTORE_REKOR_URL=rekor)
+    result = run_cli(env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"rekor {rekor} (v{generation})" in result.stderr
+    uri = json.loads(result.stdout.strip().splitlines()[-1])["uri"]
+    props = the_artifact(sigstore_stack, name)["customProperties"]
+    assert props["modelsync.signature.rekor"]["string_value"] == f"{rekor} (v{generation})"
+    loc = OciLocation(uri.removeprefix("oci://"), tls_verify=False)
+    from modelsync.signing import image
+    (bundle,) = image.bundles(loc, loc.digest)
+    (entry,) = json.loads(bundle)["verificationMaterial"]["tlogEntries"]
+    assert entry["kindVersion"]["version"] == ("0.0.1" if generation == 1 else "0.0.2")
+    run = cosign(require_tool, "verify", "--trusted-root", sigstore_stack.stack_sigstore_trusted_root,
+                 "--certificate-oidc-issuer", sigstore_stack.stack_sigstore_issuer,
+                 "--certificate-identity", sigstore_stack.stack_sigstore_identity, loc.reference)
+    assert run.returncode == 0, run.stderr
+    run = verify_cli(uri, *who(sigstore_stack), "--tuf-url", sigstore_stack.stack_sigstore_tuf_url,
+                     "--registry-insecure")
+    assert run.returncode == 0, run.stderr
+    read_back(job.Published(uri=uri, digest=loc.digest, files=()), "oci", sigstore_stack, tmp_path)
+    assert model_signing_verify(sigstore_stack, tmp_path / "read-back").returncode == 0
