@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import logs
+from . import logs, termination
 from .errors import ConfigError, ModelSyncError
 from .secret import mask
 
@@ -38,17 +38,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("config: %s", line)
         log.error("configuration invalid (%d problem%s); nothing was done", len(exc.problems),
                   "" if len(exc.problems) == 1 else "s")
+        termination.failure(EXIT_CONFIG, "; ".join(exc.problems))
         return EXIT_CONFIG
     except ModelSyncError as exc:
         log.error("%s", exc)
+        termination.failure(EXIT_FAILED, str(exc))
         return EXIT_FAILED
     except BrokenPipeError:  # e.g. `modelsync --dry-run | head`
         return EXIT_OK
     except KeyboardInterrupt:
         log.error("interrupted")
+        termination.failure(EXIT_FAILED, "interrupted")
         return EXIT_FAILED
     except Exception as exc:  # a bug: keep the trace for the developer, masked like everything else
         log.error("unexpected %s: %s", type(exc).__name__, mask(str(exc)), exc_info=True)
+        termination.failure(EXIT_FAILED, f"unexpected {type(exc).__name__}: {exc}")
         return EXIT_FAILED
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from types import ModuleType
 
-from . import destinations, endpoints, pipeline, registry, signing, sources, workspace
+from . import destinations, endpoints, pipeline, registry, signing, sources, termination, workspace
 from .config import Config
 from .errors import ModelSyncError
 from .files import human, require_free_space, total_size
@@ -35,7 +35,6 @@ from .secret import mask, redact_url
 from .validate import signing_decision
 
 log = logging.getLogger("modelsync.job")
-TERMINATION_LOG = Path("/dev/termination-log")  # Kubernetes shows it in `kubectl describe pod`
 
 
 class Interrupted(ModelSyncError):
@@ -186,6 +185,9 @@ def run(cfg: Config) -> Published:
             _abandon(reg, claim, reason)
             raise
         reg.complete(claim, published)
+        termination.success(cfg.model_upload_intent, claim.model_id or cfg.model_id,
+                            claim.version_id or cfg.model_version_id, claim.artifact_id, published.uri,
+                            published.digest)
     finally:
         if ws is not None:
             ws.release()
@@ -242,8 +244,3 @@ def _report(published: Published, elapsed: float) -> None:
     log.info("done: %s (%d files, %s) in %.1fs", published.uri, len(published.files), human(size), elapsed,
              extra={"fields": {**summary, "seconds": round(elapsed, 1)}})
     print(json.dumps(summary))
-    try:
-        if TERMINATION_LOG.is_file():  # kubelet mounts it; never create it on an operator's machine
-            TERMINATION_LOG.write_text(json.dumps(summary))
-    except OSError:
-        pass
