@@ -37,7 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from . import secret
 from .awscli_plugin.modelsync_no_expect import drop_expect
-from .errors import ConfigError, TransferError
+from .errors import ConfigError, CredentialsRefused, TransferError
 from .locations import S3Location
 
 DEFAULT_REGION = "us-east-1"  # what MinIO and most S3-compatible stores accept when none is given
@@ -260,6 +260,16 @@ def describe_provider(method: str, sess: botocore.session.Session) -> str:
 def list_objects(loc: S3Location, prefix: str) -> list[dict]:
     pages = client(loc).get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
     return [obj for page in pages for obj in page.get("Contents", [])]
+
+
+REFUSED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "InvalidToken", "ExpiredToken")
+
+
+def failure(exc: Exception, loc: S3Location, doing: str) -> TransferError:
+    """The error to raise for a botocore failure: CredentialsRefused when the store refused the credentials."""
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code") if hasattr(exc, "response") else None
+    kind = CredentialsRefused if code in REFUSED else TransferError
+    return kind(f"{doing} {describe_error(exc, loc)}")
 
 
 def describe_error(exc: Exception, loc: S3Location) -> str:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import secret
-from .errors import TransferError
+from .errors import CredentialsRefused, TransferError
 from .locations import OciLocation
 from .oci_layout import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
@@ -212,7 +212,8 @@ class RegistryClient:
         basic = self._basic()
         if scheme.lower() == "basic":
             if not basic:
-                raise TransferError(f"{self._where(repo)}: the registry requires credentials and none were given")
+                raise CredentialsRefused(f"{self._where(repo)}: the registry requires credentials and none were "
+                                         f"given")
             self._auth_header = basic
             return
         if scheme.lower() != "bearer":
@@ -230,7 +231,8 @@ class RegistryClient:
             with self._opener.open(req, timeout=self.timeout) as resp:
                 body = json.loads(resp.read())
         except urllib.error.HTTPError as err:
-            raise TransferError(f"{self._where(repo)}: token request refused ({err.code}{self._who()})") from None
+            raise CredentialsRefused(f"{self._where(repo)}: token request refused ({err.code}{self._who()})") \
+                from None
         except (urllib.error.URLError, OSError, ValueError) as err:
             raise TransferError(f"{self._where(repo)}: token request failed: {secret.mask(str(err))}") from None
         token = body.get("token") or body.get("access_token")
@@ -254,8 +256,8 @@ class RegistryClient:
         return f"{self.location.registry}/{repo}"
 
     def _http_error(self, err: urllib.error.HTTPError, method: str, path: str, repo: str) -> TransferError:
-        if err.code == 401:
-            return TransferError(f"{self._where(repo)}: authentication failed (401{self._who()})")
+        if err.code in (401, 403):
+            return CredentialsRefused(f"{self._where(repo)}: authentication failed ({err.code}{self._who()})")
         detail = ""
         try:
             errors = json.loads(err.read()).get("errors") or []

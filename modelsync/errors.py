@@ -24,5 +24,10 @@ class TransferError(ModelSyncError):
     """Moving or verifying the model's files failed."""
 
 
+class CredentialsRefused(TransferError):
+    """A store or registry refused the credentials given (401/403, an unknown key, a wrong secret). In preflight
+    that is a configuration error (exit 2): retrying the Job cannot help."""
+
+
 class RegistryError(ModelSyncError):
     """Talking to the Model Registry failed, or it refused what the job asked."""

@@ -28,7 +28,8 @@ from types import ModuleType
 
 from . import destinations, endpoints, pipeline, registry, signing, sources, termination, workspace
 from .config import Config
-from .errors import ModelSyncError
+from .errors import ConfigError, CredentialsRefused, ModelSyncError
+from .mr_api import TokenRejected
 from .files import human, require_free_space, total_size
 from .locations import Published
 from .secret import mask, redact_url
@@ -165,12 +166,15 @@ def run(cfg: Config) -> Published:
     try:
         # This job's own locked scratch directory; an earlier crashed attempt's is removed, a running job's never.
         ws = workspace.claim(Path(cfg.storage_path), ".modelsync-", job[:16], "--storage-path / MODEL_SYNC_STORAGE_PATH")
-        reg = registry.connect(registry_settings(cfg, ws.root))
-        plan = reg.preflight(job_intent)
-        source, files = preflight_source(cfg)
-        destination = destinations.of(cfg).preflight(cfg, job, files)
-        check_space(cfg, source.get("bytes"), files)
-        signer = signing.prepare(cfg, ws.root, model_name(cfg)) if sign else None
+        try:
+            reg = registry.connect(registry_settings(cfg, ws.root))
+            plan = reg.preflight(job_intent)
+            source, files = preflight_source(cfg)
+            destination = destinations.of(cfg).preflight(cfg, job, files)
+            check_space(cfg, source.get("bytes"), files)
+            signer = signing.prepare(cfg, ws.root, model_name(cfg)) if sign else None
+        except (CredentialsRefused, TokenRejected) as exc:  # nothing done yet, and a retry cannot help
+            raise ConfigError(f"{exc}; fix the credentials") from None
         log.info("preflight passed: %s; source %s; destination %s", "; ".join(plan.describe()),
                  ", ".join(f"{k} {v}" for k, v in source.items()),
                  ", ".join(f"{k} {v}" for k, v in destination.items()),

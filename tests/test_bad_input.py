@@ -415,7 +415,7 @@ CASES = [
     # -- run time: what only the services or the bytes show
     Case("anonymous-401", "registry host absent from auths (anonymous) on a registry that needs a login",
          lambda c: tls_destination(c, MODEL_SYNC_DESTINATION_OCI_CREDENTIALS_PATH=dockerconfig(
-             c, {"auths": {"elsewhere.example": {"auth": b64("u:p")}}})), 1, "requires credentials"),
+             c, {"auths": {"elsewhere.example": {"auth": b64("u:p")}}})), 2, "requires credentials"),
     Case("base-image-missing", "a base image that does not exist",
          lambda c: oci_destination(c, MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE=f"{c.stack.oci_registry}/library/nope:1"),
          1, "--destination-oci-base-image"),
@@ -434,7 +434,7 @@ CASES = [
          ".modelsync-files.json"),
     Case("s3-wrong-secret", "S3 source with a secret access key the store refuses",
          lambda c: {**s3_objects(c, {"ok.bin": b"ok"}), "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": "wrong-Secret-Zq9"},
-         1, "s3://"),
+         2, "the secret access key is wrong"),
     Case("tar-traversal", "tar member ../escape.txt", lambda c: uri_source(serve_tar(c, tar_member("../escape.txt"), b"x")),
          1, "outside the storage path"),
     Case("tar-absolute", "tar member /etc/evil", lambda c: uri_source(serve_tar(c, tar_member("/etc/evil"), b"x")), 1,

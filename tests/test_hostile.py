@@ -277,7 +277,8 @@ def test_9_destination_problems_fail_before_the_claim(case, stack, tmp_path, mod
         expected = "--destination-oci-base-image"
     env = _oci_job(stack, tmp_path, model_dir, base_image, **tls)
     result = run_cli(env, tmp_path)
-    assert result.returncode == 1, result.stderr
+    # refused credentials are a configuration error (exit 2: a Job's podFailurePolicy ends it at once)
+    assert result.returncode == (2 if case == "wrong-password" else 1), result.stderr
     assert expected in result.stderr and "Traceback" not in result.stderr
     assert "not-the-password-Q1" not in result.stderr
     assert not registered(stack, env_name(tmp_path))

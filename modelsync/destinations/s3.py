@@ -47,7 +47,7 @@ def preflight_s3(loc: S3Location, job: str, replace: bool) -> dict[str, Any]:
         owners = _owners(loc, [o["Key"] for o in objects])
         foreign = [key for key, owner in owners.items() if owner != job]
     except (ClientError, BotoCoreError) as exc:
-        raise TransferError(f"destination {aws.describe_error(exc, loc)}") from None
+        raise aws.failure(exc, loc, "destination") from None
     where = f"s3://{loc.bucket}/{base}"
     if foreign and not replace:
         more = f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""

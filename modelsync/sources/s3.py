@@ -38,7 +38,7 @@ def list_s3(loc: S3Location) -> tuple[str, dict[str, int], dict[str, Origin]]:
     try:
         objects = aws.list_objects(loc, loc.key)
     except (ClientError, BotoCoreError) as exc:
-        raise TransferError(f"cannot list source {aws.describe_error(exc, loc)}") from None
+        raise aws.failure(exc, loc, "cannot list source") from None
     exact = [o for o in objects if o["Key"] == loc.key and not loc.key.endswith("/")]
     if exact and not any(o["Key"].startswith(loc.key.rstrip("/") + "/") for o in objects):
         rel = safe_relative(PurePosixPath(loc.key).name, "S3 key")
