@@ -33,20 +33,28 @@ def oci(cfg: Config, side: str) -> OciLocation:
 
 
 def base_image(cfg: Config) -> OciLocation | None:
-    """The modelcar's base; None for 'scratch'. Short Docker Hub names are expanded as docker does."""
+    """The modelcar's base; None for 'scratch'. Short Docker Hub names are expanded as docker does. A base on the
+    destination's own registry (a mirror there) is read with the destination's credentials and CA unless its own
+    are given: registry credentials belong to a host, as in a .dockerconfigjson."""
     ref = strip_scheme(cfg.destination_oci_base_image or "scratch")
     if ref in ("scratch", ""):
         return None
     ref = qualify_reference(ref)
-    user = password = None
+    user, password = None, None
     if cfg.destination_oci_base_image_credentials_path:
         found = credentials.read_docker_auth(str(cfg.destination_oci_base_image_credentials_path),
                                              ref.split("/", 1)[0], "--destination-oci-base-image-credentials-path"
                                              " / MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_CREDENTIALS_PATH")
-        user, password = found.get("username"), found.get("password")
-    return OciLocation(reference=ref, username=user, password=Secret(password) if password else None,
-                       tls_verify=cfg.destination_oci_base_image_tls_verify,
-                       ca_bundle=_path(cfg.destination_oci_base_image_ca_bundle))
+        user, password = found.get("username"), Secret(found["password"]) if found.get("password") else None
+    ca = _path(cfg.destination_oci_base_image_ca_bundle)
+    if cfg.destination_type == "oci" and cfg.destination_oci_uri:
+        dest = oci(cfg, "destination")
+        if qualify_reference(dest.reference).split("/", 1)[0] == ref.split("/", 1)[0]:
+            if user is None and not cfg.destination_oci_base_image_credentials_path:
+                user, password = dest.username, dest.password
+            ca = ca or dest.ca_bundle
+    return OciLocation(reference=ref, username=user, password=password,
+                       tls_verify=cfg.destination_oci_base_image_tls_verify, ca_bundle=ca)
 
 
 def uri(cfg: Config) -> UriLocation:

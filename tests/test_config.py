@@ -292,3 +292,21 @@ def test_registry_ca_from_named_env_var_as_path_or_pem():
     _, problems = config.resolve([], {"MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR": "UNSET_CA"})
     assert problems == ["--registry-custom-ca-envvar / MODEL_SYNC_REGISTRY_CUSTOM_CA_ENVVAR names UNSET_CA, which is "
                         "not set; set it to a CA file path or PEM text"]
+
+
+def test_a_base_image_on_the_destinations_registry_uses_its_credentials_and_ca(tmp_path):
+    """Registry credentials belong to a host (as in a .dockerconfigjson): a base mirrored into the destination's
+    registry is pulled with the destination's credentials and CA; a base elsewhere gets neither."""
+    from modelsync import endpoints
+    ca = tmp_path / "ca.pem"
+    ca.write_text("pem")
+    env = {"MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(tmp_path),
+           "MODEL_SYNC_DESTINATION_TYPE": "oci", "MODEL_SYNC_DESTINATION_OCI_URI": "reg.example:5000/acme/m:v1",
+           "MODEL_SYNC_DESTINATION_OCI_USERNAME": "robot", "MODEL_SYNC_DESTINATION_OCI_PASSWORD": "pw-123456",
+           "MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE": str(ca), "MODEL_SYNC_MODEL_ARTIFACT_ID": "1",
+           "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": "http://mr.example"}
+    same = endpoints.base_image(config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE":
+                                                 "reg.example:5000/library/busybox:latest"}))
+    assert same.username == "robot" and same.password.reveal() == "pw-123456" and same.ca_bundle == str(ca)
+    other = endpoints.base_image(config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": "busybox:latest"}))
+    assert other.reference == "docker.io/library/busybox:latest" and other.username is None and other.ca_bundle is None
