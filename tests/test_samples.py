@@ -43,8 +43,38 @@ def _jobs():
             yield pytest.param(path, docs, job, id=f"{path.name}:{job['metadata']['name']}")
 
 
-def test_there_are_samples():
-    assert len(SAMPLES) >= 3
+def test_there_is_a_sample_for_each_way_users_run_the_job():
+    names = {p.stem for p in SAMPLES}
+    assert {"s3-to-oci-env", "s3-to-oci-args", "s3-to-oci-mounted-secrets", "create-model-from-configmap",
+            "create-version", "s3-to-oci-signed", "oci-to-s3", "uri-to-oci", "kitchen-sink"} <= names
+
+
+@pytest.mark.parametrize("path,docs,job", list(_jobs()))
+def test_sample_job_is_restricted_bounded_and_fails_fast_on_bad_config(path, docs, job):
+    """The restricted Pod Security Standard, resources, an emptyDir for the storage path, bounded retries, a TTL,
+    and a podFailurePolicy that ends the Job at once on the configuration-error exit code (2)."""
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["restartPolicy"] == "Never" and 0 < spec["backoffLimit"] <= 6 and spec["ttlSecondsAfterFinished"] > 0
+    rules = spec["podFailurePolicy"]["rules"]
+    assert {"action": "FailJob", "onExitCodes": {"containerName": "modelsync", "operator": "In", "values": [2]}} in rules
+    ctx, cctx = pod["securityContext"], container["securityContext"]
+    assert ctx["runAsNonRoot"] is True and ctx["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert cctx["readOnlyRootFilesystem"] is True and cctx["allowPrivilegeEscalation"] is False
+    assert cctx["capabilities"] == {"drop": ["ALL"]}
+    assert set(container["resources"]["requests"]) >= {"cpu", "memory"}
+    assert set(container["resources"]["limits"]) >= {"cpu", "memory"}
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    args = dict(a.split("=", 1) for a in container.get("args", []))
+    storage = env.get("MODEL_SYNC_STORAGE_PATH") or args.get("--storage-path") or "/tmp/model-sync"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (scratch,) = [m for m in container["volumeMounts"] if m["mountPath"] == storage]
+    assert "emptyDir" in volumes[scratch["name"]]
+    for doc in docs:  # credentials are placeholders, never real-looking secrets
+        for key, value in _data(doc).items() if doc["kind"] == "Secret" else ():
+            if any(word in key.lower() for word in ("secret", "password", "token", "docker")):
+                assert "replace-me" in value or base64.b64encode(b"robot:replace-me").decode() in value, key
 
 
 @pytest.mark.parametrize("path,docs,job", list(_jobs()))
@@ -87,7 +117,7 @@ def test_sample_job_resolves_to_a_valid_configuration(tmp_path, monkeypatch, pat
             env[item["name"]] = localize(item["value"])
         else:
             ref = item["valueFrom"]["secretKeyRef"]
-            env[item["name"]] = EXTERNAL[ref["name"]][ref["key"]]
+            env[item["name"]] = (objects.get(("Secret", ref["name"])) or EXTERNAL[ref["name"]])[ref["key"]]
     args = []
     for arg in container.get("args", []):
         name, _, value = arg.partition("=")
@@ -100,7 +130,7 @@ def test_sample_job_resolves_to_a_valid_configuration(tmp_path, monkeypatch, pat
         assert token and Path(cfg.signing_identity_token_path).is_file()
         (source,) = volumes[token[0]["name"]]["projected"]["sources"]
         assert source["serviceAccountToken"]["audience"] == "sigstore"
-    assert cfg.storage_path in mounts or str(cfg.storage_path) == "/tmp/model-sync"
+    assert str(cfg.storage_path) in {str(p) for p in mounts.values()} or str(cfg.storage_path) == "/tmp/model-sync"
 
     if cfg.model_upload_intent != "update_artifact":
         from modelsync.metadata import parse_metadata_dir
