@@ -90,31 +90,51 @@ def model_name(cfg: Config) -> str:
 
 
 def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
-    """The resolved configuration plus a preflight that writes nothing (registry, ids, names, source,
-    destination), and whether the preflight passed. A failed preflight is reported in the JSON, not raised, so
-    the settings still show."""
+    """The resolved configuration plus a preflight that writes nothing, and whether it passed. Each part (the
+    Model Registry with the ids and names, the source, the destination, signing) is checked on its own, so one
+    run names every part that fails: `preflight.errors` {part: one line}, `preflight.error` the first of them. A
+    failed preflight is reported in the JSON, not raised, so the settings still show."""
     sign, warning = signing_decision(cfg)
     report: dict[str, Any] = {"settings": cfg.report(), "signing": {"enabled": sign, "warning": warning}}
+    pre: dict[str, Any] = {"intent": cfg.model_upload_intent}
+    report["preflight"] = pre
+    errors: dict[str, str] = {}
     try:
         job_intent = intent(cfg)
-        with tempfile.TemporaryDirectory(prefix="modelsync-dry-run-") as scratch:
-            reg = registry.connect(registry_settings(cfg, Path(scratch)))
-            report["preflight"] = {"registry": {"address": redact_url(cfg.registry_server_address),
-                                                "api_version": reg.api_version}}
+    except ModelSyncError as exc:
+        pre.update(error=mask(str(exc)), errors={"metadata": mask(str(exc))})
+        return report, False
+    files: dict[str, int] | None = None
+    with tempfile.TemporaryDirectory(prefix="modelsync-dry-run-") as scratch:
+        def part(name: str, check) -> None:
             try:
-                plan = reg.preflight(job_intent)
+                check()
+            except ModelSyncError as exc:
+                errors[name] = " ".join(mask(str(exc)).split())
+
+        def check_registry() -> None:
+            reg = registry.connect(registry_settings(cfg, Path(scratch)))
+            pre["registry"] = {"address": redact_url(cfg.registry_server_address), "api_version": reg.api_version}
+            try:
+                pre["plan"] = reg.preflight(job_intent).describe()
             finally:
                 reg.close()
-            source, files = preflight_source(cfg)
-            report["preflight"].update(intent=cfg.model_upload_intent, plan=plan.describe(), source=source,
-                                       destination=destinations.of(cfg).preflight(
-                                           cfg, registry.job_fingerprint(job_intent), files))
-            if sign:
-                report["signing"].update(signing.prepare(cfg, Path(scratch), model_name(cfg)).describe())
-    except ModelSyncError as exc:
-        report.setdefault("preflight", {})["error"] = mask(str(exc))
+
+        def check_source() -> None:
+            nonlocal files
+            pre["source"], files = preflight_source(cfg)
+
+        part("registry", check_registry)
+        part("source", check_source)
+        part("destination", lambda: pre.update(destination=destinations.of(cfg).preflight(
+            cfg, registry.job_fingerprint(job_intent), files)))
+        if sign:
+            part("signing", lambda: report["signing"].update(
+                signing.prepare(cfg, Path(scratch), model_name(cfg)).describe()))
+    if errors:
+        pre.update(errors=errors, error=next(iter(errors.values())))
         return report, False
-    report["preflight"]["ok"] = True
+    pre["ok"] = True
     return report, True
 
 
