@@ -80,6 +80,13 @@ def public_jwk(key: rsa.RSAPrivateKey) -> dict[str, str]:
     return {**core, "kid": kid, "use": "sig", "alg": "RS256"}
 
 
+def kubernetes_kid(key: rsa.RSAPrivateKey) -> str:
+    """The key id kube-apiserver puts in the service-account tokens it signs with this key: base64url (no padding)
+    of the sha256 of the public key's DER (SubjectPublicKeyInfo)."""
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return _b64url(hashlib.sha256(der).digest())
+
+
 def sign_jwt(key: rsa.RSAPrivateKey, claims: dict, headers: dict | None = None) -> str:
     header = {"alg": "RS256", "typ": "JWT", "kid": public_jwk(key)["kid"], **(headers or {})}
     signing_input = f"{_b64url(json.dumps(header, separators=(',', ':')).encode())}." \
@@ -171,7 +178,10 @@ class IssuerHandle:
 
 def make_server(key_path: Path, port: int = 0, issuer: str | None = None,
                 host: str = "127.0.0.1") -> tuple[http.server.ThreadingHTTPServer, str]:
-    jwks = {"keys": [public_jwk(load_or_create_key(Path(key_path)))]}
+    key = load_or_create_key(Path(key_path))
+    # the same key under a second id: a test cluster's apiserver may sign its projected tokens with it (issuer =
+    # this issuer), and verifiers look keys up by the token's kid
+    jwks = {"keys": [public_jwk(key), {**public_jwk(key), "kid": kubernetes_kid(key)}]}
     ref = [issuer or ""]
     server = http.server.ThreadingHTTPServer((host, port), _handler(ref, jwks))
     server.daemon_threads = True
