@@ -120,6 +120,12 @@ def test_the_image_carries_model_sig_that_model_signing_verifies(sigstore_stack,
     assert files.pop("model.sig")
     assert files == signed_image["expected"]
     out = signed_image["tmp"] / "rb" / "read-back"
+    # one Fulcio certificate serves both signatures
+    from modelsync.signing import image
+    loc = OciLocation(signed_image["uri"].removeprefix("oci://"), tls_verify=False)
+    (image_bundle,) = image.bundles(loc, signed_image["digest"])
+    cert = json.loads(image_bundle)["verificationMaterial"]["certificate"]["rawBytes"]
+    assert json.loads((out / "model.sig").read_text())["verificationMaterial"]["certificate"]["rawBytes"] == cert
     run = model_signing_verify(sigstore_stack, out)
     assert run.returncode == 0, run.stdout + run.stderr
     assert model_signing_verify(sigstore_stack, out, "https://kubernetes.io/namespaces/x/serviceaccounts/y"
