@@ -123,9 +123,17 @@ def listing(cfg: Config) -> dict[str, int] | None:
     return None  # known once the image's layers are read
 
 
-def facts(cfg: Config) -> dict[str, str]:
-    loc = endpoints.oci(cfg, "source")
-    return {"credentials": f"user {loc.username}" if loc.username else "anonymous"}
+def facts(cfg: Config) -> dict[str, object]:
+    """Before the claim: the image is there and readable with the credentials and CA given (an authenticated read
+    of its manifest); its layers' bytes bound what the storage path must hold."""
+    loc = qualified(endpoints.oci(cfg, "source"))
+    found = RegistryClient(loc).manifest(repo_path(loc), loc.digest or loc.tag or "latest")
+    doc = found.json()
+    described: dict[str, object] = {"credentials": f"user {loc.username}" if loc.username else "anonymous",
+                                    "image": f"{loc.repository}@{found.digest}"}
+    if "layers" in doc:
+        described["bytes"] = sum(int(layer.get("size", 0)) for layer in doc["layers"])
+    return described
 
 
 def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
