@@ -209,8 +209,9 @@ KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kub
 
 install_kubernetes() {
   local v=$KUBERNETES_VERSION dir="$CACHE/kubernetes-$KUBERNETES_VERSION" t name missing=() gomod ver m built=""
-  # containerd (with ctr), runc and the CNI plugins (/usr/lib/cni) the kubelet's pods run with
-  apt_need kubernetes-apt containerd runc containernetworking-plugins
+  # containerd (with ctr), runc and the CNI plugins (/usr/lib/cni) the kubelet's pods run with; busybox for the
+  # sandbox (pause) image e2e/kubernetes.py makes
+  apt_need kubernetes-apt containerd runc containernetworking-plugins busybox-static
   need_go
   for name in "${KUBE_BINARIES[@]}"; do
     t=$(now)
