@@ -24,13 +24,21 @@ Processes, started in this order, each in its own process group, output in STATE
                              read-only port off, listening on 127.0.0.1 only (anonymous + AlwaysAllow there, so the
                              apiserver needs no client certificate for `kubectl logs/exec`)
 
-Ports: every listening port is picked free at up time, so two clusters (two state dirs) can run side by side,
-except what cannot be configured: the node is called 127.0.0.1 in both (each has its own apiserver, so no clash),
-containerd's shim sockets live in /run/containerd/s/ (named by a hash of the containerd socket address, so no
-clash), and the kubelet writes its container-log symlinks to /var/log/containers (file names carry pod uid and
-container id; `down` removes those pointing into its state dir). Pods are meant to use `hostNetwork: true` (no
-kube-proxy, no DNS): they reach local services on 127.0.0.1. Non-host-network pods get an address on a bridge of
-the cluster's own (named and numbered from the state dir).
+Ports: every listening port is picked free at up time (a restart picks new ones), so two clusters (two state
+dirs) run side by side (tried: two clusters with pods each). What the kubelet and containerd do not let one move,
+outside the state dir:
+    - the node is called 127.0.0.1 in both (each has its own apiserver and etcd: no clash);
+    - containerd's shim sockets are in /run/containerd/s/ (named by a hash of the containerd address: no clash);
+    - the kubelet's container-log symlinks are in /var/log/containers (names carry pod uid and container id;
+      `down` removes those pointing into its state dir);
+    - the kubelet's device-plugin socket is /var/lib/kubelet/device-plugins/kubelet.sock whatever --root-dir: a
+      second kubelet takes it over (no device plugins here, so nothing notices); it stays after `down`;
+    - cAdvisor probes /run/containerd/containerd.sock for metrics only (a log line, no effect);
+    - libcni's result cache /var/lib/cni/results and bridged pods' network namespaces in /run/netns (removed by
+      the kubelet, or by `down` after a hard stop: those of this cluster's network and subnet).
+Pods are meant to use `hostNetwork: true` (no kube-proxy, no DNS): they reach local services on 127.0.0.1.
+Non-host-network pods get an address on a bridge of the cluster's own (named and numbered from the state dir; no
+masquerading, so nothing is left in iptables).
 
 Binaries: e2e/install-tools.sh kubernetes (kube-* and etcd into ~/.cache/modelsync/kubernetes-VERSION/bin;
 containerd, ctr, runc and the CNI plugins from apt).
@@ -183,7 +191,9 @@ class Cluster:
 
     def down(self) -> None:
         """Stop every process it started (whole process groups, and the containerd shims with their containers),
-        unmount what the kubelet and containerd mounted under the state dir. Keeps the state dir's files."""
+        unmount what the kubelet and containerd mounted under the state dir, remove bridged pods' network
+        namespaces. Keeps the state dir's files: the next fresh up starts with an empty etcd but keeps the PKI and
+        the images imported into containerd."""
         if not self.dir.exists():
             return
         with self._exclusive():
@@ -289,13 +299,15 @@ class Cluster:
 
     def _start_all(self) -> None:
         t0 = time.monotonic()
+        # a fresh start has no API objects of an earlier one (their pods would come back): etcd starts empty. Kept:
+        # the PKI and admin token, and containerd's root with the images imported before
+        shutil.rmtree(self.dir / "etcd", ignore_errors=True)
         for sub in ("logs", "pki", "etcd", "kubelet", "pod-logs", "cni/net.d", "cni/ipam", "containerd", "tmp"):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self._socket_dir().mkdir(parents=True, exist_ok=True)
-        # the kubelet's container-log symlinks go here whatever its root dir (STACK.md: else "mount point does not
-        # exist"); /var/lib/kubelet likewise, for what still expects it
-        for d in ("/var/log/containers", "/var/lib/kubelet"):
-            os.makedirs(d, exist_ok=True)
+        # the kubelet's container-log symlinks go here whatever its root dir (STACK.md); /var/lib/kubelet is not
+        # needed with --root-dir
+        os.makedirs("/var/log/containers", exist_ok=True)
         self._state = {"up": False, "started_at": time.time(), "ports": dict(zip(PORTS, free_ports(len(PORTS)))),
                        "components": {}, "timings": {}}
         self._save()
@@ -423,13 +435,17 @@ class Cluster:
         h = hashlib.sha256(str(self.dir).encode()).digest()
         return f"mk8s{h[:3].hex()}"[:15], f"10.{200 + h[3] % 50}.{h[4]}.0/24"
 
+    def _network_name(self) -> str:
+        return f"modelsync-{self._bridge()[0]}"
+
     def _write_cni(self) -> None:
         bridge, subnet = self._bridge()
-        conflist = {"cniVersion": "0.4.0", "name": "modelsync-e2e", "plugins": [
-            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": True, "hairpinMode": True,
+        # no ipMasq and no portmap: nothing in iptables that a hard stop could leave behind (pods are meant to use
+        # the host network; bridged ones reach each other and the host)
+        conflist = {"cniVersion": "0.4.0", "name": self._network_name(), "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False, "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "routes": [{"dst": "0.0.0.0/0"}],
                       "dataDir": str(self.dir / "cni" / "ipam")}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
         ]}
         (self.dir / "cni" / "net.d" / "10-modelsync.conflist").write_text(json.dumps(conflist, indent=2))
 
@@ -608,9 +624,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._kill_shims()
         self._unmount_all()
         self._remove_log_links()
-        bridge, _ = self._bridge()
-        if shutil.which("ip") and Path(f"/sys/class/net/{bridge}").exists():
-            subprocess.run(["ip", "link", "delete", bridge], capture_output=True)
+        self._remove_network()
         self._procs.clear()
         self._state = {}
         self.state_file.unlink(missing_ok=True)
@@ -664,6 +678,29 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                     subprocess.run(["umount", "-l", point], capture_output=True)
         if left := self._mounts():
             raise StackError(f"could not unmount: {', '.join(left)}")
+
+    def _remove_network(self) -> None:
+        """Network namespaces of bridged pods the kubelet did not remove (a hard stop), recognised by an address in
+        this cluster's subnet, and the bridge."""
+        ip = shutil.which("ip") or shutil.which("ip", path="/usr/sbin:/sbin")
+        if ip is None:
+            return
+        bridge, subnet = self._bridge()
+        prefix = subnet.rsplit(".", 1)[0] + "."
+        netns = Path("/run/netns")
+        for ns in sorted(netns.glob("cni-*")) if netns.is_dir() else []:
+            addrs = subprocess.run([ip, "-n", ns.name, "-4", "-o", "addr", "show"], capture_output=True, text=True)
+            if f"inet {prefix}" in addrs.stdout:
+                subprocess.run([ip, "netns", "delete", ns.name], capture_output=True)
+        if Path(f"/sys/class/net/{bridge}").exists():
+            subprocess.run([ip, "link", "delete", bridge], capture_output=True)
+        # libcni's result cache (global): this network's entries, and the loopback entries of the same sandboxes
+        results = Path("/var/lib/cni/results")
+        ours = sorted(results.glob(f"{self._network_name()}-*")) if results.is_dir() else []
+        for path in ours:
+            sandbox = path.name.removeprefix(f"{self._network_name()}-").rsplit("-", 1)[0]
+            for other in (path, results / f"cni-loopback-{sandbox}-lo"):
+                other.unlink(missing_ok=True)
 
     def _remove_log_links(self) -> None:
         logs = Path("/var/log/containers")
