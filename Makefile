@@ -13,7 +13,7 @@ GO_VERSION := $(shell sed -n 's/^GO_VERSION=//p' e2e/versions.env)
 export PATH := $(abspath $(VENV))/bin:$(HOME)/go/bin:$(MODELSYNC_CACHE)/go-$(GO_VERSION)/bin:/usr/local/go/bin:$(PATH)
 export MODELSYNC_CACHE
 
-.PHONY: venv install tools test demo bench image image-smoke stack-up stack-down clean
+.PHONY: venv install tools test demo bench image image-smoke stack-up stack-down e2e-local cluster-up cluster-down clean
 
 venv:               ## .venv/ from $(PYTHON) (installs python3-venv on Debian/Ubuntu when missing, as root)
 	@bash e2e/venv.sh '$(PYTHON)' '$(VENV)'
@@ -47,6 +47,16 @@ stack-up: install tools
 
 stack-down: install
 	bin/modelsync-stack down
+
+e2e-local: install tools ## the Kubernetes e2e on a local single-node cluster (e2e/kubernetes.py)
+	$(VPY) -m e2e.k8s_e2e
+
+cluster-up: venv    ## a local single-node Kubernetes in $(MODELSYNC_CACHE)/kubernetes (reused when up; KUBECONFIG printed)
+	bash e2e/install-tools.sh kubernetes
+	$(VPY) -m e2e.kubernetes up
+
+cluster-down: venv  ## stop it: processes, pods' containers, mounts (the state dir stays)
+	$(VPY) -m e2e.kubernetes down
 
 clean:              ## build leftovers (the venv stays: rm -rf .venv to remake it)
 	rm -rf build *.egg-info .pytest_cache

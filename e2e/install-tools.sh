@@ -3,9 +3,13 @@
 #
 #   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli
 #                                           fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign
+#                                           kubernetes
 #                                           (default: all; `sigstore` = the last seven: the signing servers of
 #                                           e2e/sigstore.py; rekor-v1 = rekor-server, trillian = trillian_log_server,
-#                                           trillian_log_signer and the module's MySQL schema in the module cache)
+#                                           trillian_log_signer and the module's MySQL schema in the module cache;
+#                                           kubernetes = containerd, runc and CNI plugins from apt, and
+#                                           kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl
+#                                           and etcd into $MODELSYNC_CACHE/kubernetes-$KUBERNETES_VERSION/bin)
 #
 # Idempotent and fast when everything is present: Go binaries are checked with `go version -m`, which reads the
 # module version embedded in the binary, so a binary built by hand or by an older run is recognised without any
@@ -97,22 +101,28 @@ bootstrap_go() {
   report go "bootstrapped go$GO_VERSION ($os/$arch) into $dest" "$t"
 }
 
-install_apt() {
-  local t missing=() pkg
+# apt_need LABEL PACKAGE...: apt-get install the packages that are not installed (apt-get update only then, so the
+# warm path makes no network traffic)
+apt_need() {
+  local label=$1 t missing=() pkg
+  shift
   t=$(now)
-  # busybox-static: the modelcar base image for tests and the demo is built from it (docker.io is unreachable)
-  # podman, buildah, runc, mmdebstrap: the job image is built and smoke-tested here (e2e/image.sh)
-  for pkg in skopeo mariadb-server openssl apache2-utils ca-certificates busybox-static podman buildah runc mmdebstrap; do
+  for pkg in "$@"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if [ ${#missing[@]} -eq 0 ]; then
-    report apt "already present" "$t"; return
+    report "$label" "already present" "$t"; return
   fi
   [ "$(id -u)" -eq 0 ] || die "missing ${missing[*]}: run as root to apt-get install them"
-  # update only when something is missing: keeps the warm path free of network traffic
   DEBIAN_FRONTEND=noninteractive apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  report apt "installed ${missing[*]}" "$t"
+  report "$label" "installed ${missing[*]}" "$t"
+}
+
+install_apt() {
+  # busybox-static: the modelcar base image for tests and the demo is built from it (docker.io is unreachable)
+  # podman, buildah, runc, mmdebstrap: the job image is built and smoke-tested here (e2e/image.sh)
+  apt_need apt skopeo mariadb-server openssl apache2-utils ca-certificates busybox-static podman buildah runc mmdebstrap
 }
 
 # go_tool NAME MODULE PACKAGE VERSION: static build (CGO off) so the binaries can also be copied into images.
@@ -189,6 +199,76 @@ install_trillian() {
   report trillian-schema "in $(go env GOMODCACHE)/github.com/google/trillian@$TRILLIAN_VERSION" "$t"
 }
 
+# Kubernetes for e2e/kubernetes.py, into $CACHE/kubernetes-$KUBERNETES_VERSION/bin (names as upstream; kept out of
+# GOBIN so that a kubectl of another version on PATH is never shadowed). `go install k8s.io/kubernetes/cmd/...@v` is
+# refused (kubernetes' go.mod replaces its k8s.io/* staging modules with ./staging dirs): a throwaway module requires
+# k8s.io/kubernetes and pins each of those staging modules to its own tag v0.MINOR.PATCH, read from kubernetes' go.mod.
+# etcd the same way (its server module's go.mod has replaces too). Each binary is checked with `go version -m`, so a
+# warm run skips them. The build uses a Go cache of its own, removed after a full build (several GB).
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+
+install_kubernetes() {
+  local v=$KUBERNETES_VERSION dir="$CACHE/kubernetes-$KUBERNETES_VERSION" t name missing=() gomod ver m built=""
+  # containerd (with ctr), runc and the CNI plugins (/usr/lib/cni) the kubelet's pods run with; busybox for the
+  # sandbox (pause) image e2e/kubernetes.py makes
+  apt_need kubernetes-apt containerd runc containernetworking-plugins busybox-static
+  need_go
+  for name in "${KUBE_BINARIES[@]}"; do
+    t=$(now)
+    if [ "$(embedded_version "$dir/bin/$name" k8s.io/kubernetes)" = "$v" ]; then
+      report "$name" "already present" "$t"
+    else
+      missing+=("$name")
+    fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    t=$(now)
+    mkdir -p "$dir/k8sbuild" "$dir/bin"
+    gomod=$(cd / && go mod download -json "k8s.io/kubernetes@$v" | sed -n 's/^\t"GoMod": "\(.*\)",$/\1/p')
+    [ -s "$gomod" ] || die "could not download k8s.io/kubernetes@$v"
+    ver="v0.${v#v1.}" # v1.34.2 -> v0.34.2
+    {
+      printf 'module example.invalid/k8sbuild\n\n'
+      awk '$1 == "go" || $1 == "godebug" { print }' "$gomod"
+      printf '\nrequire k8s.io/kubernetes %s\n\n' "$v"
+      for m in $(awk '$2 == "=>" && $3 ~ /^\.\/staging\// { print $1 }' "$gomod"); do
+        printf 'replace %s => %s %s\n' "$m" "$m" "$ver"
+      done
+      printf '\n'
+      for name in "${KUBE_BINARIES[@]}"; do printf 'tool k8s.io/kubernetes/cmd/%s\n' "$name"; done
+    } >"$dir/k8sbuild/go.mod"
+    (cd "$dir/k8sbuild" && go mod tidy) || die "go mod tidy failed in $dir/k8sbuild"
+    report kubernetes-module "$(grep -c '^replace' "$dir/k8sbuild/go.mod") staging replaces, tidy" "$t"
+    for name in "${missing[@]}"; do
+      k8s_build "$dir" "$name" k8sbuild "k8s.io/kubernetes/cmd/$name" \
+        "-X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$(echo "$v" | cut -d. -f1 | tr -d v) -X k8s.io/component-base/version.gitMinor=$(echo "$v" | cut -d. -f2) -X k8s.io/component-base/version.gitTreeState=clean -X k8s.io/client-go/pkg/version.gitVersion=$v"
+    done
+    built=1
+  fi
+  t=$(now)
+  if [ "$(embedded_version "$dir/bin/etcd" go.etcd.io/etcd/server/v3)" = "$ETCD_VERSION" ]; then
+    report etcd "already present" "$t"
+  else
+    mkdir -p "$dir/etcdbuild" "$dir/bin"
+    printf 'module example.invalid/etcdbuild\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n\ntool go.etcd.io/etcd/server/v3\n' \
+      "$ETCD_VERSION" >"$dir/etcdbuild/go.mod"
+    (cd "$dir/etcdbuild" && go mod tidy) || die "go mod tidy failed in $dir/etcdbuild"
+    k8s_build "$dir" etcd etcdbuild go.etcd.io/etcd/server/v3 ""
+    built=1
+  fi
+  if [ -n "$built" ]; then rm -rf "$dir/gocache"; fi
+}
+
+# k8s_build DIR NAME MODULEDIR PACKAGE LDFLAGS: one static binary into DIR/bin/NAME, with DIR/gocache as Go cache
+k8s_build() {
+  local dir=$1 name=$2 moddir=$3 pkg=$4 ldflags=$5 t
+  t=$(now)
+  (cd "$dir/$moddir" && GOCACHE="$dir/gocache" CGO_ENABLED=0 \
+    go build -trimpath -ldflags="-s -w $ldflags" -o "$dir/bin/$name.tmp" "$pkg") || die "could not build $pkg"
+  mv "$dir/bin/$name.tmp" "$dir/bin/$name"
+  report "$name" "built $(embedded_version "$dir/bin/$name" "$([ "$name" = etcd ] && echo go.etcd.io/etcd/server/v3 || echo k8s.io/kubernetes)")" "$t"
+}
+
 install_awscli() {
   local t
   t=$(now)
@@ -219,12 +299,13 @@ run() {
       "$REKOR_V1_VERSION" ;;
     trillian) install_trillian ;;
     cosign) sigstore_tool cosign github.com/sigstore/cosign/v3 github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" ;;
+    kubernetes) install_kubernetes ;;
     sigstore) for c in fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign; do run "$c"; done ;;
     *) die "unknown component: $1" ;;
   esac
 }
 
 start=$(now)
-[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli sigstore
+[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli sigstore kubernetes
 for c in "$@"; do run "$c"; done
 report total done "$start"

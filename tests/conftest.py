@@ -102,6 +102,33 @@ def require_tool() -> Callable[[str], str]:
     return find
 
 
+# ---------------------------------------------------------------- a real Kubernetes (e2e/kubernetes.py)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A running single-node Kubernetes cluster (e2e.kubernetes.Cluster: .kubectl(), .import_image(), .issuer_url,
+    .ca_file, .env()).
+
+    Reuses the cluster in $MODELSYNC_K8S_DIR when it is up (and leaves it running); otherwise starts one in a
+    temporary directory for this session and stops it at the end (processes, containers, mounts).
+    """
+    from e2e.kubernetes import Cluster, MissingToolsError
+    shared = os.environ.get("MODELSYNC_K8S_DIR")
+    if shared and Cluster(Path(shared)).is_up():
+        yield Cluster(Path(shared))
+        return
+    local = Cluster(tmp_path_factory.mktemp("k8s"))
+    try:
+        local.up()
+    except MissingToolsError as err:
+        unavailable(str(err))
+    try:
+        yield local
+    finally:
+        local.down()
+
+
 # ---------------------------------------------------------------- shared job fixtures
 
 
