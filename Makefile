@@ -48,7 +48,7 @@ stack-up: install tools
 stack-down: install
 	bin/modelsync-stack down
 
-e2e-local: install tools ## the Kubernetes e2e on a local single-node cluster (e2e/kubernetes.py)
+e2e-local: install tools image ## every sample Job on a local single-node Kubernetes (e2e/k8s_e2e.py)
 	$(VPY) -m e2e.k8s_e2e
 
 cluster-up: venv    ## a local single-node Kubernetes in $(MODELSYNC_CACHE)/kubernetes (reused when up; KUBECONFIG printed)

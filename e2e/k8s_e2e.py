@@ -69,6 +69,7 @@ class Run:
         self.env = self.stack.env()
         self.cluster = Cluster(self.state / "cluster", issuer_url=self.env["OIDC_ISSUER_URL"],
                                service_account_key=Path(self.env["OIDC_SIGNING_KEY"]))
+        self.cluster.down()  # a fresh start: the issuer it trusts is this stack's (its port changes per stack)
         self.cluster.up()
         self.cluster.import_image(self.image)
         self.kubectl = self.cluster.kubectl

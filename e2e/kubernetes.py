@@ -117,8 +117,14 @@ def missing_tools() -> list[str]:
 
 
 class Cluster:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, issuer_url: str | None = None, service_account_key: Path | None = None):
+        """issuer_url and service_account_key (an RSA private key, PEM): the apiserver signs service-account tokens
+        with that key under that issuer instead of its own (e.g. the local stack's OIDC issuer, which publishes the
+        key: then the stack's Fulcio accepts the cluster's projected tokens). The apiserver's own URL stays an
+        accepted issuer."""
         self.dir = Path(state_dir).resolve()
+        self._external_issuer = issuer_url
+        self._external_key = Path(service_account_key).resolve() if service_account_key else None
         self.state_file = self.dir / "cluster.json"
         self._procs: dict[str, subprocess.Popen] = {}
         self._state: dict = {}
@@ -140,13 +146,13 @@ class Cluster:
 
     @property
     def issuer_url(self) -> str:
-        """The service-account token issuer: the apiserver's own URL (OIDC discovery at
+        """The service-account token issuer: the one given, else the apiserver's own URL (OIDC discovery at
         ISSUER/.well-known/openid-configuration, anonymous, with ca_file)."""
-        return f"https://127.0.0.1:{self._port('apiserver')}"
+        return self._external_issuer or self.server_url
 
     @property
     def server_url(self) -> str:
-        return self.issuer_url
+        return f"https://127.0.0.1:{self._port('apiserver')}"
 
     @property
     def containerd_address(self) -> Path:
@@ -388,6 +394,12 @@ class Cluster:
             return http_status(f"http://127.0.0.1:{ports['kubelet_healthz']}/healthz") == 200
         raise ValueError(name)
 
+    def _external_public_key(self) -> Path:
+        out = self.dir / "pki" / "external-sa.pub"
+        subprocess.run([shutil.which("openssl") or "openssl", "pkey", "-in", str(self._external_key), "-pubout",
+                        "-out", str(out)], check=True, capture_output=True)
+        return out
+
     def _make_pki(self) -> None:
         """A CA, the apiserver's serving certificate (127.0.0.1, localhost, the kubernetes service names) and the
         service-account signing key pair; kept across restarts of the same state dir."""
@@ -548,8 +560,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 # discovery must be anonymous; the admin token is in system:masters, which every component uses
                 "--authorization-mode=RBAC", "--anonymous-auth=true",
                 f"--service-account-key-file={pki / 'sa.pub'}",
-                f"--service-account-signing-key-file={pki / 'sa.key'}",
-                f"--service-account-issuer={self.issuer_url}",
+                *([f"--service-account-key-file={self._external_public_key()}"] if self._external_key else []),
+                f"--service-account-signing-key-file={self._external_key or pki / 'sa.key'}",
+                f"--service-account-issuer={self.issuer_url}",  # the first one names the tokens it mints
+                *([f"--service-account-issuer={self.server_url}",
+                   f"--service-account-jwks-uri={self.server_url}/openid/v1/jwks"] if self._external_issuer else []),
                 "--service-cluster-ip-range=10.0.0.0/24", "--allow-privileged=true",
                 f"--cert-dir={pki}", "--profiling=false"]
 
