@@ -636,6 +636,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                              "nodefs.inodesFree": "1%"},
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False,
+            # else it adds KUBE-FIREWALL (drops non-loopback packets to 127.0.0.0/8) and canary chains to the host's
+            # iptables, and nothing removes them
+            "makeIPTablesUtilChains": False,
             "registerNode": True,
         }, indent=2))
         return [tool("kubelet"), f"--config={config}", f"--kubeconfig={self.kubeconfig}",
