@@ -38,8 +38,10 @@ outside the state dir:
     - libcni's result cache /var/lib/cni/results and bridged pods' network namespaces in /run/netns (removed by
       the kubelet, or by `down` after a hard stop: those of this cluster's network and subnet).
 Pods are meant to use `hostNetwork: true` (no kube-proxy, no DNS): they reach local services on 127.0.0.1.
-Non-host-network pods get an address on a bridge of the cluster's own (named and numbered from the state dir; no
-masquerading, so nothing is left in iptables).
+Non-host-network pods get an address on a bridge of the cluster's own (named and numbered from the state dir). Nothing
+goes into the host's iptables: no masquerading on the bridge, and the kubelet's makeIPTablesUtilChains is off.
+Registries: a plain-HTTP one on 127.0.0.1 needs nothing (pull by digest works); a TLS one with its own CA needs
+trust_registry(HOST:PORT, ca_file) and, with credentials, an imagePullSecret in the pod.
 
 Binaries: e2e/install-tools.sh kubernetes (kube-* and etcd into ~/.cache/modelsync/kubernetes-VERSION/bin;
 containerd, ctr, runc and the CNI plugins from apt).
