@@ -24,7 +24,8 @@ Processes, started in this order, each in its own process group, output in STATE
                              read-only port off, listening on 127.0.0.1 only (anonymous + AlwaysAllow there, so the
                              apiserver needs no client certificate for `kubectl logs/exec`)
 
-Ports: every listening port is picked free at up time (a restart picks new ones), so two clusters (two state
+Ports: every listening port is picked free at up time (a restart of the same state dir takes its previous ports
+again where they are free, so issuer_url and the kubeconfig usually stay the same), so two clusters (two state
 dirs) run side by side (tried: two clusters with pods each). What the kubelet and containerd do not let one move,
 outside the state dir:
     - the node is called 127.0.0.1 in both (each has its own apiserver and etcd: no clash);
@@ -37,8 +38,10 @@ outside the state dir:
     - libcni's result cache /var/lib/cni/results and bridged pods' network namespaces in /run/netns (removed by
       the kubelet, or by `down` after a hard stop: those of this cluster's network and subnet).
 Pods are meant to use `hostNetwork: true` (no kube-proxy, no DNS): they reach local services on 127.0.0.1.
-Non-host-network pods get an address on a bridge of the cluster's own (named and numbered from the state dir; no
-masquerading, so nothing is left in iptables).
+Non-host-network pods get an address on a bridge of the cluster's own (named and numbered from the state dir). Nothing
+goes into the host's iptables: no masquerading on the bridge, and the kubelet's makeIPTablesUtilChains is off.
+Registries: a plain-HTTP one on 127.0.0.1 needs nothing (pull by digest works); a TLS one with its own CA needs
+trust_registry(HOST:PORT, ca_file) and, with credentials, an imagePullSecret in the pod.
 
 Binaries: e2e/install-tools.sh kubernetes (kube-* and etcd into ~/.cache/modelsync/kubernetes-VERSION/bin;
 containerd, ctr, runc and the CNI plugins from apt).
@@ -62,6 +65,7 @@ import json
 import os
 import secrets
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -273,6 +277,19 @@ class Cluster:
             raise StackError(f"imported {ref} into containerd, but it has image id {got}, podman {image_id}")
         return True
 
+    def trust_registry(self, host: str, ca_file: Path | None = None, plain_http: bool = False) -> None:
+        """Let the kubelet pull from `host` (HOST:PORT): over HTTPS trusting `ca_file`, or over plain HTTP.
+        Not needed for a plain-HTTP registry on 127.0.0.1 (containerd falls back to HTTP there by itself); needed
+        for a TLS registry with its own CA. Credentials go in the pod's imagePullSecrets. containerd reads this
+        (certs.d/HOST/hosts.toml) on each pull: no restart."""
+        server = f"{'http' if plain_http else 'https'}://{host}"
+        lines = [f'server = "{server}"', "", f'[host."{server}"]', '  capabilities = ["pull", "resolve"]']
+        if ca_file is not None:
+            lines.append(f'  ca = "{Path(ca_file).resolve()}"')
+        path = self.dir / "containerd" / "certs.d" / host / "hosts.toml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n")
+
     def image_id(self, ref: str) -> str | None:
         """The image id (config digest, hex) containerd has for `ref` in the k8s.io namespace, or None."""
         listing = self.ctr("images", "ls", f"name=={ref}", check=False)
@@ -314,8 +331,8 @@ class Cluster:
         # the kubelet's container-log symlinks go here whatever its root dir (STACK.md); /var/lib/kubelet is not
         # needed with --root-dir
         os.makedirs("/var/log/containers", exist_ok=True)
-        self._state = {"up": False, "started_at": time.time(), "ports": dict(zip(PORTS, free_ports(len(PORTS)))),
-                       "components": {}, "timings": {}}
+        self._state = {"up": False, "started_at": time.time(), "ports": self._pick_ports(), "components": {},
+                       "timings": {}}
         self._save()
         self._make_pki()
         self._write_kubeconfig()
@@ -344,6 +361,39 @@ class Cluster:
                          "--clusterrole=system:service-account-issuer-discovery", "--group=system:unauthenticated")
         self._state["timings"]["up"] = round(time.monotonic() - t0, 1)
         self._save(up=True)
+
+    def _pick_ports(self) -> dict[str, int]:
+        """The ports of this state dir's previous start where they are still free (so issuer_url and the kubeconfig
+        stay the same across a down/up), new free ones for the others; remembered in ports.json."""
+        previous_file = self.dir / "ports.json"
+        try:
+            previous = json.loads(previous_file.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        ports: dict[str, int] = {}
+        held = []
+        try:
+            for name in PORTS:
+                port = previous.get(name)
+                if isinstance(port, int) and port not in ports.values():
+                    sock = socket.socket()
+                    # as the Go servers bind: a port with connections in TIME_WAIT is still usable
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    try:
+                        sock.bind(("127.0.0.1", port))
+                        held.append(sock)
+                        ports[name] = port
+                        continue
+                    except OSError:
+                        sock.close()
+            missing = [n for n in PORTS if n not in ports]
+            fresh = [p for p in free_ports(len(missing) + len(ports)) if p not in ports.values()]
+            ports.update(zip(missing, fresh))
+        finally:
+            for sock in held:
+                sock.close()
+        previous_file.write_text(json.dumps(ports, indent=2))
+        return {name: ports[name] for name in PORTS}
 
     def _spawn(self, name: str, argv: list) -> None:
         argv = [str(a) for a in argv]
@@ -603,6 +653,9 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                              "nodefs.inodesFree": "1%"},
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "serializeImagePulls": False,
+            # else it adds KUBE-FIREWALL (drops non-loopback packets to 127.0.0.0/8) and canary chains to the host's
+            # iptables, and nothing removes them
+            "makeIPTablesUtilChains": False,
             "registerNode": True,
         }, indent=2))
         return [tool("kubelet"), f"--config={config}", f"--kubeconfig={self.kubeconfig}",

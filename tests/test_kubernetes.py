@@ -6,6 +6,7 @@ plain-HTTP registry.
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import ssl
@@ -136,3 +137,36 @@ def test_pod_pulls_by_digest_from_plain_http_registry(cluster: Cluster, stack, t
     status = json.loads(cluster.kubectl("get", "pod", name, "-o", "json").stdout)["status"]["containerStatuses"][0]
     assert status["state"]["terminated"]["message"].strip() == "pulled"
     assert status["imageID"].endswith(digest)
+
+
+def test_pod_pulls_from_tls_registry_with_pull_secret(cluster: Cluster, stack, tmp_path: Path):
+    """The stack's TLS registry (own CA, basic auth): trusted with Cluster.trust_registry, credentials from an
+    imagePullSecret — as a KServe pod would pull a modelcar the job pushed."""
+    from modelsync.locations import OciLocation
+    from modelsync.oci_copy import push_layout
+    from modelsync.secret import Secret
+
+    layout = busybox_layout(tmp_path / "layout")
+    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    host = stack.oci_tls_registry
+    repo = f"{host}/k8s-smoke/busybox"
+    push_layout(layout, "latest", OciLocation(f"{repo}:latest", username=stack.oci_tls_username,
+                                              password=Secret(stack.oci_tls_password), ca_bundle=stack.oci_tls_ca),
+                "latest", tmp_path / "w", "skopeo")
+    cluster.trust_registry(host, ca_file=Path(stack.oci_tls_ca))
+    name = f"pull-tls-{secrets.token_hex(3)}"
+    auth = base64.b64encode(f"{stack.oci_tls_username}:{stack.oci_tls_password}".encode()).decode()
+    dockerconfig = json.dumps({"auths": {host: {"auth": auth}}})
+    _apply(cluster,
+           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64.b64encode(dockerconfig.encode()).decode()}},
+           {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+               "restartPolicy": "Never", "hostNetwork": True, "securityContext": {"runAsUser": 1001},
+               "imagePullSecrets": [{"name": name}],
+               "containers": [{"name": "c", "image": f"{repo}@{digest}", "imagePullPolicy": "Always",
+                               "command": ["/bin/sh", "-c", "echo pulled over tls > /dev/termination-log"]}]}})
+    done = cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", f"pod/{name}", "--timeout=120s",
+                           check=False, timeout=140)
+    assert done.returncode == 0, f"{done.stderr}\n{_diagnose(cluster, f'pod/{name}')}"
+    status = json.loads(cluster.kubectl("get", "pod", name, "-o", "json").stdout)["status"]["containerStatuses"][0]
+    assert status["state"]["terminated"]["message"].strip() == "pulled over tls"
