@@ -150,7 +150,7 @@ class Run:
 
     def ids(self, sample: str) -> dict[str, str]:
         """A fresh RegisteredModel (for create_version's id 7) and ModelArtifact (for update_artifact's id 42)."""
-        model = self._mr("POST", "/registered_models", {"name": f"e2e-{self.run}-{sample}"})
+        model = self._mr("POST", "/registered_models", {"name": f"e2e-{self.run}-{sample}-{uuid.uuid4().hex[:4]}"})
         version = self._mr("POST", "/model_versions", {"name": "0.0.1", "registeredModelId": model["id"]})
         artifact = self._mr("POST", f"/model_versions/{version['id']}/artifacts",
                             {"artifactType": "model-artifact", "name": f"e2e-{sample}", "uri": "s3://placeholder/x"})

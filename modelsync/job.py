@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import re
 import signal
 import tempfile
@@ -105,7 +106,9 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
         pre.update(error=mask(str(exc)), errors={"metadata": mask(str(exc))})
         return report, False
     files: dict[str, int] | None = None
-    with tempfile.TemporaryDirectory(prefix="modelsync-dry-run-") as scratch:
+    storage = Path(cfg.storage_path)  # in a Job, the one writable place (the root file system is read-only)
+    writable = storage.is_dir() and os.access(storage, os.W_OK)
+    with tempfile.TemporaryDirectory(prefix=".modelsync-dry-run-", dir=storage if writable else None) as scratch:
         def part(name: str, check) -> None:
             try:
                 check()
@@ -124,13 +127,17 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
             nonlocal files
             pre["source"], files = preflight_source(cfg)
 
-        part("registry", check_registry)
-        part("source", check_source)
-        part("destination", lambda: pre.update(destination=destinations.of(cfg).preflight(
-            cfg, registry.job_fingerprint(job_intent), files)))
-        if sign:
-            part("signing", lambda: report["signing"].update(
-                signing.prepare(cfg, Path(scratch), model_name(cfg)).describe()))
+        saved_tmp = _temporary_files_in(Path(scratch) / "tmp")
+        try:
+            part("registry", check_registry)
+            part("source", check_source)
+            part("destination", lambda: pre.update(destination=destinations.of(cfg).preflight(
+                cfg, registry.job_fingerprint(job_intent), files)))
+            if sign:
+                part("signing", lambda: report["signing"].update(
+                    signing.prepare(cfg, Path(scratch), model_name(cfg)).describe()))
+        finally:
+            _restore_temporary_files(saved_tmp)
     if errors:
         pre.update(errors=errors, error=next(iter(errors.values())))
         return report, False
@@ -186,6 +193,7 @@ def run(cfg: Config) -> Published:
     try:
         # This job's own locked scratch directory; an earlier crashed attempt's is removed, a running job's never.
         ws = workspace.claim(Path(cfg.storage_path), ".modelsync-", job[:16], "--storage-path / MODEL_SYNC_STORAGE_PATH")
+        saved_tmp = _temporary_files_in(ws.root / "tmp")
         try:
             reg = registry.connect(registry_settings(cfg, ws.root))
             plan = reg.preflight(job_intent)
@@ -214,6 +222,7 @@ def run(cfg: Config) -> Published:
                             published.digest)
     finally:
         if ws is not None:
+            _restore_temporary_files(saved_tmp)
             ws.release()
         signal.signal(signal.SIGTERM, previous)
         if reg is not None:
@@ -249,6 +258,23 @@ def sign_published(cfg: Config, signer: signing.Signing, published: Published) -
     if cfg.destination_type == "oci" and published.digest:
         signer.sign_image(endpoints.oci(cfg, "destination"), published.digest)
     return dataclasses.replace(published, facts={**published.facts, **signer.facts})
+
+
+def _temporary_files_in(path: Path) -> tuple[str | None, str | None]:
+    """Temporary files of libraries (the TUF client's downloads) and of child tools go into the job's own scratch
+    directory: in a Job the root file system is read-only and /tmp is only writable where a volume is mounted."""
+    path.mkdir(parents=True, exist_ok=True)
+    saved = (tempfile.tempdir, os.environ.get("TMPDIR"))
+    tempfile.tempdir = os.environ["TMPDIR"] = str(path)
+    return saved
+
+
+def _restore_temporary_files(saved: tuple[str | None, str | None]) -> None:
+    tempfile.tempdir = saved[0]
+    if saved[1] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = saved[1]
 
 
 def _abandon(reg: Any, claim: Any, reason: str) -> None:

@@ -148,7 +148,11 @@ def from_tuf(tuf_url: str, checksum: str | None, cache: Path) -> tuple[dict[str,
     except SigningError:
         raise
     except Exception as exc:
-        raise SigningError(f"SIGSTORE_TUF_URL {redact_url(base)}: TUF update failed: {exc}") from None
+        causes, link = [], exc
+        while link is not None and len(causes) < 4:  # the TUF client wraps the reason (a network error, …)
+            causes.append(str(link) or type(link).__name__)
+            link = link.__cause__ or link.__context__
+        raise SigningError(f"SIGSTORE_TUF_URL {redact_url(base)}: TUF update failed: {': '.join(causes)}") from None
     return _logid_names(trusted_root), signing_config
 
 
