@@ -69,7 +69,9 @@ def exit_code(kubectl: Kubectl, ns: str, pod: str) -> int:
 def artifact(mr_url: str, artifact_id: str) -> dict[str, Any]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"{mr_url}/api/model_registry/v1alpha3/model_artifacts/{artifact_id}", timeout=10) as resp:
-        return json.load(resp)
+        found = json.load(resp)
+    found.setdefault("state", "UNKNOWN")  # the server leaves out a state never set
+    return found
 
 
 def check_sync(kubectl: Kubectl, ns: str, job: str, mr_url: str, read_back: Callable[[str], Mapping[str, str]],

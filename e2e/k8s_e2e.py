@@ -242,10 +242,11 @@ class Run:
 
         def break_password(job: dict) -> None:
             job["metadata"]["name"] = "modelsync-wrong-password"
+            (c,) = job["spec"]["template"]["spec"]["containers"]
+            c["env"] = [e if e["name"] != "MODEL_SYNC_DESTINATION_OCI_PASSWORD" else
+                        {"name": e["name"], "value": "not-the-password"} for e in c["env"]]
 
         job, env, ids = self.apply("s3-to-oci-env", ns, edit=break_password)
-        self.kubectl("-n", ns, "patch", "secret", "registry-robot", "-p",
-                     json.dumps({"stringData": {"password": "not-the-password"}}))
         outcome, pod = checks.job_outcome(self.kubectl, ns, job["metadata"]["name"], 300)
         checks.require(outcome == "Failed: PodFailurePolicy", f"wrong password: {outcome}")
         checks.require(len(checks.pods_of(self.kubectl, ns, job["metadata"]["name"])) == 1, "wrong password: retried")
@@ -326,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         for sample in args.only or [s for s in ORDER if run.local or s not in KIND_SKIPS]:
             run.guarded(sample, run.sample, sample)
         if args.only is None:
+            run.guarded("kind's stack manifests accepted by the apiserver (dry run)", run.kubectl, "-n", run.ns,
+                        "apply", "--dry-run=server", "-f", str(REPO_ROOT / "e2e" / "kind" / "stack.yaml"))
             run.guarded("wrong credential", run.wrong_credential)
             run.guarded("deleted mid-transfer", run.deleted_mid_transfer)
     finally:
