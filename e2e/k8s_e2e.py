@@ -332,6 +332,11 @@ def main(argv: list[str] | None = None) -> int:
             run.guarded("wrong credential", run.wrong_credential)
             run.guarded("deleted mid-transfer", run.deleted_mid_transfer)
     finally:
+        if hasattr(run, "http"):
+            run.http.shutdown()
+        if not args.keep:
+            import shutil
+            shutil.rmtree(run.work, ignore_errors=True)  # the run's inputs (a 256 MiB model among them)
         if not args.keep and hasattr(run, "cluster"):
             run.cluster.down()
         if not args.keep and not args.stack_dir and hasattr(run, "stack"):
