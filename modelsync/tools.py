@@ -19,8 +19,9 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO
+from typing import IO, TypeVar
 
 import sh
 
@@ -33,6 +34,9 @@ log = logging.getLogger("modelsync.tools")
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy",
               "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 _STDERR_TAIL = 20
+RETRY_ATTEMPTS = 4     # tries in all of a tool run whose failure is transient: waits 2, 4, 8 s between them
+RETRY_FIRST_WAIT = 2.0
+T = TypeVar("T")
 
 
 def which(binary: str) -> str:
@@ -101,6 +105,28 @@ def run(binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = Non
         _stop(proc)
         raise
     return "".join(stdout)
+
+
+def retry(what: str, attempt: Callable[[], T], transient: Callable[[ToolError], bool],
+          wait: Callable[[float], object] = time.sleep) -> T:
+    """attempt() until it succeeds, at most RETRY_ATTEMPTS times while its ToolError is transient (a network cut,
+    a server restarting or busy: the caller's tool knows which texts say so). Anything else is raised at once.
+    `wait` sleeps between tries: a pipeline passes one that returns early when it is being stopped (its next
+    spawn then fails for good)."""
+    delay = RETRY_FIRST_WAIT
+    for number in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except ToolError as exc:
+            if number == RETRY_ATTEMPTS or not transient(exc):
+                if number > 1:
+                    raise ToolError(f"{exc} (gave up after {number} tries)") from None
+                raise
+            log.warning("%s: %s; trying again in %.0fs (%d of %d tries made)", what, exc, delay, number,
+                        RETRY_ATTEMPTS)
+            wait(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 class Child:
