@@ -1,0 +1,442 @@
+"""Issue 15, faults: the real CLI (`python -m modelsync`) against the real stack with faults injected by a real
+Toxiproxy (tests/faults.py) in front of MinIO, the OCI registry and the Model Registry, a gateway answering 503,
+and private MinIO / registry processes stopped and restarted mid-transfer.
+
+Every case is an S3 -> OCI modelcar sync (the pipeline) of a model with one large file, create_model. A transient
+fault must end in exit 0 with the artifact LIVE and the pushed image read back byte for byte; a permanent one in
+exit 1, one ERROR line that says what failed, within a bounded time, nothing LIVE and no `.modelsync-*` left in the
+storage path. Each case records what was injected, the outcome and the seconds it took; the module prints the
+table at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+
+from modelsync.locations import OciLocation
+from modelsync.sources.oci import fetch_oci
+
+from .conftest import unavailable
+from .faults import Toxiproxy, dir_bytes, failing_gateway, private_minio, private_registry, wait_for
+from .models import digests_of, make_model
+from .mounts import tmpfs
+from .test_hostile import registered, the_artifact
+from .test_job import base_env
+
+pytestmark = pytest.mark.stack
+
+BIG = 72 << 20            # the model's large file: one streamed layer (>= 64 MiB)
+SLOW = 12288              # KB/s of a `bandwidth` toxic: the large file then takes about 6 s
+RESULTS: list[tuple[str, str, str, float]] = []
+RUNNING: list[Job] = []
+
+
+@pytest.fixture(scope="module")
+def toxi(tmp_path_factory, request):
+    try:
+        proxy = Toxiproxy.start(tmp_path_factory.mktemp("toxiproxy"))
+    except FileNotFoundError as err:
+        unavailable(str(err))
+    yield proxy
+    proxy.stop()
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not RESULTS:
+        return
+    with capture.global_and_fixture_disabled():  # to the terminal, also with -q and without -s
+        reporter.write_line("\nfault cases (what was injected -> outcome, seconds the job took):")
+        for name, injected, outcome, seconds in RESULTS:
+            reporter.write_line(f"  {name:<32} {injected:<70} {outcome:<36} {seconds:6.1f}s")
+        reporter.write_line(f"  longest: {max(r[3] for r in RESULTS):.1f}s over {len(RESULTS)} job runs")
+
+
+@dataclass
+class Model:
+    dir: Path
+    digests: dict[str, str]
+    prefix: str
+
+
+def upload(model_dir: Path, endpoint: str, key: str, secret: str, bucket: str) -> str:
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name="us-east-1")
+    if bucket not in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        s3.create_bucket(Bucket=bucket)
+    prefix = f"faults-{uuid.uuid4().hex[:8]}"
+    for path in model_dir.rglob("*"):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, f"{prefix}/{path.relative_to(model_dir).as_posix()}")
+    return prefix
+
+
+def remove_prefix(endpoint: str, key: str, secret: str, bucket: str, prefix: str) -> None:
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+                      region_name="us-east-1")
+    for obj in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/").get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=obj["Key"])
+
+
+@pytest.fixture
+def model(tmp_path, stack) -> Iterator[Model]:
+    """The sample model with a BIG file, in the stack's MinIO under a prefix of its own (removed afterwards)."""
+    root = tmp_path / "model-src"
+    digests = make_model(root, BIG)
+    where = (stack.minio_endpoint, stack.minio_access_key, stack.minio_secret_key, stack.minio_bucket)
+    prefix = upload(root, *where)
+    yield Model(root, digests, prefix)
+    remove_prefix(*where, prefix)
+
+
+@pytest.fixture(autouse=True)
+def no_job_left_running() -> Iterator[None]:
+    """A test that fails while its job runs must not leave the job (and its tools) behind."""
+    yield
+    while RUNNING:
+        job = RUNNING.pop()
+        if job.proc.poll() is None:
+            job.proc.kill()
+            job.proc.communicate(timeout=30)
+
+
+def job_env(stack, tmp_path: Path, *, s3_port: int, registry_port: int, prefix: str, mr_url: str | None = None,
+            s3_key: str | None = None, s3_secret: str | None = None, bucket: str | None = None) -> dict[str, str]:
+    name = f"fault-{uuid.uuid4().hex[:8]}"
+    env = base_env(stack, tmp_path, name)
+    env.update({
+        "MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_BUCKET": bucket or stack.minio_bucket,
+        "MODEL_SYNC_SOURCE_AWS_KEY": prefix, "MODEL_SYNC_SOURCE_AWS_ENDPOINT": f"http://127.0.0.1:{s3_port}",
+        "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": s3_key or stack.minio_access_key,
+        "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": s3_secret or stack.minio_secret_key,
+        "MODEL_SYNC_DESTINATION_TYPE": "oci",
+        "MODEL_SYNC_DESTINATION_OCI_URI": f"127.0.0.1:{registry_port}/faults/{name}:v1",
+        "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY": "false",
+        "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": "scratch"})
+    if mr_url:
+        env["MODEL_SYNC_REGISTRY_SERVER_ADDRESS"] = mr_url
+    return env
+
+
+class Job:
+    """One run of the real CLI in its own process, watched from the test."""
+
+    def __init__(self, env: dict[str, str], cwd: Path):
+        clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}
+        self.env = env
+        self.started = time.monotonic()
+        self.cwd = cwd
+        self.proc = subprocess.Popen([sys.executable, "-m", "modelsync"], env={**clean, **env}, cwd=cwd,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.seconds = 0.0
+        self.stdout = self.stderr = ""
+        RUNNING.append(self)
+
+    def wait(self, timeout: float = 300) -> Job:
+        self.stdout, self.stderr = self.proc.communicate(timeout=timeout)
+        self.seconds = time.monotonic() - self.started
+        (self.cwd / f"job-{self.proc.pid}.log").write_text(self.stderr)  # kept with a failed test's tmp_path
+        return self
+
+    @property
+    def code(self) -> int | None:
+        return self.proc.returncode
+
+    @property
+    def name(self) -> str:
+        return Path(self.env["MODEL_SYNC_METADATA_CONFIGMAP_PATH"], "RegisteredModel.name").read_text()
+
+    def scratch(self) -> list[Path]:
+        storage = Path(self.env["MODEL_SYNC_STORAGE_PATH"])
+        return sorted(storage.glob(".modelsync-*")) if storage.is_dir() else []
+
+
+def run(env: dict[str, str], cwd: Path, timeout: float = 300) -> Job:
+    return Job(env, cwd).wait(timeout)
+
+
+def record(name: str, injected: str, job: Job) -> None:
+    outcome = "LIVE, verified" if job.code == 0 else f"exit {job.code}, not LIVE, clean"
+    outcome += f", job retried {job.stderr.count('trying again')}x" if "trying again" in job.stderr else ""
+    RESULTS.append((name, injected, outcome, job.seconds))
+
+
+def assert_live(stack, job: Job, model: Model, registry_port: int, tmp_path: Path) -> None:
+    """Exit 0, the artifact LIVE with the pushed digest, the image read back (from the registry itself, not the
+    proxy) holding the model byte for byte, and the storage path clean."""
+    assert job.code == 0, job.stderr
+    art = the_artifact(stack, job.name)
+    assert art["state"] == "LIVE", art
+    ref = art["uri"][len("oci://"):].split("/", 1)[1]
+    out = tmp_path / f"read-back-{uuid.uuid4().hex[:6]}"
+    fetch_oci(OciLocation(f"127.0.0.1:{registry_port}/{ref}", tls_verify=False), out, tmp_path / "rb-work")
+    assert digests_of(out) == model.digests
+    assert job.scratch() == []
+
+
+def assert_failed(stack, job: Job, *, says: str, within: float) -> None:
+    """Exit 1 within `within` seconds, one ERROR line naming the failure, no traceback, nothing LIVE, no scratch."""
+    assert job.code == 1, f"exit {job.code}\n{job.stderr}"
+    assert job.seconds < within, f"took {job.seconds:.1f}s\n{job.stderr}"
+    assert "Traceback" not in job.stderr, job.stderr
+    errors = [line for line in job.stderr.splitlines() if " ERROR " in line]
+    assert errors and says in errors[-1], job.stderr
+    assert len(errors) <= 2, job.stderr  # the failure, and at most that marking it ABANDONED failed too
+    if registered(stack, job.name):
+        assert the_artifact(stack, job.name)["state"] != "LIVE"
+    assert job.scratch() == [], job.scratch()
+
+
+def when(check, timeout: float = 60) -> None:
+    wait_for(check, timeout, "the transfer to get under way")
+
+
+def downloaded(job: Job, size: int = 4 << 20) -> None:
+    """Return once the job's scratch under the storage path holds `size` bytes (the download is under way)."""
+    storage = Path(job.env["MODEL_SYNC_STORAGE_PATH"])
+    when(lambda: dir_bytes(storage, ".modelsync-*/**/*") > size or job.proc.poll() is not None)
+    assert job.proc.poll() is None, "the job ended before the fault could be injected"
+
+
+# ---------------------------------------------------------------- S3
+
+
+# (lasting, after): reset every connection for 3 s (the tools' own retries ride it out), or a flapping link for
+# 8 s, each connection cut after 1 MiB (their quick retries are cut too: the job's own, slower retries carry it)
+CUTS = {"reset-3s": (3.0, None), "flapping-8s": (8.0, 1 << 20)}
+
+
+def _cut(kind: str) -> str:
+    lasting, after = CUTS[kind]
+    return f"every connection reset for {lasting:g} s" if after is None else \
+        f"each connection cut after {after >> 20} MiB, for {lasting:g} s"
+
+
+@pytest.mark.parametrize("kind", CUTS)
+def test_s3_connection_cut_mid_object(stack, toxi, model, tmp_path, kind):
+    s3 = toxi.proxy(f"s3-{kind}", int(stack.minio_endpoint.rsplit(":", 1)[1]))
+    toxi.toxic(f"s3-{kind}", "bandwidth", rate=SLOW)
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    job = Job(job_env(stack, tmp_path, s3_port=s3, registry_port=registry_port, prefix=model.prefix), tmp_path)
+    downloaded(job)
+    toxi.blip(f"s3-{kind}", CUTS[kind][0], after=CUTS[kind][1])
+    job.wait()
+    record(f"s3 cut mid-object ({kind})", f"{_cut(kind)}, 4 MiB into the object", job)
+    assert_live(stack, job, model, registry_port, tmp_path)
+    assert CUTS[kind][1] is None or "trying again" in job.stderr, "the flapping link never reached the job"
+
+
+def test_s3_cut_on_every_connection_fails_in_bounded_time(stack, toxi, model, tmp_path):
+    s3 = toxi.proxy("s3-dead", int(stack.minio_endpoint.rsplit(":", 1)[1]))
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    env = job_env(stack, tmp_path, s3_port=s3, registry_port=registry_port, prefix=model.prefix)
+    toxi.toxic("s3-dead", "limit_data", bytes=1 << 20)  # listing passes, every download is cut at 1 MiB
+    job = run(env, tmp_path)
+    record("s3 cut on every connection", "limit_data: every connection closed after 1 MiB (permanent)", job)
+    assert_failed(stack, job, says="s3://", within=120)
+
+
+def test_minio_restarted_mid_download(stack, toxi, tmp_path):
+    user, password = "faultuser", uuid.uuid4().hex
+    minio, port = private_minio(tmp_path / "minio", user, password)
+    try:
+        root = tmp_path / "model-src"
+        digests = make_model(root, BIG)
+        prefix = upload(root, f"http://127.0.0.1:{port}", user, password, "private")
+        s3 = toxi.proxy("s3-restart", port)
+        toxi.toxic("s3-restart", "bandwidth", rate=SLOW)
+        registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+        env = job_env(stack, tmp_path, s3_port=s3, registry_port=registry_port, prefix=prefix, s3_key=user,
+                      s3_secret=password, bucket="private")
+        job = Job(env, tmp_path)
+        downloaded(job)
+        minio.kill()  # as a crash or an OOM kill would end it: no graceful end of its connections
+        minio.start()
+        job.wait()
+        record("minio restarted mid-download", "MinIO killed (SIGKILL) and started again after 4 MiB downloaded", job)
+        assert_live(stack, job, Model(root, digests, prefix), registry_port, tmp_path)
+    finally:
+        minio.stop()
+
+
+# ---------------------------------------------------------------- the OCI registry
+
+
+@pytest.mark.parametrize("kind", CUTS)
+def test_registry_connection_cut_mid_blob(stack, toxi, model, tmp_path, kind):
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    reg = toxi.proxy(f"oci-{kind}", registry_port)
+    toxi.toxic(f"oci-{kind}", "bandwidth", stream="upstream", rate=SLOW)
+    job = Job(job_env(stack, tmp_path, s3_port=int(stack.minio_endpoint.rsplit(":", 1)[1]), registry_port=reg,
+                      prefix=model.prefix), tmp_path)
+    uploads = Path(stack.state_dir) / "registry" / "data" / "docker/registry/v2/repositories/faults" / job.name
+    when(lambda: dir_bytes(uploads, "_uploads/*/data") > 4 << 20 or job.proc.poll() is not None)
+    assert job.proc.poll() is None, "the job ended before the connection could be cut"
+    toxi.blip(f"oci-{kind}", CUTS[kind][0], stream="upstream", after=CUTS[kind][1])
+    job.wait()
+    record(f"registry cut mid-blob ({kind})", f"{_cut(kind)}, 4 MiB into the large blob", job)
+    assert_live(stack, job, model, registry_port, tmp_path)
+    assert CUTS[kind][1] is None or "trying again" in job.stderr, "the flapping link never reached the job"
+
+
+def test_registry_answering_503_for_a_while(stack, toxi, model, tmp_path):
+    """503 to the first 3 requests (the preflight's), then again for 8 s once 4 MiB of the large blob went up:
+    the blob uploads, checks and manifest push that come meanwhile are all refused."""
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    slow = toxi.proxy("oci-503", registry_port)
+    toxi.toxic("oci-503", "bandwidth", stream="upstream", rate=SLOW)
+    with failing_gateway(slow, failures=3) as gate:
+        job = Job(job_env(stack, tmp_path, s3_port=int(stack.minio_endpoint.rsplit(":", 1)[1]),
+                          registry_port=gate.port, prefix=model.prefix), tmp_path)
+        uploads = Path(stack.state_dir) / "registry" / "data" / "docker/registry/v2/repositories/faults" / job.name
+        when(lambda: dir_bytes(uploads, "_uploads/*/data") > 4 << 20 or job.proc.poll() is not None)
+        assert job.proc.poll() is None, "the job ended before the registry could fail"
+        before = gate.failed()
+        gate.fail_for(8.0)
+        job.wait()
+    record("registry 503 for a while", "503 to the first 3 requests, then to all for 8 s mid-push", job)
+    assert before == 3 and gate.failed() > before, gate.seen  # both stretches of 503s were met
+    assert_live(stack, job, model, registry_port, tmp_path)
+
+
+def test_registry_answering_503_for_good_fails_in_bounded_time(stack, toxi, model, tmp_path):
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    with failing_gateway(registry_port, failures=10**6) as gate:
+        job = run(job_env(stack, tmp_path, s3_port=int(stack.minio_endpoint.rsplit(":", 1)[1]),
+                          registry_port=gate.port, prefix=model.prefix), tmp_path)
+    record("registry 503 for good", "gateway answers 503 to every request (permanent)", job)
+    assert_failed(stack, job, says="503", within=120)
+    assert not registered(stack, job.name)  # refused in preflight: nothing claimed
+
+
+def test_registry_restarted_mid_push(stack, toxi, model, tmp_path):
+    registry, port = private_registry(tmp_path / "registry")
+    try:
+        reg = toxi.proxy("oci-restart", port)
+        toxi.toxic("oci-restart", "bandwidth", stream="upstream", rate=SLOW)
+        job = Job(job_env(stack, tmp_path, s3_port=int(stack.minio_endpoint.rsplit(":", 1)[1]), registry_port=reg,
+                          prefix=model.prefix), tmp_path)
+        uploads = tmp_path / "registry" / "data"
+        when(lambda: dir_bytes(uploads, "**/_uploads/*/data") > 4 << 20 or job.proc.poll() is not None)
+        assert job.proc.poll() is None, "the job ended before the registry was restarted"
+        registry.stop()
+        registry.start()
+        job.wait()
+        record("registry restarted mid-push", "registry stopped and started again after 4 MiB of a blob", job)
+        assert_live(stack, job, model, port, tmp_path)
+    finally:
+        registry.stop()
+
+
+# ---------------------------------------------------------------- the Model Registry
+
+
+def test_model_registry_unreachable_at_start(stack, toxi, model, tmp_path):
+    mr = toxi.proxy("mr-down", int(stack.mr_url.rsplit(":", 1)[1]))
+    toxi.enable("mr-down", False)
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    env = job_env(stack, tmp_path, s3_port=int(stack.minio_endpoint.rsplit(":", 1)[1]), registry_port=registry_port,
+                  prefix=model.prefix, mr_url=f"http://127.0.0.1:{mr}")
+    job = run(env, tmp_path)
+    record("model registry down at start", "Model Registry proxy refusing connections", job)
+    assert_failed(stack, job, says="Model Registry", within=30)
+    assert not registered(stack, job.name)
+    repo = env["MODEL_SYNC_DESTINATION_OCI_URI"].split("/", 1)[1].rsplit(":", 1)[0]
+    assert _tags(stack, repo) == []  # nothing moved
+
+
+def test_model_registry_unreachable_at_the_end_then_a_rerun_finishes(stack, toxi, model, tmp_path):
+    mr = toxi.proxy("mr-late", int(stack.mr_url.rsplit(":", 1)[1]))
+    s3 = toxi.proxy("s3-late", int(stack.minio_endpoint.rsplit(":", 1)[1]))
+    toxi.toxic("s3-late", "bandwidth", rate=SLOW)
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    env = job_env(stack, tmp_path, s3_port=s3, registry_port=registry_port, prefix=model.prefix,
+                  mr_url=f"http://127.0.0.1:{mr}")
+    job = Job(env, tmp_path)
+    downloaded(job)  # claimed (PENDING) by now
+    toxi.enable("mr-late", False)
+    job.wait()
+    record("model registry down at the end", "Model Registry proxy refusing connections mid-transfer", job)
+    assert_failed(stack, job, says="Model Registry", within=90)
+    assert the_artifact(stack, job.name)["state"] != "LIVE"
+
+    toxi.enable("mr-late", True)
+    again = run(env, tmp_path)
+    record("  ... then the same job again", "nothing (the Model Registry is back)", again)
+    assert_live(stack, again, model, registry_port, tmp_path)
+
+
+# ---------------------------------------------------------------- the job's own machine
+
+
+def test_storage_path_fills_up_mid_transfer(stack, toxi, model, tmp_path):
+    s3 = toxi.proxy("s3-full", int(stack.minio_endpoint.rsplit(":", 1)[1]))
+    toxi.toxic("s3-full", "bandwidth", rate=SLOW)
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    with tmpfs(tmp_path / "small", "200m") as storage:
+        env = {**job_env(stack, tmp_path, s3_port=s3, registry_port=registry_port, prefix=model.prefix),
+               "MODEL_SYNC_STORAGE_PATH": str(storage)}
+        job = Job(env, tmp_path)
+        downloaded(job)
+        filler = storage / "someone-elses-file"
+        with open(filler, "wb") as f:  # another tenant of the volume takes what is left
+            try:
+                while True:
+                    f.write(b"\0" * (1 << 20))
+                    f.flush()
+            except OSError:
+                pass
+        job.wait()
+        record("storage path fills up", "the storage volume filled by another writer mid-download", job)
+        assert_failed(stack, job, says="space", within=60)
+        assert sorted(p.name for p in storage.iterdir()) == ["someone-elses-file"]
+    assert the_artifact(stack, job.name)["state"] == "ABANDONED"
+
+
+def test_sigterm_mid_transfer(stack, toxi, model, tmp_path):
+    s3 = toxi.proxy("s3-term", int(stack.minio_endpoint.rsplit(":", 1)[1]))
+    toxi.toxic("s3-term", "bandwidth", rate=SLOW)
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    job = Job(job_env(stack, tmp_path, s3_port=s3, registry_port=registry_port, prefix=model.prefix), tmp_path)
+    downloaded(job)
+    signalled = time.monotonic()
+    job.proc.send_signal(signal.SIGTERM)
+    job.wait(timeout=60)
+    took = time.monotonic() - signalled
+    record("SIGTERM mid-transfer", f"SIGTERM after 4 MiB of the object (exited {took:.1f}s after it)", job)
+    assert took < 10, f"{took:.1f}s after SIGTERM\n{job.stderr}"
+    assert_failed(stack, job, says="SIGTERM", within=120)
+    assert the_artifact(stack, job.name)["state"] == "ABANDONED"
+    assert not _children_of(model.prefix), "a child tool outlived the job"
+
+
+def _tags(stack, repo: str) -> list[str]:
+    import json
+    import urllib.error
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{stack.oci_registry}/v2/{repo}/tags/list", timeout=10) as resp:
+            return json.load(resp).get("tags") or []
+    except urllib.error.HTTPError as err:
+        assert err.code == 404
+        return []
+
+
+def _children_of(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            pass
+    return found
