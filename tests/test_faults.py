@@ -354,22 +354,28 @@ def test_model_registry_unreachable_at_start(stack, toxi, model, tmp_path):
     assert _tags(stack, repo) == []  # nothing moved
 
 
-def test_model_registry_unreachable_at_the_end_then_a_rerun_finishes(stack, toxi, model, tmp_path):
-    mr = toxi.proxy("mr-late", int(stack.mr_url.rsplit(":", 1)[1]))
-    s3 = toxi.proxy("s3-late", int(stack.minio_endpoint.rsplit(":", 1)[1]))
-    toxi.toxic("s3-late", "bandwidth", rate=SLOW)
+@pytest.mark.parametrize("how", ["refused", "stalled"])
+def test_model_registry_unreachable_at_the_end_then_a_rerun_finishes(stack, toxi, model, tmp_path, how):
+    """refused: connections refused; stalled: requests swallowed, connections held open (Toxiproxy `timeout`
+    with timeout 0), so only the client's own per-request timeout ends each try."""
+    mr = toxi.proxy(f"mr-{how}", int(stack.mr_url.rsplit(":", 1)[1]))
+    s3 = toxi.proxy(f"s3-{how}", int(stack.minio_endpoint.rsplit(":", 1)[1]))
+    toxi.toxic(f"s3-{how}", "bandwidth", rate=SLOW)
     registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
     env = job_env(stack, tmp_path, s3_port=s3, registry_port=registry_port, prefix=model.prefix,
                   mr_url=f"http://127.0.0.1:{mr}")
     job = Job(env, tmp_path)
     downloaded(job)  # claimed (PENDING) by now
-    toxi.enable("mr-late", False)
+    if how == "refused":
+        toxi.enable(f"mr-{how}", False)
+    else:
+        stall = toxi.toxic(f"mr-{how}", "timeout", stream="upstream", timeout=0)
     job.wait()
-    record("model registry down at the end", "Model Registry proxy refusing connections mid-transfer", job)
-    assert_failed(stack, job, says="Model Registry", within=90)
+    record(f"model registry {how} at the end", f"Model Registry {how} from 4 MiB into the download on", job)
+    assert_failed(stack, job, says="Model Registry", within=90 if how == "refused" else 200)
     assert the_artifact(stack, job.name)["state"] != "LIVE"
 
-    toxi.enable("mr-late", True)
+    toxi.enable(f"mr-{how}", True) if how == "refused" else toxi.remove(f"mr-{how}", stall)
     again = run(env, tmp_path)
     record("  ... then the same job again", "nothing (the Model Registry is back)", again)
     assert_live(stack, again, model, registry_port, tmp_path)
