@@ -144,7 +144,7 @@ class _PushedBytes:
 # Go's net/http and of the registry) are worth another run: pushes and pulls by digest are idempotent.
 _ORAS_TRANSIENT = ("broken pipe", "connection reset by peer", "connection refused", "unexpected EOF", ": EOF",
                    "i/o timeout", "TLS handshake timeout", "502 Bad Gateway", "503 Service Unavailable",
-                   "504 Gateway Timeout", "429 Too Many Requests")
+                   "504 Gateway Timeout", "429 Too Many Requests", "made no progress for")
 
 
 def oras_transient(err: ToolError) -> bool:

@@ -63,6 +63,8 @@ BATCH_FILES = 500                         # --include filters per aws process (a
 AWS_STARTUP = 0.5                         # seconds an aws process takes to start (bench/PIPELINE-STUDY.md: 0.63)
 _REF = "modelsync"
 _STOP_WAIT = 30.0
+STALL_SECONDS = 30.0                      # an oras run reading and writing nothing this long is stopped (no timeout
+                                          # of its own: a registry gone silent would hold it for PUSH_TIMEOUT)
 
 
 # ---- the pair's entry points (job.PIPELINES) ----------------------------------------------------------------------
@@ -475,7 +477,7 @@ class _Run:
         """oras through the group, run again after a transient failure (a cut upload, a registry restarting)."""
         def once() -> None:
             self._check()
-            self.group.run("oras", args, timeout=PUSH_TIMEOUT)
+            self.group.run("oras", args, timeout=PUSH_TIMEOUT, stall=STALL_SECONDS)
         tools.retry(what, once, oras_transient, self.stopping.wait)
 
     def _push_blob(self, digest: str, path: Path) -> None:

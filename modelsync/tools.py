@@ -161,10 +161,12 @@ class Child:
     def output(self) -> str:
         return b"".join(self._out).decode("utf-8", "replace")
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for the exit; ToolError (masked stderr tail) unless it is 0."""
+    def wait(self, timeout: float | None = None, stall: float | None = None) -> None:
+        """Wait for the exit; ToolError (masked stderr tail) unless it is 0. With stall, a child that reads and
+        writes nothing at all (files, sockets, pipes: /proc/PID/io) for that many seconds is stopped: a tool
+        without timeouts of its own (oras) would otherwise wait forever on a connection that went silent."""
         try:
-            code = self.proc.wait(timeout)
+            code = self.proc.wait(timeout) if stall is None else self._wait_moving(timeout, stall)
         except subprocess.TimeoutExpired:
             self.stop()
             raise ToolError(f"{_what(self.binary, self.args)} did not finish within {timeout:g}s") from None
@@ -173,6 +175,24 @@ class Child:
         if code != 0:
             detail = " | ".join(self.tail) or mask(self.output().strip())[-500:] or "no output"
             raise ToolError(f"{_what(self.binary, self.args)} failed (exit {code}): {detail}")
+
+    def _wait_moving(self, timeout: float | None, stall: float) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen, since = _io_bytes(self.proc.pid), time.monotonic()
+        while True:
+            try:
+                return self.proc.wait(min(1.0, stall))
+            except subprocess.TimeoutExpired:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    raise
+                count = _io_bytes(self.proc.pid)
+                if count is None or count != seen:  # unknown (no /proc): never called stalled
+                    seen, since = count, now
+                elif now - since > stall:
+                    self.stop()
+                    raise ToolError(f"{_what(self.binary, self.args)} made no progress for {stall:g}s (nothing read "
+                                    f"or written: a stalled connection?)") from None
 
     def stop(self) -> None:
         """Terminate (then kill) the child if it still runs, and reap it."""
@@ -226,11 +246,11 @@ class Group:
         return child
 
     def run(self, binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = None,
-            timeout: float | None = None) -> str:
-        """Like tools.run, but stoppable by the group: its stdout, ToolError on failure."""
+            timeout: float | None = None, stall: float | None = None) -> str:
+        """Like tools.run, but stoppable by the group: its stdout, ToolError on failure (see Child.wait: stall)."""
         child = self.spawn(binary, args, env=env)
         try:
-            child.wait(timeout)
+            child.wait(timeout, stall)
             return child.output()
         finally:
             self.finish(child)
@@ -248,6 +268,15 @@ class Group:
             children = list(self._children)
         for child in children:
             child.stop()
+
+
+def _io_bytes(pid: int) -> int | None:
+    """Bytes a process has read and written so far, by any means (Linux /proc/PID/io), or None."""
+    try:
+        fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/io").read().splitlines() if ":" in line)
+        return int(fields["rchar"]) + int(fields["wchar"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _widen_pipe(pipe: IO[bytes] | None, size: int = 1 << 20) -> None:
