@@ -318,6 +318,24 @@ def test_registry_answering_503_for_good_fails_in_bounded_time(stack, toxi, mode
     assert not registered(stack, job.name)  # refused in preflight: nothing claimed
 
 
+def test_registry_stalling_mid_push_fails_in_bounded_time(stack, toxi, model, tmp_path):
+    """From 4 MiB into the large blob on, the registry swallows every byte and holds every connection (Toxiproxy
+    `timeout` 0): oras has no timeout of its own; the job stops a run that moves nothing for 30 s."""
+    registry_port = int(stack.oci_registry.rsplit(":", 1)[1])
+    reg = toxi.proxy("oci-stall", registry_port)
+    toxi.toxic("oci-stall", "bandwidth", stream="upstream", rate=SLOW)
+    job = Job(job_env(stack, tmp_path, s3_port=int(stack.minio_endpoint.rsplit(":", 1)[1]), registry_port=reg,
+                      prefix=model.prefix), tmp_path)
+    uploads = Path(stack.state_dir) / "registry" / "data" / "docker/registry/v2/repositories/faults" / job.name
+    when(lambda: dir_bytes(uploads, "_uploads/*/data") > 4 << 20 or job.proc.poll() is not None)
+    assert job.proc.poll() is None, "the job ended before the registry could stall"
+    toxi.toxic("oci-stall", "timeout", stream="upstream", timeout=0)
+    job.wait()
+    record("registry stalls mid-push", "registry swallows everything from 4 MiB into the blob on (permanent)", job)
+    assert_failed(stack, job, says="made no progress", within=240)
+    assert the_artifact(stack, job.name)["state"] == "ABANDONED"
+
+
 def test_registry_restarted_mid_push(stack, toxi, model, tmp_path):
     registry, port = private_registry(tmp_path / "registry")
     try:
