@@ -175,8 +175,8 @@ class Gate:
 @contextmanager
 def failing_gateway(upstream_port: int, failures: int = 0) -> Iterator[Gate]:
     """An HTTP gateway to 127.0.0.1:upstream_port answering `503 Service Unavailable` to the first `failures`
-    requests (and during gate.fail_for(seconds)), forwarding every other request (bodies streamed, Host kept, so
-    a registry's upload Locations point back here)."""
+    requests (and during gate.fail_for(seconds)), forwarding every other request (Content-Length bodies streamed:
+    what oras and the job send; Host kept, so a registry's upload Locations point back here)."""
     (port,) = free_ports(1)
     gate = Gate(port, failures)
 
