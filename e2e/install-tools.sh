@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Install the tools the local test stack (e2e/stack.py) runs, at the versions pinned in e2e/versions.env.
 #
-#   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli
+#   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli toxiproxy
 #                                           fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign
 #                                           kubernetes
-#                                           (default: all; `sigstore` = the last seven: the signing servers of
+#                                           (default: all; `sigstore` = fulcio … cosign: the signing servers of
 #                                           e2e/sigstore.py; rekor-v1 = rekor-server, trillian = trillian_log_server,
 #                                           trillian_log_signer and the module's MySQL schema in the module cache;
 #                                           kubernetes = containerd, runc and CNI plugins from apt, and
@@ -126,14 +126,24 @@ install_apt() {
 }
 
 # go_tool NAME MODULE PACKAGE VERSION: static build (CGO off) so the binaries can also be copied into images.
+# A package whose last element is not NAME (toxiproxy's cmd/server) is built into a scratch GOBIN and renamed.
 go_tool() {
-  local name=$1 module=$2 pkg=$3 version=$4 t
+  local name=$1 module=$2 pkg=$3 version=$4 t tmp
   t=$(now)
   need_go
   if [ "$(embedded_version "$GOBIN/$name" "$module")" = "$version" ]; then
     report "$name" "already present" "$t"; return
   fi
-  CGO_ENABLED=0 go install -ldflags='-s -w' "$pkg@$version"
+  if [ "${pkg##*/}" = "$name" ]; then
+    CGO_ENABLED=0 go install -ldflags='-s -w' "$pkg@$version"
+  else
+    tmp=$(mktemp -d)
+    GOBIN="$tmp" CGO_ENABLED=0 go install -ldflags='-s -w' "$pkg@$version" ||
+      { rm -rf "$tmp"; die "could not build $pkg@$version"; }
+    mkdir -p "$GOBIN"
+    mv "$tmp/${pkg##*/}" "$GOBIN/$name"
+    rm -rf "$tmp"
+  fi
   report "$name" "installed $version" "$t"
 }
 
@@ -287,6 +297,8 @@ run() {
       github.com/distribution/distribution/v3/cmd/registry "$REGISTRY_VERSION" ;;
     minio) go_tool minio github.com/minio/minio github.com/minio/minio "$MINIO_VERSION" ;;
     model-registry) install_model_registry ;;
+    toxiproxy) go_tool toxiproxy-server github.com/Shopify/toxiproxy/v2 \
+      github.com/Shopify/toxiproxy/v2/cmd/server "$TOXIPROXY_VERSION" ;;
     awscli) install_awscli ;;
     fulcio) sigstore_tool fulcio github.com/sigstore/fulcio github.com/sigstore/fulcio "$FULCIO_VERSION" ;;
     tesseract) sigstore_tool tesseract-posix github.com/transparency-dev/tesseract \
@@ -306,6 +318,6 @@ run() {
 }
 
 start=$(now)
-[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli sigstore kubernetes
+[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli toxiproxy sigstore kubernetes
 for c in "$@"; do run "$c"; done
 report total done "$start"

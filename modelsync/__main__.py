@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -46,6 +47,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except BrokenPipeError:  # e.g. `modelsync --dry-run | head`
         return EXIT_OK
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the machine, not a bug: one line, no trace
+            where = f" ({mask(str(exc.filename))})" if exc.filename else ""
+            log.error("no space left on device%s: the storage path (--storage-path / MODEL_SYNC_STORAGE_PATH) or "
+                      "the destination volume filled up during the sync; free space or use a larger volume", where)
+        else:
+            log.error("unexpected %s: %s", type(exc).__name__, mask(str(exc)), exc_info=True)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         log.error("interrupted")
         termination.failure(EXIT_FAILED, "interrupted")

@@ -28,17 +28,22 @@ import re
 import shutil
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import boto3
 import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import secret
+from . import secret, tools
 from .awscli_plugin.modelsync_no_expect import drop_expect
-from .errors import ConfigError, CredentialsRefused, TransferError
+from .errors import ConfigError, CredentialsRefused, ToolError, TransferError
 from .locations import S3Location
+
+T = TypeVar("T")
 
 DEFAULT_REGION = "us-east-1"  # what MinIO and most S3-compatible stores accept when none is given
 PLUGIN_DIR = Path(__file__).parent / "awscli_plugin"
@@ -281,3 +286,21 @@ def describe_error(exc: Exception, loc: S3Location) -> str:
              "SignatureDoesNotMatch": "the secret access key is wrong", "403": "access denied: check the credentials",
              "404": "not found"}
     return f"{where}: {hints.get(code or '', str(exc).splitlines()[0] if str(exc) else type(exc).__name__)}"
+
+
+# The aws CLI retries a failed request itself (AWS_MAX_ATTEMPTS), but an object download cut mid-way is retried by
+# s3transfer at once, without waiting: a network blip of a second, or a store restarting, fails the whole copy.
+# Such failures are tried again (tools.retry: a few times, with growing waits); any other failure is raised at once.
+_TRANSIENT = ("Max Retries Exceeded", "Connection was closed", "Could not connect to the endpoint URL",
+              "Read timeout on endpoint URL", "Connect timeout on endpoint URL", "Connection reset",
+              "IncompleteRead", "ResponseStreamingError", "(ServiceUnavailable)", "(SlowDown)", "(InternalError)")
+
+
+def transient(exc: ToolError) -> bool:
+    """An aws CLI failure of the network or a busy store, worth another try (its stderr tail is in the message)."""
+    return any(mark in str(exc) for mark in _TRANSIENT)
+
+
+def retry_download(what: str, attempt: Callable[[], T], wait: Callable[[float], object] = time.sleep) -> T:
+    """attempt() (an `aws s3 cp` download) again after a transient failure; see tools.retry."""
+    return tools.retry(what, attempt, transient, wait)

@@ -12,8 +12,10 @@ import base64
 import hashlib
 import http.client
 import json
+import logging
 import re
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,7 +28,11 @@ from .locations import OciLocation
 from .oci_layout import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
 
 ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+log = logging.getLogger("modelsync.distribution")
+
 TIMEOUT = 60.0
+ATTEMPTS = 4                # tries in all after a transient failure: waits 1, 2, 4 s between them
+RETRY_STATUSES = frozenset({429, 502, 503, 504})  # busy, or a gateway / the registry restarting
 DOCKER_HUB_API = "registry-1.docker.io"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -62,6 +68,10 @@ def speaks_https(registry: str, timeout: float = 10.0) -> bool:
 
 class _NotFound(Exception):
     """A 404 that a caller expects (a repository not created yet)."""
+
+
+class _Transient(Exception):
+    """A failure worth another try (connection refused or cut, timeout, RETRY_STATUSES); the one-line message."""
 
 
 class RegistryClient:
@@ -186,6 +196,20 @@ class RegistryClient:
 
     def _request(self, method: str, path: str, repo: str, headers: dict[str, str],
                  missing_ok: bool = False, data: bytes | None = None) -> tuple[bytes, Any]:
+        delay = 1.0
+        for number in range(1, ATTEMPTS + 1):
+            try:
+                return self._request_once(method, path, repo, headers, missing_ok, data)
+            except _Transient as exc:
+                if number == ATTEMPTS:
+                    raise TransferError(f"{exc} (gave up after {ATTEMPTS} tries)") from None
+                log.warning("%s; trying again in %.0fs", exc, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _request_once(self, method: str, path: str, repo: str, headers: dict[str, str],
+                      missing_ok: bool, data: bytes | None = None) -> tuple[bytes, Any]:
         for attempt in range(2):
             url = path if path.startswith(("http://", "https://")) else self.base + path
             req = urllib.request.Request(url, method=method, headers=headers, data=data)
@@ -201,10 +225,16 @@ class RegistryClient:
                     continue
                 if err.code == 404 and (missing_ok or path.endswith("/tags/list?n=1")):
                     raise _NotFound() from None
+                if err.code in RETRY_STATUSES:
+                    raise _Transient(str(self._http_error(err, method, path, repo))) from None
                 raise self._http_error(err, method, path, repo) from None
-            except (urllib.error.URLError, OSError) as err:
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", err)
-                raise TransferError(f"{self._where(repo)}: cannot reach registry: {secret.mask(str(reason))}") from None
+                detail = secret.mask(str(reason) or type(reason).__name__)
+                message = f"{self._where(repo)}: cannot reach registry: {detail}"
+                if isinstance(reason, ssl.SSLError):  # an untrusted certificate stays untrusted
+                    raise TransferError(message) from None
+                raise _Transient(message) from None
         raise AssertionError("unreachable")
 
     def _authenticate(self, challenge: str, repo: str) -> None:

@@ -139,7 +139,21 @@ class _PushedBytes:
         return self.total()
 
 
+# oras retries a request that failed before its body was sent, and 5xx answers, a few times within about a second;
+# a blob upload cut mid-way, or a registry restarting for longer, fails the command. Such failures (these texts of
+# Go's net/http and of the registry) are worth another run: pushes and pulls by digest are idempotent.
+_ORAS_TRANSIENT = ("broken pipe", "connection reset by peer", "connection refused", "unexpected EOF", ": EOF",
+                   "i/o timeout", "TLS handshake timeout", "502 Bad Gateway", "503 Service Unavailable",
+                   "504 Gateway Timeout", "429 Too Many Requests", "made no progress for")
+
+
+def oras_transient(err: ToolError) -> bool:
+    return any(mark in str(err) for mark in _ORAS_TRANSIENT)
+
+
 def _run(binary: str, args: list[str], **kw: Any) -> str:
+    if binary == "oras":
+        return tools.retry(f"oras {args[0]}", lambda: tools.run(binary, args, **kw), oras_transient)
     try:
         return tools.run(binary, args, **kw)
     except ToolError as err:

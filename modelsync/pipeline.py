@@ -46,7 +46,7 @@ from .errors import TransferError
 from .files import dir_bytes, human, require_free_space
 from .locations import FileEntry, OciLocation, Published, S3Location
 from .oci_access import registry_access
-from .oci_copy import PUSH_TIMEOUT, pull_to_layout, repo_path
+from .oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, repo_path
 from .oci_layout import OCI_MANIFEST, Layout
 from .progress import watch
 from .sources.s3 import list_s3
@@ -63,6 +63,8 @@ BATCH_FILES = 500                         # --include filters per aws process (a
 AWS_STARTUP = 0.5                         # seconds an aws process takes to start (bench/PIPELINE-STUDY.md: 0.63)
 _REF = "modelsync"
 _STOP_WAIT = 30.0
+STALL_SECONDS = 30.0                      # an oras run reading and writing nothing this long is stopped (no timeout
+                                          # of its own: a registry gone silent would hold it for PUSH_TIMEOUT)
 
 
 # ---- the pair's entry points (job.PIPELINES) ----------------------------------------------------------------------
@@ -407,18 +409,27 @@ class _Run:
         ((rel,), title), = item.layers
         url = self._url(rel)
         start = time.monotonic()
-        try:
-            assert child.stdout is not None
+        first = [child]
+
+        def once() -> modelcar.ModelcarLayer:
+            self._check()
+            child = first.pop() if first else self._spawn(item)  # a retry: a new download, the layer rewritten
             try:
-                layer = modelcar.write_stream_layer(rel, self.files[rel], _Tap(child.stdout, self.files[rel], near_end),
-                                                    self.layout, title, f"the download of {url}")
-            except TransferError:
-                self._check()
-                child.wait(_STOP_WAIT)  # a failed download says why on stderr: that error is the better one
-                raise
-            child.wait(PUSH_TIMEOUT)
-        finally:
-            self.group.finish(child)
+                assert child.stdout is not None
+                try:
+                    layer = modelcar.write_stream_layer(rel, self.files[rel],
+                                                        _Tap(child.stdout, self.files[rel], near_end),
+                                                        self.layout, title, f"the download of {url}")
+                except TransferError:
+                    self._check()
+                    child.wait(_STOP_WAIT)  # a failed download says why on stderr: that error is the better one
+                    raise
+                child.wait(PUSH_TIMEOUT)
+            finally:
+                self.group.finish(child)
+            return layer
+
+        layer = aws.retry_download(f"download of {url}", once, self.stopping.wait)
         self._layer_done(layer, item.layer_bytes[0])
         log.debug("streamed %s into layer %s (%s, %.1fs)", rel, layer.digest[:19], human(layer.size),
                   time.monotonic() - start)
@@ -427,16 +438,21 @@ class _Run:
         dest = self.layout.root.parent / f"batch-{number:04d}"
         dest.mkdir()
         rels = [rel for group, _ in item.layers for rel in group]
+
+        def copy(args: list[str]) -> None:
+            def once() -> None:
+                self._check()
+                self.group.run("aws", [*args, *self.aws_flags], env=self.aws_env, timeout=PUSH_TIMEOUT)
+            aws.retry_download(f"download from {self.loc.url}", once, self.stopping.wait)
+
         if self.kind == "object":
-            self.group.run("aws", ["s3", "cp", self.loc.url, str(dest / rels[0]), *self.aws_flags],
-                           env=self.aws_env, timeout=PUSH_TIMEOUT)
+            copy(["s3", "cp", self.loc.url, str(dest / rels[0])])
         else:
             for at in range(0, len(rels), BATCH_FILES):
                 self._check()
                 includes = [arg for rel in rels[at:at + BATCH_FILES] for arg in ("--include", _glob_literal(rel))]
-                self.group.run("aws", ["s3", "cp", f"s3://{self.loc.bucket}/{self.prefix}", str(dest),
-                                       "--recursive", "--exclude", "*", *includes, *self.aws_flags],
-                               env=self.aws_env, timeout=PUSH_TIMEOUT)
+                copy(["s3", "cp", f"s3://{self.loc.bucket}/{self.prefix}", str(dest), "--recursive", "--exclude", "*",
+                      *includes])
         wrong = [rel for rel in rels if not (dest / rel).is_file() or (dest / rel).stat().st_size != self.files[rel]]
         if wrong:
             raise TransferError(f"download from {self.loc.url} is incomplete: {', '.join(wrong[:5])} missing or "
@@ -467,10 +483,17 @@ class _Run:
                 path.unlink()
                 self.in_flight.release(size)
 
+    def _oras(self, what: str, args: list[str]) -> None:
+        """oras through the group, run again after a transient failure (a cut upload, a registry restarting)."""
+        def once() -> None:
+            self._check()
+            self.group.run("oras", args, timeout=PUSH_TIMEOUT, stall=STALL_SECONDS)
+        tools.retry(what, once, oras_transient, self.stopping.wait)
+
     def _push_blob(self, digest: str, path: Path) -> None:
         start = time.monotonic()
-        self.group.run("oras", ["blob", "push", "--no-tty", *self.access.oras_args(), f"{self.repo}@{digest}",
-                                str(path)], timeout=PUSH_TIMEOUT)
+        self._oras(f"push of blob {digest[:19]}", ["blob", "push", "--no-tty", *self.access.oras_args(),
+                                                   f"{self.repo}@{digest}", str(path)])
         log.debug("pushed blob %s in %.1fs", digest[:19], time.monotonic() - start)
 
     # ---- last: the signature, config and manifest --------------------------------------------------------------
@@ -498,9 +521,9 @@ class _Run:
                 if size != blob["size"]:
                     raise TransferError(f"{self.repo}: blob {blob['digest'][:19]} is {size} bytes, expected "
                                         f"{blob['size']}")
-            self.group.run("oras", ["manifest", "push", *self.access.oras_args(), "--media-type",
-                                    OCI_MANIFEST, f"{self.repo}:{tag}",
-                                    str(self.layout.blob_path(image.manifest_digest))], timeout=PUSH_TIMEOUT)
+            self._oras("push of the manifest", ["manifest", "push", *self.access.oras_args(), "--media-type",
+                                                OCI_MANIFEST, f"{self.repo}:{tag}",
+                                                str(self.layout.blob_path(image.manifest_digest))])
         except BaseException:
             self.group.stop()
             raise

@@ -19,8 +19,9 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO
+from typing import IO, TypeVar
 
 import sh
 
@@ -33,6 +34,9 @@ log = logging.getLogger("modelsync.tools")
 _INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy",
               "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 _STDERR_TAIL = 20
+RETRY_ATTEMPTS = 4     # tries in all of a tool run whose failure is transient: waits 2, 4, 8 s between them
+RETRY_FIRST_WAIT = 2.0
+T = TypeVar("T")
 
 
 def which(binary: str) -> str:
@@ -103,6 +107,28 @@ def run(binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = Non
     return "".join(stdout)
 
 
+def retry(what: str, attempt: Callable[[], T], transient: Callable[[ToolError], bool],
+          wait: Callable[[float], object] = time.sleep) -> T:
+    """attempt() until it succeeds, at most RETRY_ATTEMPTS times while its ToolError is transient (a network cut,
+    a server restarting or busy: the caller's tool knows which texts say so). Anything else is raised at once.
+    `wait` sleeps between tries: a pipeline passes one that returns early when it is being stopped (its next
+    spawn then fails for good)."""
+    delay = RETRY_FIRST_WAIT
+    for number in range(1, RETRY_ATTEMPTS + 1):
+        try:
+            return attempt()
+        except ToolError as exc:
+            if number == RETRY_ATTEMPTS or not transient(exc):
+                if number > 1:
+                    raise ToolError(f"{exc} (gave up after {number} tries)") from None
+                raise
+            log.warning("%s: %s; trying again in %.0fs (%d of %d tries made)", what, exc, delay, number,
+                        RETRY_ATTEMPTS)
+            wait(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
+
+
 class Child:
     """One running binary of a Group: stderr logged (masked) line by line with its tail kept for the error; stdout
     either readable as a byte stream (`stdout`) or drained and kept (`output()`)."""
@@ -135,10 +161,12 @@ class Child:
     def output(self) -> str:
         return b"".join(self._out).decode("utf-8", "replace")
 
-    def wait(self, timeout: float | None = None) -> None:
-        """Wait for the exit; ToolError (masked stderr tail) unless it is 0."""
+    def wait(self, timeout: float | None = None, stall: float | None = None) -> None:
+        """Wait for the exit; ToolError (masked stderr tail) unless it is 0. With stall, a child that reads and
+        writes nothing at all (files, sockets, pipes: /proc/PID/io) for that many seconds is stopped: a tool
+        without timeouts of its own (oras) would otherwise wait forever on a connection that went silent."""
         try:
-            code = self.proc.wait(timeout)
+            code = self.proc.wait(timeout) if stall is None else self._wait_moving(timeout, stall)
         except subprocess.TimeoutExpired:
             self.stop()
             raise ToolError(f"{_what(self.binary, self.args)} did not finish within {timeout:g}s") from None
@@ -147,6 +175,24 @@ class Child:
         if code != 0:
             detail = " | ".join(self.tail) or mask(self.output().strip())[-500:] or "no output"
             raise ToolError(f"{_what(self.binary, self.args)} failed (exit {code}): {detail}")
+
+    def _wait_moving(self, timeout: float | None, stall: float) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen, since = _io_bytes(self.proc.pid), time.monotonic()
+        while True:
+            try:
+                return self.proc.wait(min(1.0, stall))
+            except subprocess.TimeoutExpired:
+                now = time.monotonic()
+                if deadline is not None and now > deadline:
+                    raise
+                count = _io_bytes(self.proc.pid)
+                if count is None or count != seen:  # unknown (no /proc): never called stalled
+                    seen, since = count, now
+                elif now - since > stall:
+                    self.stop()
+                    raise ToolError(f"{_what(self.binary, self.args)} made no progress for {stall:g}s (nothing read "
+                                    f"or written: a stalled connection?)") from None
 
     def stop(self) -> None:
         """Terminate (then kill) the child if it still runs, and reap it."""
@@ -200,11 +246,11 @@ class Group:
         return child
 
     def run(self, binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = None,
-            timeout: float | None = None) -> str:
-        """Like tools.run, but stoppable by the group: its stdout, ToolError on failure."""
+            timeout: float | None = None, stall: float | None = None) -> str:
+        """Like tools.run, but stoppable by the group: its stdout, ToolError on failure (see Child.wait: stall)."""
         child = self.spawn(binary, args, env=env)
         try:
-            child.wait(timeout)
+            child.wait(timeout, stall)
             return child.output()
         finally:
             self.finish(child)
@@ -222,6 +268,15 @@ class Group:
             children = list(self._children)
         for child in children:
             child.stop()
+
+
+def _io_bytes(pid: int) -> int | None:
+    """Bytes a process has read and written so far, by any means (Linux /proc/PID/io), or None."""
+    try:
+        fields = dict(line.split(":", 1) for line in open(f"/proc/{pid}/io").read().splitlines() if ":" in line)
+        return int(fields["rchar"]) + int(fields["wchar"])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def _widen_pipe(pipe: IO[bytes] | None, size: int = 1 << 20) -> None:

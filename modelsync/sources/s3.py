@@ -77,7 +77,8 @@ def fetch_s3(loc: S3Location, dest: Path, origins: dict[str, Origin] | None = No
         prefix = loc.key.rstrip("/") + "/" if loc.key.strip("/") else ""
         args = ["s3", "cp", f"s3://{loc.bucket}/{prefix}", str(dest), "--recursive"]
     with watch("download", total, lambda: dir_bytes(dest)):
-        tools.run("aws", [*args, *aws.cli_flags(loc)], env=aws.cli_env(loc))
+        aws.retry_download(f"download from {loc.url}",
+                           lambda: tools.run("aws", [*args, *aws.cli_flags(loc)], env=aws.cli_env(loc)))
     entries = inventory(dest)
     got = {e.path: e.size for e in entries}
     if got != expected:
