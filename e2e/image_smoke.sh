@@ -121,8 +121,11 @@ arts = get(f"model_versions/{mv['id']}/artifacts")["items"]
 assert len(arts) == 1, f"{len(arts)} artifacts"
 assert (arts[0]["state"], arts[0]["uri"]) == ("LIVE", uri), f"artifact {arts[0]['state']} {arts[0]['uri']}"
 if label == "restricted":
-    with open(termlog) as f:
-        assert json.loads(f.read().strip().splitlines()[-1]) == summary, "termination log"
+    with open(termlog) as f:  # upstream's shape, plus where the model went
+        message = json.load(f)
+    assert message["ModelArtifact"] == {"id": arts[0]["id"]} and message["ModelVersion"] == {"id": mv["id"]} \
+        and message["RegisteredModel"] == {"id": rm["id"]}, f"termination log {message}"
+    assert (message["uri"], message["digest"]) == (uri, digest), f"termination log {message}"
 print(f"ok: {label}: {uri} LIVE (RegisteredModel {rm['id']}, ModelVersion {mv['id']}, ModelArtifact {arts[0]['id']})")
 PY
 }
