@@ -189,7 +189,7 @@ def run(cfg: Config) -> Published:
     job_intent = intent(cfg)  # a bad metadata dir fails here, before anything is written
     job = registry.job_fingerprint(job_intent)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    ws = reg = None
+    ws = reg = saved_tmp = None
     try:
         # This job's own locked scratch directory; an earlier crashed attempt's is removed, a running job's never.
         ws = workspace.claim(Path(cfg.storage_path), ".modelsync-", job[:16], "--storage-path / MODEL_SYNC_STORAGE_PATH")
@@ -221,8 +221,9 @@ def run(cfg: Config) -> Published:
                             claim.version_id or cfg.model_version_id, claim.artifact_id, published.uri,
                             published.digest)
     finally:
-        if ws is not None:
+        if saved_tmp is not None:
             _restore_temporary_files(saved_tmp)
+        if ws is not None:
             ws.release()
         signal.signal(signal.SIGTERM, previous)
         if reg is not None:
