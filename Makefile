@@ -7,13 +7,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 MODELSYNC_CACHE ?= $(HOME)/.cache/modelsync
 PYTEST_ARGS ?=
+BASE_TOOLS := apt oras registry minio model-registry awscli
 VPY       := $(abspath $(VENV))/bin/python
 INSTALLED := $(VENV)/.modelsync-installed
 GO_VERSION := $(shell sed -n 's/^GO_VERSION=//p' e2e/versions.env)
 export PATH := $(abspath $(VENV))/bin:$(HOME)/go/bin:$(MODELSYNC_CACHE)/go-$(GO_VERSION)/bin:/usr/local/go/bin:$(PATH)
 export MODELSYNC_CACHE
 
-.PHONY: venv install tools test demo bench image image-smoke stack-up stack-down e2e-local cluster-up cluster-down clean
+.PHONY: venv install tools tools-base test demo bench image image-smoke stack-up stack-down e2e-local cluster-up cluster-down clean
 
 venv:               ## .venv/ from $(PYTHON) (installs python3-venv on Debian/Ubuntu when missing, as root)
 	@bash e2e/venv.sh '$(PYTHON)' '$(VENV)'
@@ -26,13 +27,16 @@ install: venv       ## the package with its test extras, editable, into .venv/ (
 tools: venv         ## the binaries the job drives and the local stack's servers (idempotent, pinned)
 	PYTHON='$(VPY)' bash e2e/install-tools.sh
 
+tools-base: venv    ## only what the job and the base stack need (no sigstore servers, no Kubernetes, no Toxiproxy)
+	PYTHON='$(VPY)' bash e2e/install-tools.sh $(BASE_TOOLS)
+
 test: install tools ## every test, on the real local stack (PYTEST_ARGS='-m "not slow"' and the like pass through)
 	$(VPY) -m pytest -q -ra $(PYTEST_ARGS)
 
-demo: install tools ## a real end-to-end sync on the local stack: S3 (MinIO) -> OCI modelcar, create_model
+demo: install tools-base ## a real end-to-end sync on the local stack: S3 (MinIO) -> OCI modelcar, create_model
 	$(VPY) -m e2e.demo
 
-bench: install tools ## throughput figures on the local stack (not part of make test)
+bench: install tools-base ## throughput figures on the local stack (not part of make test)
 	$(VPY) -m bench
 
 image:              ## the job image localhost/modelsync:dev with podman (bases made locally; see e2e/image.sh)
