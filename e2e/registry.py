@@ -38,13 +38,13 @@ def tls_password(site: Site) -> str:
     return site.secret("registry-tls-password")
 
 
-def _config(site: Site, name: str, extra: str = "") -> Path:
-    root = site.dir / name
-    config = root / "config.yml"
-    # the http secret signs upload state; fixed per state dir so restarts keep uploads resumable
-    write_private(config, f"""version: 0.1
+def config_yaml(root: Path, port: int, http_secret: str, extra: str = "", level: str = "info") -> str:
+    """A distribution registry's config: data under root/data, deletes allowed, on 127.0.0.1:port; `extra` is
+    appended (e.g. an auth section). The http secret signs upload state: a fixed one keeps uploads resumable
+    across restarts."""
+    return f"""version: 0.1
 log:
-  level: info
+  level: {level}
   accesslog:
     disabled: true
 storage:
@@ -53,9 +53,15 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{site.ports[name]}
-  secret: {site.secret(name + '-http-secret')}
-{extra}""")
+  addr: 127.0.0.1:{port}
+  secret: {http_secret}
+{extra}"""
+
+
+def _config(site: Site, name: str, extra: str = "") -> Path:
+    root = site.dir / name
+    config = root / "config.yml"
+    write_private(config, config_yaml(root, site.ports[name], site.secret(name + "-http-secret"), extra))
     return config
 
 

@@ -542,7 +542,8 @@ def _unshare_net() -> str:
     return how
 
 
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
+def pipe(src: socket.socket, dst: socket.socket) -> None:
+    """Copy src to dst until either side ends, then shut both down (one direction of a TCP relay)."""
     try:
         while data := src.recv(65536):
             dst.sendall(data)
@@ -566,9 +567,9 @@ def _relay(client: socket.socket, connect) -> None:
         client.close()
         return
     inner.settimeout(None)
-    t = threading.Thread(target=_pipe, args=(inner, client), daemon=True)
+    t = threading.Thread(target=pipe, args=(inner, client), daemon=True)
     t.start()
-    _pipe(client, inner)
+    pipe(client, inner)
     t.join()
     client.close()
     inner.close()

@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from e2e import procs
+from e2e.registry import config_yaml
 from e2e.component import free_ports, http_status
 from e2e.stack import find_tool
 
@@ -261,20 +262,7 @@ def private_registry(root: Path) -> tuple[Server, int]:
     (port,) = free_ports(1)
     root.mkdir(parents=True, exist_ok=True)
     config = root / "config.yml"
-    config.write_text(f"""version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root / 'data'}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-  secret: {os.urandom(16).hex()}
-""")
+    config.write_text(config_yaml(root, port, os.urandom(16).hex(), level="warn"))
     server = Server([find_tool("registry"), "serve", str(config)], {"OTEL_TRACES_EXPORTER": "none"},
                     root / "registry.log", f"http://127.0.0.1:{port}/v2/")
     server.start()

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from e2e.sigstore import pipe
 from modelsync import config, job
 from modelsync.locations import OciLocation
 
@@ -327,21 +328,7 @@ class Relay:
                 continue
             server = socket.create_connection(("127.0.0.1", self.upstream))
             for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(2)
-                except OSError:
-                    pass
+                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
 
     def close(self) -> None:
         self.sock.close()

@@ -57,6 +57,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 
+from e2e.registry import config_yaml
+
 SERVICE = "modelsync-token-registry"
 ISSUER = "modelsync-test-token-issuer"
 TOKEN_TTL = 300
@@ -248,26 +250,13 @@ def _write_private(path: Path, text: str) -> None:
 def registry_config(root: Path, port: int, realm: str, bundle: Path, service: str = SERVICE,
                     issuer: str = ISSUER) -> Path:
     config = root / "config.yml"
-    _write_private(config, f"""version: 0.1
-log:
-  level: info
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {root / 'data'}
-  delete:
-    enabled: true
-http:
-  addr: 127.0.0.1:{port}
-  secret: {secrets.token_hex(16)}
-auth:
+    _write_private(config, config_yaml(root, port, secrets.token_hex(16), f"""auth:
   token:
     realm: {realm}
     service: {service}
     issuer: {issuer}
     rootcertbundle: {bundle}
-""")
+"""))
     return config
 
 
