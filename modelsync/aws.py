@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -158,6 +159,21 @@ def _botocore_session(loc: S3Location) -> botocore.session.Session:
 
 
 def client(loc: S3Location):
+    """An S3 client for loc. With keys configured it is made once per endpoint, keys and TLS settings for the
+    process (making one costs ~0.1 s: the service model is parsed again, CA certificates loaded); with the
+    ambient chain it is made anew each time, so changed variables and token files are seen."""
+    if loc.ambient:
+        return _client(loc)
+    return _client_for_keys(S3Location("", "", loc.region, loc.endpoint, loc.access_key_id, loc.secret_access_key,
+                                       loc.ca_bundle, loc.verify_tls))
+
+
+@functools.lru_cache(maxsize=16)
+def _client_for_keys(loc: S3Location):
+    return _client(loc)
+
+
+def _client(loc: S3Location):
     verify: bool | str = loc.ca_bundle or loc.verify_tls
     s3 = session(loc).client(
         "s3", endpoint_url=loc.endpoint, verify=verify,

@@ -9,6 +9,7 @@ anonymous first, then on 401 either Basic with the location's credentials or the
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import http.client
 import json
@@ -47,13 +48,27 @@ class RemoteManifest:
         return json.loads(self.data)
 
 
+@functools.lru_cache(maxsize=None)
+def tls_context(verify: bool, ca_bundle: str | None = None) -> ssl.SSLContext:
+    """One context per kind for the process: loading the system's CA certificates costs ~30 ms each time. With
+    verify=False none are loaded (nothing is checked)."""
+    if not verify:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    context = ssl.create_default_context()
+    if ca_bundle:
+        context.load_verify_locations(cafile=ca_bundle)  # added to the system trust
+    return context
+
+
+@functools.lru_cache(maxsize=None)
 def speaks_https(registry: str, timeout: float = 10.0) -> bool:
     """Does host[:port] answer TLS at all (certificate not checked)? For tls_verify=False, like Docker's
-    "insecure registry": HTTPS without verification when offered, else plain HTTP."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    conn = http.client.HTTPSConnection(registry, timeout=timeout, context=context)
+    "insecure registry": HTTPS without verification when offered, else plain HTTP. Asked once per process (an
+    unreachable registry's error is not kept)."""
+    conn = http.client.HTTPSConnection(registry, timeout=timeout, context=tls_context(False))
     try:
         conn.request("GET", "/v2/")
         conn.getresponse().read()
@@ -84,13 +99,9 @@ class RegistryClient:
         https = location.tls_verify or speaks_https(host)
         self.base = f"{'https' if https else 'http'}://{host}"
         if location.tls_verify:
-            self._context = ssl.create_default_context()
-            if location.ca_bundle:
-                self._context.load_verify_locations(cafile=location.ca_bundle)  # added to the system trust
+            self._context = tls_context(True, location.ca_bundle)
         elif https:
-            self._context = ssl.create_default_context()
-            self._context.check_hostname = False
-            self._context.verify_mode = ssl.CERT_NONE
+            self._context = tls_context(False)
         self._auth_header: str | None = None
         self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self._context))
 

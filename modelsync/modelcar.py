@@ -218,30 +218,28 @@ def write_layer(files: Sequence[tuple[str, Path]], layout: Layout, title: str) -
     return ModelcarLayer(title, out.digest, out.size, tuple(entries))
 
 
-def write_stream_layer(relpath: str, size: int, stream: BinaryIO, layout: Layout, title: str,
-                       source: str) -> ModelcarLayer:
-    """The one-file layer of relpath written straight from a byte stream (a download's stdout) of exactly size
-    bytes: tar header, the bytes, padding and end blocks, the file and the layer hashed on the way (two threads).
-    Byte for byte the layer write_layer makes of the same file; `source` names the stream in errors."""
-    tmp = layout.staging_file(hashlib.sha256(relpath.encode()).hexdigest()[:16])
-    with open(tmp, "wb") as raw:
-        out = HashingWriter(raw)
-        file_sha = hashlib.sha256()
-        for info in layer_members([(relpath, size)]):
-            out.write(tar_header(info))
-            if info.isreg():
-                _copy_hashed(stream, out, size, file_sha, relpath,
-                             short=f"{source} ended before the {size} bytes listed")
-                out.write(bytes(-size % tarfile.BLOCKSIZE))
-        _end_archive(out)
-    if stream.read(1):
-        raise TransferError(f"{relpath}: {source} sent more than the {size} bytes listed (changed meanwhile?)")
-    layout.commit_blob(tmp, out.digest)
-    return ModelcarLayer(title, out.digest, out.size, (FileEntry(relpath, size, file_sha.hexdigest()),))
+def layer_parts(files: Sequence[tuple[str, int]]) -> list[bytes | str]:
+    """The layer tar of files [(relative path, size)] as its parts in order: literal bytes (headers, padding, the
+    end blocks) and, for each file, its relative path standing for its `size` bytes. With the files' bytes put in,
+    it is byte for byte what write_layer writes of the same files, and layer_tar_size long."""
+    parts: list[bytes | str] = []
+    head = bytearray()
+    size = 0
+    for info in layer_members(files):
+        head += tar_header(info)
+        if info.isreg():
+            parts += [bytes(head), info.name[len(MODELS_DIR) + 1:]]
+            size += len(head) + info.size
+            head = bytearray(bytes(-info.size % tarfile.BLOCKSIZE))
+    head += bytes(2 * tarfile.BLOCKSIZE)                        # end-of-archive marker
+    size += len(head)
+    head += bytes(-size % tarfile.RECORDSIZE)                   # and to a whole record, as tar(1) does
+    parts.append(bytes(head))
+    return parts
 
 
 def layer_tar_size(files: Sequence[tuple[str, int]]) -> int:
-    """Bytes of the layer tar of files [(relative path, size)], as write_layer / write_stream_layer make it."""
+    """Bytes of the layer tar of files [(relative path, size)], as write_layer makes it."""
     size = sum(len(tar_header(info)) + info.size + (-info.size % tarfile.BLOCKSIZE) for info in layer_members(files))
     size += 2 * tarfile.BLOCKSIZE
     return size + (-size % tarfile.RECORDSIZE)

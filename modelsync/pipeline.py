@@ -1,19 +1,27 @@
 """S3 -> OCI as one pipeline: a sync costs about the slower of download and push, not their sum, and the storage
 path holds only what is in flight.
 
-    S3 listing -> plan_layers -> [download file k: `aws s3 cp s3://… -` -> tar header, bytes, padding written to the
-    layer file, file and layer hashed on the way] -> [push layer k-1: `oras blob push repo@digest FILE`, then the
-    file is deleted] ... every blob HEAD-verified -> config + manifest pushed last -> verify_pushed
+    S3 listing -> plan_layers -> one `aws s3 cp --recursive` downloads the files (its parallel ranged GETs) ->
+    as each layer's files land: file and layer hashed in one read -> `oras blob push --size N repo@digest -` fed
+    the layer tar (header, the file's bytes by sendfile, padding), then the files are deleted -> every blob
+    HEAD-verified -> config + manifest pushed last -> verify_pushed
 
-- Each large file (>= STREAM_BYTES) is streamed by its own `aws s3 cp … -` straight into its layer file: written
-  once, never read back before the push. Smaller files, whose aws start-up (~0.6 s) would cost more than the copy,
-  are downloaded in batches (one `aws s3 cp --recursive` with --include filters) and layered with write_layer.
-- In-flight bytes (layer files not yet pushed, batch downloads) are bounded by --max-in-flight-bytes (default two
-  of the largest file); a layer larger than the cap goes alone.
-- The layers, config and manifest are byte for byte those build_modelcar makes of the same files (same functions,
-  same plan), so the manifest digest is the one of the fetch-then-publish path.
-- One thread downloads, one pushes; the main thread supervises. Any error (or SIGTERM, raised in the main thread)
-  stops every child tool of the Group and both threads; job.run then removes the workspace and marks the
+Why this shape (bench/PIPELINE-STUDY.md, 2 cores): an aws CLI process costs ~0.6 s of CPU to start, more than
+the download of a 128 MiB file, so one process downloads many files (one per BATCH_FILES; a re-sync's filters).
+A file is written once, by aws; the layer tar is never written: its header and padding go straight into oras's
+stdin around the file's bytes, so the file is read twice from the page cache (hash, push) and never copied.
+oras is given the digest (`repo@digest`) so it does not hash again.
+
+- In-flight bytes (files on disk not yet pushed, partial downloads included) are kept under
+  --max-in-flight-bytes (default two of the largest layer): while the download directory holds that much and a
+  complete layer is being hashed or pushed, the aws process is paused (SIGSTOP) and resumed (SIGCONT) once the
+  push has freed room. It is never paused while the next layer still lacks a file, so one layer larger than the
+  cap still goes through (alone).
+- The layers, config and manifest are byte for byte those build_modelcar makes of the same files (same plan,
+  modelcar.layer_parts), so the manifest digest is the one of the fetch-then-publish path.
+- Three threads: download (aws runs, retried after a transient failure for the files not yet there), layers
+  (hash in plan order), push; the main thread supervises and paces aws. Any error (or SIGTERM, raised in the main
+  thread) stops every child tool of the Group and all threads; job.run then removes the workspace and marks the
   artifact ABANDONED.
 
 Re-sync: each model layer records where its files came from (object URL, size, ETag, sha256: the layer
@@ -28,14 +36,17 @@ every other pair keeps fetch-then-publish.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import logging
+import os
 import queue
 import shutil
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +54,7 @@ from . import aws, endpoints, modelcar, tools
 from .destinations.oci import is_scratch, verify_pushed
 from .distribution import RegistryClient
 from .errors import TransferError
-from .files import dir_bytes, human, require_free_space
+from .files import human, require_free_space
 from .locations import FileEntry, OciLocation, Published, S3Location
 from .oci_access import registry_access
 from .oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, repo_path
@@ -57,14 +68,17 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelsync.pipeline")
 
-STREAM_BYTES = modelcar.LARGE_FILE_BYTES  # a file this big is streamed by an aws process of its own
-BATCH_BYTES = 256 << 20                   # smaller files: one aws --recursive per batch of about this many bytes
+WINDOW = 64 << 20                         # room for the ranges aws fetches ahead (10 GETs of 8 MiB chunks at most)
 BATCH_FILES = 500                         # --include filters per aws process (argv stays far below its limit)
-AWS_STARTUP = 0.5                         # seconds an aws process takes to start (bench/PIPELINE-STUDY.md: 0.63)
+PACE_SECONDS = 0.01                       # how often the download directory is measured (pause / resume aws)
+PACE_SLACK = 16 << 20                     # what aws may write between two measures (1.6 GB/s)
+READ_BUF = 4 << 20                        # the hashing read
 _REF = "modelsync"
 _STOP_WAIT = 30.0
 STALL_SECONDS = 30.0                      # an oras run reading and writing nothing this long is stopped (no timeout
                                           # of its own: a registry gone silent would hold it for PUSH_TIMEOUT)
+
+Layers = list[tuple[tuple[str, ...], str]]  # (files of a layer, its title), in plan order
 
 
 # ---- the pair's entry points (job.PIPELINES) ----------------------------------------------------------------------
@@ -76,52 +90,19 @@ def applies(cfg: Config) -> bool:
 
 
 def storage_needed(cfg: Config, files: dict[str, int]) -> int:
-    """The least the storage path must hold: the largest item in flight (a streamed layer, or a batch's
-    downloaded files plus their layers). The base image comes on top (a few MiB for busybox)."""
-    return max(item.footprint for item in _items(files, modelcar.MODEL_LAYER_BUDGET))
+    """The least the storage path must hold: the files of the largest layer (all on disk before it is pushed).
+    The base image comes on top (a few MiB for busybox)."""
+    return _largest_layer(files, modelcar.plan_layers(sorted(files.items()), modelcar.MODEL_LAYER_BUDGET))
+
+
+def _largest_layer(files: Mapping[str, int], groups: Sequence[Sequence[str]]) -> int:
+    return max((sum(files[rel] for rel in group) for group in groups), default=0)
 
 
 def transfer(cfg: Config, ws: Workspace, job: str, source: str | None,
              sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
     return s3_to_modelcar(endpoints.s3(cfg, "source"), endpoints.oci(cfg, "destination"), endpoints.base_image(cfg),
                           ws.work, cfg.max_in_flight_bytes, source_annotation=source, sign_model=sign_model)
-
-
-# ---- the plan -----------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Item:
-    """One unit of download: a streamed file (one layer) or a batch of small files (one or more layers)."""
-    layers: list[tuple[tuple[str, ...], str]]      # (files of the layer, its title)
-    streamed: bool
-    file_bytes: int                                # the downloaded files (batches only: they are kept a while)
-    layer_bytes: list[int] = field(default_factory=list)
-
-    @property
-    def footprint(self) -> int:
-        return (0 if self.streamed else self.file_bytes) + sum(self.layer_bytes)
-
-
-def _items(files: dict[str, int], budget: int, reused: Collection[str] = ()) -> list[_Item]:
-    """The download plan; layers titled in `reused` are left out (a re-sync takes them from the registry)."""
-    groups = modelcar.plan_layers(sorted(files.items()), budget)
-    items: list[_Item] = []
-    batch: _Item | None = None
-    for group, title in zip(groups, modelcar.layer_titles(groups), strict=True):
-        if title in reused:
-            continue
-        size = modelcar.layer_tar_size([(rel, files[rel]) for rel in group])
-        if len(group) == 1 and files[group[0]] >= STREAM_BYTES:
-            items.append(_Item([(group, title)], True, files[group[0]], [size]))
-            continue
-        if batch is None or batch.file_bytes >= BATCH_BYTES:
-            batch = _Item([], False, 0)
-            items.append(batch)
-        batch.layers.append((group, title))
-        batch.layer_bytes.append(size)
-        batch.file_bytes += sum(files[rel] for rel in group)
-    return items
 
 
 # ---- re-sync: layers the destination already has ------------------------------------------------------------------
@@ -192,43 +173,11 @@ def _sha_hex(value: object) -> str:
     return text
 
 
-# ---- in-flight bytes ----------------------------------------------------------------------------------------------
+# ---- the pipeline -------------------------------------------------------------------------------------------------
 
 
 class _Cancelled(Exception):
     """This thread stops because another part failed (that part's error is the one reported)."""
-
-
-class InFlight:
-    """Bytes of the storage path in use by the pipeline, at most `cap`; an item larger than the cap waits until
-    nothing else is in flight, then goes alone. `peak` is the most ever held."""
-
-    def __init__(self, cap: int):
-        self.cap, self.held, self.peak = cap, 0, 0
-        self._cond = threading.Condition()
-        self._cancelled = False
-
-    def acquire(self, n: int) -> None:
-        with self._cond:
-            while not self._cancelled and self.held > 0 and self.held + n > self.cap:
-                self._cond.wait(0.5)
-            if self._cancelled:
-                raise _Cancelled()
-            self.held += n
-            self.peak = max(self.peak, self.held)
-
-    def release(self, n: int) -> None:
-        with self._cond:
-            self.held -= n
-            self._cond.notify_all()
-
-    def cancel(self) -> None:
-        with self._cond:
-            self._cancelled = True
-            self._cond.notify_all()
-
-
-# ---- the pipeline -------------------------------------------------------------------------------------------------
 
 
 def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | None, work_dir: Path,
@@ -262,29 +211,26 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
         budget = max(1, min(modelcar.MODEL_LAYER_BUDGET, modelcar.MAX_IMAGE_LAYERS - len(base_layers) - signing))
         groups = modelcar.plan_layers(sorted(files.items()), budget)
         titles = modelcar.layer_titles(groups)
-        layer_count = len(groups)
-        modelcar.check_layer_count(len(base_layers), layer_count + signing)
+        modelcar.check_layer_count(len(base_layers), len(groups) + signing)
         client = RegistryClient(target)
         reused = reusable_layers(client, target, tag, dict(zip(titles, groups, strict=True)), files, origins)
-        items = _items(files, budget, reused)
-        need = max((item.footprint for item in items), default=0)
+        todo = [(group, title) for group, title in zip(groups, titles, strict=True) if title not in reused]
+        need = _largest_layer(files, [group for group, _ in todo])
         require_free_space(job_dir, need, "the pipeline's largest layer in flight")
-        cap = max_in_flight or 2 * need  # two of the largest file (with its tar header): one pushed, one written
-        log.info("pipeline: %d file(s), %s, in %d layer(s) (%d streamed, %d in %d batch(es)) on %d base layer(s); "
-                 "at most %s in flight", len(files), human(sum(files.values())), layer_count,
-                 sum(i.streamed for i in items), sum(len(i.layers) for i in items if not i.streamed),
-                 sum(not i.streamed for i in items), len(base_layers), human(cap),
-                 extra={"fields": {"files": len(files), "layers": layer_count, "max_in_flight_bytes": cap}})
+        cap = max_in_flight or 2 * need + WINDOW  # one layer pushed while the next lands
+        log.info("pipeline: %d file(s), %s, in %d layer(s) (%d to download) on %d base layer(s); at most %s in "
+                 "flight", len(files), human(sum(files.values())), len(groups), len(todo), len(base_layers),
+                 human(cap), extra={"fields": {"files": len(files), "layers": len(groups), "max_in_flight_bytes": cap}})
         if need > cap:
-            log.warning("the largest layer in flight (%s) is over --max-in-flight-bytes (%s): it goes alone",
-                        human(need), human(cap))
+            log.warning("the largest layer (%s) is over --max-in-flight-bytes (%s): it goes alone", human(need),
+                        human(cap))
         start = time.monotonic()
         with registry_access(target, work_dir) as access:
-            run = _Run(loc, kind, files, target, access, Layout(job_dir / "image"), InFlight(cap), client)
+            run = _Run(loc, kind, files, target, access, job_dir, cap, client)
             base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers
                           if client.find_blob(repo_path(target), d["digest"]) != d["size"]] \
                 if base_dir is not None else []
-            done = {**run.go(items, base_blobs), **reused}
+            done = {**run.go(todo, base_blobs), **reused}
             layers = [done[title] for title in titles]
             signature = run.signature_layer(sign_model, layers) if sign_model is not None else None
             image = modelcar.finish_image(run.layout, _REF, config, base_layers, layers, created_at,
@@ -293,7 +239,8 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
         total = sum(files.values())
         elapsed = time.monotonic() - start
         log.info("pipeline: %s pushed as %s in %.1fs (%.0f MB/s), at most %s in flight", human(total),
-                 image.manifest_digest, elapsed, total / 1e6 / max(elapsed, 1e-6), human(run.in_flight.peak))
+                 image.manifest_digest, elapsed, total / 1e6 / max(elapsed, 1e-6), human(run.peak),
+                 extra={"fields": {"peak_in_flight_bytes": run.peak}})
         verify_pushed(image, target, tag)
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
@@ -302,41 +249,54 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
 
 
 class _Run:
-    """One pipeline's state: the downloader and pusher threads, their children, the in-flight budget."""
+    """One pipeline's state: the download, layer and push threads, their children, the pacing of aws."""
 
     def __init__(self, loc: S3Location, kind: str, files: dict[str, int], target: OciLocation, access,
-                 layout: Layout, in_flight: InFlight, client: RegistryClient):
+                 job_dir: Path, cap: int, client: RegistryClient):
         self.loc, self.kind, self.files, self.target, self.access = loc, kind, files, target, access
-        self.client = client
-        self.layout, self.in_flight = layout, in_flight
+        self.client, self.cap = client, cap
+        self.layout = Layout(job_dir / "image")  # config, manifest, the signature layer (model layers never)
         self.layout.init()
+        self.dest = job_dir / "download"
+        self.dest.mkdir()
         self.repo = target.repository
         self.group = tools.Group()
-        self.pushes: queue.Queue[tuple[str, int, Path, bool] | None] = queue.Queue()
+        self.pushes: queue.Queue[tuple | None] = queue.Queue()
         self.layers: dict[str, modelcar.ModelcarLayer] = {}
+        self.taken: set[str] = set()       # files hashed into a layer (deleted once it is pushed)
         self.pushed_bytes = 0
+        self.peak = 0
         self.errors: list[BaseException] = []
         self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.downloaded = threading.Event()  # no aws process will run any more (done, or failed)
+        self.waiting = False                 # the layer thread waits for a file aws has not finished
+        self.unpushed = 0                    # layers hashed whose files are still on disk
+        self.aws: tools.Child | None = None
         self.aws_env, self.aws_flags = aws.cli_env(loc), aws.cli_flags(loc)
         self.prefix = "" if kind == "object" else (loc.key.rstrip("/") + "/" if loc.key.strip("/") else "")
 
     # ---- supervision ------------------------------------------------------------------------------------------
 
-    def go(self, items: list[_Item], base_blobs: list[tuple[str, int, Path]]) -> dict[str, modelcar.ModelcarLayer]:
-        """Run both threads to the end; the layers made, by title. Any error stops everything."""
+    def go(self, layers: Layers, base_blobs: list[tuple[str, int, Path]]) -> dict[str, modelcar.ModelcarLayer]:
+        """Run the threads to the end; the layers made, by title. Any error stops everything."""
         for digest, size, path in base_blobs:
-            self.pushes.put((digest, size, path, False))
-        threads = [threading.Thread(target=self._guard(self._download, items), name="pipeline-download",
+            self.pushes.put(("blob", digest, size, path))
+        wanted = [rel for group, _ in layers for rel in group]
+        threads = [threading.Thread(target=self._guard(self._download, wanted), name="pipeline-download",
+                                    daemon=True),
+                   threading.Thread(target=self._guard(self._hash_layers, layers), name="pipeline-layers",
                                     daemon=True),
                    threading.Thread(target=self._guard(self._push), name="pipeline-push", daemon=True)]
-        total = sum(size for item in items for size in item.layer_bytes) + sum(size for _, size, _ in base_blobs)
+        total = sum(modelcar.layer_tar_size([(rel, self.files[rel]) for rel in group]) for group, _ in layers) \
+            + sum(size for _, size, _ in base_blobs)
         try:
             with watch("download + push", total, lambda: self.pushed_bytes):
                 for thread in threads:
                     thread.start()
                 while any(thread.is_alive() for thread in threads):
-                    for thread in threads:
-                        thread.join(0.2)  # the main thread stays responsive to SIGTERM (job.Interrupted)
+                    self._pace()
+                    time.sleep(PACE_SECONDS)  # the main thread stays responsive to SIGTERM (job.Interrupted)
         except BaseException:
             self.stop()
             for thread in threads:
@@ -345,6 +305,23 @@ class _Run:
         if self.errors:
             raise self.errors[0]
         return dict(self.layers)
+
+    def _pace(self) -> None:
+        """Pause aws while the download directory holds the cap and a complete layer is on its way out (so room
+        will be freed); resume it otherwise, and always when the next layer lacks a file and nothing is being
+        pushed. The peak is what the storage path held for the pipeline."""
+        used = _disk_bytes(self.dest)
+        self.peak = max(self.peak, used)
+        child = self.aws
+        if child is None:
+            return
+        stuck = self.waiting and not self.unpushed  # nothing would free room: aws must go on
+        if used >= self.cap - PACE_SLACK and not stuck and not self.stopping.is_set():
+            if not child.paused:
+                log.debug("in flight %s >= %s: the download waits for the push", human(used), human(self.cap))
+            child.pause()
+        else:
+            child.resume()
 
     def _guard(self, fn, *args):
         def body() -> None:
@@ -361,7 +338,6 @@ class _Run:
     def stop(self) -> None:
         """From any thread: no new work, every child tool ended, waiting threads woken."""
         self.stopping.set()
-        self.in_flight.cancel()
         self.group.stop()
         self.pushes.put(None)
 
@@ -371,124 +347,196 @@ class _Run:
 
     # ---- download ---------------------------------------------------------------------------------------------
 
-    def _download(self, items: list[_Item]) -> None:
-        """Items in order. The aws process of the next streamed file is started near the end of the current one
-        (_Tap): its start-up (~0.6 s, imports) then overlaps the copy instead of delaying the next download, and
-        two aws processes in full flow hardly overlap (each holds ~110 MiB once downloading)."""
-        streams = [number for number, item in enumerate(items) if item.streamed]
-        started: dict[int, tools.Child] = {}
-        try:
-            for number, item in enumerate(items):
-                self._check()
-                if item.streamed:
-                    child = started.pop(number, None) or self._spawn(item)
-                    later = [n for n in streams if n > number][:1]
+    def _download(self, wanted: list[str]) -> None:
+        """aws runs until every wanted file has landed (or been taken); after a transient failure the next run
+        asks only for the files still missing, its partial files removed first."""
+        everything = self.kind == "prefix" and set(wanted) == set(self.files)
+        first = [True]
 
-                    def prefetch(later: list[int] = later) -> None:
-                        if later and later[0] not in started:
-                            started[later[0]] = self._spawn(items[later[0]])
-                    self.in_flight.acquire(item.footprint)
-                    self._stream(item, child, prefetch)
-                else:
-                    self.in_flight.acquire(item.footprint)
-                    self._batch(item, number)
-        finally:
-            for child in started.values():
-                self.group.finish(child)
-            self.pushes.put(None)  # after the last layer: the pusher ends once the queue is drained
-
-    def _spawn(self, item: _Item) -> tools.Child:
-        ((rel,), _), = item.layers
-        return self.group.spawn("aws", ["s3", "cp", self._url(rel), "-", *self.aws_flags], env=self.aws_env,
-                                stream=True)
-
-    def _url(self, rel: str) -> str:
-        return self.loc.url if self.kind == "object" else f"s3://{self.loc.bucket}/{self.prefix}{rel}"
-
-    def _stream(self, item: _Item, child: tools.Child, near_end) -> None:
-        ((rel,), title), = item.layers
-        url = self._url(rel)
-        start = time.monotonic()
-        first = [child]
-
-        def once() -> modelcar.ModelcarLayer:
+        def once() -> None:
             self._check()
-            child = first.pop() if first else self._spawn(item)  # a retry: a new download, the layer rewritten
-            try:
-                assert child.stdout is not None
+            missing = [rel for rel in wanted if rel not in self.taken and not (self.dest / rel).exists()]
+            if not first[0]:
+                self._remove_partials(set(wanted))
+            if self.kind == "object":
+                batches = [["s3", "cp", self.loc.url, str(self.dest / wanted[0])]] if missing else []
+            elif everything and first[0]:  # no filters: aws matches none of them against every key
+                batches = [["s3", "cp", f"s3://{self.loc.bucket}/{self.prefix}", str(self.dest), "--recursive"]]
+            else:
+                batches = [["s3", "cp", f"s3://{self.loc.bucket}/{self.prefix}", str(self.dest), "--recursive",
+                            "--exclude", "*",
+                            *[arg for rel in missing[at:at + BATCH_FILES] for arg in ("--include", _glob_literal(rel))]]
+                           for at in range(0, len(missing), BATCH_FILES)]
+            first[0] = False
+            for args in batches:
+                self._check()
+                child = self.group.spawn("aws", [*args, *self.aws_flags], env=self.aws_env)
+                self.aws = child
                 try:
-                    layer = modelcar.write_stream_layer(rel, self.files[rel],
-                                                        _Tap(child.stdout, self.files[rel], near_end),
-                                                        self.layout, title, f"the download of {url}")
-                except TransferError:
+                    child.wait(PUSH_TIMEOUT)
+                finally:
+                    self.aws = None
+                    self.group.finish(child)
+
+        try:
+            if wanted:
+                aws.retry_download(f"download from {self.loc.url}", once, self.stopping.wait)
+        finally:
+            self.downloaded.set()
+
+    def _remove_partials(self, wanted: set[str]) -> None:
+        """Files a failed aws run left half-written (its temporary names): not ours to push, only room taken."""
+        for dirpath, _, names in os.walk(self.dest):
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if os.path.relpath(path, self.dest).replace(os.sep, "/") not in wanted:
+                    try:
+                        os.unlink(path)
+                    except FileNotFoundError:
+                        pass
+
+    # ---- layers: hashed as their files land -------------------------------------------------------------------
+
+    def _hash_layers(self, layers: Layers) -> None:
+        with ThreadPoolExecutor(1, thread_name_prefix="pipeline-hash") as second:
+            for group, title in layers:
+                for rel in group:
+                    self._await(rel)
+                parts = modelcar.layer_parts([(rel, self.files[rel]) for rel in group])
+                layer = self._hash(parts, title, second)
+                planned = modelcar.layer_tar_size([(rel, self.files[rel]) for rel in group])
+                if layer.size != planned:
+                    raise TransferError(f"layer {title}: {layer.size} bytes, {planned} planned (the source changed "
+                                        f"during the sync?)")
+                self.taken.update(group)
+                with self.lock:
+                    self.unpushed += 1
+                self.pushes.put(("layer", layer, parts))
+        self.pushes.put(None)  # after the last layer: the pusher ends once the queue is drained
+
+    def _await(self, rel: str) -> None:
+        """Until rel has landed whole (aws renames a file into place once it is complete)."""
+        path = self.dest / rel
+        try:
+            while True:
+                self._check()
+                done = self.downloaded.is_set()  # read before the look: a file that lands just after is seen
+                try:
+                    size = path.stat().st_size
+                except FileNotFoundError:
+                    if done:
+                        raise TransferError(f"download from {self.loc.url} is incomplete: {rel} is missing") from None
+                    self.waiting = True
+                    time.sleep(PACE_SECONDS / 2)
+                    continue
+                if size != self.files[rel]:
+                    raise TransferError(f"download from {self.loc.url}: {rel} is {size} bytes, {self.files[rel]} "
+                                        f"listed (the source changed during the sync?)")
+                return
+        finally:
+            self.waiting = False
+
+    def _hash(self, parts: list[bytes | str], title: str, second: ThreadPoolExecutor) -> modelcar.ModelcarLayer:
+        """The layer's digest and size and each file's sha256, in one read of each file (the two hashes on two
+        cores: hashlib lets go of the GIL)."""
+        layer_sha, size, entries = hashlib.sha256(), 0, []
+        buf = memoryview(bytearray(READ_BUF))
+        for part in parts:
+            if isinstance(part, bytes):
+                layer_sha.update(part)
+                size += len(part)
+                continue
+            file_sha, left = hashlib.sha256(), self.files[part]
+            with open(self.dest / part, "rb") as f:
+                while left > 0:
                     self._check()
-                    child.wait(_STOP_WAIT)  # a failed download says why on stderr: that error is the better one
-                    raise
-                child.wait(PUSH_TIMEOUT)
-            finally:
-                self.group.finish(child)
-            return layer
-
-        layer = aws.retry_download(f"download of {url}", once, self.stopping.wait)
-        self._layer_done(layer, item.layer_bytes[0])
-        log.debug("streamed %s into layer %s (%s, %.1fs)", rel, layer.digest[:19], human(layer.size),
-                  time.monotonic() - start)
-
-    def _batch(self, item: _Item, number: int) -> None:
-        dest = self.layout.root.parent / f"batch-{number:04d}"
-        dest.mkdir()
-        rels = [rel for group, _ in item.layers for rel in group]
-
-        def copy(args: list[str]) -> None:
-            def once() -> None:
-                self._check()
-                self.group.run("aws", [*args, *self.aws_flags], env=self.aws_env, timeout=PUSH_TIMEOUT)
-            aws.retry_download(f"download from {self.loc.url}", once, self.stopping.wait)
-
-        if self.kind == "object":
-            copy(["s3", "cp", self.loc.url, str(dest / rels[0])])
-        else:
-            for at in range(0, len(rels), BATCH_FILES):
-                self._check()
-                includes = [arg for rel in rels[at:at + BATCH_FILES] for arg in ("--include", _glob_literal(rel))]
-                copy(["s3", "cp", f"s3://{self.loc.bucket}/{self.prefix}", str(dest), "--recursive", "--exclude", "*",
-                      *includes])
-        wrong = [rel for rel in rels if not (dest / rel).is_file() or (dest / rel).stat().st_size != self.files[rel]]
-        if wrong:
-            raise TransferError(f"download from {self.loc.url} is incomplete: {', '.join(wrong[:5])} missing or "
-                                f"of the wrong size")
-        for (group, title), size in zip(item.layers, item.layer_bytes, strict=True):
-            self._check()
-            layer = modelcar.write_layer([(rel, dest / rel) for rel in group], self.layout, title)
-            self._layer_done(layer, size)
-        shutil.rmtree(dest, ignore_errors=True)
-        self.in_flight.release(item.file_bytes)
-
-    def _layer_done(self, layer: modelcar.ModelcarLayer, planned: int) -> None:
-        if layer.size != planned:
-            raise TransferError(f"layer {layer.title}: {layer.size} bytes written, {planned} planned "
-                                f"(the source changed during the sync?)")
-        self.layers[layer.title] = layer
-        self.pushes.put((layer.digest, layer.size, self.layout.blob_path(layer.digest), True))
+                    n = f.readinto(buf[:min(READ_BUF, left)])
+                    if not n:
+                        raise TransferError(f"{part}: the downloaded file shrank while being read")
+                    chunk = buf[:n]
+                    other = second.submit(file_sha.update, chunk)
+                    layer_sha.update(chunk)
+                    other.result()
+                    left -= n
+            size += self.files[part]
+            entries.append(FileEntry(part, self.files[part], file_sha.hexdigest()))
+        return modelcar.ModelcarLayer(title, "sha256:" + layer_sha.hexdigest(), size, tuple(entries))
 
     # ---- push -------------------------------------------------------------------------------------------------
 
     def _push(self) -> None:
         while (job := self.pushes.get()) is not None:
             self._check()
-            digest, size, path, owned = job
-            self._push_blob(digest, path)
+            if job[0] == "blob":  # a base image blob, from its layout
+                _, digest, size, path = job
+                self._push_blob(digest, path)
+            else:
+                _, layer, parts = job
+                start = time.monotonic()
+                self._oras(f"push of layer {layer.title}",
+                           ["blob", "push", "--no-tty", *self.access.oras_args(), "--size", str(layer.size),
+                            f"{self.repo}@{layer.digest}", "-"], feed=parts)
+                log.debug("pushed layer %s (%s) in %.1fs", layer.title, human(layer.size), time.monotonic() - start)
+                for part in parts:
+                    if isinstance(part, str):
+                        (self.dest / part).unlink()
+                with self.lock:
+                    self.unpushed -= 1
+                self.layers[layer.title] = layer
+                size = layer.size
             self.pushed_bytes += size
-            if owned:  # a layer file of this pipeline (not a base image blob): gone once pushed
-                path.unlink()
-                self.in_flight.release(size)
 
-    def _oras(self, what: str, args: list[str]) -> None:
-        """oras through the group, run again after a transient failure (a cut upload, a registry restarting)."""
+    def _oras(self, what: str, args: list[str], feed: list[bytes | str] | None = None) -> None:
+        """oras through the group, run again after a transient failure (a cut upload, a registry restarting);
+        with feed, its stdin gets those parts (bytes, and files of the download directory by sendfile)."""
         def once() -> None:
             self._check()
-            self.group.run("oras", args, timeout=PUSH_TIMEOUT, stall=STALL_SECONDS)
+            if feed is None:
+                self.group.run("oras", args, timeout=PUSH_TIMEOUT, stall=STALL_SECONDS)
+                return
+            child = self.group.spawn("oras", args, stdin=True)
+            fed: list[BaseException] = []
+            feeder = threading.Thread(target=self._feed, args=(feed, child, fed), name="pipeline-feed", daemon=True)
+            feeder.start()
+            try:
+                child.wait(PUSH_TIMEOUT, STALL_SECONDS)
+            finally:
+                self.group.finish(child)  # a feeder blocked on a full pipe gets EPIPE and ends
+                feeder.join(_STOP_WAIT)
+            if fed:
+                raise fed[0]
         tools.retry(what, once, oras_transient, self.stopping.wait)
+
+    def _feed(self, parts: list[bytes | str], child: tools.Child, errors: list[BaseException]) -> None:
+        assert child.proc.stdin is not None
+        fd = child.proc.stdin.fileno()
+        try:
+            for part in parts:
+                if isinstance(part, bytes):
+                    view = memoryview(part)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    continue
+                with open(self.dest / part, "rb") as f:
+                    offset, left = 0, self.files[part]
+                    while left > 0:
+                        sent = os.sendfile(fd, f.fileno(), offset, min(left, 1 << 30))
+                        if sent == 0:
+                            raise TransferError(f"{part}: the downloaded file shrank while being pushed")
+                        offset += sent
+                        left -= sent
+        except BrokenPipeError:
+            pass  # oras ended early: its exit status and stderr say why
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.EBADF):
+                errors.append(exc)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            try:
+                child.proc.stdin.close()
+            except OSError:
+                pass
 
     def _push_blob(self, digest: str, path: Path) -> None:
         start = time.monotonic()
@@ -507,7 +555,6 @@ class _Run:
         path.unlink()
         self._push_blob(layer.digest, self.layout.blob_path(layer.digest))
         return layer
-
 
     def finish(self, image: modelcar.ModelcarImage, tag: str) -> None:
         """Config blob pushed, every blob HEAD-verified in the registry, then the manifest pushed under tag."""
@@ -529,28 +576,18 @@ class _Run:
             raise
 
 
-class _Tap:
-    """A byte stream read through, calling near_end once when what is left would take about AWS_STARTUP seconds
-    at the rate seen so far (or at once if the stream ends first)."""
 
-    def __init__(self, stream, size: int, near_end):
-        self.stream, self.left, self.near_end = stream, size, near_end
-        self.first: float | None = None
-        self.done = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.stream.read(n)
-        if self.near_end is not None:
-            now = time.monotonic()
-            if self.first is None:
-                self.first = now  # the rate counts from the first byte: the start-up is not part of it
-            self.done += len(data)
-            self.left -= len(data)
-            rate = self.done / max(now - self.first, 1e-3)
-            if not data or self.left <= rate * AWS_STARTUP:
-                call, self.near_end = self.near_end, None
-                call()
-        return data
+def _disk_bytes(root: Path) -> int:
+    """Bytes of disk the files under root take (allocated blocks: aws writes a file's ranges out of order, so a
+    half-downloaded file's size can be far ahead of what it holds)."""
+    total = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_blocks * 512
+            except FileNotFoundError:  # renamed or deleted meanwhile
+                pass
+    return total
 
 
 def _glob_literal(path: str) -> str:
@@ -559,5 +596,5 @@ def _glob_literal(path: str) -> str:
 
 
 def scratch_bytes(work_dir: Path) -> int:
-    """Bytes under the pipeline's directory (tests and the bench sample it)."""
-    return dir_bytes(work_dir / "pipeline")
+    """Disk bytes under the pipeline's directory (tests and the bench sample it)."""
+    return _disk_bytes(work_dir / "pipeline")

@@ -17,6 +17,7 @@ import collections
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -135,6 +136,8 @@ class Child:
 
     def __init__(self, binary: str, args: list[str], proc: subprocess.Popen, stream: bool):
         self.binary, self.args, self.proc = binary, args, proc
+        self.paused = False
+        self._state = threading.Lock()
         self.tail: collections.deque[str] = collections.deque(maxlen=_STDERR_TAIL)
         self._out: list[bytes] = []
         self.stdout: IO[bytes] | None = proc.stdout if stream else None
@@ -194,11 +197,29 @@ class Child:
                     raise ToolError(f"{_what(self.binary, self.args)} made no progress for {stall:g}s (nothing read "
                                     f"or written: a stalled connection?)") from None
 
+    def pause(self) -> None:
+        """SIGSTOP the child (back-pressure: it reads and writes nothing until resume; TCP flow control holds
+        its servers meanwhile). Idempotent; nothing if it has ended."""
+        self._signal(signal.SIGSTOP, paused=True)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT, paused=False)
+
+    def _signal(self, sig: int, paused: bool) -> None:
+        with self._state:
+            if self.paused != paused and self.proc.poll() is None:
+                try:
+                    os.kill(self.proc.pid, sig)
+                except ProcessLookupError:
+                    pass
+                self.paused = paused
+
     def stop(self) -> None:
-        """Terminate (then kill) the child if it still runs, and reap it."""
+        """Terminate (then kill) the child if it still runs, and reap it (a paused child is resumed to die)."""
         if self.proc.poll() is None:
             try:
                 self.proc.terminate()
+                self.resume()
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
@@ -210,7 +231,7 @@ class Child:
         """After stop or wait: the reader threads end (the pipes are at EOF), then the pipes are closed."""
         for thread in self._threads:
             thread.join(5)
-        for stream in (self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdout, self.proc.stderr):  # stdin (a pipe) is its writer's to close
             if stream is not None:
                 try:
                     stream.close()
@@ -228,8 +249,9 @@ class Group:
         self.stopped = False
 
     def spawn(self, binary: str, args: Sequence[str], *, env: Mapping[str, str] | None = None,
-              cwd: str | None = None, stream: bool = False) -> Child:
-        """Start binary; with stream=True its stdout is left for the caller to read (child.stdout)."""
+              cwd: str | None = None, stream: bool = False, stdin: bool = False) -> Child:
+        """Start binary; with stream=True its stdout is left for the caller to read (child.stdout), with stdin=True
+        its stdin is a pipe for the caller to write (child.proc.stdin, unbuffered)."""
         path = which(binary)
         args = [str(a) for a in args]
         _refuse_secrets_in_argv(binary, args)
@@ -237,10 +259,13 @@ class Group:
         with self._lock:
             if self.stopped:
                 raise ToolError(f"{_what(binary, args)}: not started, the transfer is being stopped")
-            proc = subprocess.Popen([path, *args], env=child_env(env), cwd=cwd, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen([path, *args], env=child_env(env), cwd=cwd,
+                                    stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=0, close_fds=True)
             if stream:
                 _widen_pipe(proc.stdout)
+            if stdin:
+                _widen_pipe(proc.stdin)
             child = Child(binary, args, proc, stream)
             self._children.add(child)
         return child

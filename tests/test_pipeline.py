@@ -4,13 +4,12 @@ everything within seconds; and the parts without a stack (stream layers, sizes, 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
 import signal
 import stat
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,8 +19,8 @@ import pytest
 
 from modelsync import config, job, modelcar, pipeline, tools
 from modelsync.aws import cli_env, cli_flags
-from modelsync.errors import ModelSyncError, TransferError
-from modelsync.files import dir_bytes, inventory
+from modelsync.errors import ModelSyncError
+from modelsync.files import inventory
 from modelsync.oci_layout import Layout
 from modelsync.settings import parse_size
 
@@ -34,28 +33,22 @@ MIB = 1 << 20
 # ---- without a stack ----------------------------------------------------------------------------------------------
 
 
-def test_stream_layer_is_byte_for_byte_the_file_layer(tmp_path):
-    data = os.urandom(9 * MIB + 123)  # over one copy buffer: the two-thread hashing path
-    src = tmp_path / "src.bin"
-    src.write_bytes(data)
-    one, two = Layout(tmp_path / "one"), Layout(tmp_path / "two")
-    one.init()
-    two.init()
-    for rel in ("a/b/weights.bin", "x" * 120 + "/long ünï.bin"):  # nested dirs; a GNU longname entry
-        by_file = modelcar.write_layer([(rel, src)], one, "t")
-        streamed = modelcar.write_stream_layer(rel, len(data), io.BytesIO(data), two, "t", "test")
-        assert streamed == by_file
-        assert streamed.size == modelcar.layer_tar_size([(rel, len(data))])
-        assert streamed.files[0].sha256 == hashlib.sha256(data).hexdigest()
-
-
-def test_stream_layer_refuses_a_stream_of_the_wrong_length(tmp_path):
-    out = Layout(tmp_path / "l")
+def test_layer_parts_with_the_files_put_in_are_byte_for_byte_the_file_layer(tmp_path):
+    """What the pipeline feeds oras (headers and padding around each file's bytes) is the layer write_layer writes."""
+    data = {"a/b/weights.bin": os.urandom(9 * MIB + 123), "x" * 120 + "/long ünï.bin": os.urandom(700),  # longname
+            "a/c.json": b"{}", "empty": b""}
+    for rel, content in data.items():
+        (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / rel).write_bytes(content)
+    out = Layout(tmp_path / "out")
     out.init()
-    with pytest.raises(TransferError, match="ended before the 100 bytes"):
-        modelcar.write_stream_layer("f", 100, io.BytesIO(b"x" * 99), out, "t", "the download")
-    with pytest.raises(TransferError, match="more than the 100 bytes"):
-        modelcar.write_stream_layer("f", 100, io.BytesIO(b"x" * 101), out, "t", "the download")
+    for group in (["a/b/weights.bin"], ["x" * 120 + "/long ünï.bin"], sorted(data)):
+        layer = modelcar.write_layer([(rel, tmp_path / "src" / rel) for rel in group], out, "t")
+        parts = modelcar.layer_parts([(rel, len(data[rel])) for rel in group])
+        assert [p for p in parts if isinstance(p, str)] == sorted(group)
+        joined = b"".join(data[p] if isinstance(p, str) else p for p in parts)
+        assert joined == out.blob_path(layer.digest).read_bytes()
+        assert len(joined) == layer.size == modelcar.layer_tar_size([(rel, len(data[rel])) for rel in group])
 
 
 def test_sizes():
@@ -67,12 +60,27 @@ def test_sizes():
     assert pipeline._glob_literal("a[1]*?.bin") == "a[[]1][*][?].bin"
 
 
-def test_items_stream_large_files_and_batch_small_ones():
+def test_storage_needed_is_the_largest_layer_of_files():
     files = {"big/a.bin": 100 * MIB, "big/b.bin": 64 * MIB, "config.json": 10, "tok/t.json": 5 * MIB}
-    items = pipeline._items(files, modelcar.MODEL_LAYER_BUDGET)
-    assert [(i.streamed, [g for g, _ in i.layers]) for i in items] == [
-        (True, [("big/a.bin",)]), (True, [("big/b.bin",)]), (False, [("config.json",), ("tok/t.json",)])]
-    assert pipeline.storage_needed(None, files) == modelcar.layer_tar_size([("big/a.bin", 100 * MIB)])
+    assert pipeline.storage_needed(None, files) == 100 * MIB
+    many = {f"{i:03d}.bin": MIB for i in range(200)}  # packed: a layer holds many files
+    groups = modelcar.plan_layers(sorted(many.items()))
+    assert pipeline.storage_needed(None, many) == max(len(g) for g in groups) * MIB > MIB
+
+
+def test_the_aws_plugin_sets_transfer_defaults_the_cli_cannot():
+    """In a fresh interpreter, as the aws child loads it: one submission at a time (files' ranges queued in order),
+    a small I/O queue; values passed explicitly still win."""
+    from modelsync.aws import PLUGIN_DIR
+    code = ("import modelsync_no_expect as p\n"
+            "class Cli:\n    def register(self, *a): pass\n"
+            "p.awscli_initialize(Cli())\n"
+            "from s3transfer.manager import TransferConfig as T\n"
+            "c, e = T(), T(max_submission_concurrency=3)\n"
+            "print(c.max_submission_concurrency, c.max_io_queue_size, e.max_submission_concurrency)")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(PLUGIN_DIR)},
+                         capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "32", "3"]
 
 
 # ---- on the stack -------------------------------------------------------------------------------------------------
@@ -108,7 +116,7 @@ def artifact(stack, name: str) -> dict:
 
 @pytest.mark.stack
 def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base_image, monkeypatch, caplog):
-    """A big file (streamed) and small ones (batched): the same digest as the old path, LIVE, bytes read back."""
+    """A big file and small ones: the same digest as the old path, LIVE, bytes read back."""
     monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # pins `created`: the whole image is reproducible
     model_dir = tmp_path / "model"
@@ -118,7 +126,7 @@ def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base
     env, name = job_env(stack, tmp_path, prefix, base_image, "new")
     with caplog.at_level(logging.INFO, logger="modelsync.pipeline"):
         streamed = job.run(config.load([], env))
-    assert any(r.name == "modelsync.pipeline" and "1 streamed" in r.getMessage() for r in caplog.records)
+    assert any(r.name == "modelsync.pipeline" and "to download" in r.getMessage() for r in caplog.records)
     assert artifact(stack, name)["state"] == "LIVE"
     assert {f.path: f.sha256 for f in streamed.files} == expected
     assert read_back(streamed, "oci", stack, tmp_path) == expected
@@ -133,35 +141,61 @@ def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base
     assert fetched.files == streamed.files
 
 
-@pytest.mark.stack
-def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, monkeypatch):
-    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
-    model_dir = tmp_path / "model"
-    expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", 64 * MIB) for i in range(5)}
-    prefix = upload(stack, model_dir)
-    env, name = job_env(stack, tmp_path, prefix, base_image, "cap")
-    cap = 140 * MIB  # two 64 MiB layers, not three
-    env["MODEL_SYNC_MAX_IN_FLIGHT_BYTES"] = "140Mi"
+def run_sampling_scratch(env: dict[str, str], caplog) -> tuple[object, int]:
+    """job.run, the pipeline's download directory measured every 5 ms (disk blocks: aws writes ranges out of
+    order); the published result and the peak."""
     storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
     peak, stop = [0], threading.Event()
 
     def sample() -> None:
-        while not stop.wait(0.01):
+        while not stop.wait(0.005):
             try:
-                # layers in flight, not the base image (pulled once, a few MiB) nor the job's small files
-                peak[0] = max(peak[0], sum(dir_bytes(p) for p in storage.glob(".modelsync-*/work/pipeline/image")))
+                peak[0] = max(peak[0], sum(pipeline._disk_bytes(p)
+                                           for p in storage.glob(".modelsync-*/work/pipeline/download")))
             except OSError:
                 pass
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        published = job.run(config.load([], env))
+        with caplog.at_level(logging.DEBUG, logger="modelsync.pipeline"):
+            published = job.run(config.load([], env))
     finally:
         stop.set()
         sampler.join()
+    return published, peak[0]
+
+
+@pytest.mark.stack
+def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, monkeypatch, caplog):
+    """aws is paused while the files on disk reach the cap, and resumed as pushes free room."""
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir = tmp_path / "model"
+    expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", 64 * MIB) for i in range(6)}
+    prefix = upload(stack, model_dir)
+    env, name = job_env(stack, tmp_path, prefix, base_image, "cap")
+    cap = 150 * MIB  # two 64 MiB files and a little, not three
+    env["MODEL_SYNC_MAX_IN_FLIGHT_BYTES"] = "150Mi"
+    published, peak = run_sampling_scratch(env, caplog)
     assert {f.path: f.sha256 for f in published.files} == expected
-    assert 64 * MIB < peak[0] <= cap, f"peak scratch {peak[0] / MIB:.1f} MiB"
+    assert 64 * MIB < peak <= cap, f"peak scratch {peak / MIB:.1f} MiB"
+    assert any("the download waits for the push" in r.getMessage() for r in caplog.records)
+    assert artifact(stack, name)["state"] == "LIVE"
+
+
+@pytest.mark.stack
+def test_a_layer_larger_than_the_cap_goes_through_alone(stack, tmp_path, base_image, monkeypatch, caplog):
+    """aws is never left paused while the next layer lacks a file and nothing is being pushed (no deadlock)."""
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir = tmp_path / "model"
+    expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", 48 * MIB) for i in range(3)}
+    prefix = upload(stack, model_dir)
+    env, name = job_env(stack, tmp_path, prefix, base_image, "alone")
+    env["MODEL_SYNC_MAX_IN_FLIGHT_BYTES"] = "20Mi"
+    published, peak = run_sampling_scratch(env, caplog)
+    assert {f.path: f.sha256 for f in published.files} == expected
+    assert any("is over --max-in-flight-bytes" in r.getMessage() for r in caplog.records)
+    assert 48 * MIB <= peak < 3 * 48 * MIB, f"peak scratch {peak / MIB:.1f} MiB"
     assert artifact(stack, name)["state"] == "LIVE"
 
 

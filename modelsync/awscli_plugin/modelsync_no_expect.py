@@ -12,6 +12,12 @@ MAX_IO_QUEUE (bench/PIPELINE-STUDY.md: ~110 MiB peak, no loss of speed, the 10 r
 """
 
 MAX_IO_QUEUE = 32
+# s3transfer prepares up to 5 transfers at once (max_submission_concurrency), so a `--recursive` download fetches
+# the ranges of several files interleaved: the first file is complete only when parts of the next ones are on disk
+# too. With 1, the files' ranges are queued file after file and the (10) parallel GETs finish them about in order,
+# which lets modelsync's pipeline push a file while the next downloads, with about two files on disk.
+SUBMISSION_CONCURRENCY = 1
+DEFAULTS = {"max_io_queue_size": MAX_IO_QUEUE, "max_submission_concurrency": SUBMISSION_CONCURRENCY}
 
 
 def drop_expect(request, **kwargs):
@@ -20,25 +26,27 @@ def drop_expect(request, **kwargs):
         del request.headers["Expect"]
 
 
-def cap_io_queue(size=MAX_IO_QUEUE):
-    """Make `size` the default max_io_queue_size of every s3transfer TransferConfig made in this process (the aws
-    CLI builds its own from ~/.aws/config's s3 section, which cannot name this one). Only the aws child calls it."""
+def transfer_defaults(defaults=None):
+    """Make DEFAULTS the defaults of every s3transfer TransferConfig made in this process (the aws CLI builds its
+    own from ~/.aws/config's s3 section, which cannot name these). Only the aws child calls it."""
     try:
         from s3transfer.manager import TransferConfig
-    except ImportError:  # an aws CLI without s3transfer: nothing to cap
+    except ImportError:  # an aws CLI without s3transfer: nothing to set
         return
     init = TransferConfig.__init__
-    if getattr(init, "_modelsync_io_queue", None) is not None:
+    if getattr(init, "_modelsync_defaults", None) is not None:
         return
+    defaults = dict(DEFAULTS if defaults is None else defaults)
 
-    def capped(self, *args, **kwargs):
-        kwargs.setdefault("max_io_queue_size", size)
+    def configured(self, *args, **kwargs):
+        for key, value in defaults.items():
+            kwargs.setdefault(key, value)
         init(self, *args, **kwargs)
 
-    capped._modelsync_io_queue = size
-    TransferConfig.__init__ = capped
+    configured._modelsync_defaults = defaults
+    TransferConfig.__init__ = configured
 
 
 def awscli_initialize(cli):
     cli.register("before-send.s3", drop_expect)
-    cap_io_queue()
+    transfer_defaults()
