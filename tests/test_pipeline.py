@@ -70,17 +70,17 @@ def test_storage_needed_is_the_largest_layer_of_files():
 
 def test_the_aws_plugin_sets_transfer_defaults_the_cli_cannot():
     """In a fresh interpreter, as the aws child loads it: one submission at a time (files' ranges queued in order),
-    a small I/O queue; values passed explicitly still win."""
+    2 MiB chunks in a short I/O queue; values passed explicitly still win."""
     from modelsync.aws import PLUGIN_DIR
     code = ("import modelsync_no_expect as p\n"
             "class Cli:\n    def register(self, *a): pass\n"
             "p.awscli_initialize(Cli())\n"
             "from s3transfer.manager import TransferConfig as T\n"
             "c, e = T(), T(max_submission_concurrency=3)\n"
-            "print(c.max_submission_concurrency, c.max_io_queue_size, e.max_submission_concurrency)")
+            "print(c.max_submission_concurrency, c.max_io_queue_size, c.io_chunksize, e.max_submission_concurrency)")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(PLUGIN_DIR)},
                          capture_output=True, text=True, check=True).stdout.split()
-    assert out == ["1", "32", "3"]
+    assert out == ["1", "4", str(2 << 20), "3"]
 
 
 # ---- on the stack -------------------------------------------------------------------------------------------------
@@ -287,7 +287,7 @@ def test_sigterm_stops_the_pipeline_within_seconds(stack, tmp_path, base_image):
 @pytest.mark.stack
 def test_aws_download_memory_is_capped_by_the_plugin(stack, tmp_path):
     """`aws s3 cp … -` into a consumer slower than the network: s3transfer's I/O queue would grow to ~250 MiB;
-    the plugin caps it (max_io_queue_size 32) so the aws process stays near 110 MiB (VmHWM, its peak RSS)."""
+    the plugin caps it (4 chunks of 2 MiB) so the aws process stays near 110-145 MiB (VmHWM, its peak RSS)."""
     model_dir = tmp_path / "model"
     write_big(model_dir / "big.bin", 256 * MIB)
     prefix = upload(stack, model_dir)

@@ -5,19 +5,22 @@ upload in two stalls for the whole read timeout (60 s by default) before a retry
 minio/minio#11245). Dropping the header after signing (it is not a signed header) removes the stall; it only
 costs re-sending a body when a store rejects a request early, e.g. on a region redirect.
 
-A download's memory: s3transfer queues up to `max_io_queue_size` (default 1000) chunks of 256 KiB that wait to be
-written, and the CLI has no setting for it. When the consumer is slower than the network (a pipe into modelsync,
-a slow disk) the queue fills: `aws s3 cp` peaked at ~370 MiB RSS for 1 GiB. The plugin lowers that default to
-MAX_IO_QUEUE (bench/PIPELINE-STUDY.md: ~110 MiB peak, no loss of speed, the 10 ranged GETs stay parallel).
+A download's memory and CPU: s3transfer reads each GET's body in chunks of `io_chunksize` (256 KiB by default) and
+queues up to `max_io_queue_size` (default 1000) of them for the writer; the CLI has no setting for either. When the
+consumer is slower than the network (a pipe into modelsync, a slow disk) the queue fills: `aws s3 cp` peaked at
+~370 MiB RSS for 1 GiB. 2 MiB chunks cost about a quarter less CPU per GiB on 2 cores (bench/PIPELINE-STUDY.md),
+and a queue of 4 of them keeps its bytes at 8 MiB (~110-145 MiB peak RSS, the 10 ranged GETs still parallel).
 """
 
-MAX_IO_QUEUE = 32
+IO_CHUNK = 2 << 20
+IO_QUEUE = 4
 # s3transfer prepares up to 5 transfers at once (max_submission_concurrency), so a `--recursive` download fetches
 # the ranges of several files interleaved: the first file is complete only when parts of the next ones are on disk
 # too. With 1, the files' ranges are queued file after file and the (10) parallel GETs finish them about in order,
 # which lets modelsync's pipeline push a file while the next downloads, with about two files on disk.
 SUBMISSION_CONCURRENCY = 1
-DEFAULTS = {"max_io_queue_size": MAX_IO_QUEUE, "max_submission_concurrency": SUBMISSION_CONCURRENCY}
+DEFAULTS = {"io_chunksize": IO_CHUNK, "max_io_queue_size": IO_QUEUE,
+            "max_submission_concurrency": SUBMISSION_CONCURRENCY}
 
 
 def drop_expect(request, **kwargs):
