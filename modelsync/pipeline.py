@@ -59,6 +59,7 @@ from .locations import FileEntry, OciLocation, Published, S3Location
 from .oci_access import registry_access
 from .oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, repo_path
 from .oci_layout import OCI_MANIFEST, Layout
+from .awscli_plugin.modelsync_no_expect import CONCURRENCY_ENV
 from .progress import watch
 from .sources.s3 import list_s3
 
@@ -68,7 +69,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelsync.pipeline")
 
-WINDOW = 64 << 20                         # room for the ranges aws fetches ahead (10 GETs of 8 MiB chunks at most)
+AWS_REQUESTS = 6                          # parallel GETs of the pipeline's aws (its chunks are 8 MiB) ...
+WINDOW = 64 << 20                         # ... which fit in this room beside two layers (the default cap)
 BATCH_FILES = 500                         # --include filters per aws process (argv stays far below its limit)
 PACE_SECONDS = 0.01                       # how often the download directory is measured (pause / resume aws)
 PACE_SLACK = 16 << 20                     # what aws may write between two measures (1.6 GB/s)
@@ -271,9 +273,10 @@ class _Run:
         self.lock = threading.Lock()
         self.downloaded = threading.Event()  # no aws process will run any more (done, or failed)
         self.waiting = False                 # the layer thread waits for a file aws has not finished
-        self.unpushed = 0                    # layers hashed whose files are still on disk
+        self.unpushed = 0                    # hashed layers whose files are still on disk
         self.aws: tools.Child | None = None
-        self.aws_env, self.aws_flags = aws.cli_env(loc), aws.cli_flags(loc)
+        self.aws_env = {**aws.cli_env(loc), CONCURRENCY_ENV: str(AWS_REQUESTS)}
+        self.aws_flags = aws.cli_flags(loc)
         self.prefix = "" if kind == "object" else (loc.key.rstrip("/") + "/" if loc.key.strip("/") else "")
 
     # ---- supervision ------------------------------------------------------------------------------------------
@@ -307,9 +310,11 @@ class _Run:
         return dict(self.layers)
 
     def _pace(self) -> None:
-        """Pause aws while the download directory holds the cap and a complete layer is on its way out (so room
-        will be freed); resume it otherwise, and always when the next layer lacks a file and nothing is being
-        pushed. The peak is what the storage path held for the pipeline."""
+        """Pause aws while the download directory holds the cap, unless nothing would free room: the layer
+        thread waits for a file and every hashed layer is pushed. So a layer larger than the cap still goes
+        through (alone). With the default cap a layer lands while the one before is pushed: aws's parallel GETs
+        reach at most AWS_REQUESTS chunks (48 MiB) past the file, within the WINDOW kept beside two layers. The
+        peak is what the storage path held for the pipeline."""
         used = _disk_bytes(self.dest)
         self.peak = max(self.peak, used)
         child = self.aws

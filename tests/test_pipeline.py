@@ -81,6 +81,10 @@ def test_the_aws_plugin_sets_transfer_defaults_the_cli_cannot():
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(PLUGIN_DIR)},
                          capture_output=True, text=True, check=True).stdout.split()
     assert out == ["1", "4", str(2 << 20), "3"]
+    code += "\nprint(T().max_request_concurrency, T(max_request_concurrency=4).max_request_concurrency)"
+    env = {**os.environ, "PYTHONPATH": str(PLUGIN_DIR), "MODELSYNC_AWS_MAX_REQUESTS": "6"}  # what the pipeline sets
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split()[-2:] == ["6", "4"]
 
 
 # ---- on the stack -------------------------------------------------------------------------------------------------
