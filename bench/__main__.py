@@ -4,8 +4,8 @@
     python -m bench --compare-backends [--size-mib 1024]
 
 Default (issue 12): a model of --files x --size incompressible files plus a few small ones, in MinIO. One run
-measures, each as one process tree sampled every 50 ms (wall time, MB/s, peak bytes in its scratch directory,
-peak RSS summed over the tree): D, `aws s3 cp --recursive` of the model; P, `oras push` of the same files; a
+measures, each as one process tree sampled every 50 ms (wall time, MB/s, peak disk bytes in its scratch
+directory, peak RSS summed over the tree, the tree's CPU seconds and MinIO's and the registry's during the run): D, `aws s3 cp --recursive` of the model; P, `oras push` of the same files; a
 naive S3 -> OCI by hand (D then P in one shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a
 new prefix) and an unchanged re-sync (S3 -> OCI to the same tag again). Then the ratios to the targets: S3->OCI
 / (1.2 x max(D,P) + 1 s), peak scratch / (2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first
@@ -36,7 +36,7 @@ from pathlib import Path
 
 from e2e.stack import DEFAULT_STATE_DIR, LocalStack
 from modelsync import aws, config, job, tools
-from modelsync.files import dir_bytes, inventory
+from modelsync.files import inventory
 from modelsync.locations import OciLocation, S3Location
 from modelsync.oci_copy import push_layout
 from modelsync.secret import Secret
@@ -163,8 +163,9 @@ class Issue12Bench:
     """The issue 12 run: floors D and P, a naive by-hand S3 -> OCI, modelsync S3 -> OCI, OCI -> S3 and an
     unchanged re-sync, each one process tree sampled every 50 ms (scratch bytes, summed RSS); then the ratios."""
 
-    def __init__(self, bench: Bench, count: int, size: int):
+    def __init__(self, bench: Bench, count: int, size: int, server_pids: list[int] = ()):
         self.b, self.count, self.size = bench, count, size
+        self.server_pids = list(server_pids)  # MinIO and the registry: their CPU is counted per run too
         self.model = bench.work / "i12-model"
         for i in range(count):
             _write_random(self.model / f"shard-{i:02d}.safetensors", size)
@@ -213,16 +214,19 @@ class Issue12Bench:
 
     def measure(self, label: str, argv: list[str], scratch: Path | None, env: dict[str, str] | None = None,
                 cwd: Path | None = None) -> None:
+        servers = {pid: _cpu(pid) or 0.0 for pid in self.server_pids}
         start = time.monotonic()
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
-        peak_scratch, peak_rss = _sample(proc, scratch)
+        peak_scratch, peak_rss, cpu = _sample(proc, scratch)
         elapsed = time.monotonic() - start
+        server_cpu = sum((_cpu(pid) or 0.0) - before for pid, before in servers.items())
         if proc.returncode != 0:
             raise SystemExit(f"{label}: failed (exit {proc.returncode})")
         self.rows.append({"name": label, "seconds": round(elapsed, 2),
                           "mb_per_s": round(self.total / 1e6 / elapsed, 1),
                           "peak_scratch_bytes": peak_scratch if scratch is not None else None,
-                          "peak_rss_bytes": peak_rss})
+                          "peak_rss_bytes": peak_rss, "cpu_seconds": round(cpu, 2),
+                          "server_cpu_seconds": round(server_cpu, 2)})
 
     def job(self, label: str, src: dict[str, str], dst: dict[str, str]) -> None:
         e = self.b.env
@@ -257,12 +261,15 @@ class Issue12Bench:
     def report(self, json_path: Path | None) -> None:
         print(f"\nmodel: {self.count} x {self.size / MIB:.0f} MiB + {len(SMALL_FILES)} small files = "
               f"{self.total / MIB:.0f} MiB; {os.cpu_count()} cores; loopback stack\n")
-        print(f"| {'run':40} | {'s':>6} | {'MB/s':>6} | {'peak scratch MiB':>16} | {'peak RSS MiB':>12} |")
-        print(f"|{'-' * 42}|{'-' * 7}:|{'-' * 7}:|{'-' * 17}:|{'-' * 13}:|")
+        print(f"| {'run':40} | {'s':>6} | {'MB/s':>6} | {'peak scratch MiB':>16} | {'peak RSS MiB':>12} | "
+              f"{'CPU-s':>5} | {'+ servers':>9} |")
+        print(f"|{'-' * 42}|{'-' * 7}:|{'-' * 7}:|{'-' * 17}:|{'-' * 13}:|{'-' * 6}:|{'-' * 10}:|")
         for r in self.rows:
             scratch = "" if r["peak_scratch_bytes"] is None else f"{r['peak_scratch_bytes'] / MIB:.0f}"
             print(f"| {r['name']:40} | {r['seconds']:6.1f} | {r['mb_per_s']:6.0f} | {scratch:>16} | "
-                  f"{r['peak_rss_bytes'] / MIB:12.0f} |")
+                  f"{r['peak_rss_bytes'] / MIB:12.0f} | {r['cpu_seconds']:5.1f} | {r['server_cpu_seconds']:9.1f} |")
+        print(f"\nCPU-s: the run's processes; + servers: MinIO's and the registry's during it. On {os.cpu_count()} "
+              f"cores a run takes at least (CPU-s + servers) / {os.cpu_count()}.")
         targets = self.targets()
         print(f"\n| {'target':56} | {'ratio':>5} | met |")
         print(f"|{'-' * 58}|{'-' * 6}:|-----|")
@@ -276,17 +283,44 @@ class Issue12Bench:
             print(f"\nwritten: {json_path}")
 
 
-def _sample(proc: subprocess.Popen, storage: Path | None, every: float = 0.05) -> tuple[int, int]:
-    """Run proc to its end; the peak bytes under storage and the peak summed RSS of proc and its descendants."""
+def _sample(proc: subprocess.Popen, storage: Path | None, every: float = 0.05) -> tuple[int, int, float]:
+    """Run proc to its end; the peak disk bytes under storage (allocated blocks: a file aws fills by ranges is
+    sparse until done), the peak summed RSS of proc and its descendants, and their CPU seconds (each process's
+    last reading)."""
     peak_scratch = peak_rss = 0
+    cpu: dict[int, float] = {}
     while proc.poll() is None:
         try:
-            peak_scratch = max(peak_scratch, dir_bytes(storage) if storage is not None and storage.exists() else 0)
+            peak_scratch = max(peak_scratch, _disk_bytes(storage) if storage is not None and storage.exists() else 0)
         except OSError:
             pass
-        peak_rss = max(peak_rss, sum(_rss(pid) for pid in _tree(proc.pid)))
+        tree = _tree(proc.pid)
+        peak_rss = max(peak_rss, sum(_rss(pid) for pid in tree))
+        for pid in tree:
+            if (seconds := _cpu(pid)) is not None:
+                cpu[pid] = seconds
         time.sleep(every)
-    return peak_scratch, peak_rss
+    return peak_scratch, peak_rss, sum(cpu.values())
+
+
+def _disk_bytes(root: Path) -> int:
+    total = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_blocks * 512
+            except FileNotFoundError:
+                pass
+    return total
+
+
+def _cpu(pid: int) -> float | None:
+    """utime + stime of a process, in seconds (children it reaped included: cutime + cstime)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def _tree(root: int) -> list[int]:
@@ -353,7 +387,8 @@ def main() -> None:
             bench.print()
             return
         bench = Bench(stack.env(), Path(tmp), 0)
-        run = Issue12Bench(bench, args.files, args.size)
+        status = stack.status()
+        run = Issue12Bench(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")])
         run.run()
         run.report(args.json)
 
