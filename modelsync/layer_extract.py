@@ -11,11 +11,13 @@ hashed as it is read and must match its descriptor's digest.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
 import shutil
 import tarfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,14 +32,27 @@ _COMPRESSION = {"": "r|", "+gzip": "r|gz"}
 
 
 class _HashingReader:
+    """Reads through fp, hashing what passes in a thread of its own (hashlib lets go of the GIL), so the blob's
+    hash and the files' run on two cores. `digest()` waits for the last update."""
+
     def __init__(self, fp: BinaryIO):
         self._fp = fp
-        self.sha = hashlib.sha256()
+        self._sha = hashlib.sha256()
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="layer-hash")
+        self._last: Future | None = None
 
     def read(self, n: int = -1) -> bytes:
         data = self._fp.read(n)
-        self.sha.update(data)
+        if self._last is not None:
+            self._last.result()  # in order, one update at a time
+        self._last = self._hasher.submit(self._sha.update, data)
         return data
+
+    def digest(self) -> str:
+        if self._last is not None:
+            self._last.result()
+        self._hasher.shutdown()
+        return "sha256:" + self._sha.hexdigest()
 
 
 def tar_mode(media_type: str) -> str:
@@ -65,22 +80,28 @@ class TreeWriter:
 
     # ---- driving -----------------------------------------------------------------------------------------
 
-    def apply(self, blob: Path, media_type: str, digest: str) -> None:
+    def apply(self, blob: Path | BinaryIO, media_type: str, digest: str) -> None:
+        """Apply one layer, read from a blob file or a stream (a registry download's stdout)."""
+        if isinstance(blob, Path):
+            with open(blob, "rb") as raw:
+                self.apply(raw, media_type, digest)
+            return
         self._this_layer = set()
         self._space = SpaceBudget(self.dest, "unpacking the layers")  # bytes written vs. the space free now
-        with open(blob, "rb") as raw:
-            reader = _HashingReader(raw)
-            try:
-                with tarfile.open(fileobj=reader, mode=tar_mode(media_type), bufsize=_COPY_BUF) as tar:
-                    for member in tar:
-                        self._entry(tar, member)
-                while reader.read(_COPY_BUF):  # the tar's trailing padding is part of the digest
-                    pass
-            except (tarfile.TarError, EOFError, OSError) as exc:
-                if is_no_space(exc):
-                    raise self._space.error(exc) from None
-                raise TransferError(f"layer {digest[:19]} is not a readable tar: {exc}") from None
-        if "sha256:" + reader.sha.hexdigest() != digest:
+        reader = _HashingReader(blob)
+        try:
+            with tarfile.open(fileobj=reader, mode=tar_mode(media_type), bufsize=_COPY_BUF) as tar:
+                for member in tar:
+                    self._entry(tar, member)
+            while reader.read(_COPY_BUF):  # the tar's trailing padding is part of the digest
+                pass
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            if is_no_space(exc):
+                raise self._space.error(exc) from None
+            raise TransferError(f"layer {digest[:19]} is not a readable tar: {exc}") from None
+        finally:
+            found = reader.digest()
+        if found != digest:
             raise TransferError(f"layer {digest[:19]} does not match its digest")
 
     def entries(self) -> list[FileEntry]:
@@ -160,11 +181,16 @@ class TreeWriter:
         sha = hashlib.sha256()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
-            with os.fdopen(fd, "wb") as out:
+            with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(1, thread_name_prefix="file-hash") as hasher:
+                last: Future | None = None
                 while chunk := src.read(_COPY_BUF):
-                    sha.update(chunk)
+                    if last is not None:
+                        last.result()
+                    last = hasher.submit(sha.update, chunk)  # hashed while this thread writes (GIL let go)
                     self._space.add(len(chunk))
                     out.write(chunk)
+                if last is not None:
+                    last.result()
         except BaseException:
             target.unlink(missing_ok=True)  # no half-written file
             raise
@@ -224,8 +250,9 @@ class TreeWriter:
         return rel if target is None or depth > 16 else self._follow(target, depth + 1)
 
 
-def write_blob(src: Path, dest: Path, digest: str, size: int) -> str:
-    """Copy an artifact blob to dest (never through a symlink), checking digest and size; return the sha256 hex."""
+def write_blob(src: Path | BinaryIO, dest: Path, digest: str, size: int) -> str:
+    """Copy an artifact blob (a file, or a stream) to dest (never through a symlink), checking digest and size;
+    return the sha256 hex."""
     sha = hashlib.sha256()
     written = 0
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +261,8 @@ def write_blob(src: Path, dest: Path, digest: str, size: int) -> str:
     space = SpaceBudget(dest.parent, "writing the artifact files")
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
-        with open(src, "rb") as fin, os.fdopen(fd, "wb") as out:
+        with (open(src, "rb") if isinstance(src, Path) else contextlib.nullcontext(src)) as fin, \
+                os.fdopen(fd, "wb") as out:
             while chunk := fin.read(_COPY_BUF):
                 sha.update(chunk)
                 written += len(chunk)

@@ -169,7 +169,7 @@ class Layout:
         entries = index.get("manifests") or []
         if not entries:
             raise TransferError(f"{self.root}: the index lists no manifests")
-        chosen = _match_platform(entries, platform) if len(entries) > 1 else entries[0]
+        chosen = match_platform(entries, platform) if len(entries) > 1 else entries[0]
         if chosen is None:
             raise TransferError(f"{self.root}: no manifest for platform {platform}")
         doc = self.read_json(chosen["digest"])
@@ -179,7 +179,7 @@ class Layout:
         return chosen, to_oci_manifest(doc)
 
 
-def _match_platform(entries: list[Descriptor], platform: str) -> Descriptor | None:
+def match_platform(entries: list[Descriptor], platform: str) -> Descriptor | None:
     os_name, arch, variant = parse_platform(platform)
     for entry in entries:
         p = entry.get("platform") or {}

@@ -23,6 +23,7 @@ from modelsync import tools
 from modelsync.destinations import oci as oci_destination
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import ModelSyncError, ToolError, TransferError
+from modelsync.layer_extract import TreeWriter
 from modelsync.locations import OciLocation
 from modelsync.oci_copy import push_layout
 from modelsync.oci_layout import OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, Layout
@@ -292,3 +293,52 @@ def test_one_gib_model_push_repush_fetch(tmp_path, plain, busybox_base, monkeypa
           + f"; push {pushes[0]:.1f}s, re-push {pushes[1]:.1f}s")
     assert pushes[1] < max(2.0, pushes[0] / 3)  # blobs already there: only config and manifest go up
     assert digests_of(tmp_path / "dest") == digests_of(tmp_path / "model")
+
+
+def _fake_oras(tmp_path: Path, script_body: str) -> Path:
+    """A directory holding an `oras` that runs script_body (sh) before exec'ing the real one."""
+    real = tools.which("oras")
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "oras").write_text(f"#!/bin/sh\n{script_body}\nexec '{real}' \"$@\"\n")
+    (bin_dir / "oras").chmod(0o755)
+    return bin_dir
+
+
+def test_fetch_with_oras_streams_layers_without_a_layout_copy(tmp_path, plain, busybox_base, monkeypatch):
+    """Each layer goes from `oras blob fetch` straight into place: the work dir never holds a blob, so the storage
+    path needs the model's bytes once (with skopeo, the layout copy comes first)."""
+    expected = make_model(tmp_path / "model", big_bytes=24 << 20)
+    published = publish_modelcar(tmp_path / "model", plain(f"{_repo()}:s"), busybox_base, tmp_path / "w")
+    log_calls = f'echo "$1 $2" >> {tmp_path / "calls"}'
+    monkeypatch.setenv("PATH", f"{_fake_oras(tmp_path, log_calls)}:{os.environ['PATH']}")
+    work = tmp_path / "fetch-work"
+    biggest = [0]
+    real_apply = TreeWriter.apply
+
+    def apply(self, blob, media_type, digest):
+        biggest[0] = max(biggest[0], sum(p.stat().st_size for p in work.rglob("*") if p.is_file()))
+        return real_apply(self, blob, media_type, digest)
+
+    monkeypatch.setattr(TreeWriter, "apply", apply)
+    files = fetch_oci(OciLocation(published.uri.removeprefix("oci://"), tls_verify=False), tmp_path / "dest", work,
+                      backend="oras")
+    seen = (tmp_path / "calls").read_text().split("\n")
+    assert {f.path: f.sha256 for f in files} == expected == digests_of(tmp_path / "dest")
+    assert "blob fetch" in seen and "cp --no-tty" not in seen, seen
+    assert biggest[0] < 1 << 20, f"{biggest[0]} bytes in the work dir while extracting"
+
+
+def test_a_cut_layer_fetch_is_fetched_again(tmp_path, plain, busybox_base, monkeypatch, caplog):
+    expected = make_model(tmp_path / "model", big_bytes=8 << 20)
+    published = publish_modelcar(tmp_path / "model", plain(f"{_repo()}:cut"), busybox_base, tmp_path / "w")
+    count = tmp_path / "fetches"
+    cut_second = (f'if [ "$1 $2" = "blob fetch" ]; then n=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); '
+                  f'echo $n > {count}; if [ $n -eq 2 ]; then head -c 1000 /dev/zero; '
+                  f'echo "Error: read tcp: connection reset by peer" >&2; exit 1; fi; fi')
+    monkeypatch.setenv("PATH", f"{_fake_oras(tmp_path, cut_second)}:{os.environ['PATH']}")
+    monkeypatch.setattr(tools, "RETRY_FIRST_WAIT", 0.1)
+    files = fetch_oci(OciLocation(published.uri.removeprefix("oci://"), tls_verify=False), tmp_path / "dest",
+                      tmp_path / "fw", backend="oras")
+    assert {f.path: f.sha256 for f in files} == expected == digests_of(tmp_path / "dest")
+    assert "connection reset by peer; trying again" in caplog.text

@@ -1,6 +1,9 @@
 """Fetch a model from an OCI registry: a modelcar image (ours or any with `/models`) or an ORAS artifact.
 
-The tool (skopeo or oras) copies the image into an OCI layout in the work dir; Python then reads the blobs:
+With oras (the default backend) nothing is copied first: the manifest is read over HTTP (an index narrowed to
+the platform) and each layer is streamed by `oras blob fetch --output -` straight into the extraction, its
+digest checked on the way, so the storage path holds the files once. With skopeo the image is copied into an OCI
+layout in the work dir first. Python then reads the blobs:
 - an image (image config media type): its layers are applied in order, whiteouts included, keeping only the
   `models/` tree, which becomes dest_dir (layer_extract.py refuses anything that would escape it);
 - an artifact (any other config type, e.g. what `oras push` makes): each layer annotated with
@@ -18,15 +21,17 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import endpoints
+from .. import endpoints, tools
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..layer_extract import TreeWriter, write_blob
 from ..locations import FileEntry, OciLocation
 from ..modelcar import MODELS_DIR
-from ..oci_access import check_backend
-from ..oci_copy import pull_to_layout, qualified, repo_path
-from ..oci_layout import IMAGE_CONFIG_TYPES, INDEX_TYPES, TITLE, Layout
+from ..files import human
+from ..oci_access import check_backend, registry_access
+from ..oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, qualified, repo_path
+from ..oci_layout import IMAGE_CONFIG_TYPES, INDEX_TYPES, TITLE, Layout, match_platform, to_oci_manifest
+from ..progress import watch
 from ..requirements import require_oci
 
 if TYPE_CHECKING:
@@ -48,20 +53,87 @@ def fetch_oci(src: OciLocation, dest_dir: Path, work_dir: Path, backend: str = "
         log.info("%s is an artifact, not an image: fetching it with oras", src.reference)
         backend = "oras"
     work_dir.mkdir(parents=True, exist_ok=True)
+    if backend == "oras":
+        return _stream_oci(src, dest_dir, work_dir, platform)
     job_dir = Path(tempfile.mkdtemp(prefix="oci-fetch-", dir=work_dir))
     try:
         pull_to_layout(src, job_dir / "layout", _REF, work_dir, backend, platform)
         start = time.monotonic()
         layout = Layout(job_dir / "layout")
         _, manifest = layout.resolve_manifest(platform)
+        blob = _from_layout(layout)
         if manifest["config"]["mediaType"] in IMAGE_CONFIG_TYPES:
-            files = _extract_image(layout, manifest, dest_dir, src)
+            files = _extract_image(manifest, dest_dir, src, blob)
         else:
-            files = _place_artifact(layout, manifest, dest_dir, src)
+            files = _place_artifact(manifest, dest_dir, src, blob)
         log.info("extracted %d files from %s in %.1fs", len(files), src.reference, time.monotonic() - start)
         return files
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
+
+
+def _stream_oci(src: OciLocation, dest_dir: Path, work_dir: Path, platform: str) -> list[FileEntry]:
+    """fetch_oci with oras: the manifest read over HTTP, each layer streamed from the registry into place."""
+    start = time.monotonic()
+    client = RegistryClient(src)
+    repo = repo_path(src)
+    manifest = remote_manifest(client, repo, src.digest or src.tag or "latest", platform, src.reference)
+    layers = manifest.get("layers") or []
+    total = sum(int(layer.get("size", 0)) for layer in layers)
+    done = [0]
+    with registry_access(src, work_dir) as access, watch(f"pull {src.reference}", total, lambda: done[0]):
+        group = tools.Group()
+
+        def blob(layer: dict[str, Any], use) -> None:
+            """use(stream) on the layer's bytes as `oras blob fetch` downloads them, its exit status checked; the
+            whole layer again after a transient failure (a cut connection, a registry restarting)."""
+            def once() -> None:
+                child = group.spawn("oras", ["blob", "fetch", *access.oras_args(), "--output", "-",
+                                             f"{src.repository}@{layer['digest']}"], stream=True)
+                try:
+                    try:
+                        use(child.stdout)
+                    except TransferError:
+                        time.sleep(0.2)
+                        if child.proc.poll() not in (None, 0):
+                            child.wait(30)  # a failed download says why on stderr: that error is the better one
+                        raise
+                    if child.stdout.read(1):
+                        raise TransferError(f"{src.reference}: layer {layer['digest'][:19]} is longer than its "
+                                            f"{layer['size']} bytes")
+                    child.wait(PUSH_TIMEOUT)
+                finally:
+                    group.finish(child)
+            tools.retry(f"fetch of layer {layer['digest'][:19]}", once, oras_transient)
+            done[0] += int(layer.get("size", 0))
+
+        try:
+            if manifest["config"]["mediaType"] in IMAGE_CONFIG_TYPES:
+                files = _extract_image(manifest, dest_dir, src, blob)
+            else:
+                files = _place_artifact(manifest, dest_dir, src, blob)
+        finally:
+            group.stop()
+    log.info("streamed %d files (%s) from %s in %.1fs", len(files), human(total), src.reference,
+             time.monotonic() - start)
+    return files
+
+
+def remote_manifest(client: RegistryClient, repo: str, reference: str, platform: str, name: str) -> dict[str, Any]:
+    """The image manifest at reference (an index narrowed to platform, nested at most 4 deep), OCI media types."""
+    found = client.manifest(repo, reference)
+    for _ in range(5):
+        doc = found.json()
+        if found.media_type not in INDEX_TYPES and "manifests" not in doc:
+            return to_oci_manifest(doc)
+        entries = doc.get("manifests") or []
+        chosen = match_platform(entries, platform) if len(entries) > 1 else (entries[0] if entries else None)
+        if chosen is None:
+            raise TransferError(f"{name}: no manifest for platform {platform}")
+        found = client.manifest(repo, chosen["digest"])
+        if found.digest != chosen["digest"]:
+            raise TransferError(f"{name}: manifest {chosen['digest'][:19]} does not match its digest")
+    raise TransferError(f"{name}: indexes nested too deep")
 
 
 def _is_artifact(src: OciLocation, platform: str) -> bool:
@@ -75,18 +147,25 @@ def _is_artifact(src: OciLocation, platform: str) -> bool:
     return (doc.get("config") or {}).get("mediaType") not in IMAGE_CONFIG_TYPES
 
 
-def _extract_image(layout: Layout, manifest: dict[str, Any], dest_dir: Path, src: OciLocation) -> list[FileEntry]:
+def _from_layout(layout: Layout):
+    """blob(layer, use) for the extraction: use(stream) on the layer's blob file in layout."""
+    def blob(layer: dict[str, Any], use) -> None:
+        with open(layout.blob_path(layer["digest"]), "rb") as stream:
+            use(stream)
+    return blob
+
+
+def _extract_image(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob) -> list[FileEntry]:
     tree = TreeWriter(dest_dir, MODELS_DIR)
     for layer in manifest.get("layers") or []:
-        tree.apply(layout.blob_path(layer["digest"]), layer["mediaType"], layer["digest"])
+        blob(layer, lambda stream, layer=layer: tree.apply(stream, layer["mediaType"], layer["digest"]))
     files = tree.entries()
     if not files:
         raise TransferError(f"{src.reference}: the image has no files under /{MODELS_DIR}: not a modelcar")
     return files
 
 
-def _place_artifact(layout: Layout, manifest: dict[str, Any], dest_dir: Path,
-                    src: OciLocation) -> list[FileEntry]:
+def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob) -> list[FileEntry]:
     tree = TreeWriter(dest_dir, None)
     files: list[FileEntry] = []
     for layer in manifest.get("layers") or []:
@@ -98,12 +177,14 @@ def _place_artifact(layout: Layout, manifest: dict[str, Any], dest_dir: Path,
         rel = tree.relative(title)  # refuses absolute paths and '..'
         if not rel:
             raise TransferError(f"{src.reference}: layer title {title!r} names no file")
-        blob = layout.blob_path(layer["digest"])
-        if annotations.get(ORAS_UNPACK) == "true":
-            tree.apply(blob, layer["mediaType"], layer["digest"])  # a directory oras packed as tar.gz
+        if annotations.get(ORAS_UNPACK) == "true":  # a directory oras packed as tar.gz
+            blob(layer, lambda stream, layer=layer: tree.apply(stream, layer["mediaType"], layer["digest"]))
             continue
-        sha = write_blob(blob, tree.prepare(rel), layer["digest"], layer["size"])
-        files.append(FileEntry(rel, layer["size"], sha))
+        target = tree.prepare(rel)
+        sha: list[str] = []
+        blob(layer, lambda stream, layer=layer: sha.append(write_blob(stream, target, layer["digest"],
+                                                                      layer["size"])))
+        files.append(FileEntry(rel, layer["size"], sha[0]))
     files = sorted({f.path: f for f in files + tree.entries()}.values(), key=lambda e: e.path)
     if not files:
         raise TransferError(f"{src.reference}: the artifact has no titled layers to fetch")
