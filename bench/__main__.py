@@ -315,10 +315,10 @@ def _disk_bytes(root: Path) -> int:
 
 
 def _cpu(pid: int) -> float | None:
-    """utime + stime of a process, in seconds (children it reaped included: cutime + cstime)."""
+    """utime + stime of a process, in seconds (not its reaped children's: they are sampled themselves)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+        return sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
     except (OSError, IndexError, ValueError):
         return None
 
@@ -389,8 +389,22 @@ def main() -> None:
         bench = Bench(stack.env(), Path(tmp), 0)
         status = stack.status()
         run = Issue12Bench(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")])
-        run.run()
+        try:
+            run.run()
+        finally:
+            _remove_bench_objects(bench)
         run.report(args.json)
+
+
+def _remove_bench_objects(bench: Bench) -> None:
+    """The run's objects in MinIO go (a 8 x 512 MiB run writes 8 GiB there); its images stay in the registry,
+    which frees space only by garbage collection (`modelsync-stack down`, then remove the stack's state dir)."""
+    client = aws.client(bench.s3(""))
+    for prefix in ("bench-i12/", "bench-i12-dst/"):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bench.env["MINIO_BUCKET"], Prefix=prefix):
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                client.delete_objects(Bucket=bench.env["MINIO_BUCKET"], Delete={"Objects": keys})
 
 
 if __name__ == "__main__":

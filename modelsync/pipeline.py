@@ -315,7 +315,7 @@ class _Run:
         through (alone). With the default cap a layer lands while the one before is pushed: aws's parallel GETs
         reach at most AWS_REQUESTS chunks (48 MiB) past the file, within the WINDOW kept beside two layers. The
         peak is what the storage path held for the pipeline."""
-        used = _disk_bytes(self.dest)
+        used = _disk_bytes(self.dest.parent)  # the downloads, and the base image and the config beside them
         self.peak = max(self.peak, used)
         child = self.aws
         if child is None:

@@ -159,8 +159,9 @@ SETTINGS: tuple[Setting, ...] = (
     # --- job ----------------------------------------------------------------------------------------------
     Setting("storage_path", "Scratch space; must hold the whole model (S3 to OCI: only what is in flight, see "
             "--max-in-flight-bytes)", default="/tmp/model-sync", kind="path"),
-    Setting("max_in_flight_bytes", "S3 to OCI: most bytes of layers kept in the storage path at once (downloaded, "
-            "not yet pushed), e.g. 512Mi, 2Gi, 4G or a number of bytes; default two of the model's largest file",
+    Setting("max_in_flight_bytes", "S3 to OCI: most bytes of downloaded files kept in the storage path at once "
+            "(not yet pushed), e.g. 512Mi, 2Gi, 4G or a number of bytes; default two of the model's largest layer "
+            "plus 64 MiB",
             kind="size"),
     Setting("log_format", "text (for people) or json (one object per line)", default="text", choices=LOG_FORMATS),
     Setting("log_level", "Log level of the job", default="info", choices=LOG_LEVELS),
