@@ -7,7 +7,8 @@ Default (issue 12): a model of --files x --size incompressible files plus a few 
 measures, each as one process tree sampled every 50 ms (wall time, MB/s, peak disk bytes in its scratch
 directory, peak RSS summed over the tree, the tree's CPU seconds and MinIO's and the registry's during the run): D, `aws s3 cp --recursive` of the model; P, `oras push` of the same files; a
 naive S3 -> OCI by hand (D then P in one shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a
-new prefix) and an unchanged re-sync (S3 -> OCI to the same tag again). Then the ratios to the targets: S3->OCI
+new prefix), an unchanged re-sync (S3 -> OCI to the same tag again), S3 -> S3 and a URL source (the files as one
+tar archive served by a thread of the bench, whose CPU is not counted) -> OCI. Then the ratios to the targets: S3->OCI
 / (1.2 x max(D,P) + 1 s), peak scratch / (2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first
 + 1 s). A table is printed (Markdown) and the figures written as JSON.
 
@@ -23,13 +24,17 @@ With --compare-backends, each scenario is one full job in this process, timed on
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
+import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -181,6 +186,11 @@ class Issue12Bench:
         e = self.b.env
         key = f"bench-i12/{uuid.uuid4().hex[:8]}"
         publish_s3(self.model, inventory(self.model), self.b.s3(key), "b" * 32)
+        archive = self.b.work / "www" / "model.tar"  # the URL source: the same files as one tar archive
+        archive.parent.mkdir()
+        with tarfile.open(archive, "w") as tar:
+            for rel in self.files:
+                tar.add(self.model / rel, rel)
         shutil.rmtree(self.model)  # the disk holds S3's copy and the registry's from here on
         loc = self.b.s3(key)
         aws_env = {**os.environ, **aws.cli_env(loc)}
@@ -204,13 +214,25 @@ class Issue12Bench:
         self.job("modelsync OCI -> S3",
                  {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": ref,
                   "MODEL_SYNC_SOURCE_OCI_USERNAME": "bench", "MODEL_SYNC_SOURCE_OCI_PASSWORD": "unused",
-                  "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false"},
-                 {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": e["MINIO_BUCKET"],
-                  "MODEL_SYNC_DESTINATION_AWS_KEY": f"bench-i12-dst/{uuid.uuid4().hex[:8]}",
-                  "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": e["MINIO_ENDPOINT"],
-                  "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": e["MINIO_ACCESS_KEY"],
-                  "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": e["MINIO_SECRET_KEY"]})
+                  "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false"}, self.dst_s3())
         self.job("modelsync S3 -> OCI, unchanged re-sync", self.b.src_s3(key), self.b.dst_oci(ref, "oras"))
+        self.job("modelsync S3 -> S3", self.b.src_s3(key), self.dst_s3())
+        handler = functools.partial(_QuietFiles, directory=str(archive.parent))
+        with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as www:
+            threading.Thread(target=www.serve_forever, daemon=True).start()
+            url = f"http://127.0.0.1:{www.server_address[1]}/model.tar"
+            self.job("modelsync URI (tar) -> OCI", {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": url},
+                     self.b.dst_oci(f"{repo}-uri:v1", "oras"))
+            www.shutdown()
+        archive.unlink()
+
+    def dst_s3(self) -> dict[str, str]:
+        e = self.b.env
+        return {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": e["MINIO_BUCKET"],
+                "MODEL_SYNC_DESTINATION_AWS_KEY": f"bench-i12-dst/{uuid.uuid4().hex[:8]}",
+                "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": e["MINIO_ENDPOINT"],
+                "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": e["MINIO_ACCESS_KEY"],
+                "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": e["MINIO_SECRET_KEY"]}
 
     def measure(self, label: str, argv: list[str], scratch: Path | None, env: dict[str, str] | None = None,
                 cwd: Path | None = None) -> None:
@@ -281,6 +303,11 @@ class Issue12Bench:
                                              "cores": os.cpu_count(), "runs": self.rows, "targets": targets},
                                             indent=2) + "\n")
             print(f"\nwritten: {json_path}")
+
+
+class _QuietFiles(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
 
 
 def _sample(proc: subprocess.Popen, storage: Path | None, every: float = 0.05) -> tuple[int, int, float]:
