@@ -41,7 +41,7 @@ from pathlib import Path
 
 from e2e.stack import DEFAULT_STATE_DIR, LocalStack
 from modelsync import aws, config, job, tools
-from modelsync.files import inventory
+from modelsync.files import disk_bytes, inventory
 from modelsync.locations import OciLocation, S3Location
 from modelsync.oci_copy import push_layout
 from modelsync.secret import Secret
@@ -318,7 +318,7 @@ def _sample(proc: subprocess.Popen, storage: Path | None, every: float = 0.05) -
     cpu: dict[int, float] = {}
     while proc.poll() is None:
         try:
-            peak_scratch = max(peak_scratch, _disk_bytes(storage) if storage is not None and storage.exists() else 0)
+            peak_scratch = max(peak_scratch, disk_bytes(storage) if storage is not None and storage.exists() else 0)
         except OSError:
             pass
         tree = _tree(proc.pid)
@@ -328,17 +328,6 @@ def _sample(proc: subprocess.Popen, storage: Path | None, every: float = 0.05) -
                 cpu[pid] = seconds
         time.sleep(every)
     return peak_scratch, peak_rss, sum(cpu.values())
-
-
-def _disk_bytes(root: Path) -> int:
-    total = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            try:
-                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_blocks * 512
-            except FileNotFoundError:
-                pass
-    return total
 
 
 def _cpu(pid: int) -> float | None:

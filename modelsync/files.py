@@ -135,6 +135,19 @@ def dir_bytes(root: Path) -> int:
     return total
 
 
+def disk_bytes(root: Path) -> int:
+    """Bytes of disk the files under root take (allocated blocks: aws writes a file's ranges out of order, so a
+    half-downloaded file's size can be far ahead of what it holds)."""
+    total = 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            try:
+                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_blocks * 512
+            except FileNotFoundError:  # renamed or deleted meanwhile
+                pass
+    return total
+
+
 def human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":

@@ -54,7 +54,7 @@ from . import aws, endpoints, modelcar, tools
 from .destinations.oci import is_scratch, verify_pushed
 from .distribution import RegistryClient
 from .errors import TransferError
-from .files import human, require_free_space
+from .files import disk_bytes, human, require_free_space
 from .locations import FileEntry, OciLocation, Published, S3Location
 from .oci_access import registry_access
 from .oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, repo_path
@@ -315,7 +315,7 @@ class _Run:
         through (alone). With the default cap a layer lands while the one before is pushed: aws's parallel GETs
         reach at most AWS_REQUESTS chunks (48 MiB) past the file, within the WINDOW kept beside two layers. The
         peak is what the storage path held for the pipeline."""
-        used = _disk_bytes(self.dest.parent)  # the downloads, and the base image and the config beside them
+        used = disk_bytes(self.dest.parent)  # the downloads, and the base image and the config beside them
         self.peak = max(self.peak, used)
         child = self.aws
         if child is None:
@@ -581,20 +581,6 @@ class _Run:
             raise
 
 
-
-def _disk_bytes(root: Path) -> int:
-    """Bytes of disk the files under root take (allocated blocks: aws writes a file's ranges out of order, so a
-    half-downloaded file's size can be far ahead of what it holds)."""
-    total = 0
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            try:
-                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_blocks * 512
-            except FileNotFoundError:  # renamed or deleted meanwhile
-                pass
-    return total
-
-
 def _glob_literal(path: str) -> str:
     """An aws CLI --include pattern (fnmatch) matching exactly path: *, ? and [ each as a one-character class."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
@@ -602,4 +588,4 @@ def _glob_literal(path: str) -> str:
 
 def scratch_bytes(work_dir: Path) -> int:
     """Disk bytes under the pipeline's directory (tests and the bench sample it)."""
-    return _disk_bytes(work_dir / "pipeline")
+    return disk_bytes(work_dir / "pipeline")

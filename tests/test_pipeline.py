@@ -20,7 +20,7 @@ import pytest
 from modelsync import config, job, modelcar, pipeline, tools
 from modelsync.aws import cli_env, cli_flags
 from modelsync.errors import ModelSyncError
-from modelsync.files import inventory
+from modelsync.files import disk_bytes, inventory
 from modelsync.oci_layout import Layout
 from modelsync.settings import parse_size
 
@@ -154,7 +154,7 @@ def run_sampling_scratch(env: dict[str, str], caplog) -> tuple[object, int]:
     def sample() -> None:
         while not stop.wait(0.005):
             try:
-                peak[0] = max(peak[0], sum(pipeline._disk_bytes(p)
+                peak[0] = max(peak[0], sum(disk_bytes(p)
                                            for p in storage.glob(".modelsync-*/work/pipeline/download")))
             except OSError:
                 pass
