@@ -585,7 +585,3 @@ def _glob_literal(path: str) -> str:
     """An aws CLI --include pattern (fnmatch) matching exactly path: *, ? and [ each as a one-character class."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
 
-
-def scratch_bytes(work_dir: Path) -> int:
-    """Disk bytes under the pipeline's directory (tests and the bench sample it)."""
-    return disk_bytes(work_dir / "pipeline")
