@@ -17,6 +17,7 @@ import os
 import posixpath
 import shutil
 import tarfile
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
@@ -47,6 +48,25 @@ class _HashingReader:
             self._last.result()  # in order, one update at a time
         self._last = self._hasher.submit(self._sha.update, data)
         return data
+
+    def read_exact(self, n: int) -> bytes:
+        """n bytes, fewer only at the end of the stream (a pipe returns what it has)."""
+        parts, left = [], n
+        while left > 0 and (data := self.read(left)):
+            parts.append(data)
+            left -= len(data)
+        return b"".join(parts)
+
+    def readinto_hashed(self, view: memoryview) -> tuple[int, Future | None]:
+        """Up to len(view) bytes read into view; their hash is under way in the returned future, which must be
+        waited for before view is written again."""
+        if self._last is not None:
+            self._last.result()  # the bytes hashed before them, and view free to be written
+        n = self._fp.readinto(view)
+        if not n:
+            return 0, None
+        self._last = self._hasher.submit(self._sha.update, view[:n])
+        return n, self._last
 
     def digest(self) -> str:
         if self._last is not None:
@@ -89,10 +109,15 @@ class TreeWriter:
         self._this_layer = set()
         self._space = SpaceBudget(self.dest, "unpacking the layers")  # bytes written vs. the space free now
         reader = _HashingReader(blob)
+        mode = tar_mode(media_type)
         try:
-            with tarfile.open(fileobj=reader, mode=tar_mode(media_type), bufsize=_COPY_BUF) as tar:
-                for member in tar:
-                    self._entry(tar, member)
+            if mode == "r|":  # uncompressed: read directly, each byte copied once
+                for member, data in _plain_tar(reader):
+                    self._entry(member, data)
+            else:
+                with tarfile.open(fileobj=reader, mode=mode, bufsize=_COPY_BUF) as tar:
+                    for member in tar:
+                        self._entry(member, _tarfile_data(tar, member))
             while reader.read(_COPY_BUF):  # the tar's trailing padding is part of the digest
                 pass
         except (tarfile.TarError, EOFError, OSError) as exc:
@@ -115,7 +140,7 @@ class TreeWriter:
 
     # ---- one member --------------------------------------------------------------------------------------
 
-    def _entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def _entry(self, member: tarfile.TarInfo, data: Callable[[], Iterator[Chunk]]) -> None:
         rel = self.relative(member.name)
         if rel is None:
             return
@@ -133,7 +158,7 @@ class TreeWriter:
         if member.isdir():
             target.mkdir(mode=0o755, exist_ok=True)
         elif member.isreg():
-            self._write(tar, member, rel, target)
+            self._write(data, member, rel, target)
         elif member.issym():
             self._symlink(rel, member.linkname, target)
         elif member.islnk():
@@ -172,25 +197,19 @@ class TreeWriter:
             self._forget(rel)
         return path
 
-    def _write(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str, target: Path) -> None:
+    def _write(self, data: Callable[[], Iterator[Chunk]], member: tarfile.TarInfo, rel: str, target: Path) -> None:
         if target.is_dir():
             shutil.rmtree(target)
             self._forget(rel)
-        src = tar.extractfile(member)
-        assert src is not None
         sha = hashlib.sha256()
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
             with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(1, thread_name_prefix="file-hash") as hasher:
-                last: Future | None = None
-                while chunk := src.read(_COPY_BUF):
-                    if last is not None:
-                        last.result()
-                    last = hasher.submit(sha.update, chunk)  # hashed while this thread writes (GIL let go)
+                for chunk in data():  # each chunk valid until the next is asked for
+                    hashed = hasher.submit(sha.update, chunk)  # hashed while this thread writes (GIL let go)
                     self._space.add(len(chunk))
                     out.write(chunk)
-                if last is not None:
-                    last.result()
+                    hashed.result()
         except BaseException:
             target.unlink(missing_ok=True)  # no half-written file
             raise
@@ -248,6 +267,112 @@ class TreeWriter:
     def _follow(self, rel: str, depth: int = 0) -> str:
         target = self.links.get(rel)
         return rel if target is None or depth > 16 else self._follow(target, depth + 1)
+
+
+Chunk = bytes | memoryview
+
+
+def _tarfile_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], Iterator[Chunk]]:
+    def chunks() -> Iterator[Chunk]:
+        src = tar.extractfile(member)
+        assert src is not None
+        while chunk := src.read(_COPY_BUF):
+            yield chunk
+    return chunks
+
+
+_SPARSE = (tarfile.GNUTYPE_SPARSE,)
+
+
+def _plain_tar(reader: _HashingReader) -> Iterator[tuple[tarfile.TarInfo, Callable[[], Iterator[Chunk]]]]:
+    """The members of an uncompressed tar stream, each with its data as chunks read straight into one buffer
+    (tarfile's stream mode copies every byte several times on the way). Headers are parsed by tarfile itself
+    (TarInfo.frombuf: checksums, base-256 sizes); GNU long names and links and pax path, linkpath and size
+    records are applied to the next member as tarfile applies them; sparse files are refused. Data a member's
+    consumer does not read is skipped; the end blocks and whatever follows are left to the caller."""
+    buf = memoryview(bytearray(_COPY_BUF))
+    long_name = long_link = None
+    pax: dict[str, str] = {}
+    while True:
+        block = reader.read_exact(tarfile.BLOCKSIZE)
+        if not block:
+            return
+        if len(block) < tarfile.BLOCKSIZE:
+            raise tarfile.ReadError("unexpected end of data")
+        if block == bytes(tarfile.BLOCKSIZE):
+            return  # end of archive
+        try:
+            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        except tarfile.HeaderError as exc:
+            raise tarfile.ReadError(str(exc)) from None
+        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
+                         tarfile.SOLARIS_XHDTYPE):
+            payload = _payload(reader, info.size)
+            if info.type == tarfile.GNUTYPE_LONGNAME:
+                long_name = tarfile.nts(payload, "utf-8", "surrogateescape")
+            elif info.type == tarfile.GNUTYPE_LONGLINK:
+                long_link = tarfile.nts(payload, "utf-8", "surrogateescape")
+            elif info.type != tarfile.XGLTYPE:  # global pax headers set nothing a layer entry uses
+                pax.update(_pax_records(payload))
+            continue
+        if info.type in _SPARSE or any(key.startswith("GNU.sparse") for key in pax):
+            raise TransferError(f"layer entry {info.name!r}: sparse files are not supported")
+        info.name = pax.get("path", long_name or info.name)
+        info.linkname = pax.get("linkpath", long_link or info.linkname)
+        if "size" in pax:
+            info.size = int(pax["size"])
+        long_name = long_link = None
+        pax = {}
+        size = info.size if info.isreg() or info.type not in tarfile.SUPPORTED_TYPES else 0
+        left = [size]
+
+        def chunks(left: list[int] = left) -> Iterator[Chunk]:
+            while left[0] > 0:
+                n, hashed = reader.readinto_hashed(buf[:min(len(buf), left[0])])
+                if not n:
+                    raise tarfile.ReadError("unexpected end of data")
+                left[0] -= n
+                yield buf[:n]
+                if hashed is not None:
+                    hashed.result()  # buf is read into again next
+        yield info, chunks
+        for _ in chunks():  # what the consumer left unread
+            pass
+        if size % tarfile.BLOCKSIZE:
+            if len(reader.read_exact(tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)) < tarfile.BLOCKSIZE - \
+                    size % tarfile.BLOCKSIZE:
+                raise tarfile.ReadError("unexpected end of data")
+
+
+def _payload(reader: _HashingReader, size: int) -> bytes:
+    """A long name's or pax header's data, with its padding read past."""
+    if size > 1 << 20:
+        raise tarfile.ReadError("a tar extended header over 1 MiB")
+    data = reader.read_exact(size + (-size % tarfile.BLOCKSIZE))
+    if len(data) < size + (-size % tarfile.BLOCKSIZE):
+        raise tarfile.ReadError("unexpected end of data")
+    return data[:size]
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """`LENGTH KEY=VALUE\n` records (POSIX pax) as a dict, values decoded as UTF-8."""
+    records: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        space = data.find(b" ", pos)
+        if space < 0:
+            break
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise tarfile.ReadError("invalid pax header") from None
+        record = data[space + 1:pos + length]
+        if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
+            raise tarfile.ReadError("invalid pax header")
+        key, _, value = record[:-1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return records
 
 
 def write_blob(src: Path | BinaryIO, dest: Path, digest: str, size: int) -> str:

@@ -584,4 +584,3 @@ class _Run:
 def _glob_literal(path: str) -> str:
     """An aws CLI --include pattern (fnmatch) matching exactly path: *, ? and [ each as a one-character class."""
     return "".join(f"[{c}]" if c in "*?[" else c for c in path)
-
