@@ -36,8 +36,10 @@ every other pair keeps fetch-then-publish.
 
 from __future__ import annotations
 
+import datetime as dt
 import errno
 import hashlib
+import tempfile
 import json
 import logging
 import os
@@ -194,15 +196,43 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
     root is left out: this signature replaces it)."""
     if target.digest:
         raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
-    tag = target.tag or "latest"
     kind, files, origins = list_s3(loc)
     if sign_model is not None and files.pop(modelcar.SIGNATURE_FILE, None) is not None:
         log.warning("the source's %s is left out: this job's signature replaces it", modelcar.SIGNATURE_FILE)
+    return _to_modelcar(target, base, work_dir, files, origins, loc=loc, kind=kind, max_in_flight=max_in_flight,
+                        source_annotation=source_annotation, platform=platform, sign_model=sign_model)
+
+
+def dir_to_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | None, work_dir: Path,
+                    source_annotation: str | None = None, *, platform: str = "linux/amd64",
+                    created: dt.datetime | None = None, origins: Mapping[str, modelcar.Origin] | None = None,
+                    signature: Path | None = None) -> Published:
+    """The modelcar of the files already in model_dir (a fetched source, or a volume read in place) pushed as the
+    pipeline pushes: each layer hashed from the files, then fed to `oras blob push` from them, so no layer tar is
+    written and model_dir is left as it was. The same image, byte for byte, as build_modelcar + push_layout.
+    signature: the model's model.sig, in a layer of its own (a model.sig at the model's root is left out)."""
+    if target.digest:
+        raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
+    files = {rel: path.stat().st_size for rel, path in modelcar.model_files(model_dir)
+             if signature is None or rel != modelcar.SIGNATURE_FILE}
+    sign_model = (lambda _files: signature.read_bytes()) if signature is not None else None
+    return _to_modelcar(target, base, work_dir, files, dict(origins or {}), landed=model_dir,
+                        source_annotation=source_annotation, platform=platform, sign_model=sign_model,
+                        created=created)
+
+
+def _to_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path, files: dict[str, int],
+                 origins: Mapping[str, modelcar.Origin], *, loc: S3Location | None = None, kind: str = "",
+                 landed: Path | None = None, max_in_flight: int | None = None, source_annotation: str | None = None,
+                 platform: str = "linux/amd64", created: dt.datetime | None = None,
+                 sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
+    """Plan, (download,) hash and push the layers of files, then config and manifest; verified. With landed the
+    files are there already (nothing downloaded, nothing reused, nothing deleted); else they come from loc."""
+    tag = target.tag or "latest"
     signing = sign_model is not None
-    created_at = modelcar.created_time()
+    created_at = modelcar.created_time(created)
     work_dir.mkdir(parents=True, exist_ok=True)
-    job_dir = work_dir / "pipeline"
-    job_dir.mkdir()
+    job_dir = Path(tempfile.mkdtemp(prefix="pipeline-", dir=work_dir))
     try:
         base_dir = None
         if not is_scratch(base):
@@ -215,20 +245,22 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
         titles = modelcar.layer_titles(groups)
         modelcar.check_layer_count(len(base_layers), len(groups) + signing)
         client = RegistryClient(target)
-        reused = reusable_layers(client, target, tag, dict(zip(titles, groups, strict=True)), files, origins)
+        reused = {} if landed is not None else \
+            reusable_layers(client, target, tag, dict(zip(titles, groups, strict=True)), files, origins)
         todo = [(group, title) for group, title in zip(groups, titles, strict=True) if title not in reused]
-        need = _largest_layer(files, [group for group, _ in todo])
+        need = 0 if landed is not None else _largest_layer(files, [group for group, _ in todo])
         require_free_space(job_dir, need, "the pipeline's largest layer in flight")
         cap = max_in_flight or 2 * need + WINDOW  # one layer pushed while the next lands
-        log.info("pipeline: %d file(s), %s, in %d layer(s) (%d to download) on %d base layer(s); at most %s in "
-                 "flight", len(files), human(sum(files.values())), len(groups), len(todo), len(base_layers),
-                 human(cap), extra={"fields": {"files": len(files), "layers": len(groups), "max_in_flight_bytes": cap}})
+        log.info("pipeline: %d file(s), %s, in %d layer(s) (%d to %s) on %d base layer(s)%s", len(files),
+                 human(sum(files.values())), len(groups), len(todo), "push" if landed else "download",
+                 len(base_layers), "" if landed else f"; at most {human(cap)} in flight",
+                 extra={"fields": {"files": len(files), "layers": len(groups), "max_in_flight_bytes": cap}})
         if need > cap:
             log.warning("the largest layer (%s) is over --max-in-flight-bytes (%s): it goes alone", human(need),
                         human(cap))
         start = time.monotonic()
         with registry_access(target, work_dir) as access:
-            run = _Run(loc, kind, files, target, access, job_dir, cap, client)
+            run = _Run(loc, kind, files, target, access, job_dir, cap, client, landed)
             base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers
                           if client.find_blob(repo_path(target), d["digest"]) != d["size"]] \
                 if base_dir is not None else []
@@ -236,12 +268,12 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
             layers = [done[title] for title in titles]
             signature = run.signature_layer(sign_model, layers) if sign_model is not None else None
             image = modelcar.finish_image(run.layout, _REF, config, base_layers, layers, created_at,
-                                          source_annotation, origins, signature)
+                                          source_annotation, origins or None, signature)
             run.finish(image, tag)
         total = sum(files.values())
         elapsed = time.monotonic() - start
-        log.info("pipeline: %s pushed as %s in %.1fs (%.0f MB/s), at most %s in flight", human(total),
-                 image.manifest_digest, elapsed, total / 1e6 / max(elapsed, 1e-6), human(run.peak),
+        log.info("pipeline: %s pushed as %s in %.1fs (%.0f MB/s)%s", human(total), image.manifest_digest, elapsed,
+                 total / 1e6 / max(elapsed, 1e-6), "" if landed else f", at most {human(run.peak)} in flight",
                  extra={"fields": {"peak_in_flight_bytes": run.peak}})
         verify_pushed(image, target, tag)
     finally:
@@ -253,14 +285,15 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
 class _Run:
     """One pipeline's state: the download, layer and push threads, their children, the pacing of aws."""
 
-    def __init__(self, loc: S3Location, kind: str, files: dict[str, int], target: OciLocation, access,
-                 job_dir: Path, cap: int, client: RegistryClient):
+    def __init__(self, loc: S3Location | None, kind: str, files: dict[str, int], target: OciLocation, access,
+                 job_dir: Path, cap: int, client: RegistryClient, landed: Path | None = None):
         self.loc, self.kind, self.files, self.target, self.access = loc, kind, files, target, access
         self.client, self.cap = client, cap
         self.layout = Layout(job_dir / "image")  # config, manifest, the signature layer (model layers never)
         self.layout.init()
-        self.dest = job_dir / "download"
-        self.dest.mkdir()
+        self.landed = landed is not None  # the files are there already: nothing to download, nothing to delete
+        self.dest = landed if landed is not None else job_dir / "download"
+        self.dest.mkdir(exist_ok=self.landed)
         self.repo = target.repository
         self.group = tools.Group()
         self.pushes: queue.Queue[tuple | None] = queue.Queue()
@@ -275,9 +308,12 @@ class _Run:
         self.waiting = False                 # the layer thread waits for a file aws has not finished
         self.unpushed = 0                    # hashed layers whose files are still on disk
         self.aws: tools.Child | None = None
-        self.aws_env = {**aws.cli_env(loc), CONCURRENCY_ENV: str(AWS_REQUESTS)}
-        self.aws_flags = aws.cli_flags(loc)
-        self.prefix = "" if kind == "object" else (loc.key.rstrip("/") + "/" if loc.key.strip("/") else "")
+        if loc is not None:
+            self.aws_env = {**aws.cli_env(loc), CONCURRENCY_ENV: str(AWS_REQUESTS)}
+            self.aws_flags = aws.cli_flags(loc)
+            self.prefix = "" if kind == "object" else (loc.key.rstrip("/") + "/" if loc.key.strip("/") else "")
+        else:
+            self.downloaded.set()
 
     # ---- supervision ------------------------------------------------------------------------------------------
 
@@ -286,11 +322,12 @@ class _Run:
         for digest, size, path in base_blobs:
             self.pushes.put(("blob", digest, size, path))
         wanted = [rel for group, _ in layers for rel in group]
-        threads = [threading.Thread(target=self._guard(self._download, wanted), name="pipeline-download",
-                                    daemon=True),
-                   threading.Thread(target=self._guard(self._hash_layers, layers), name="pipeline-layers",
+        threads = [threading.Thread(target=self._guard(self._hash_layers, layers), name="pipeline-layers",
                                     daemon=True),
                    threading.Thread(target=self._guard(self._push), name="pipeline-push", daemon=True)]
+        if not self.landed:
+            threads.append(threading.Thread(target=self._guard(self._download, wanted), name="pipeline-download",
+                                            daemon=True))
         total = sum(modelcar.layer_tar_size([(rel, self.files[rel]) for rel in group]) for group, _ in layers) \
             + sum(size for _, size, _ in base_blobs)
         try:
@@ -315,6 +352,8 @@ class _Run:
         through (alone). With the default cap a layer lands while the one before is pushed: aws's parallel GETs
         reach at most AWS_REQUESTS chunks (48 MiB) past the file, within the WINDOW kept beside two layers. The
         peak is what the storage path held for the pipeline."""
+        if self.landed:
+            return  # nothing downloaded: nothing to pace (and dest's parent is not ours to measure)
         used = disk_bytes(self.dest.parent)  # the downloads, and the base image and the config beside them
         self.peak = max(self.peak, used)
         child = self.aws
@@ -478,12 +517,16 @@ class _Run:
             else:
                 _, layer, parts = job
                 start = time.monotonic()
-                self._oras(f"push of layer {layer.title}",
-                           ["blob", "push", "--no-tty", *self.access.oras_args(), "--size", str(layer.size),
-                            f"{self.repo}@{layer.digest}", "-"], feed=parts)
-                log.debug("pushed layer %s (%s) in %.1fs", layer.title, human(layer.size), time.monotonic() - start)
+                if self.client.find_blob(repo_path(self.target), layer.digest) == layer.size:
+                    log.debug("layer %s is in the registry already", layer.title)
+                else:
+                    self._oras(f"push of layer {layer.title}",
+                               ["blob", "push", "--no-tty", *self.access.oras_args(), "--size", str(layer.size),
+                                f"{self.repo}@{layer.digest}", "-"], feed=parts)
+                    log.debug("pushed layer %s (%s) in %.1fs", layer.title, human(layer.size),
+                              time.monotonic() - start)
                 for part in parts:
-                    if isinstance(part, str):
+                    if isinstance(part, str) and not self.landed:
                         (self.dest / part).unlink()
                 with self.lock:
                     self.unpushed -= 1

@@ -138,6 +138,7 @@ def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base
     monkeypatch.delitem(job.PIPELINES, ("s3", "oci"))  # fetch-then-publish, as before the pipeline
     caplog.clear()
     env, _ = job_env(stack, tmp_path, prefix, base_image, "old")
+    env["MODEL_SYNC_DESTINATION_OCI_BACKEND"] = "skopeo"  # build_modelcar's layout: none of the pipeline's code
     with caplog.at_level(logging.INFO, logger="modelsync.pipeline"):
         fetched = job.run(config.load([], env))
     assert not any(r.name == "modelsync.pipeline" for r in caplog.records)
@@ -155,7 +156,7 @@ def run_sampling_scratch(env: dict[str, str], caplog) -> tuple[object, int]:
         while not stop.wait(0.005):
             try:
                 peak[0] = max(peak[0], sum(disk_bytes(p)
-                                           for p in storage.glob(".modelsync-*/work/pipeline/download")))
+                                           for p in storage.glob(".modelsync-*/work/pipeline-*/download")))
             except OSError:
                 pass
 

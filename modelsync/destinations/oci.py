@@ -50,7 +50,9 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
                      backend: str = "skopeo", source_annotation: str | None = None, *,
                      platform: str = "linux/amd64", created: dt.datetime | None = None,
                      origins: Mapping[str, Origin] | None = None, signature: Path | None = None) -> Published:
-    """Build and push the modelcar of model_dir to target; return its digest URI and files.
+    """Build and push the modelcar of model_dir to target; return its digest URI and files. With oras each
+    layer goes up straight from the files (pipeline.dir_to_modelcar); with skopeo the image is written as an OCI
+    layout first (build_modelcar), then copied.
 
     base None / "scratch" / "" means no base layers (the image then has no shell: KServe cannot run it).
     signature: the model's model.sig, put at /models/model.sig in a layer of its own.
@@ -58,6 +60,10 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
     check_backend(backend)
     if target.digest:
         raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
+    if backend == "oras":  # each layer fed to oras from the files: no layer tars written (pipeline.py)
+        from ..pipeline import dir_to_modelcar
+        return dir_to_modelcar(model_dir, target, base, work_dir, source_annotation, platform=platform,
+                               created=created, origins=origins, signature=signature)
     tag = target.tag or "latest"
     work_dir.mkdir(parents=True, exist_ok=True)
     job_dir = Path(tempfile.mkdtemp(prefix="modelcar-", dir=work_dir))
