@@ -178,7 +178,7 @@ def check_space(cfg: Config, size: int | None, files: dict[str, int] | None = No
         need = fast.storage_needed(cfg, files)
         require_free_space(Path(cfg.storage_path), need, "the pipeline's largest layer in flight")
         return
-    parts = ([] if sources.of(cfg).READS_IN_PLACE else ["download"]) + list(destinations.of(cfg).STORAGE_PARTS)
+    parts = ([] if sources.of(cfg).READS_IN_PLACE else ["download"]) + list(destinations.of(cfg).storage_parts(cfg))
     if parts:
         require_free_space(Path(cfg.storage_path), size * len(parts), f"the model ({' + '.join(parts)})")
 

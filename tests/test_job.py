@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync import config, job
+from modelsync import config, destinations, job
 from modelsync.destinations.local import RECORD
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import ModelSyncError
@@ -331,10 +331,14 @@ def test_too_small_storage_path_fails_before_any_registry_write(stack, tmp_path,
     model_dir, _ = model
     name = f"job-space-{uuid.uuid4().hex[:6]}"
     env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "pvc",
-           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image)}
+           "MODEL_SYNC_SOURCE_PATH": str(model_dir), **destination_env("oci", stack, tmp_path, base_image),
+           "MODEL_SYNC_DESTINATION_OCI_BACKEND": "skopeo"}  # skopeo copies a layout of the layers: room needed
     with pytest.raises(ModelSyncError) as err:
         job.run(config.load([], env))
     assert "has 1.0 KiB free but the model (modelcar layers) needs" in str(err.value)
+    # with oras the layers go up from the volume's files: a volume read in place needs no room for them
+    oras = config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BACKEND": "oras"})
+    assert destinations.of(oras).storage_parts(oras) == ()
     assert "MODEL_SYNC_STORAGE_PATH" in str(err.value)
     with pytest.raises(urllib.error.HTTPError):
         mr_get(stack, f"registered_model?name={name}")

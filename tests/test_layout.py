@@ -14,7 +14,7 @@ from modelsync import destinations, settings, sources
 
 PACKAGE = Path(sources.__file__).resolve().parent.parent
 SOURCE_API = ("READS_IN_PLACE", "validate", "listing", "facts", "fetch", "describe", "public_source")
-DESTINATION_API = ("STORAGE_PARTS", "validate", "preflight", "publish", "describe")
+DESTINATION_API = ("storage_parts", "validate", "preflight", "publish", "describe")
 
 
 def test_every_source_type_is_one_module_with_the_whole_interface():

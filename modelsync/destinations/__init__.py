@@ -1,6 +1,6 @@
 """Destination types: one module each, found through TYPES. A destination type's module has
 
-    STORAGE_PARTS: tuple[str, ...]              what it keeps in the storage path besides a download (free space)
+    storage_parts(cfg) -> tuple[str, ...]       what it keeps in the storage path besides a download (free space)
     validate(cfg) -> list[str]                  its settings' problems (the spec's required-when rules), one line each
     preflight(cfg, job, files) -> dict          before the claim: reachable with the credentials and CA given,
                                                 nothing of anyone else's in the way; facts for the log and --dry-run

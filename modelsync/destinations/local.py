@@ -182,7 +182,8 @@ def _count_entries(dest: Path) -> int:
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-STORAGE_PARTS: tuple[str, ...] = ()
+def storage_parts(cfg: Config) -> tuple[str, ...]:
+    return ()  # the staging directory is inside the target, not under the storage path
 
 
 def validate(cfg: Config) -> list[str]:

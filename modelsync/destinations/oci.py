@@ -142,7 +142,10 @@ def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, ob
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-STORAGE_PARTS = ("modelcar layers",)  # what the storage path holds besides a download
+def storage_parts(cfg: Config) -> tuple[str, ...]:
+    """Besides a download: with skopeo the modelcar's layers (an OCI layout, as big as the model); with oras
+    nothing (each layer goes up from the files)."""
+    return () if cfg.destination_oci_backend == "oras" else ("modelcar layers",)
 
 
 def validate(cfg: Config) -> list[str]:

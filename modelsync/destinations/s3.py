@@ -134,7 +134,8 @@ def _owners(loc: S3Location, keys: list[str]) -> dict[str, str | None]:
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-STORAGE_PARTS: tuple[str, ...] = ()
+def storage_parts(cfg: Config) -> tuple[str, ...]:
+    return ()
 
 
 def validate(cfg: Config) -> list[str]:
