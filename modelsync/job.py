@@ -169,8 +169,8 @@ def pipeline_of(cfg: Config) -> ModuleType | None:
 
 def check_space(cfg: Config, size: int | None, files: dict[str, int] | None = None) -> None:
     """Before the claim: the storage path must hold a downloaded copy (unless read in place) and, for an OCI
-    destination, the modelcar's layers as well; a pipeline needs only its largest item in flight. Sizes unknown
-    before download are checked again on the way."""
+    destination pushed with skopeo, the modelcar's layers as well (oras pushes them from the files); a pipeline
+    needs only its largest item in flight. Sizes unknown before download are checked again on the way."""
     if size is None:
         return
     fast = pipeline_of(cfg)
