@@ -331,7 +331,8 @@ class _Run:
         total = sum(modelcar.layer_tar_size([(rel, self.files[rel]) for rel in group]) for group, _ in layers) \
             + sum(size for _, size, _ in base_blobs)
         try:
-            with watch("download + push", total, lambda: self.pushed_bytes):
+            label = f"push {self.repo}:{self.target.tag or 'latest'}" if self.landed else "download + push"
+            with watch(label, total, lambda: self.pushed_bytes):
                 for thread in threads:
                     thread.start()
                 while any(thread.is_alive() for thread in threads):
