@@ -13,10 +13,10 @@ stdin around the file's bytes, so the file is read twice from the page cache (ha
 oras is given the digest (`repo@digest`) so it does not hash again.
 
 - In-flight bytes (files on disk not yet pushed, partial downloads included) are kept under
-  --max-in-flight-bytes (default two of the largest layer): while the download directory holds that much and a
-  complete layer is being hashed or pushed, the aws process is paused (SIGSTOP) and resumed (SIGCONT) once the
-  push has freed room. It is never paused while the next layer still lacks a file, so one layer larger than the
-  cap still goes through (alone).
+  --max-in-flight-bytes (default two of the largest layer plus WINDOW): while the pipeline's directory holds that
+  much, the aws process is paused (SIGSTOP) and resumed (SIGCONT) once a push has freed room. It is never left
+  paused when nothing would free room (the next layer lacks a file and every hashed layer is pushed), so a layer
+  larger than the cap still goes through (alone).
 - The layers, config and manifest are byte for byte those build_modelcar makes of the same files (same plan,
   modelcar.layer_parts), so the manifest digest is the one of the fetch-then-publish path.
 - Three threads: download (aws runs, retried after a transient failure for the files not yet there), layers
@@ -31,7 +31,8 @@ has (one HEAD), is reused as it is: not downloaded, not pushed. The manifest is 
 bytes makes (the record is part of it, built from the same facts).
 
 Used by job.transfer for source s3 -> destination oci with the oras backend (skopeo cannot push single blobs);
-every other pair keeps fetch-then-publish.
+every other pair keeps fetch-then-publish, and with oras its modelcar is pushed by the same code from the files
+already there (dir_to_modelcar: nothing downloaded, nothing reused, the files left as they are).
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ from __future__ import annotations
 import datetime as dt
 import errno
 import hashlib
-import tempfile
 import json
 import logging
 import os
 import queue
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -53,6 +54,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import aws, endpoints, modelcar, tools
+from .awscli_plugin.modelsync_no_expect import CONCURRENCY_ENV
 from .destinations.oci import is_scratch, verify_pushed
 from .distribution import RegistryClient
 from .errors import TransferError
@@ -61,7 +63,6 @@ from .locations import FileEntry, OciLocation, Published, S3Location
 from .oci_access import registry_access
 from .oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, repo_path
 from .oci_layout import OCI_MANIFEST, Layout
-from .awscli_plugin.modelsync_no_expect import CONCURRENCY_ENV
 from .progress import watch
 from .sources.s3 import list_s3
 
@@ -293,6 +294,7 @@ class _Run:
         self.layout.init()
         self.landed = landed is not None  # the files are there already: nothing to download, nothing to delete
         self.dest = landed if landed is not None else job_dir / "download"
+        self.source = f"the download from {loc.url}" if loc is not None else str(landed)  # for errors
         self.dest.mkdir(exist_ok=self.landed)
         self.repo = target.repository
         self.group = tools.Group()
@@ -470,13 +472,13 @@ class _Run:
                     size = path.stat().st_size
                 except FileNotFoundError:
                     if done:
-                        raise TransferError(f"download from {self.loc.url} is incomplete: {rel} is missing") from None
+                        raise TransferError(f"{self.source} is incomplete: {rel} is missing") from None
                     self.waiting = True
                     time.sleep(PACE_SECONDS / 2)
                     continue
                 if size != self.files[rel]:
-                    raise TransferError(f"download from {self.loc.url}: {rel} is {size} bytes, {self.files[rel]} "
-                                        f"listed (the source changed during the sync?)")
+                    raise TransferError(f"{self.source}: {rel} is {size} bytes, {self.files[rel]} listed (the "
+                                        f"source changed during the sync?)")
                 return
         finally:
             self.waiting = False
@@ -497,7 +499,7 @@ class _Run:
                     self._check()
                     n = f.readinto(buf[:min(READ_BUF, left)])
                     if not n:
-                        raise TransferError(f"{part}: the downloaded file shrank while being read")
+                        raise TransferError(f"{self.source}: {part} shrank while being read")
                     chunk = buf[:n]
                     other = second.submit(file_sha.update, chunk)
                     layer_sha.update(chunk)
@@ -571,7 +573,7 @@ class _Run:
                     while left > 0:
                         sent = os.sendfile(fd, f.fileno(), offset, min(left, 1 << 30))
                         if sent == 0:
-                            raise TransferError(f"{part}: the downloaded file shrank while being pushed")
+                            raise TransferError(f"{self.source}: {part} shrank while being pushed")
                         offset += sent
                         left -= sent
         except BrokenPipeError:

@@ -19,7 +19,7 @@ import pytest
 
 from modelsync import config, job, modelcar, pipeline, tools
 from modelsync.aws import cli_env, cli_flags
-from modelsync.errors import ModelSyncError
+from modelsync.errors import ModelSyncError, TransferError
 from modelsync.files import disk_bytes, inventory
 from modelsync.oci_layout import Layout
 from modelsync.settings import parse_size
@@ -85,6 +85,21 @@ def test_the_aws_plugin_sets_transfer_defaults_the_cli_cannot():
     env = {**os.environ, "PYTHONPATH": str(PLUGIN_DIR), "MODELSYNC_AWS_MAX_REQUESTS": "6"}  # what the pipeline sets
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert out.split()[-2:] == ["6", "4"]
+
+
+def test_a_file_changed_in_a_directory_being_pushed_is_named(tmp_path):
+    """dir_to_modelcar's files are there already (no download): a file that changed since the listing is one line
+    naming the directory and the file, not an error about a download that never was."""
+    from modelsync.locations import OciLocation
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "a.bin").write_bytes(b"abc")
+    (tmp_path / "job").mkdir()
+    run = pipeline._Run(None, "", {"a.bin": 5}, OciLocation("127.0.0.1:9/r:t", tls_verify=False), None,
+                        tmp_path / "job", 0, None, landed=tmp_path / "model")
+    with pytest.raises(TransferError, match=rf"{tmp_path / 'model'}: a.bin is 3 bytes, 5 listed"):
+        run._await("a.bin")
+    with pytest.raises(TransferError, match=rf"{tmp_path / 'model'} is incomplete: b.bin is missing"):
+        run._await("b.bin")
 
 
 # ---- on the stack -------------------------------------------------------------------------------------------------
@@ -171,17 +186,24 @@ def run_sampling_scratch(env: dict[str, str], caplog) -> tuple[object, int]:
     return published, peak[0]
 
 
+def capped_sync(stack, tmp_path: Path, base_image, monkeypatch, caplog, count: int, size: int, cap: str):
+    """A model of count shards of size bytes synced S3 -> OCI with --max-in-flight-bytes cap: the shards' sha256,
+    the model's name, the result and the peak of the download directory."""
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir = tmp_path / "model"
+    expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", size) for i in range(count)}
+    env, name = job_env(stack, tmp_path, upload(stack, model_dir), base_image, "cap")
+    env["MODEL_SYNC_MAX_IN_FLIGHT_BYTES"] = cap
+    published, peak = run_sampling_scratch(env, caplog)
+    return expected, name, published, peak
+
+
 @pytest.mark.stack
 def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, monkeypatch, caplog):
     """aws is paused while the files on disk reach the cap, and resumed as pushes free room."""
-    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
-    model_dir = tmp_path / "model"
-    expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", 64 * MIB) for i in range(6)}
-    prefix = upload(stack, model_dir)
-    env, name = job_env(stack, tmp_path, prefix, base_image, "cap")
     cap = 150 * MIB  # two 64 MiB files and a little, not three
-    env["MODEL_SYNC_MAX_IN_FLIGHT_BYTES"] = "150Mi"
-    published, peak = run_sampling_scratch(env, caplog)
+    expected, name, published, peak = capped_sync(stack, tmp_path, base_image, monkeypatch, caplog, 6, 64 * MIB,
+                                                   "150Mi")
     assert {f.path: f.sha256 for f in published.files} == expected
     assert 64 * MIB < peak <= cap, f"peak scratch {peak / MIB:.1f} MiB"
     assert any("the download waits for the push" in r.getMessage() for r in caplog.records)
@@ -191,13 +213,8 @@ def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, monk
 @pytest.mark.stack
 def test_a_layer_larger_than_the_cap_goes_through_alone(stack, tmp_path, base_image, monkeypatch, caplog):
     """aws is never left paused while the next layer lacks a file and nothing is being pushed (no deadlock)."""
-    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
-    model_dir = tmp_path / "model"
-    expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", 48 * MIB) for i in range(3)}
-    prefix = upload(stack, model_dir)
-    env, name = job_env(stack, tmp_path, prefix, base_image, "alone")
-    env["MODEL_SYNC_MAX_IN_FLIGHT_BYTES"] = "20Mi"
-    published, peak = run_sampling_scratch(env, caplog)
+    expected, name, published, peak = capped_sync(stack, tmp_path, base_image, monkeypatch, caplog, 3, 48 * MIB,
+                                                   "20Mi")
     assert {f.path: f.sha256 for f in published.files} == expected
     assert any("is over --max-in-flight-bytes" in r.getMessage() for r in caplog.records)
     assert 48 * MIB <= peak < 3 * 48 * MIB, f"peak scratch {peak / MIB:.1f} MiB"
