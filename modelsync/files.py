@@ -6,7 +6,9 @@ import errno
 import hashlib
 import os
 import shutil
-from pathlib import Path, PurePosixPath
+import unicodedata
+from collections.abc import Iterable
+from pathlib import Path
 
 from .errors import TransferError
 from .locations import FileEntry
@@ -14,17 +16,69 @@ from .locations import FileEntry
 _CHUNK = 4 * 1024 * 1024
 
 
+def _path_problem(name: str) -> str | None:
+    """Why name cannot be a model file's path (relative, POSIX, each component a plain name), or None."""
+    if not name:
+        return "an empty name"
+    if "\x00" in name:
+        return "a NUL in the name"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "a control character in the name"
+    if "\\" in name:
+        return "a backslash in the name"
+    if name.startswith("/"):
+        return "an absolute path, outside the model directory"
+    parts = name.split("/")
+    if ".." in parts:
+        return "'..' would lead outside the model directory"
+    if "" in parts:
+        return "an empty path component ('//' or a trailing '/')"
+    if "." in parts:
+        return "a '.' path component"
+    return None
+
+
+def shown(name: str) -> str:
+    """A name as it can be printed on one line (control characters escaped)."""
+    return "".join(c if 32 <= ord(c) != 127 else f"\\x{ord(c):02x}" for c in name)
+
+
+def model_path(name: str, what: str) -> str:
+    """name, unchanged, when it is a model file's path; otherwise TransferError naming it (one line)."""
+    problem = _path_problem(name)
+    if problem:
+        raise TransferError(f"refusing {what} '{shown(name)}': {problem}; rename it at the source")
+    return name
+
+
 def safe_relative(name: str, what: str) -> str:
-    """name as a clean relative POSIX path, or TransferError if it would land outside the model directory."""
-    if "\\" in name or "\x00" in name:
-        raise TransferError(f"refusing {what} '{name}': backslash or NUL in the name")
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts:
-        raise TransferError(f"refusing {what} '{name}': it would be written outside the storage path")
-    clean = "/".join(p for p in path.parts if p not in ("", "."))
-    if not clean:
-        raise TransferError(f"refusing {what} '{name}': empty file name")
-    return clean
+    """An archive or layer entry's name as a model path: tar writes './' before names and '/' after directories,
+    so those are taken off; anything else that model_path refuses is refused."""
+    while name.startswith("./"):
+        name = name[2:]
+    if name.endswith("/") and not name.endswith("//"):
+        name = name[:-1]
+    return model_path(name, what)
+
+
+def check_listing(names: Iterable[str], what: str) -> None:
+    """A source's whole listing, before anything is claimed: every name a model path, and no two names for one
+    file (equal once Unicode-normalised, or one a file and the other under it as a directory)."""
+    seen: dict[str, str] = {}
+    for name in names:
+        model_path(name, what)
+        key = unicodedata.normalize("NFC", name)
+        if key in seen:
+            raise TransferError(f"refusing {what} '{shown(name)}': it names the same file as '{shown(seen[key])}' "
+                                f"(the same once Unicode-normalised); rename one of them at the source")
+        seen[key] = name
+    for key, name in seen.items():
+        head = key.rpartition("/")[0]
+        while head:
+            if head in seen:
+                raise TransferError(f"refusing {what} '{shown(name)}': '{shown(seen[head])}' is a file, so it cannot "
+                                    f"also be a directory; rename one of them at the source")
+            head = head.rpartition("/")[0]
 
 
 def sha256_file(path: Path) -> str:
@@ -49,6 +103,7 @@ def listing(root: Path) -> dict[str, int]:
             if not full.is_file():
                 raise TransferError(f"refusing '{rel}': not a regular file")
             files[rel] = full.stat().st_size
+    check_listing(files, "file")
     if not files:
         raise TransferError(f"no files found in '{root}': nothing to sync")
     return files
@@ -66,25 +121,31 @@ def total_size(entries) -> int:
 SPACE_RESERVE = 1 << 20  # left free when unpacking: file-system overhead (blocks, inodes) the byte counts miss
 
 
+# Where the room is missing, and what to do about it, for the one-line space errors.
+STORAGE = ("storage path", "give MODEL_SYNC_STORAGE_PATH (--storage-path) a larger volume")
+DESTINATION = ("destination path", "free space there or give MODEL_SYNC_DESTINATION_PATH (--destination-path) a "
+                                   "larger volume")
+
+
 def no_space(path: Path, needed: int, free: int, what: str = "the model", *, more_than: bool = False,
-             reserve: int = 0) -> TransferError:
-    """The one-line error for a storage path that is (or would be) too small."""
+             reserve: int = 0, place: tuple[str, str] = STORAGE) -> TransferError:
+    """The one-line error for a place (the storage path, a volume destination) that is (or would be) too small."""
     kept = f" (plus {human(reserve)} kept free)" if reserve else ""
-    return TransferError(f"storage path '{path}' has {human(free)} free but {what} needs "
-                         f"{'more than ' if more_than else ''}{human(needed)}{kept}; "
-                         f"give MODEL_SYNC_STORAGE_PATH (--storage-path) a larger volume")
+    return TransferError(f"{place[0]} '{path}' has {human(free)} free but {what} needs "
+                         f"{'more than ' if more_than else ''}{human(needed)}{kept}; {place[1]}")
 
 
 def is_no_space(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def require_free_space(path: Path, needed: int, what: str = "the model", reserve: int = 0) -> None:
+def require_free_space(path: Path, needed: int, what: str = "the model", reserve: int = 0,
+                       place: tuple[str, str] = STORAGE) -> None:
     """Fail before copying rather than an hour in with ENOSPC."""
     path.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(path).free
     if needed > free - reserve:
-        raise no_space(path, needed, free, what, reserve=reserve)
+        raise no_space(path, needed, free, what, reserve=reserve, place=place)
 
 
 class SpaceBudget:

@@ -16,14 +16,16 @@ import hashlib
 import os
 import posixpath
 import shutil
+import stat
 import tarfile
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
+from .beneath import Beneath, LinkRefused
 from .errors import TransferError
-from .files import SpaceBudget, is_no_space
+from .files import SpaceBudget, is_no_space, safe_relative
 from .locations import FileEntry
 
 WHITEOUT = ".wh."
@@ -95,7 +97,7 @@ class TreeWriter:
         self.files: dict[str, FileEntry] = {}   # regular files (and hard links) written, by relative path
         self.links: dict[str, str] = {}         # symlink path -> normalized relative target
         self._this_layer: set[str] = set()
-        dest.mkdir(parents=True, exist_ok=True)
+        self.tree = Beneath(dest, "the image's layers", create=True, hint="the image is refused")
         self._space = SpaceBudget(dest, "unpacking the layers")
 
     # ---- driving -----------------------------------------------------------------------------------------
@@ -153,56 +155,78 @@ class TreeWriter:
         if base.startswith(WHITEOUT):
             self._remove(posixpath.join(parent, base[len(WHITEOUT):]))
             return
-        target = self.prepare(rel)
+        self.prepare(rel)
         self._this_layer.add(rel)
         if member.isdir():
-            target.mkdir(mode=0o755, exist_ok=True)
+            self._mkdir(rel)
         elif member.isreg():
-            self._write(data, member, rel, target)
+            self._write(data, member, rel)
         elif member.issym():
-            self._symlink(rel, member.linkname, target)
+            self._symlink(rel, member.linkname)
         elif member.islnk():
-            self._hardlink(rel, member.linkname, target)
+            self._hardlink(rel, member.linkname)
         else:
             raise TransferError(f"layer entry {member.name!r}: device files, FIFOs and other special files "
                                 f"are refused")
 
     def relative(self, name: str) -> str | None:
-        """The entry's path relative to dest, None when outside the subtree; refuses unsafe names."""
-        if name.startswith("/"):
-            raise TransferError(f"layer entry {name!r}: absolute paths are refused")
-        parts = [p for p in name.split("/") if p not in ("", ".")]
-        if ".." in parts:
-            raise TransferError(f"layer entry {name!r}: '..' is refused")
+        """The entry's path relative to dest, None when outside the subtree; refuses unsafe names (files.py)."""
+        if name.strip("/.") == "":
+            return ""  # the archive's own root, "./"
+        parts = safe_relative(name, "layer entry").split("/")
         if self.subtree is not None:
             if not parts or parts[0] != self.subtree:
                 return None
             parts = parts[1:]
         return "/".join(parts)
 
-    def prepare(self, rel: str) -> Path:
-        """dest/rel ready to be created: parents are real directories, whatever was there (from a lower layer) gone."""
-        path = self.dest
+    def prepare(self, rel: str) -> str:
+        """dest/rel ready to be created: parents are real directories (a lower layer's file in the way goes, a link
+        is refused: nothing is written through one), whatever was at rel (from a lower layer) gone."""
         parts = rel.split("/")
-        for part in parts[:-1]:
-            path = path / part
-            if path.is_symlink():
+        for i in range(1, len(parts)):
+            head = "/".join(parts[:i])
+            st = self._lstat(rel, head)
+            if st is not None and stat.S_ISLNK(st.st_mode):
                 raise TransferError(f"layer entry {rel!r} would be written through a symlink: refused")
-            if path.exists() and not path.is_dir():
-                path.unlink()
-            path.mkdir(mode=0o755, exist_ok=True)
-        path = path / parts[-1]
-        if path.is_symlink() or path.is_file():
-            path.unlink()
+            if st is not None and not stat.S_ISDIR(st.st_mode):
+                self.tree.unlink(head)
+                self._forget(head)
+        st = self._lstat(rel, rel)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            self.tree.remove_link(rel)
             self._forget(rel)
-        return path
+        elif st is not None and stat.S_ISREG(st.st_mode):
+            self.tree.unlink(rel)
+            self._forget(rel)
+        return rel
 
-    def _write(self, data: Callable[[], Iterator[Chunk]], member: tarfile.TarInfo, rel: str, target: Path) -> None:
-        if target.is_dir():
-            shutil.rmtree(target)
+    def _lstat(self, rel: str, path: str) -> os.stat_result | None:
+        try:
+            return self.tree.lstat(path)
+        except LinkRefused:
+            raise TransferError(f"layer entry {rel!r} would be written through a symlink: refused") from None
+
+    def _mkdir(self, rel: str) -> None:
+        if self._is_dir(rel):
+            return
+        with self.tree.directory(rel, create=True):
+            pass
+
+    def _is_dir(self, rel: str) -> bool:
+        st = self.tree.lstat(rel)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def _rmtree(self, rel: str) -> None:
+        with self.tree.parent(rel) as (fd, name):
+            shutil.rmtree(name, dir_fd=fd)
+
+    def _write(self, data: Callable[[], Iterator[Chunk]], member: tarfile.TarInfo, rel: str) -> None:
+        if self._is_dir(rel):
+            self._rmtree(rel)
             self._forget(rel)
         sha = hashlib.sha256()
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        fd = self.tree.create(rel)
         try:
             with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(1, thread_name_prefix="file-hash") as hasher:
                 for chunk in data():  # each chunk valid until the next is asked for
@@ -211,11 +235,11 @@ class TreeWriter:
                     out.write(chunk)
                     hashed.result()
         except BaseException:
-            target.unlink(missing_ok=True)  # no half-written file
+            self.tree.unlink(rel)  # no half-written file
             raise
         self.files[rel] = FileEntry(rel, member.size, sha.hexdigest())
 
-    def _symlink(self, rel: str, linkname: str, target: Path) -> None:
+    def _symlink(self, rel: str, linkname: str) -> None:
         if linkname.startswith("/"):
             # absolute targets name the image's filesystem: /models/x is fine, anything else leaves the tree
             resolved = self.relative(linkname.lstrip("/")) if self.subtree else None
@@ -224,20 +248,21 @@ class TreeWriter:
             resolved = None if joined == ".." or joined.startswith("../") else joined
         if not resolved:  # None: outside; "": the tree root itself, which no model file needs
             raise TransferError(f"layer entry {rel!r}: symlink to {linkname!r} points outside the tree: refused")
-        if target.is_dir():
-            shutil.rmtree(target)
-        os.symlink(posixpath.relpath(resolved, posixpath.dirname(rel) or "."), target)
+        if self._is_dir(rel):
+            self._rmtree(rel)
+        self.tree.symlink(rel, posixpath.relpath(resolved, posixpath.dirname(rel) or "."))
         self.links[rel] = resolved
 
-    def _hardlink(self, rel: str, linkname: str, target: Path) -> None:
+    def _hardlink(self, rel: str, linkname: str) -> None:
         source = self.relative(linkname)
         if not source or source not in self.files:
             raise TransferError(f"layer entry {rel!r}: hard link to {linkname!r} outside the tree or to no file")
-        if target.is_dir():
-            shutil.rmtree(target)
+        if self._is_dir(rel):
+            self._rmtree(rel)
         self._space.add(self.files[source].size)
-        shutil.copyfile(self.dest / source, target)  # a copy: a later write to one must not change the other
-        os.chmod(target, 0o644)
+        # a copy: a later write to one must not change the other
+        with os.fdopen(self.tree.open_read(source), "rb") as src, os.fdopen(self.tree.create(rel), "wb") as out:
+            shutil.copyfileobj(src, out, _COPY_BUF)
         self.files[rel] = FileEntry(rel, self.files[source].size, self.files[source].sha256)
 
     # ---- whiteouts -------------------------------------------------------------------------------------------
@@ -245,19 +270,22 @@ class TreeWriter:
     def _remove(self, rel: str) -> None:
         if rel in self._this_layer:
             return
-        path = self.dest / rel
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
+        st = self.tree.lstat(rel)
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            self.tree.remove_link(rel)
+        elif st is not None and stat.S_ISDIR(st.st_mode):
+            self._rmtree(rel)
+        elif st is not None:
+            self.tree.unlink(rel)
         self._forget(rel)
 
     def _clear(self, rel: str) -> None:
-        directory = self.dest / rel if rel else self.dest
-        if directory.is_symlink() or not directory.is_dir():
+        if rel and not self._is_dir(rel):
             return
-        for child in directory.iterdir():
-            self._remove(posixpath.join(rel, child.name) if rel else child.name)
+        with self.tree.directory(rel) as fd:
+            children = os.listdir(fd)
+        for child in children:
+            self._remove(posixpath.join(rel, child) if rel else child)
 
     def _forget(self, rel: str) -> None:
         for table in (self.files, self.links):
@@ -375,16 +403,13 @@ def _pax_records(data: bytes) -> dict[str, str]:
     return records
 
 
-def write_blob(src: Path | BinaryIO, dest: Path, digest: str, size: int) -> str:
-    """Copy an artifact blob (a file, or a stream) to dest (never through a symlink), checking digest and size;
-    return the sha256 hex."""
+def write_blob(src: Path | BinaryIO, tree: Beneath, rel: str, digest: str, size: int) -> str:
+    """Copy an artifact blob (a file, or a stream) to tree's rel (never through a symlink), checking digest and
+    size; return the sha256 hex."""
     sha = hashlib.sha256()
     written = 0
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if dest.is_symlink() or dest.is_file():
-        dest.unlink()
-    space = SpaceBudget(dest.parent, "writing the artifact files")
-    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    space = SpaceBudget(tree.root, "writing the artifact files")
+    fd = tree.create(rel)
     try:
         with (open(src, "rb") if isinstance(src, Path) else contextlib.nullcontext(src)) as fin, \
                 os.fdopen(fd, "wb") as out:
@@ -394,12 +419,11 @@ def write_blob(src: Path | BinaryIO, dest: Path, digest: str, size: int) -> str:
                 space.add(len(chunk))
                 out.write(chunk)
     except BaseException as exc:
-        dest.unlink(missing_ok=True)
+        tree.unlink(rel)
         if is_no_space(exc):
             raise space.error(exc) from None
         raise
     if "sha256:" + sha.hexdigest() != digest or written != size:
-        dest.unlink()
+        tree.unlink(rel)
         raise TransferError(f"blob {digest[:19]} does not match its digest or size")
     return sha.hexdigest()
-

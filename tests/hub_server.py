@@ -50,6 +50,7 @@ class Hub:
     drop_once: set[str] = field(default_factory=set)  # file paths whose first GET is cut halfway
     fail_once: set[str] = field(default_factory=set)  # file paths whose first GET is answered 503
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)  # (method, path, Range)
+    listed_only: list[str] = field(default_factory=list)  # names model info lists besides the files (hostile repos)
     url: str = ""
 
     def add(self, repo_id: str, revisions: dict[str, Path], private: bool = False) -> None:
@@ -171,6 +172,7 @@ def serve_hub(hub: Hub) -> Iterator[Hub]:
             siblings = [{"rfilename": e["path"], "size": e["size"], "blobId": e["oid"],
                          **({"lfs": {"sha256": e["lfs"]["oid"], "size": e["lfs"]["size"], "pointerSize": 134}}
                             if "lfs" in e else {})} for e in entries]
+            siblings += [{"rfilename": name, "size": 1, "blobId": "0" * 40} for name in hub.listed_only]
             info = {"_id": commit[:24], "id": repo_id, "modelId": repo_id, "sha": commit, "private": repo.private,
                     "disabled": False, "gated": False, "tags": [], "siblings": siblings}
             self._send(200, json.dumps(info).encode())

@@ -190,6 +190,21 @@ def test_patterns_matching_nothing_fail_in_preflight(hub, tmp_path):
         hf.listing(load(tmp_path, "hf://org/model", source_hf_include="*.gguf"))
 
 
+@pytest.mark.parametrize("name,says", [("../x", "'..' would lead outside"), ("/etc/x", "an absolute path"),
+                                       ("a//b", "an empty path component")])
+def test_a_hostile_file_name_in_the_listing_is_refused_in_preflight_naming_it(hub, tmp_path, name, says):
+    """Before the claim, before huggingface_hub sees it, and before the volume destination's own preflight (which
+    an absolute name once crashed with a ValueError): one line naming the file, and nothing downloaded."""
+    hub.listed_only.append(name)
+    cfg = load(tmp_path, "hf://org/model")
+    with pytest.raises(TransferError, match=f"refusing file of hf://org/model '{name}': {says}"):
+        hf.listing(cfg)
+    report, ok = job.dry_run(cfg)
+    assert not ok and "destination" not in report["preflight"]["errors"]  # the registry here is 127.0.0.1:9
+    assert name in report["preflight"]["errors"]["source"] and "\n" not in report["preflight"]["errors"]["source"]
+    assert not any("/resolve/" in path for _, path, _ in hub.requests)
+
+
 def test_a_dropped_connection_is_resumed_with_a_range_request(hub, tmp_path, monkeypatch):
     from huggingface_hub import constants
     monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", 256 * 1024)  # see the module docstring

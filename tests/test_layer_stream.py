@@ -80,7 +80,7 @@ def test_pax_size_and_path_records_are_applied(tmp_path):
 
 
 def test_refusals_are_the_same(tmp_path):
-    for bad, says in ((lambda t: member(t, "models/../../x", b"x"), "'..' is refused"),
+    for bad, says in ((lambda t: member(t, "models/../../x", b"x"), "'..' would lead outside"),
                       (lambda t: member(t, "models/fifo", type=tarfile.FIFOTYPE), "special files"),
                       (lambda t: member(t, "models/l", type=tarfile.SYMTYPE, linkname="../../etc"), "outside")):
         blob = layer(tarfile.GNU_FORMAT, bad)

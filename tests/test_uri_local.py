@@ -115,12 +115,12 @@ def _member(name, kind=tarfile.REGTYPE, link=""):
 
 
 @pytest.mark.parametrize("member,why", [
-    (_member("../escape.txt"), "outside the storage path"),
-    (_member("/etc/evil"), "outside the storage path"),
-    (_member("a/../../escape"), "outside the storage path"),
+    (_member("../escape.txt"), "outside the model directory"),
+    (_member("/etc/evil"), "outside the model directory"),
+    (_member("a/../../escape"), "outside the model directory"),
     (_member("link", tarfile.SYMTYPE, "/etc/passwd"), "absolute path"),
-    (_member("link", tarfile.SYMTYPE, "../../outside"), "outside the storage path"),
-    (_member("hard", tarfile.LNKTYPE, "../outside"), "outside the storage path"),
+    (_member("link", tarfile.SYMTYPE, "../../outside"), "outside the model directory"),
+    (_member("hard", tarfile.LNKTYPE, "../outside"), "outside the model directory"),
     (_member("dev", tarfile.CHRTYPE), "device or fifo"),
     (_member("fifo", tarfile.FIFOTYPE), "device or fifo"),
 ])
@@ -137,7 +137,7 @@ def test_zip_traversal_is_refused(tmp_path, server, name):
     root, url = server
     with zipfile.ZipFile(root / "evil.zip", "w") as zf:
         zf.writestr(name, b"pwned")
-    with pytest.raises(TransferError, match="outside the storage path"):
+    with pytest.raises(TransferError, match="outside the model directory"):
         fetch_uri(UriLocation(url=f"{url}/evil.zip"), tmp_path / "out", tmp_path / "work")
     assert not (tmp_path / "escape.txt").exists()
 
@@ -165,7 +165,8 @@ def test_local_source_is_read_in_place_and_copied_into_a_volume_without_touching
     got = digests_of(dest)
     assert got.pop("unrelated.bin") == hashlib.sha256(b"old").hexdigest()  # not the job's: left alone
     assert got.pop(RECORD) and got == expected
-    assert json.loads((dest / RECORD).read_text()) == {"job": TEST_JOB, "files": expected}
+    record = json.loads((dest / RECORD).read_text())
+    assert record["job"] == TEST_JOB and record["files"] == expected and record["stat"].keys() == expected.keys()
     assert published.uri == dest.resolve().as_uri()
     assert sorted(p.name for p in dest.parent.iterdir()) == ["model"]  # no staging left behind
     assert not list(dest.glob(".modelsync-staging-*"))

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TransferError
-from ..files import SPACE_RESERVE, dir_bytes, inventory, is_no_space, listing as list_dir, require_free_space
+from ..files import SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, listing as list_dir, require_free_space
 from ..locations import FileEntry
 from ..progress import watch
 from ..requirements import problem
@@ -212,6 +212,7 @@ def snapshot(cfg: Config, ref: HfRef, doing: str = "listing") -> Snapshot:
     include, exclude = patterns(cfg.source_hf_include), patterns(cfg.source_hf_exclude)
     chosen = {name: sizes[name] for name in filter_repo_objects(sizes, allow_patterns=include,
                                                                  ignore_patterns=exclude)}
+    check_listing(chosen, f"file of {ref}")  # before huggingface_hub sees a name: it would fail later, less clearly
     if not chosen:
         shown = "; ".join(f"{k} {v}" for k, v in (("include", include), ("exclude", exclude)) if v)
         raise TransferError(f"{doing} {ref}: nothing found at source: the revision has "

@@ -27,7 +27,7 @@ from ..errors import TransferError
 from ..layer_extract import TreeWriter, write_blob
 from ..locations import FileEntry, OciLocation
 from ..modelcar import MODELS_DIR
-from ..files import human
+from ..files import check_listing, human, safe_relative
 from ..oci_access import check_backend, registry_access
 from ..oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, qualified, repo_path
 from ..oci_layout import IMAGE_CONFIG_TYPES, INDEX_TYPES, TITLE, Layout, match_platform, to_oci_manifest
@@ -160,6 +160,7 @@ def _extract_image(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, b
     for layer in manifest.get("layers") or []:
         blob(layer, lambda stream, layer=layer: tree.apply(stream, layer["mediaType"], layer["digest"]))
     files = tree.entries()
+    check_listing([f.path for f in files], "layer entry")
     if not files:
         raise TransferError(f"{src.reference}: the image has no files under /{MODELS_DIR}: not a modelcar")
     return files
@@ -180,12 +181,13 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
         if annotations.get(ORAS_UNPACK) == "true":  # a directory oras packed as tar.gz
             blob(layer, lambda stream, layer=layer: tree.apply(stream, layer["mediaType"], layer["digest"]))
             continue
-        target = tree.prepare(rel)
+        tree.prepare(rel)
         sha: list[str] = []
-        blob(layer, lambda stream, layer=layer: sha.append(write_blob(stream, target, layer["digest"],
-                                                                      layer["size"])))
+        blob(layer, lambda stream, layer=layer, rel=rel: sha.append(write_blob(stream, tree.tree, rel, layer["digest"],
+                                                                               layer["size"])))
         files.append(FileEntry(rel, layer["size"], sha[0]))
     files = sorted({f.path: f for f in files + tree.entries()}.values(), key=lambda e: e.path)
+    check_listing([f.path for f in files], "layer title")
     if not files:
         raise TransferError(f"{src.reference}: the artifact has no titled layers to fetch")
     return files
@@ -214,6 +216,10 @@ def facts(cfg: Config) -> dict[str, object]:
                                     "image": f"{loc.repository}@{found.digest}"}
     if "layers" in doc:
         described["bytes"] = sum(int(layer.get("size", 0)) for layer in doc["layers"])
+        # an artifact names its files in the manifest: their names are checked now, a modelcar's as it is read
+        if (doc.get("config") or {}).get("mediaType") not in IMAGE_CONFIG_TYPES:
+            titles = [(layer.get("annotations") or {}).get(TITLE) for layer in doc["layers"]]
+            check_listing([safe_relative(t, "layer title") for t in titles if t], "layer title")
     return described
 
 

@@ -14,7 +14,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import aws, endpoints, tools
 from ..errors import TransferError
-from ..files import dir_bytes, inventory, require_free_space, safe_relative
+from ..files import check_listing, dir_bytes, inventory, model_path, require_free_space
 from ..locations import FileEntry, S3Location
 from ..modelcar import Origin
 from ..progress import watch
@@ -41,7 +41,7 @@ def list_s3(loc: S3Location) -> tuple[str, dict[str, int], dict[str, Origin]]:
         raise aws.failure(exc, loc, "cannot list source") from None
     exact = [o for o in objects if o["Key"] == loc.key and not loc.key.endswith("/")]
     if exact and not any(o["Key"].startswith(loc.key.rstrip("/") + "/") for o in objects):
-        rel = safe_relative(PurePosixPath(loc.key).name, "S3 key")
+        rel = model_path(PurePosixPath(loc.key).name, "S3 key")
         return "object", {rel: exact[0]["Size"]}, _origin(loc, exact[0], rel)
     prefix = loc.key.rstrip("/") + "/" if loc.key.strip("/") else ""
     files: dict[str, int] = {}
@@ -49,9 +49,10 @@ def list_s3(loc: S3Location) -> tuple[str, dict[str, int], dict[str, Origin]]:
     for obj in objects:
         if not obj["Key"].startswith(prefix) or obj["Key"].endswith("/"):
             continue  # a sibling such as "model-v2/..." for prefix "model", or a folder marker
-        rel = safe_relative(obj["Key"][len(prefix):], "S3 key")
+        rel = model_path(obj["Key"][len(prefix):], "S3 key")
         files[rel] = obj["Size"]
         origins.update(_origin(loc, obj, rel))
+    check_listing(files, "S3 key")
     if not files:
         raise TransferError(f"nothing found at source {loc.url}" + (f" ({loc.endpoint})" if loc.endpoint else ""))
     return "prefix", files, origins

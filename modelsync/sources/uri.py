@@ -29,7 +29,9 @@ from urllib.parse import urlsplit
 from .. import endpoints
 from . import hf
 from ..errors import TransferError
-from ..files import SPACE_RESERVE, SpaceBudget, inventory, is_no_space, require_free_space, safe_relative
+from ..beneath import Beneath, LinkRefused
+from ..files import (SPACE_RESERVE, SpaceBudget, check_listing, inventory, is_no_space, require_free_space,
+                     safe_relative, shown)
 from ..locations import FileEntry, UriLocation
 from ..progress import Progress
 from ..requirements import problem, require
@@ -108,7 +110,8 @@ def unpack(download: Path, name: str, dest: Path) -> None:
         elif lower.endswith((".tar", ".tar.gz", ".tgz")):
             _untar(download, dest, budget)
         else:
-            shutil.move(download, dest / safe_relative(name, "URL file name"))
+            with Beneath(dest, "the download") as tree, Beneath(download.parent, "the download") as work:
+                tree.replace_from(work, download.name, safe_relative(name, "URL file name"))
     except OSError as exc:
         _remove_new(dest, before)
         if is_no_space(exc):
@@ -131,56 +134,62 @@ def _remove_new(dest: Path, before: set[str]) -> None:
 
 def _untar(archive: Path, dest: Path, budget: SpaceBudget) -> None:
     """Member by member, by our own rules (tarfile's extraction filters are missing from Debian 12's Python
-    3.11.2): only files, directories and links that stay inside dest; modes 0644/0755, no owners, no setuid;
-    a hard link becomes a copy. A member's data is exactly member.size bytes, counted as it is written."""
+    3.11.2): only files, directories and links that stay inside dest, never written through a link (beneath.py);
+    modes 0644/0755, no owners, no setuid; a hard link becomes a copy. A member's data is exactly member.size
+    bytes, counted as it is written."""
     try:
         with tarfile.open(archive) as tar:
             members = tar.getmembers()
             for member in members:
                 _check_tar_member(member)
+            check_listing({safe_relative(m.name, "archive member") for m in members if m.isreg() or m.islnk()},
+                          "archive member")
             budget.need(sum(m.size for m in members if m.isreg()))
-            root = dest.resolve()
-            for member in members:
-                _extract_member(tar, member, root, budget)
+            with Beneath(dest, "the unpacked archive", hint="the archive is refused") as tree:
+                links: set[str] = set()
+                for member in members:
+                    try:
+                        _extract_member(tar, member, tree, budget, links)
+                    except LinkRefused as exc:
+                        raise TransferError(f"refusing archive member '{shown(member.name)}': {exc}") from None
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise TransferError(f"the downloaded archive is not a readable tar: {exc}") from None
 
 
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: Path, budget: SpaceBudget) -> None:
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: Beneath, budget: SpaceBudget,
+                    links: set[str]) -> None:
     if member.isdir() and member.name.strip("/.") == "":
         return
     rel = safe_relative(member.name, "archive member")
-    target = root / rel
-    parent = target.parent
-    parent.mkdir(parents=True, exist_ok=True)
-    if not parent.resolve().is_relative_to(root):  # an earlier link member must not redirect a later one
-        raise TransferError(f"refusing archive member '{member.name}': its directory leads outside the model")
+    if rel in links:  # a later member of the same name wins, as tar(1) does; only the archive's own link goes
+        tree.remove_link(rel)
+        links.discard(rel)
     if member.isdir():
-        target.mkdir(exist_ok=True)
-        target.chmod(0o755)
+        with tree.directory(rel, create=True) as fd:
+            os.fchmod(fd, 0o755)
         return
-    if target.is_symlink() or target.is_file():
-        target.unlink()  # a later member of the same name wins, as tar(1) does
     if member.issym():
-        os.symlink(member.linkname, target)
+        if tree.check_file(rel) is not None:
+            tree.unlink(rel)
+        tree.symlink(rel, member.linkname)
+        links.add(rel)
         return
     if member.islnk():  # a copy: a later write to one must not change the other
-        source = root / safe_relative(member.linkname, f"link target of archive member '{member.name}'")
-        if not source.is_file() or source.is_symlink():
+        source = safe_relative(member.linkname, f"link target of archive member '{member.name}'")
+        if source in links or tree.check_file(source) is None:
             raise TransferError(f"refusing archive member '{member.name}': hard link to no file")
-        budget.add(source.stat().st_size)
-        shutil.copyfile(source, target)
-        target.chmod(0o644)
+        src_fd = tree.open_read(source)
+        with os.fdopen(src_fd, "rb") as src, os.fdopen(tree.create(rel), "wb") as out:
+            budget.add(os.fstat(src_fd).st_size)
+            shutil.copyfileobj(src, out, _CHUNK)
         return
     data = tar.extractfile(member)
     if data is None:
         raise TransferError(f"refusing archive member '{member.name}': not a regular file, directory or link")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "wb") as out:
+    with os.fdopen(tree.create(rel, 0o755 if member.mode & 0o100 else 0o644), "wb") as out:
         while chunk := data.read(_CHUNK):
             budget.add(len(chunk))
             out.write(chunk)
-    target.chmod(0o755 if member.mode & 0o100 else 0o644)
 
 
 def _check_tar_member(member: tarfile.TarInfo) -> None:
@@ -215,29 +224,37 @@ def _zip_member_is_dir(info: zipfile.ZipInfo) -> bool:
 
 def _unzip(archive: Path, dest: Path, budget: SpaceBudget) -> None:
     try:
-        with zipfile.ZipFile(archive) as zf:
+        with zipfile.ZipFile(archive) as zf, Beneath(dest, "the unpacked archive", hint="the archive is refused") as tree:
             members = []
             for info in zf.infolist():
                 if info.is_dir() and info.filename.strip("/.") == "":
                     continue
                 members.append((info, safe_relative(info.filename, "archive member"), _zip_member_is_dir(info)))
+            check_listing({rel for _, rel, is_dir in members if not is_dir}, "archive member")
             budget.need(sum(info.file_size for info, _, is_dir in members if not is_dir))
             for info, rel, is_dir in members:
-                if is_dir:
-                    (dest / rel).mkdir(parents=True, exist_ok=True)
-                    continue
-                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                written = 0
-                with zf.open(info) as src, open(dest / rel, "wb") as out:
-                    while chunk := src.read(_CHUNK):
-                        written += len(chunk)
-                        if written > info.file_size:
-                            raise TransferError(f"refusing archive member '{info.filename}': it holds more than the "
-                                                f"{info.file_size} bytes it declares")
-                        budget.add(len(chunk))
-                        out.write(chunk)
+                try:
+                    _unzip_member(zf, info, rel, is_dir, tree, budget)
+                except LinkRefused as exc:
+                    raise TransferError(f"refusing archive member '{shown(info.filename)}': {exc}") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
         raise TransferError(f"the downloaded archive is not a readable zip: {exc}") from None
+
+
+def _unzip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: str, is_dir: bool, tree: Beneath,
+                  budget: SpaceBudget) -> None:
+    if is_dir:
+        with tree.directory(rel, create=True):
+            return
+    written = 0
+    with zf.open(info) as src, os.fdopen(tree.create(rel), "wb") as out:
+        while chunk := src.read(_CHUNK):
+            written += len(chunk)
+            if written > info.file_size:
+                raise TransferError(f"refusing archive member '{info.filename}': it holds more than the "
+                                    f"{info.file_size} bytes it declares")
+            budget.add(len(chunk))
+            out.write(chunk)
 
 
 # ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
