@@ -7,6 +7,8 @@ drop it). This proxy lets tests exercise those situations against the one real s
 - ``require_token``: answer 401 unless ``Authorization: Bearer <token>`` matches.
 - ``v1_only``: serve ``/api/model_registry/v1/...`` by rewriting it to ``/api/model_registry/v1alpha3/...``
   upstream, and answer ``404 page not found`` to ``/api/model_registry/v1alpha3/...`` (a server past the sunset).
+- ``route_prefix``: serve the server under a path, as a gateway does (``/model-registry/<name>/api/...``); any
+  path outside it answers 404.
 - ``deprecation_sunset``: add ``Deprecation: true`` and ``Sunset: <date>`` to v1alpha3 responses (a server in the
   deprecation window).
 
@@ -52,6 +54,7 @@ class ProxyConfig:
     token: str | None = None
     v1_only: bool = False
     deprecation_sunset: str | None = None
+    route_prefix: str = ""
     quiet: bool = True
 
 
@@ -84,13 +87,18 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _upstream_path(self) -> str | None:
         """The path to request upstream, or None when this proxy pretends the route does not exist."""
+        path = self.path
+        if self.config.route_prefix:
+            if not path.startswith(self.config.route_prefix + "/"):
+                return None
+            path = path[len(self.config.route_prefix):]
         if not self.config.v1_only:
-            return self.path
-        if self.path.startswith(V1ALPHA3):
+            return path
+        if path.startswith(V1ALPHA3):
             return None
-        if self.path.startswith(V1):
-            return V1ALPHA3 + self.path[len(V1):]
-        return self.path
+        if path.startswith(V1):
+            return V1ALPHA3 + path[len(V1):]
+        return path
 
     def _read_body(self) -> bytes | None:
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
@@ -184,11 +192,12 @@ def make_server(config: ProxyConfig, port: int = 0) -> ThreadingHTTPServer:
 
 
 def start_proxy(upstream: str, *, port: int = 0, token: str | None = None, v1_only: bool = False,
-                deprecation_sunset: str | None = None, tls: ssl.SSLContext | None = None) -> ProxyHandle:
+                deprecation_sunset: str | None = None, tls: ssl.SSLContext | None = None,
+                route_prefix: str = "") -> ProxyHandle:
     """Start a proxy in a background thread of this process (port 0: any free port); tls: serve HTTPS with it
     (a Model Registry behind a TLS-terminating proxy, for custom-CA tests)."""
     config = ProxyConfig(upstream=upstream.rstrip("/"), token=token, v1_only=v1_only,
-                         deprecation_sunset=deprecation_sunset)
+                         deprecation_sunset=deprecation_sunset, route_prefix=route_prefix.rstrip("/"))
     server = make_server(config, port)
     if tls is not None:
         server.socket = tls.wrap_socket(server.socket, server_side=True)

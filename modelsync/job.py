@@ -33,6 +33,7 @@ from .errors import ConfigError, CredentialsRefused, ModelSyncError
 from .mr_api import TokenRejected
 from .files import human, require_free_space, total_size
 from .locations import Published
+from .metadata import ids_in, parse_metadata_dir
 from .secret import mask, redact_url
 from .validate import signing_decision
 
@@ -63,12 +64,19 @@ def _custom_ca(cfg: Config, scratch: Path) -> str | None:
 
 
 def intent(cfg: Config) -> registry.Intent:
+    """What to do in the Model Registry: the intent, its ids (from the settings, else from the metadata ConfigMap,
+    where the Model Registry UI writes them; validation made sure the two agree) and the metadata dir's entries."""
     meta = None
-    if cfg.model_upload_intent != "update_artifact":
-        from .metadata import parse_metadata_dir
+    if cfg.model_upload_intent != "update_artifact" or cfg.metadata_configmap_path:
         meta = parse_metadata_dir(Path(cfg.metadata_configmap_path), cfg.model_upload_intent)
-    return registry.Intent(kind=cfg.model_upload_intent, model_id=cfg.model_id, version_id=cfg.model_version_id,
-                           artifact_id=cfg.model_artifact_id, metadata=meta, job_key=job_key(cfg))
+    ids = {name: value for name, (value, _) in ids_in(cfg.metadata_configmap_path).items()}
+    model_id = cfg.model_id or (ids.get("model_id") if cfg.model_upload_intent != "create_model" else None)
+    version_id = cfg.model_version_id or (ids.get("model_version_id")
+                                          if cfg.model_upload_intent == "update_artifact" else None)
+    artifact_id = cfg.model_artifact_id or (ids.get("model_artifact_id")
+                                            if cfg.model_upload_intent == "update_artifact" else None)
+    return registry.Intent(kind=cfg.model_upload_intent, model_id=model_id, version_id=version_id,
+                           artifact_id=artifact_id, metadata=meta, job_key=job_key(cfg))
 
 
 def job_key(cfg: Config) -> str:
@@ -189,12 +197,13 @@ def run(cfg: Config) -> Published:
     job_intent = intent(cfg)  # a bad metadata dir fails here, before anything is written
     job = registry.job_fingerprint(job_intent)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
-    ws = reg = saved_tmp = None
+    ws = reg = saved_tmp = plan = None
     try:
-        # This job's own locked scratch directory; an earlier crashed attempt's is removed, a running job's never.
-        ws = workspace.claim(Path(cfg.storage_path), ".modelsync-", job[:16], "--storage-path / MODEL_SYNC_STORAGE_PATH")
-        saved_tmp = _temporary_files_in(ws.root / "tmp")
         try:
+            # This job's own locked scratch directory; an earlier crashed attempt's is removed, a running job's never.
+            ws = workspace.claim(Path(cfg.storage_path), ".modelsync-", job[:16],
+                                 "--storage-path / MODEL_SYNC_STORAGE_PATH")
+            saved_tmp = _temporary_files_in(ws.root / "tmp")
             reg = registry.connect(registry_settings(cfg, ws.root))
             plan = reg.preflight(job_intent)
             source, files = preflight_source(cfg)
@@ -202,7 +211,14 @@ def run(cfg: Config) -> Published:
             check_space(cfg, source.get("bytes"), files)
             signer = signing.prepare(cfg, ws.root, model_name(cfg)) if sign else None
         except (CredentialsRefused, TokenRejected) as exc:  # nothing done yet, and a retry cannot help
-            raise ConfigError(f"{exc}; fix the credentials") from None
+            error = ConfigError(f"{exc}; fix the credentials")
+            if plan is not None:  # not when the Model Registry itself refused the token
+                _abandon_unclaimed(cfg, job_intent, reg, plan, str(error))
+            raise error from None
+        except BaseException as exc:
+            if plan is not None or ws is None:  # not when the Model Registry itself failed: it would again
+                _abandon_unclaimed(cfg, job_intent, reg, plan, _reason(exc))
+            raise
         log.info("preflight passed: %s; source %s; destination %s", "; ".join(plan.describe()),
                  ", ".join(f"{k} {v}" for k, v in source.items()),
                  ", ".join(f"{k} {v}" for k, v in destination.items()),
@@ -213,12 +229,11 @@ def run(cfg: Config) -> Published:
             if signer is not None:
                 published = sign_published(cfg, signer, published)
         except BaseException as exc:
-            reason = str(exc) if isinstance(exc, ModelSyncError) else f"{type(exc).__name__}: {exc}"
-            _abandon(reg, claim, reason)
+            _abandon(reg, claim, _reason(exc))
             raise
         reg.complete(claim, published)
-        termination.success(cfg.model_upload_intent, claim.model_id or cfg.model_id,
-                            claim.version_id or cfg.model_version_id, claim.artifact_id, published.uri,
+        termination.success(cfg.model_upload_intent, claim.model_id or job_intent.model_id,
+                            claim.version_id or job_intent.version_id, claim.artifact_id, published.uri,
                             published.digest)
     finally:
         if saved_tmp is not None:
@@ -276,6 +291,36 @@ def _restore_temporary_files(saved: tuple[str | None, str | None]) -> None:
         os.environ.pop("TMPDIR", None)
     else:
         os.environ["TMPDIR"] = saved[1]
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, ModelSyncError) else f"{type(exc).__name__}: {exc}"
+
+
+def _abandon_unclaimed(cfg: Config, job_intent: registry.Intent, reg: Any, plan: Any, reason: str) -> None:
+    """A failure before the claim. An artifact that exists already (update_artifact's, or one an earlier attempt
+    of this job claimed) and is not LIVE would otherwise stay PENDING, claiming an upload that is not happening: it
+    ends ABANDONED with the reason, as after a failed transfer, whenever the Model Registry can be reached. A LIVE
+    artifact keeps pointing at the files it has. A retry of the Job claims it again."""
+    if plan is None and job_intent.kind != "update_artifact":
+        return  # nothing can exist yet that this job claimed
+    opened = None
+    try:
+        with tempfile.TemporaryDirectory(prefix=".modelsync-abandon-") as scratch:
+            if reg is None:
+                reg = opened = registry.connect(registry_settings(cfg, Path(scratch)))
+            if plan is None:
+                plan = reg.preflight(job_intent)
+            step = plan.artifact
+            if step.id is None or step.action == "create" or step.state == "LIVE":
+                return
+            reg.abandon(registry.Claim(plan, plan.model and plan.model.id, plan.version and plan.version.id,
+                                       step.id), mask(reason))
+    except Exception as exc:  # the failure itself matters more; say why the artifact could not be marked
+        log.warning("ModelArtifact %s left as it is: %s", job_intent.artifact_id or "", mask(str(exc)))
+    finally:
+        if opened is not None:
+            opened.close()
 
 
 def _abandon(reg: Any, claim: Any, reason: str) -> None:

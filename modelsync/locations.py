@@ -36,13 +36,17 @@ class S3Location:
         return not self.access_key_id and not self.secret_access_key
 
 
-def split_registry_address(address: str) -> tuple[str, str, int | None]:
-    """A Model Registry address (`host`, `http://host:port`, `https://host`) as (scheme or "", host, port or
-    None); ValueError when it is none of those (another scheme, a path, no host, a port that is not a number)."""
+def split_registry_address(address: str) -> tuple[str, str, int | None, str]:
+    """A Model Registry address (`host`, `http://host:port`, `https://host/prefix`) as (scheme or "", host, port or
+    None, path prefix or ""). The prefix is a gateway's route to the server (the Model Registry UI keeps one, e.g.
+    `/model-registry/<name>`), put before `/api/model_registry/...`; a path holding `/api/` is cut there, as the UI
+    does. ValueError when it is none of those (another scheme, a query, no host, a port that is not a number)."""
     parts = urlsplit(address if "://" in address else f"//{address}")
-    if parts.scheme not in ("", "http", "https") or not parts.hostname or parts.path not in ("", "/"):
+    if parts.scheme not in ("", "http", "https") or not parts.hostname or parts.query or parts.fragment:
         raise ValueError(address)
-    return parts.scheme, parts.hostname, parts.port
+    port = parts.port  # raises ValueError for a port that is not a number
+    path = parts.path.split("/api/", 1)[0].rstrip("/") if parts.path != "/api" else ""
+    return parts.scheme, parts.hostname, port, path
 
 
 DOCKER_HUB = "docker.io"

@@ -1,7 +1,8 @@
 """The metadata dir: a mounted ConfigMap with one file per key, parsed and validated before anything happens.
 
 Keys are ``<Entity>.<field>`` as in the spec, e.g. ``RegisteredModel.name`` or ``ModelVersion.custom_properties``
-(a JSON object). Kubernetes mounts a ConfigMap as symlinks into a ``..data`` directory; entries whose names start
+(a JSON object; ``customProperties``, as the Model Registry UI writes it, is read the same way, and both may be
+given as long as no property has two values). Kubernetes mounts a ConfigMap as symlinks into a ``..data`` directory; entries whose names start
 with ``..`` are that machinery and are ignored. Values are stripped of surrounding whitespace (YAML block scalars
 end in a newline).
 
@@ -13,7 +14,14 @@ Any other key is ignored with a warning that names it (and the key it was probab
 upstream ignores it. ``ModelArtifact.name`` defaults to the RegisteredModel's name (as the
 upstream client does).
 
-Custom properties become Model Registry ``MetadataValue``s by their JSON type:
+The ids the Model Registry UI writes into its Jobs' ConfigMaps (``RegisteredModel.id``, ``ModelVersion.id``,
+``ModelArtifact.id``) stand for ``--model-id``, ``--model-version-id`` and ``--model-artifact-id`` (ids_in); an
+id given both ways must be the same (validate.py).
+
+A custom property's value may be the Model Registry's own typed form, as the UI writes it:
+``{"metadataType": "MetadataStringValue", "string_value": "nlp"}`` (and ``MetadataIntValue`` / ``int_value``,
+``MetadataDoubleValue`` / ``double_value``, ``MetadataBoolValue`` / ``bool_value``, ``MetadataStructValue`` /
+``struct_value``): it is stored with exactly that type. Plain JSON values are typed by their JSON type:
     string -> string, true/false -> bool, float -> double, object/array -> string holding compact JSON,
     integer -> int, which the server stores as **int32**. An integer outside int32 is an error (not a silent
     double: that would change the property's type for filterQuery users and lose precision past 2**53); write it
@@ -24,6 +32,8 @@ Custom properties become Model Registry ``MetadataValue``s by their JSON type:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import json
 import logging
@@ -40,7 +50,18 @@ log = logging.getLogger("modelsync.config")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 RESERVED_PREFIX = "modelsync."
 
-PropertyValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Struct:
+    """A MetadataStructValue: a JSON object, kept as compact JSON text."""
+    json: str
+
+
+PropertyValue = str | int | float | bool | Struct
+ID_KEYS = {"RegisteredModel.id": "model_id", "ModelVersion.id": "model_version_id",
+           "ModelArtifact.id": "model_artifact_id"}
+CAMEL = "customProperties"  # the Model Registry UI's spelling of custom_properties
 
 # the fields the spec names, plus the few other plain-string fields both API generations accept
 ENTITY_FIELDS: dict[str, frozenset[str]] = {
@@ -91,6 +112,22 @@ def parse_metadata_dir(path: str | Path | None, kind: str) -> Metadata:
     return parse_metadata(values, kind, source=str(path) if path else "metadata")
 
 
+def ids_in(path: str | Path | None) -> dict[str, tuple[str, str]]:
+    """The ids a metadata dir names: {setting name: (id, key)}, e.g. {"model_artifact_id": ("7", "ModelArtifact.id")};
+    {} without a dir. Read apart from the intent's own keys so that validation can use them."""
+    if path is None or not Path(path).is_dir():
+        return {}
+    found = {}
+    for key, setting in ID_KEYS.items():
+        try:
+            value = (Path(path) / key).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        if value:
+            found[setting] = (value, key)
+    return found
+
+
 def read_metadata_dir(path: Path) -> dict[str, str]:
     """{key: text} for each regular file (or symlink to one) in the dir, skipping Kubernetes' ``..`` entries."""
     if not path.is_dir():
@@ -111,9 +148,10 @@ def read_metadata_dir(path: Path) -> dict[str, str]:
 def parse_metadata(values: Mapping[str, str], kind: str, source: str = "metadata") -> Metadata:
     """Validate {key: text} for an intent: unknown keys, required keys, custom properties JSON."""
     allowed = {f"{entity}.{name}" for entity in INTENT_ENTITIES[kind] for name in ENTITY_FIELDS[entity]}
+    allowed |= {f"{entity}.{CAMEL}" for entity in INTENT_ENTITIES[kind]}
     allowed -= set(NOT_ALLOWED.get(kind, ()))
     problems = []
-    for key in sorted(set(values) - allowed):  # upstream ignores keys it does not use; so do we, but say so
+    for key in sorted(set(values) - allowed - set(ID_KEYS)):  # the ids are read by ids_in  # upstream ignores keys it does not use; so do we, but say so
         near = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.8)
         hint = f"; did you mean {near[0]}?" if near else f" (this intent reads: {', '.join(sorted(allowed))})"
         log.warning("%s: %s is not used by intent %s and is ignored%s", source, key, kind, hint)
@@ -137,12 +175,18 @@ def _parse_entity(entity: str, values: Mapping[str, str], source: str) -> tuple[
     problems: list[str] = []
     for name in ENTITY_FIELDS[entity]:
         key = f"{entity}.{name}"
+        if key in values and name != "custom_properties":
+            fields[name] = values[key]
+    for key in (f"{entity}.custom_properties", f"{entity}.{CAMEL}"):
         if key not in values:
             continue
-        if name == "custom_properties":
-            props, problems = parse_custom_properties(values[key], f"{source}: {key}")
-        else:
-            fields[name] = values[key]
+        more, found = parse_custom_properties(values[key], f"{source}: {key}")
+        problems += found
+        for name, value in more.items():
+            if name in props and props[name] != value:
+                problems.append(f"{source}: {entity}.custom_properties and {entity}.{CAMEL} give property "
+                                f"{name!r} two values; keep one")
+            props[name] = value
     return EntityMetadata(MappingProxyType(fields), MappingProxyType(props)), problems
 
 
@@ -172,6 +216,13 @@ def property_value(name: str, value: object) -> tuple[PropertyValue, str | None]
         return "", "empty property name"
     if name.startswith(RESERVED_PREFIX):
         return "", f"property {name!r}: names starting with {RESERVED_PREFIX!r} are reserved for modelsync"
+    if isinstance(value, dict) and "metadataType" in value:
+        return typed_value(name, value)
+    return plain_value(name, value)
+
+
+def plain_value(name: str, value: object) -> tuple[PropertyValue, str | None]:
+    """A plain JSON value, typed by its JSON type."""
     if isinstance(value, bool):  # before int: bool is an int in Python
         return value, None
     if isinstance(value, int):
@@ -188,3 +239,61 @@ def property_value(name: str, value: object) -> tuple[PropertyValue, str | None]
     if isinstance(value, (dict, list)):
         return json.dumps(value, separators=(",", ":"), sort_keys=True), None
     return "", f"property {name!r}: null is not a value (remove the key)"
+
+
+_TYPED = {"MetadataStringValue": "string_value", "MetadataIntValue": "int_value", "MetadataDoubleValue": "double_value",
+          "MetadataBoolValue": "bool_value", "MetadataStructValue": "struct_value"}
+
+
+def typed_value(name: str, value: dict) -> tuple[PropertyValue, str | None]:
+    """The Model Registry's own typed form, stored with exactly its type."""
+    kind = value.get("metadataType")
+    field_name = _TYPED.get(kind) if isinstance(kind, str) else None
+    if field_name is None:
+        return "", (f"property {name!r}: metadataType {kind!r} is not one modelsync stores (one of "
+                    f"{', '.join(_TYPED)})")
+    if field_name not in value:
+        return "", f"property {name!r}: a {kind} needs its {field_name!r}"
+    raw = value[field_name]
+    if kind == "MetadataStringValue" and isinstance(raw, str):
+        return raw, None
+    if kind == "MetadataBoolValue" and isinstance(raw, bool):
+        return raw, None
+    if kind == "MetadataIntValue" and not isinstance(raw, bool) and isinstance(raw, (int, str)):
+        try:
+            number = int(raw)
+        except ValueError:
+            number = None
+        if number is not None:
+            return plain_value(name, number)
+    if kind == "MetadataDoubleValue" and not isinstance(raw, bool) and isinstance(raw, (int, float, str)):
+        try:
+            return plain_value(name, float(raw))
+        except ValueError:
+            pass
+    if kind == "MetadataStructValue":
+        doc = _struct_doc(raw)
+        if isinstance(doc, dict):
+            return Struct(json.dumps(doc, separators=(",", ":"), sort_keys=True)), None
+    return "", f"property {name!r}: {field_name} {json.dumps(raw)[:60]} is not a valid {kind}"
+
+
+def _struct_doc(raw: object) -> object:
+    """A struct_value as a JSON object: given as one, as its JSON text, or as base64 of that text (the API's form)."""
+    if isinstance(raw, dict):
+        return raw
+    if not isinstance(raw, str):
+        return None
+    for text in (raw, _b64(raw)):
+        try:
+            return json.loads(text) if text is not None else None
+        except ValueError:
+            continue
+    return None
+
+
+def _b64(text: str) -> str | None:
+    try:
+        return base64.b64decode(text, validate=True).decode()
+    except (binascii.Error, ValueError):
+        return None

@@ -59,7 +59,7 @@ from mr_openapi.models import (
 
 from .errors import RegistryError
 from .locations import Published, split_registry_address
-from .metadata import EntityMetadata, Metadata, PropertyValue
+from .metadata import EntityMetadata, Metadata, PropertyValue, Struct
 from .mr_api import Conflict, Connection, NotFound, RetryPolicy, check_client_prefix, detect
 from .secret import Secret, mask
 
@@ -148,18 +148,18 @@ def connect(settings: RegistrySettings, *, retry: RetryPolicy = RetryPolicy()) -
 
 
 def base_url(settings: RegistrySettings) -> str:
-    """scheme://host:port from the address (its scheme and port win) and the port / is_secure settings."""
+    """scheme://host:port[/prefix] from the address (its scheme and port win) and the port / is_secure settings."""
     address = settings.server_address.strip().rstrip("/")
     if not address:
         raise RegistryError("no Model Registry server address configured")
     try:
-        scheme, hostname, port = split_registry_address(address)
+        scheme, hostname, port, path = split_registry_address(address)
     except ValueError:
         raise RegistryError(f"registry server address {address!r}: expected host, http://host or https://host") \
             from None
     scheme = scheme or ("https" if settings.is_secure else "http")
     host = f"[{hostname}]" if ":" in hostname else hostname
-    return f"{scheme}://{host}:{port or settings.port}"
+    return f"{scheme}://{host}:{port or settings.port}{path}"
 
 
 class Registry:
@@ -339,12 +339,16 @@ class Registry:
         plan = claim.plan
         if _owned(plan.version) and claim.version_id:
             state = ModelVersionState.LIVE if live else ModelVersionState.ARCHIVED
+            found = self._call_found(f"ModelVersion id {claim.version_id}",
+                                     lambda api: api.get_model_version(claim.version_id, **self._t()))
+            body = ModelVersionUpdate(state=state, custom_properties=_resent(found))
             self._conn.call(f"update ModelVersion {claim.version_id}", lambda api: api.update_model_version(
-                claim.version_id, ModelVersionUpdate(state=state), **self._t()))
+                claim.version_id, body, **self._t()))
         if _owned(plan.model) and claim.model_id:
             state = RegisteredModelState.LIVE if live else RegisteredModelState.ARCHIVED
+            body = RegisteredModelUpdate(state=state, custom_properties=_resent(self._get_model(claim.model_id)))
             self._conn.call(f"update RegisteredModel {claim.model_id}", lambda api: api.update_registered_model(
-                claim.model_id, RegisteredModelUpdate(state=state), **self._t()))
+                claim.model_id, body, **self._t()))
 
     # ------------------------------------------------------------ helpers
 
@@ -413,6 +417,9 @@ def metadata_value(value: PropertyValue) -> MetadataValue:
         return MetadataValue(MetadataIntValue(int_value=str(value), metadataType="MetadataIntValue"))
     if isinstance(value, float):
         return MetadataValue(MetadataDoubleValue(double_value=value, metadataType="MetadataDoubleValue"))
+    if isinstance(value, Struct):  # the server takes base64 of the JSON in, and answers the JSON text
+        encoded = base64.b64encode(value.json.encode()).decode()
+        return MetadataValue(MetadataStructValue(struct_value=encoded, metadataType="MetadataStructValue"))
     return MetadataValue(MetadataStringValue(string_value=str(value), metadataType="MetadataStringValue"))
 
 
@@ -426,6 +433,13 @@ def _resendable(value: MetadataValue) -> MetadataValue:
             encoded = base64.b64encode(inner.struct_value.encode()).decode()
             return MetadataValue(MetadataStructValue(struct_value=encoded, metadataType="MetadataStructValue"))
     return value
+
+
+def _resent(entity) -> dict[str, MetadataValue] | None:
+    """An entity's custom properties as a PATCH must carry them: v0.3.0 re-reads the stored map on every update and
+    refuses its own struct values (answered as JSON text) unless they come back base64, as they went in."""
+    current = entity.custom_properties or {}
+    return {k: _resendable(v) for k, v in current.items()} or None
 
 
 def _props(meta: EntityMetadata, fingerprint: str) -> dict[str, MetadataValue]:

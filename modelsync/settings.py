@@ -108,7 +108,7 @@ SETTINGS: tuple[Setting, ...] = (
     *_s3("destination"),
     *_oci("destination", "push"),
     Setting("destination_oci_base_image", 'Base image of the modelcar ("scratch" for none; KServe needs a shell)',
-            default="busybox:latest", group="destination"),
+            default="public.ecr.aws/docker/library/busybox:latest", group="destination"),
     Setting("destination_oci_base_image_tls_verify", "Verify TLS of the base image's registry", default="true",
             kind="bool", group="destination"),
     Setting("destination_oci_base_image_credentials_path", "A .dockerconfigjson for the base image's registry",
@@ -126,11 +126,14 @@ SETTINGS: tuple[Setting, ...] = (
     # --- model registry -----------------------------------------------------------------------------------
     Setting("model_upload_intent", "What to do in the Model Registry", default="update_artifact", choices=INTENTS,
             group="registry"),
-    Setting("model_id", "RegisteredModel.id (create_version)", group="registry"),
-    Setting("model_version_id", "ModelVersion.id", group="registry"),
-    Setting("model_artifact_id", "ModelArtifact.id (update_artifact)", group="registry"),
-    Setting("metadata_configmap_path", "Mounted ConfigMap dir with model metadata (create_model, create_version)",
-            kind="path", group="registry"),
+    Setting("model_id", "RegisteredModel.id (create_version); else the metadata ConfigMap's RegisteredModel.id",
+            group="registry"),
+    Setting("model_version_id", "ModelVersion.id; else the metadata ConfigMap's ModelVersion.id (update_artifact)",
+            group="registry"),
+    Setting("model_artifact_id", "ModelArtifact.id (update_artifact); else the metadata ConfigMap's "
+            "ModelArtifact.id, as the Model Registry UI writes it", group="registry"),
+    Setting("metadata_configmap_path", "Mounted ConfigMap dir with model metadata (create_model, create_version; "
+            "update_artifact: its ids and ModelArtifact fields)", kind="path", group="registry"),
     Setting("registry_server_address", "Model Registry address, e.g. https://model-registry.kubeflow.svc",
             group="registry"),
     Setting("registry_port", "Model Registry port", default="443", kind="int", group="registry"),

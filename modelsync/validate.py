@@ -9,6 +9,7 @@ ignored.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from . import destinations, sources
 from .errors import ConfigError
 from .locations import split_registry_address
+from .metadata import ids_in
 from .requirements import require
 from .secret import redact_url
 from .settings import BY_NAME, SETTINGS, SIGSTORE_VARS
@@ -41,8 +43,19 @@ def validate(cfg: Config) -> list[str]:
     problems += _check_registry_values(cfg)
     problems += _check_files(cfg)
     problems += _check_signing(cfg)
+    problems += _check_source_date_epoch()
     _warn_unused(cfg)
     return problems
+
+
+def _check_source_date_epoch() -> list[str]:
+    """SOURCE_DATE_EPOCH pins an image's `created` (modelcar.py); a value that is no number would otherwise fail
+    only when the image is built, after the claim."""
+    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if value and not re.fullmatch(r"[0-9]{1,12}", value):
+        return [f"SOURCE_DATE_EPOCH: {value[:40]!r} is not a number of seconds since 1970 (as "
+                f"reproducible-builds.org defines it); unset it or give e.g. 1700000000"]
+    return []
 
 
 def _require_intent(cfg: Config) -> list[str]:
@@ -50,8 +63,17 @@ def _require_intent(cfg: Config) -> list[str]:
     why = f'the upload intent is "{intent}"'
     needs = {"update_artifact": ["model_artifact_id"], "create_model": ["metadata_configmap_path"],
              "create_version": ["model_id", "metadata_configmap_path"]}[intent]
-    problems = require(cfg, needs, why)
     meta = cfg.values.get("metadata_configmap_path")
+    from_dir = ids_in(meta)  # the Model Registry UI names the ids in its ConfigMap, not in env vars
+    problems = require(cfg, [n for n in needs if not (n in from_dir and not cfg.values.get(n))], why)
+    for name, (value, key) in sorted(from_dir.items()):
+        given = cfg.values.get(name)
+        if given and given.strip() != value:
+            s = BY_NAME[name]
+            problems.append(f"{s.arg} / {s.env} is '{given.strip()}' but the metadata ConfigMap's {key} is "
+                            f"'{value}': they must name the same entity; remove one or make them agree")
+        elif not value.isdigit():
+            problems.append(f"metadata ConfigMap {key}: '{value}' is not a Model Registry id (a whole number)")
     if meta and "metadata_configmap_path" in needs and not Path(meta).is_dir():
         problems.append(f"--metadata-configmap-path / MODEL_SYNC_METADATA_CONFIGMAP_PATH: '{meta}' is not a "
                         f"directory; mount the metadata ConfigMap there")
@@ -69,7 +91,7 @@ def _check_registry_values(cfg: Config) -> list[str]:
         except ValueError:
             problems.append(f"--registry-server-address / MODEL_SYNC_REGISTRY_SERVER_ADDRESS: "
                             f"'{redact_url(address)}' is not a Model Registry address; write host, http://host[:port] "
-                            f"or https://host[:port]")
+                            f"or https://host[:port][/route prefix]")
     for name in ("model_id", "model_version_id", "model_artifact_id"):
         value = cfg.values.get(name)
         if value and not value.strip().isdigit():

@@ -40,7 +40,7 @@ SPEC = {
     "MODEL_SYNC_DESTINATION_OCI_REGISTRY": ("--destination-oci-registry", None),
     "MODEL_SYNC_DESTINATION_OCI_USERNAME": ("--destination-oci-username", None),
     "MODEL_SYNC_DESTINATION_OCI_PASSWORD": ("--destination-oci-password", None),
-    "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": ("--destination-oci-base-image", "busybox:latest"),
+    "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": ("--destination-oci-base-image", "public.ecr.aws/docker/library/busybox:latest"),
     "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY": ("--destination-oci-enable-tls-verify", "true"),
     "MODEL_SYNC_MODEL_UPLOAD_INTENT": ("--model-upload-intent", "update_artifact"),
     "MODEL_SYNC_MODEL_ID": ("--model-id", None),

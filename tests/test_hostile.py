@@ -319,3 +319,72 @@ def test_9_dry_run_reports_the_destination_checks(stack, tmp_path, model, base_i
     facts = report["preflight"]["destination"]
     assert facts["type"] == "oci" and facts["base image"].startswith(f"{stack.oci_registry}/library/busybox@sha256:")
 
+
+
+# ---------------------------------------------------------------- issue 20: links, names, a volume's re-run
+
+
+def test_20_a_link_in_a_volume_destination_is_refused_before_the_claim(stack, tmp_path, model):
+    """A directory of the model that is a link elsewhere (and, with replace, a file that is one): one line naming
+    the link, exit 1 in preflight, nothing registered, nothing written outside."""
+    model_dir, _ = model
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "part-00001.bin").write_bytes(b"someone else's")
+    dest = tmp_path / "pvc"
+    dest.mkdir()
+    (dest / "weights").symlink_to(outside)
+    env = pvc_job(stack, tmp_path, model_dir, dest)
+    for extra in ({}, {"MODEL_SYNC_DESTINATION_REPLACE_EXISTING": "true"}):
+        result = run_cli({**env, **extra}, tmp_path)
+        assert result.returncode == 1, result.stderr
+        errors = [line for line in result.stderr.splitlines() if "symbolic link" in line]
+        assert len(errors) == 1 and f"'{dest}/weights' is a symbolic link (to '{outside}')" in errors[0]
+        assert "Traceback" not in result.stderr and not registered(stack, env_name(tmp_path))
+    (dest / "weights").unlink()
+    (dest / "config.json").symlink_to(outside / "part-00001.bin")
+    result = run_cli({**env, "MODEL_SYNC_DESTINATION_REPLACE_EXISTING": "true"}, tmp_path)
+    assert result.returncode == 1 and "config.json' is a symbolic link" in result.stderr, result.stderr
+    assert sorted(os.listdir(outside)) == ["part-00001.bin"]
+    assert (outside / "part-00001.bin").read_bytes() == b"someone else's"
+    assert sorted(os.listdir(dest)) == ["config.json"]
+
+
+def test_20_a_link_swapped_in_while_the_job_copies_is_refused_and_the_artifact_abandoned(stack, tmp_path, model,
+                                                                                       monkeypatch):
+    from modelsync.destinations import local
+    model_dir, _ = model
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    dest = tmp_path / "pvc"
+    copy = local._copy_verified
+
+    def copy_then_swap(*args):
+        copy(*args)
+        (dest / "weights").symlink_to(outside)
+
+    monkeypatch.setattr(local, "_copy_verified", copy_then_swap)
+    with pytest.raises(TransferError, match="weights' is a symbolic link"):
+        job.run(config.load([], pvc_job(stack, tmp_path, model_dir, dest)))
+    assert os.listdir(outside) == []
+    art = the_artifact(stack, env_name(tmp_path))
+    assert art["state"] == "ABANDONED"
+
+
+def test_20_an_unchanged_rerun_on_a_nearly_full_volume_passes(stack, tmp_path, model):
+    """The issue's case: a 6 MiB volume holding the model (5 MiB of it one file) has too little room for a second
+    copy; the same Job run again finds every file unchanged and copies nothing. A changed model then fails before
+    anything is copied, with the destination named as what is short of space."""
+    model_dir, _ = model
+    (model_dir / "weights" / "big.bin").write_bytes(os.urandom(5 << 20))
+    with tmpfs(tmp_path / "vol", size="7m") as vol:
+        env = pvc_job(stack, tmp_path, model_dir, vol / "model")
+        for _ in range(2):
+            result = run_cli(env, tmp_path)
+            assert result.returncode == 0, result.stderr
+        assert "unchanged since this job's last run: not copied again" in result.stderr
+        (model_dir / "weights" / "big.bin").write_bytes(os.urandom(5 << 20))
+        result = run_cli(env, tmp_path)
+        assert result.returncode == 1
+        assert f"destination path '{vol / 'model'}' has " in result.stderr and "the copy needs 5." in result.stderr
+        assert "storage path" not in result.stderr

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TransferError
-from ..files import SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, listing as list_dir, require_free_space
+from ..files import (SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, listing as list_dir,
+                     require_free_space)
 from ..locations import FileEntry
 from ..progress import watch
 from ..requirements import problem

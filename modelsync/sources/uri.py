@@ -132,6 +132,10 @@ def _remove_new(dest: Path, before: set[str]) -> None:
             path.unlink(missing_ok=True)
 
 
+def _tree(dest: Path) -> Beneath:
+    return Beneath(dest, "the unpacked archive", hint="the archive is refused")
+
+
 def _untar(archive: Path, dest: Path, budget: SpaceBudget) -> None:
     """Member by member, by our own rules (tarfile's extraction filters are missing from Debian 12's Python
     3.11.2): only files, directories and links that stay inside dest, never written through a link (beneath.py);
@@ -145,7 +149,7 @@ def _untar(archive: Path, dest: Path, budget: SpaceBudget) -> None:
             check_listing({safe_relative(m.name, "archive member") for m in members if m.isreg() or m.islnk()},
                           "archive member")
             budget.need(sum(m.size for m in members if m.isreg()))
-            with Beneath(dest, "the unpacked archive", hint="the archive is refused") as tree:
+            with _tree(dest) as tree:
                 links: set[str] = set()
                 for member in members:
                     try:
@@ -224,7 +228,7 @@ def _zip_member_is_dir(info: zipfile.ZipInfo) -> bool:
 
 def _unzip(archive: Path, dest: Path, budget: SpaceBudget) -> None:
     try:
-        with zipfile.ZipFile(archive) as zf, Beneath(dest, "the unpacked archive", hint="the archive is refused") as tree:
+        with zipfile.ZipFile(archive) as zf, _tree(dest) as tree:
             members = []
             for info in zf.infolist():
                 if info.is_dir() and info.filename.strip("/.") == "":
