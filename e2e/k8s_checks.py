@@ -6,6 +6,8 @@
     artifact           the ModelArtifact as the Model Registry holds it (state, URI)
     check_sync         all of the above for a sync that must succeed: LIVE, digest-pinned URI, termination
                        message with the ids, the files read back from the destination byte for byte
+    job_events         the job's own Kubernetes Events on its pod (`kubectl get events --field-selector
+                       involvedObject.name=<pod>`), each wanted reason there
     modelcar_files     the modelcar run as KServe runs one: a pod whose container is the image, pulled by digest by
                        the node's container runtime, printing the sha256 of every file under /models
 
@@ -95,7 +97,20 @@ def check_sync(kubectl: Kubectl, ns: str, job: str, mr_url: str, read_back: Call
     files = dict(read_back(art["uri"]))
     require(files == dict(expected), f"{job}: files read back differ: "
                                      f"{sorted(set(files) ^ set(expected)) or 'same names, other bytes'}")
-    return {"job": job, "artifact": art_id, "uri": art["uri"], "files": len(files), "termination": message}
+    return {"job": job, "pod": pod, "artifact": art_id, "uri": art["uri"], "files": len(files),
+            "termination": message}
+
+
+def job_events(kubectl: Kubectl, ns: str, pod: str, want: tuple[str, ...]) -> list[str]:
+    """The reasons of the events modelsync posted about its pod, in order; each of want must be there."""
+    doc = json.loads(kubectl("-n", ns, "get", "events", "--field-selector", f"involvedObject.name={pod}",
+                             "-o", "json").stdout)
+    ours = sorted((e for e in doc["items"] if (e.get("source") or {}).get("component") == "modelsync"),
+                  key=lambda e: e.get("eventTime") or "")
+    reasons = [e["reason"] for e in ours]
+    missing = [r for r in want if r not in reasons]
+    require(not missing, f"{ns}/{pod}: no {', '.join(missing)} event (found {reasons})")
+    return reasons
 
 
 def modelcar_files(kubectl: Kubectl, ns: str, image: str, name: str, timeout: float = 300) -> dict[str, str]:

@@ -30,6 +30,7 @@ import sys
 import tarfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -49,6 +50,7 @@ KIND_SKIPS = ("s3-to-oci-signed", "kitchen-sink", "uri-to-oci")
 
 class Run:
     local = True          # the local cluster: host-network pods, the image imported, sigstore and pulls by digest
+    api_server: tuple[str, int] | None = None  # the local cluster's API server, for the pods' events
 
     def __init__(self, state: Path, image: str):
         self.state, self.image = state, image
@@ -74,6 +76,8 @@ class Run:
         self.cluster.import_image(self.image)
         self.kubectl = self.cluster.kubectl
         self.render_env = self.env
+        server = urllib.parse.urlsplit(self.cluster.server_url)
+        self.api_server = (server.hostname, server.port)  # as a host-network pod reaches it (no kube-proxy here)
         self.timing = {"stack and cluster up": round(time.monotonic() - t0, 1)}
 
     def up_kind(self, context: str) -> None:
@@ -140,6 +144,9 @@ class Run:
         layout = busybox_layout(self.work / "busybox")
         push_layout(layout, "latest", self._tls(f"{self.env['OCI_TLS_REGISTRY']}/library/busybox:latest"), "latest",
                     self.work / "push", "skopeo")
+        from modelsync.locations import OciLocation  # and on the plain registry, for the UI's Jobs
+        push_layout(layout, "latest", OciLocation(f"{self.env['OCI_REGISTRY']}/library/busybox:latest",
+                                                  tls_verify=False), "latest", self.work / "push-plain", "skopeo")
 
     def _mr(self, method: str, path: str, body: dict | None = None) -> dict:
         req = urllib.request.Request(f"{self.env['MR_URL']}/api/model_registry/v1alpha3{path}", method=method,
@@ -161,7 +168,7 @@ class Run:
     def apply(self, sample: str, ns: str, edit=None) -> tuple[dict, dict[str, str], dict[str, str]]:
         ids = self.ids(sample)
         docs = k8s_samples.render(REPO_ROOT / "samples" / f"{sample}.yaml", self.render_env, self.image, self.run,
-                                  ids, self.uri_base, local=self.local, edit=edit)
+                                  ids, self.uri_base, local=self.local, edit=edit, api_server=self.api_server)
         self.kubectl("-n", ns, "apply", "-f", "-", input=k8s_samples.to_yaml(docs))
         job = k8s_samples.job_of(docs)
         return job, k8s_samples.env_of(job), ids
@@ -170,11 +177,13 @@ class Run:
         t0 = time.monotonic()
         ns = f"{self.ns}-{ORDER.index(sample)}"
         self.kubectl("create", "namespace", ns)
+        self.kubectl("-n", ns, "apply", "-f", str(REPO_ROOT / "samples" / "events-rbac.yaml"))
         job, env, _ = self.apply(sample, ns)
         signed = any(k.startswith("SIGSTORE_") for k in env)
         intent = env.get("MODEL_SYNC_MODEL_UPLOAD_INTENT", "update_artifact")
         result = checks.check_sync(self.kubectl, ns, job["metadata"]["name"], self.env["MR_URL"],
                                    functools.partial(self.read_back, signed), self.expected, intent)
+        result["events"] = checks.job_events(self.kubectl, ns, result["pod"], ("TransferStarted", "TransferPublished"))
         uri = self.to_checks(result["uri"])
         if uri.startswith("oci://") and self.local:
             result["modelcar"] = self.run_modelcar(uri, ns, signed)
@@ -239,6 +248,7 @@ class Run:
         t0 = time.monotonic()
         ns = f"{self.ns}-wrong"
         self.kubectl("create", "namespace", ns)
+        self.kubectl("-n", ns, "apply", "-f", str(REPO_ROOT / "samples" / "events-rbac.yaml"))
 
         def break_password(job: dict) -> None:
             job["metadata"]["name"] = "modelsync-wrong-password"
@@ -256,9 +266,11 @@ class Run:
                        f"wrong password: termination message {message!r}")
         checks.require("not-the-password" not in message, "wrong password: the password is in the message")
         state = checks.artifact(self.env["MR_URL"], ids["artifact"])["state"]
-        checks.require(state != "LIVE", "wrong password: artifact LIVE")
+        checks.require(state == "ABANDONED", f"wrong password: artifact {state}, not ABANDONED")
+        events = checks.job_events(self.kubectl, ns, pod, ("TransferFailed",))
         self.results.append({"sample": "s3-to-oci-env with a wrong password", "outcome": outcome, "exit": 2,
-                             "pods": 1, "artifact": state, "seconds": round(time.monotonic() - t0, 1)})
+                             "pods": 1, "artifact": state, "events": events,
+                             "seconds": round(time.monotonic() - t0, 1)})
 
     def deleted_mid_transfer(self) -> None:
         """A 256 MiB model; the Job deleted (its pod gets SIGTERM) once the artifact is PENDING: ABANDONED."""
@@ -292,6 +304,86 @@ class Run:
         checks.require(state == "ABANDONED", f"mid-transfer: artifact {state} after the Job was deleted")
         self.results.append({"sample": "s3-to-oci-env deleted mid-transfer", "artifact": state,
                              "seconds": round(time.monotonic() - t0, 1)})
+
+    # ---- the Model Registry UI's own Jobs ---------------------------------------------------------------------------
+
+    UI_CASES = ("create_model from s3", "create_version from s3", "update_artifact from s3", "create_model from uri")
+
+    def ui_job(self, case: str) -> None:
+        """The Job, Secrets and ConfigMap exactly as the Model Registry UI's backend writes them (tests/ui_jobs.py),
+        for the local cluster changed only as every e2e Job is (host network, the image imported, the pod's API
+        server and name for its events) plus the modelcar's base image and TLS off for the stack's plain-HTTP
+        registry (public.ecr.aws is out of reach here). LIVE, every custom property typed as written, the
+        model-source fields, and the pod's events."""
+        from tests.ui_jobs import UiJob, typed
+        t0 = time.monotonic()
+        intent, source = case.split(" from ")
+        ns = f"{self.ns}-ui-{self.UI_CASES.index(case)}"
+        self.kubectl("create", "namespace", ns)
+        self.kubectl("-n", ns, "apply", "-f", str(REPO_ROOT / "samples" / "events-rbac.yaml"))
+        props = {"team": typed("MetadataStringValue", "nlp"), "reviewed": typed("MetadataStringValue", ""),
+                 "layers": typed("MetadataIntValue", "12"), "accuracy": typed("MetadataDoubleValue", 0.93),
+                 "approved": typed("MetadataBoolValue", True)}
+        fields: dict[str, Any] = {"version_props": props}
+        if intent == "create_model":
+            fields.update(model_name=f"ui-{self.run}-{source}", model_props=props, description="from the UI")
+        else:
+            model = self._mr("POST", "/registered_models", {"name": f"ui-{self.run}-{intent}"})
+            fields["model_id"] = model["id"]
+            if intent == "update_artifact":
+                version = self._mr("POST", "/model_versions", {"name": "v1", "registeredModelId": model["id"]})
+                art = self._mr("POST", f"/model_versions/{version['id']}/artifacts",
+                               {"artifactType": "model-artifact", "name": "v1", "state": "PENDING"})
+                fields.update(version_id=version["id"], artifact_id=art["id"])
+        if source == "s3":
+            fields.update(source_type="s3", bucket=self.render_env["MINIO_BUCKET"],
+                          key=f"sentiment-{self.run}/1.0.0", endpoint=self.render_env["MINIO_ENDPOINT"],
+                          access_key=self.render_env["MINIO_ACCESS_KEY"],
+                          secret_key=self.render_env["MINIO_SECRET_KEY"])
+        else:
+            fields.update(source_type="uri", uri=f"{self.uri_base}/sentiment-{self.run}/1.0.0/model.tar.gz")
+        job = UiJob(intent=intent, name=f"ui-{intent.replace('_', '-')}-{source}", namespace=ns,
+                    registry_address=self.render_env["MR_URL"], author="ada", version_name="v1",
+                    destination_uri=f"{self.render_env['OCI_REGISTRY']}/ui-{self.run}/{intent}-{source}:v1", **fields)
+        docs = job.manifests(self.image)
+        (container,) = docs[-1]["spec"]["template"]["spec"]["containers"]
+        if self.local:
+            docs[-1]["spec"]["template"]["spec"]["hostNetwork"] = True
+            container["imagePullPolicy"] = "Never"
+            container["env"] += k8s_samples.pod_identity(*self.api_server)
+        container["env"] += [
+            {"name": "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE",
+             "value": f"{self.render_env['OCI_REGISTRY']}/library/busybox:latest"},
+            {"name": "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY", "value": "false"},
+            {"name": "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY", "value": "false"}]
+        self.kubectl("-n", ns, "apply", "-f", "-", input=k8s_samples.to_yaml(docs))
+        outcome, pod = checks.job_outcome(self.kubectl, ns, job.name, 600)
+        logs = self.kubectl("-n", ns, "logs", pod, check=False).stdout
+        checks.require(outcome == "Complete", f"{case}: {outcome}; last log lines: {logs[-2000:]}")
+        message = json.loads(checks.termination(self.kubectl, ns, pod))
+        art = checks.artifact(self.env["MR_URL"], message["ModelArtifact"]["id"])
+        checks.require(art["state"] == "LIVE", f"{case}: artifact {art['state']}")
+        want = {"team": ("MetadataStringValue", "string_value", "nlp"),
+                "reviewed": ("MetadataStringValue", "string_value", ""),
+                "layers": ("MetadataIntValue", "int_value", "12"),
+                "accuracy": ("MetadataDoubleValue", "double_value", 0.93),
+                "approved": ("MetadataBoolValue", "bool_value", True)}
+        entities = [("ModelArtifact", art)]
+        if intent == "create_model":
+            model_id = message["RegisteredModel"]["id"]
+            entities.append(("RegisteredModel", self._mr("GET", f"/registered_models/{model_id}")))
+        for what, entity in entities:
+            got = entity.get("customProperties") or {}
+            for name, (kind, field_name, value) in want.items():
+                checks.require(name in got and got[name].get("metadataType") == kind and got[name].get(field_name)
+                               == value, f"{case}: {what} property {name} is {got.get(name)}")
+        source_fields = (art.get("modelSourceKind"), art.get("modelSourceClass"), art.get("modelSourceGroup"),
+                         art.get("modelSourceName"))
+        checks.require(source_fields == ("transfer_job", "async-upload", ns, job.name),
+                       f"{case}: model source fields {source_fields}")
+        events = checks.job_events(self.kubectl, ns, pod, ("TransferStarted", "TransferPublished"))
+        self.results.append({"sample": f"the Model Registry UI's Job: {case}", "uri": art["uri"],
+                             "properties": len(want), "events": events, "seconds": round(time.monotonic() - t0, 1)})
 
     def guarded(self, name: str, fn, *args) -> None:
         try:
@@ -329,6 +421,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only is None:
             run.guarded("kind's stack manifests accepted by the apiserver (dry run)", run.kubectl, "-n", run.ns,
                         "apply", "--dry-run=server", "-f", str(REPO_ROOT / "e2e" / "kind" / "stack.yaml"))
+            for case in run.UI_CASES:
+                run.guarded(f"the Model Registry UI's Job: {case}", run.ui_job, case)
             run.guarded("wrong credential", run.wrong_credential)
             run.guarded("deleted mid-transfer", run.deleted_mid_transfer)
     finally:

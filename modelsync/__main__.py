@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import logs, termination
+from . import events, logs, termination
 from .errors import ConfigError, ModelSyncError
 from .secret import mask
 
@@ -21,6 +21,20 @@ EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 def main(argv: Sequence[str] | None = None) -> int:
     # Log settings are needed before the config is resolved (to report its problems), so read them from env first.
     logs.setup(os.environ.get("MODEL_SYNC_LOG_FORMAT", "text"), os.environ.get("MODEL_SYNC_LOG_LEVEL", "info"))
+    events.start(events.from_pod())  # the pod's Kubernetes Events; nothing outside a pod
+    try:
+        return _run(argv)
+    finally:
+        events.stop()
+
+
+def _failed(code: int, reason: str) -> int:
+    events.emit("TransferFailed", f"exit {code}: {reason}", warning=True)
+    termination.failure(code, reason)
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     try:
         from . import config
         cfg = config.load(argv)
@@ -39,12 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             log.error("config: %s", line)
         log.error("configuration invalid (%d problem%s); nothing was done", len(exc.problems),
                   "" if len(exc.problems) == 1 else "s")
-        termination.failure(EXIT_CONFIG, "; ".join(exc.problems))
-        return EXIT_CONFIG
+        return _failed(EXIT_CONFIG, "; ".join(exc.problems))
     except ModelSyncError as exc:
         log.error("%s", exc)
-        termination.failure(EXIT_FAILED, str(exc))
-        return EXIT_FAILED
+        return _failed(EXIT_FAILED, str(exc))
     except BrokenPipeError:  # e.g. `modelsync --dry-run | head`
         return EXIT_OK
     except OSError as exc:
@@ -57,12 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
     except KeyboardInterrupt:
         log.error("interrupted")
-        termination.failure(EXIT_FAILED, "interrupted")
-        return EXIT_FAILED
+        return _failed(EXIT_FAILED, "interrupted")
     except Exception as exc:  # a bug: keep the trace for the developer, masked like everything else
         log.error("unexpected %s: %s", type(exc).__name__, mask(str(exc)), exc_info=True)
-        termination.failure(EXIT_FAILED, f"unexpected {type(exc).__name__}: {exc}")
-        return EXIT_FAILED
+        return _failed(EXIT_FAILED, f"unexpected {type(exc).__name__}: {exc}")
 
 
 if __name__ == "__main__":

@@ -27,13 +27,14 @@ from typing import Any
 
 from types import ModuleType
 
-from . import destinations, endpoints, pipeline, registry, signing, sources, termination, workspace
+from . import destinations, endpoints, events, pipeline, registry, signing, sources, termination, workspace
 from .config import Config
 from .errors import ConfigError, CredentialsRefused, ModelSyncError
 from .mr_api import TokenRejected
 from .files import human, require_free_space, total_size
 from .locations import Published
 from .metadata import ids_in, parse_metadata_dir
+from .sources import hf
 from .secret import mask, redact_url
 from .validate import signing_decision
 
@@ -210,6 +211,9 @@ def run(cfg: Config) -> Published:
             destination = destinations.of(cfg).preflight(cfg, job, files)
             check_space(cfg, source.get("bytes"), files)
             signer = signing.prepare(cfg, ws.root, model_name(cfg)) if sign else None
+            if job_intent.kind != "update_artifact" and cfg.source_type == "uri" and hf.is_hf(cfg.source_uri):
+                plan = dataclasses.replace(plan, intent=dataclasses.replace(plan.intent, metadata=hf.card_metadata(
+                    cfg, plan.intent.metadata, job_intent.kind, ws.work)))
         except (CredentialsRefused, TokenRejected) as exc:  # nothing done yet, and a retry cannot help
             error = ConfigError(f"{exc}; fix the credentials")
             if plan is not None:  # not when the Model Registry itself refused the token
@@ -224,6 +228,10 @@ def run(cfg: Config) -> Published:
                  ", ".join(f"{k} {v}" for k, v in destination.items()),
                  extra={"fields": {"source": source, "destination": destination}})
         claim = reg.begin(plan)
+        size = (f", {source['files']} file(s)" if "files" in source else "") + (
+            f", {human(source['bytes'])}" if "bytes" in source else "")
+        events.emit("TransferStarted", f"{job_key(cfg)}{size}; {cfg.model_upload_intent}, ModelArtifact "
+                                       f"{claim.artifact_id}")
         try:
             published = transfer(cfg, ws, job, signer)
             if signer is not None:
@@ -232,6 +240,9 @@ def run(cfg: Config) -> Published:
             _abandon(reg, claim, _reason(exc))
             raise
         reg.complete(claim, published)
+        events.emit("TransferPublished", f"{published.uri} ({len(published.files)} file(s), "
+                                         f"{human(total_size(published.files))}); ModelArtifact {claim.artifact_id} "
+                                         f"is LIVE")
         termination.success(cfg.model_upload_intent, claim.model_id or job_intent.model_id,
                             claim.version_id or job_intent.version_id, claim.artifact_id, published.uri,
                             published.digest)

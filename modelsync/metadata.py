@@ -65,7 +65,8 @@ CAMEL = "customProperties"  # the Model Registry UI's spelling of custom_propert
 
 # the fields the spec names, plus the few other plain-string fields both API generations accept
 ENTITY_FIELDS: dict[str, frozenset[str]] = {
-    "RegisteredModel": frozenset({"name", "description", "owner", "custom_properties"}),
+    "RegisteredModel": frozenset({"name", "description", "owner", "custom_properties", "readme", "license",
+                                  "license_link", "provider", "library_name", "language", "tasks", "maturity"}),
     "ModelVersion": frozenset({"name", "description", "author", "custom_properties"}),
     "ModelArtifact": frozenset({"name", "description", "model_format_name", "model_format_version", "storage_key",
                                 "storage_path", "service_account_name", "model_source_kind", "model_source_class",

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from . import events
 from .files import human
 
 log = logging.getLogger("modelsync.progress")
@@ -38,6 +39,7 @@ class Progress:
     def update(self, done: int) -> None:
         with self._lock:
             self.done = max(0, done)
+            events.progress(self.label, self.done, self.total, self.line)
             if self._bar is not None:
                 self._bar.update(self._task, completed=self.done)
                 return

@@ -255,7 +255,7 @@ class Registry:
         if plan.model.action == "resume":  # ours: the metadata as it is now (a re-run may have corrected it)
             body = RegisteredModelUpdate(description=meta.get("description"), owner=meta.get("owner"),
                                          custom_properties=_props(meta, plan.fingerprint),
-                                         state=RegisteredModelState.ARCHIVED)
+                                         state=RegisteredModelState.ARCHIVED, **_model_fields(meta))
             self._conn.call(f"update RegisteredModel {plan.model.id}",
                             lambda api: api.update_registered_model(plan.model.id, body, **self._t()))
         if plan.model.id:
@@ -263,7 +263,7 @@ class Registry:
         # Born ARCHIVED: nothing shows as a live model until its artifact is LIVE (complete), even after a crash.
         body = RegisteredModelCreate(name=plan.model.name, description=meta.get("description"),
                                      owner=meta.get("owner"), custom_properties=_props(meta, plan.fingerprint),
-                                     state=RegisteredModelState.ARCHIVED)
+                                     state=RegisteredModelState.ARCHIVED, **_model_fields(meta))
         return self._create("RegisteredModel", plan.model.name, None, plan.fingerprint,
                             lambda api: api.create_registered_model(body, **self._t()))
 
@@ -446,6 +446,23 @@ def _props(meta: EntityMetadata, fingerprint: str) -> dict[str, MetadataValue]:
     props = {k: metadata_value(v) for k, v in meta.custom_properties.items()}
     props[MARKER] = metadata_value(fingerprint)
     return props
+
+
+def _model_fields(meta: EntityMetadata) -> dict[str, object]:
+    """The RegisteredModel's descriptive fields (a Hugging Face card's, or the metadata dir's); language and tasks
+    are lists, given as JSON lists or comma-separated."""
+    fields: dict[str, object] = {n: meta.get(n) for n in ("readme", "license", "license_link", "provider",
+                                                          "library_name", "maturity") if meta.get(n)}
+    for name in ("language", "tasks"):
+        text = (meta.get(name) or "").strip()
+        if text:
+            try:
+                value = json.loads(text) if text.startswith("[") else None
+            except ValueError:
+                value = None
+            fields[name] = [str(x) for x in value] if isinstance(value, list) else \
+                [x.strip() for x in text.split(",") if x.strip()]
+    return fields
 
 
 def _artifact_fields(meta: EntityMetadata | None) -> dict[str, str]:

@@ -38,6 +38,7 @@ LFS_THRESHOLD = 1024 * 1024  # files this big are served as LFS files, as the Hu
 class Repo:
     revisions: dict[str, Path]           # branch/tag name -> directory holding that revision's files
     private: bool = False
+    info: dict = field(default_factory=dict)  # more of model info: author, library_name, pipeline_tag, tags, cardData
 
     def commit(self, repo_id: str, name: str) -> str:
         return hashlib.sha1(f"{repo_id}@{name}".encode()).hexdigest()
@@ -53,8 +54,8 @@ class Hub:
     listed_only: list[str] = field(default_factory=list)  # names model info lists besides the files (hostile repos)
     url: str = ""
 
-    def add(self, repo_id: str, revisions: dict[str, Path], private: bool = False) -> None:
-        self.repos[repo_id] = Repo(revisions, private)
+    def add(self, repo_id: str, revisions: dict[str, Path], private: bool = False, info: dict | None = None) -> None:
+        self.repos[repo_id] = Repo(revisions, private, info or {})
 
 
 def _files(root: Path) -> dict[str, Path]:
@@ -174,7 +175,7 @@ def serve_hub(hub: Hub) -> Iterator[Hub]:
                             if "lfs" in e else {})} for e in entries]
             siblings += [{"rfilename": name, "size": 1, "blobId": "0" * 40} for name in hub.listed_only]
             info = {"_id": commit[:24], "id": repo_id, "modelId": repo_id, "sha": commit, "private": repo.private,
-                    "disabled": False, "gated": False, "tags": [], "siblings": siblings}
+                    "disabled": False, "gated": False, "tags": [], "siblings": siblings, **repo.info}
             self._send(200, json.dumps(info).encode())
 
         def _resolve(self, repo_id: str, rev: str, rel: str) -> None:

@@ -293,6 +293,39 @@ def test_job_from_hf_registers_live(dst, hub, stack, tmp_path, base_image, caplo
     assert not any("xet" in path.lower() for _, path, _ in hub.requests)
 
 
+CARD = {"author": "org", "library_name": "transformers", "pipeline_tag": "text-classification",
+        "tags": ["transformers", "license:apache-2.0", "en"],
+        "cardData": {"language": ["en", "de"], "license": "apache-2.0",
+                     "license_link": "https://www.apache.org/licenses/LICENSE-2.0"}}
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("given", [{}, {"RegisteredModel.license": "mit", "RegisteredModel.language": "fr"}])
+def test_create_model_from_hf_fills_the_registered_model_from_its_card(given, hub, stack, tmp_path, base_image):
+    """As the Model Registry's catalog maps a Hugging Face model; a value the ConfigMap gives wins. The version
+    records the commit copied."""
+    carded = tmp_path / "hub" / "carded"
+    make_model(carded)
+    (carded / "README.md").write_text("# Carded\n\nA model with a card.\n")
+    hub.add("org/carded", {"main": carded}, info=CARD)
+    name = f"job-hf-card-{uuid.uuid4().hex[:6]}"
+    env = {**base_env(stack, tmp_path, name), "MODEL_SYNC_SOURCE_TYPE": "uri",
+           "MODEL_SYNC_SOURCE_URI": "hf://org/carded", "MODEL_SYNC_SOURCE_HF_EXCLUDE": "README.md",
+           **destination_env("pvc", stack, tmp_path, base_image)}
+    for key, value in given.items():
+        (tmp_path / "metadata" / key).write_text(value)
+    job.run(config.load([], env))
+    rm = mr_get(stack, f"registered_model?name={name}")
+    assert rm["readme"] == "# Carded\n\nA model with a card.\n"  # read although the patterns leave it out
+    assert rm["license"] == given.get("RegisteredModel.license", "apache-2.0")
+    assert rm["language"] == (["fr"] if given else ["en", "de"])
+    assert (rm["licenseLink"], rm["tasks"], rm["provider"], rm["libraryName"]) == \
+        ("https://www.apache.org/licenses/LICENSE-2.0", ["text-classification"], "org", "transformers")
+    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
+    commit = hub.repos["org/carded"].commit("org/carded", "main")
+    assert mv["customProperties"]["modelsync.source"]["string_value"] == f"hf://org/carded@{commit}"
+
+
 @pytest.mark.stack
 def test_job_from_a_private_repo_never_shows_the_token(hub, stack, tmp_path, base_image, caplog, capsys):
     caplog.set_level(logging.DEBUG)

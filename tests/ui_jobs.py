@@ -149,3 +149,54 @@ class UiJob:
                 (d / name).write_text(text)
             where[mount] = str(d)
         return self.env(where)
+
+    def manifests(self, image: str) -> list[dict]:
+        """The Secrets, the ConfigMap and the Job as the UI's backend creates them (it names the first three with
+        generateName; fixed names here), ready for `kubectl apply`."""
+        labels = {"modelregistry.kubeflow.org/job-type": "async-upload",
+                  "modelregistry.kubeflow.org/job-id": f"{self.name}-id"}
+        meta = lambda name: {"name": name, "namespace": self.namespace, "labels": dict(labels)}  # noqa: E731
+        cm, src, dst = f"{self.name}-metadata-configmap", f"{self.name}-source-creds", f"{self.name}-dest-creds"
+        docs: list[dict] = [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(cm), "data": self.configmap()},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": meta(dst), "type": "kubernetes.io/dockerconfigjson",
+             "stringData": self.destination_secret()}]
+        volumes = [{"name": "destination-credentials", "secret": {"secretName": dst, "items": [
+                       {"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}},
+                   {"name": "model-metadata", "configMap": {"name": cm}}]
+        mounts = [{"name": "destination-credentials", "mountPath": DESTINATION_MOUNT, "readOnly": True},
+                  {"name": "model-metadata", "mountPath": METADATA_MOUNT, "readOnly": True}]
+        annotations = {f"modelregistry.kubeflow.org/{k}": v for k, v in {
+            "display-name": self.name, "source-type": self.source_type, "dest-type": "oci",
+            "dest-uri": self.destination_uri, "dest-registry": self.destination_registry,
+            "upload-intent": self.intent, "model-name": self.model_name, "version-name": self.version_name,
+            "artifact-name": self.version_name, "description": self.description, "author": self.author,
+            "configmap-name": cm, "dest-secret": dst, "registered-model-id": self.model_id,
+            "model-version-id": self.version_id, "model-artifact-id": self.artifact_id,
+            "model-registry-name": "model-registry"}.items()}
+        if self.source_type == "s3":
+            docs.append({"apiVersion": "v1", "kind": "Secret", "metadata": meta(src), "type": "Opaque",
+                         "stringData": self.source_secret()})
+            volumes.append({"name": "source-credentials", "secret": {"secretName": src}})
+            mounts.append({"name": "source-credentials", "mountPath": SOURCE_MOUNT, "readOnly": True})
+            annotations.update({"modelregistry.kubeflow.org/source-bucket": self.bucket,
+                                "modelregistry.kubeflow.org/source-key": self.key,
+                                "modelregistry.kubeflow.org/source-secret": src})
+        else:
+            annotations["modelregistry.kubeflow.org/source-uri"] = self.uri
+        job_labels = {**labels, "modelregistry.kubeflow.org/model-registry-name": "model-registry"}
+        docs.append({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": self.name, "namespace": self.namespace, "labels": job_labels,
+                         "annotations": annotations},
+            "spec": {"backoffLimit": 3, "template": {
+                "metadata": {"labels": {"modelregistry.kubeflow.org/job-type": "async-upload"}},
+                "spec": {"restartPolicy": "Never", "securityContext": {"runAsNonRoot": True}, "volumes": volumes,
+                         "containers": [{
+                             "name": "async-upload", "image": image, "imagePullPolicy": "IfNotPresent",
+                             "volumeMounts": mounts,
+                             "env": [{"name": k, "value": v} for k, v in self.env().items()],
+                             "securityContext": {"allowPrivilegeEscalation": False,
+                                                 "capabilities": {"drop": ["ALL"]},
+                                                 "seccompProfile": {"type": "RuntimeDefault"}}}]}}}})
+        return docs

@@ -23,22 +23,26 @@ from nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TransferError
 from ..files import (SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, listing as list_dir,
                      require_free_space)
 from ..locations import FileEntry
+from ..metadata import Metadata
 from ..progress import watch
 from ..requirements import problem
 from ..secret import mask, register
+from . import hf_card
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -191,6 +195,8 @@ def _first_line(exc: BaseException) -> str:
 class Snapshot:
     commit: str | None
     files: dict[str, int | None]  # after the include/exclude patterns
+    info: Any = None              # the Hub's ModelInfo (author, tags, card data: hf_card.py)
+    siblings: tuple[str, ...] = ()  # every file of the revision, before the patterns
 
 
 def snapshot(cfg: Config, ref: HfRef, doing: str = "listing") -> Snapshot:
@@ -218,7 +224,7 @@ def snapshot(cfg: Config, ref: HfRef, doing: str = "listing") -> Snapshot:
         shown = "; ".join(f"{k} {v}" for k, v in (("include", include), ("exclude", exclude)) if v)
         raise TransferError(f"{doing} {ref}: nothing found at source: the revision has "
                             f"{len(sizes)} file(s){f', none matching {shown}' if shown else ''}")
-    return Snapshot(commit=info.sha, files=chosen)
+    return Snapshot(commit=info.sha, files=chosen, info=info, siblings=tuple(sizes))
 
 
 # ---- the source type (reached through sources/uri.py for hf:// URIs) ---------------------------------------------
@@ -267,6 +273,37 @@ def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
                            if names)
         raise TransferError(f"download of {ref} is incomplete ({detail})")
     return model, inventory(model)
+
+
+def card_metadata(cfg: Config, meta: Metadata, kind: str, scratch: Path) -> Metadata:
+    """The metadata with what the repository says of its model: for create_model the RegisteredModel fields of its
+    card (hf_card.py; a value the ConfigMap gives wins), and on the new version `modelsync.source`, the repository at
+    the commit the job copies. Asked of the Hub before the claim."""
+    ref = parse(cfg.source_uri)
+    snap = snapshot(cfg, ref, "model card of")
+    version = meta.model_version
+    if snap.commit:
+        props = {"modelsync.source": f"{PREFIX}{ref.repo_id}@{snap.commit}", **version.custom_properties}
+        version = replace(version, custom_properties=MappingProxyType(props))
+    if kind != "create_model":
+        return replace(meta, model_version=version)
+    readme = None
+    name = hf_card.readme_name(list(snap.siblings))
+    if name:
+        try:
+            path = _client().hf_hub_download(ref.repo_id, name, revision=snap.commit or ref.revision,
+                                             local_dir=str(scratch / "hf-card"), token=token(cfg) or False,
+                                             endpoint=endpoint())
+            readme = Path(path).read_text(encoding="utf-8", errors="replace")
+        except Exception as exc:  # noqa: BLE001 -- the README is a courtesy; the model is what matters
+            log.warning("%s of %s not read: %s", name, ref, mask(_first_line(exc)))
+    found = {k: json.dumps(v) if isinstance(v, list) else v
+             for k, v in hf_card.registered_model_fields(snap.info, readme).items()}
+    if found:
+        log.info("from the model card of %s: %s", ref, ", ".join(sorted(found)))
+    model = meta.registered_model
+    return replace(meta, registered_model=replace(model, fields=MappingProxyType({**found, **model.fields})),
+                   model_version=version)
 
 
 def _download(cfg: Config, ref: HfRef, expected: Snapshot, model: Path, cache: Path) -> None:
