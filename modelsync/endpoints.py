@@ -25,11 +25,21 @@ def s3(cfg: Config, side: str) -> S3Location:
                       secret_access_key=v[f"{side}_aws_secret_access_key"], ca_bundle=_path(v[f"{side}_aws_ca_bundle"]))
 
 
+CERTS_D = Path("/etc/containers/certs.d")  # containers-certs.d(5): <registry host[:port]>/ca.crt
+
+
 def oci(cfg: Config, side: str) -> OciLocation:
+    """The image and how to reach it. Without a CA bundle setting, a `ca.crt` under /etc/containers/certs.d/<registry>
+    is trusted for that registry, as skopeo and podman trust it (the Model Registry UI mounts the OpenShift service
+    CA there for the cluster's internal registry)."""
     v = cfg.values
-    return OciLocation(reference=strip_scheme(v[f"{side}_oci_uri"]), username=v[f"{side}_oci_username"],
-                       password=v[f"{side}_oci_password"], tls_verify=v[f"{side}_oci_enable_tls_verify"],
-                       ca_bundle=_path(v[f"{side}_oci_ca_bundle"]))
+    reference = strip_scheme(v[f"{side}_oci_uri"])
+    ca = _path(v[f"{side}_oci_ca_bundle"])
+    if ca is None:
+        found = CERTS_D / reference.split("/", 1)[0] / "ca.crt"
+        ca = str(found) if found.is_file() else None
+    return OciLocation(reference=reference, username=v[f"{side}_oci_username"], password=v[f"{side}_oci_password"],
+                       tls_verify=v[f"{side}_oci_enable_tls_verify"], ca_bundle=ca)
 
 
 def base_image(cfg: Config) -> OciLocation | None:

@@ -55,7 +55,7 @@ def registry_settings(cfg: Config, scratch: Path) -> registry.RegistrySettings:
 def _custom_ca(cfg: Config, scratch: Path) -> str | None:
     """The Model Registry's CA file: --registry-custom-ca (or a path in the named env var), else the PEM text
     from the named env var, written into this job's own scratch directory (a CA certificate is public)."""
-    if cfg.registry_custom_ca:
+    if cfg.registry_custom_ca and Path(cfg.registry_custom_ca).is_file():  # else validation said why not
         return str(cfg.registry_custom_ca)
     if not cfg.registry_ca_pem:
         return None

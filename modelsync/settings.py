@@ -72,8 +72,8 @@ def _oci(side: str, verb: str) -> list[Setting]:
         Setting(f"{side}_oci_password", f"Registry password or token ({when})", secret=True, group=side),
         Setting(f"{side}_oci_enable_tls_verify", f"Verify the registry's TLS certificate; false also allows "
                 f"plain HTTP ({when})", default="true", kind="bool", group=side),
-        Setting(f"{side}_oci_ca_bundle", f"PEM file trusted for this registry only ({when})", kind="path",
-                group=side),
+        Setting(f"{side}_oci_ca_bundle", f"PEM file trusted for this registry only ({when}); default: "
+                f"/etc/containers/certs.d/<registry>/ca.crt if there", kind="path", group=side),
     ]
 
 

@@ -107,11 +107,25 @@ def _check_files(cfg: Config) -> list[str]:
         value = cfg.values.get(s.name)
         if value and s.kind == "path" and (s.name.endswith("ca_bundle") or s.name in (
                 "registry_custom_ca", "signing_identity_token_path")) and not Path(value).is_file():
+            if s.name == "registry_custom_ca" and optional_mount_absent(Path(value)):
+                log.warning("%s / %s: '%s' is not there and its directory is empty: an optional CA ConfigMap that "
+                            "does not exist (the Model Registry UI mounts one so); the system's CAs are trusted",
+                            s.arg, s.env, value)
+                continue
             problems.append(f"{s.arg} / {s.env}: '{value}' is not a readable file")
     storage = Path(cfg.values["storage_path"] or "/")  # None: its conversion failed, already reported
     if storage.exists() and not storage.is_dir():
         problems.append(f"--storage-path / MODEL_SYNC_STORAGE_PATH: '{storage}' exists and is not a directory")
     return problems
+
+
+def optional_mount_absent(path: Path) -> bool:
+    """A file whose directory exists and is empty: what the kubelet mounts for an optional ConfigMap that is not
+    there. A path whose directory is missing, or holds other files, is a mistake and stays an error."""
+    try:
+        return path.parent.is_dir() and not any(path.parent.iterdir())
+    except OSError:
+        return False
 
 
 def _check_signing(cfg: Config) -> list[str]:

@@ -63,12 +63,12 @@ def s3_source(stack, tmp_path, require_tool):
 
 
 def ui_job(stack, intent: str, prefix: str, **fields) -> UiJob:
-    """An S3 source (prefix) unless fields say otherwise, to a new repository of the stack's plain registry."""
+    """An S3 source (prefix) to a new repository of the stack's plain registry, unless fields say otherwise."""
     s3 = dict(source_type="s3", bucket=stack.minio_bucket, key=prefix, endpoint=stack.minio_endpoint,
               region="us-east-1", access_key=stack.minio_access_key, secret_key=stack.minio_secret_key)
-    return UiJob(intent=intent, name=f"ui-job-{uuid.uuid4().hex[:6]}", namespace="team-a",
-                 registry_address=stack.mr_url, destination_uri=f"{stack.oci_registry}/ui/{uuid.uuid4().hex[:8]}:v1",
-                 author="ada", **{**s3, **fields})
+    defaults = dict(name=f"ui-job-{uuid.uuid4().hex[:6]}", namespace="team-a", registry_address=stack.mr_url,
+                    destination_uri=f"{stack.oci_registry}/ui/{uuid.uuid4().hex[:8]}:v1", author="ada")
+    return UiJob(intent=intent, **{**defaults, **s3, **fields})
 
 
 def run_ui_job(job: UiJob, tmp_path: Path, base_image: str, **more: str) -> tuple[subprocess.CompletedProcess, dict]:
@@ -213,4 +213,68 @@ def test_registry_behind_a_gateway_route_prefix(stack, tmp_path, s3_source, base
     assert job.env()["MODEL_SYNC_REGISTRY_SERVER_ADDRESS"] == f"{proxy.url}/model-registry/team-a"
     done, message = run_ui_job(job, tmp_path, base_image)
     assert done.returncode == 0, done.stderr
+    assert mr_get(stack, f"model_artifacts/{message['ModelArtifact']['id']}")["state"] == "LIVE"
+
+
+@pytest.fixture
+def https_registry(stack, mr_proxy_factory):
+    """The real Model Registry behind a TLS-terminating proxy whose certificate the stack's CA signed."""
+    import ssl
+    tls = stack.state_dir / "tls"
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(tls / "server.crt", tls / "server.key")
+    return mr_proxy_factory(tls=ctx).url, (tls / "ca.crt").read_text()
+
+
+@pytest.mark.parametrize("configmap", ["present", "absent"])
+def test_an_https_registry_with_the_uis_optional_trusted_ca(configmap, stack, tmp_path, s3_source, base_image,
+                                                            https_registry):
+    """The UI mounts the optional ConfigMap odh-trusted-ca-bundle for an https Model Registry and names its file in
+    MODEL_SYNC_REGISTRY_CUSTOM_CA. Absent, the mount is an empty directory: the system's CAs are trusted (here they
+    do not know the stack's CA, so TLS fails in one line, exit 1), not a configuration error."""
+    prefix, _ = s3_source
+    url, ca = https_registry
+    job = ui_job(stack, "create_model", prefix, model_name=f"ui-tls-{uuid.uuid4().hex[:6]}",
+                 registry_ca=ca if configmap == "present" else None)
+    job.registry_address = url
+    assert job.env()["MODEL_SYNC_REGISTRY_IS_SECURE"] == "true"
+    done, message = run_ui_job(job, tmp_path, base_image)
+    if configmap == "present":
+        assert done.returncode == 0, done.stderr
+        assert mr_get(stack, f"model_artifacts/{message['ModelArtifact']['id']}")["state"] == "LIVE"
+    else:
+        assert done.returncode == 1, done.stderr
+        assert "optional CA ConfigMap that does not exist" in done.stderr
+        assert "CERTIFICATE_VERIFY_FAILED" in message["failed"]
+
+
+@pytest.mark.parametrize("ca", ["there", "not there"])
+def test_a_registry_ca_in_containers_certs_d_is_trusted(ca, stack, tmp_path, s3_source, base_image, monkeypatch):
+    """The UI mounts the OpenShift service CA at /etc/containers/certs.d/<registry>/ca.crt for the internal
+    registry, with no setting naming it. Run in this process, the directory moved under tmp_path."""
+    from modelsync import __main__ as cli
+    from modelsync import config, endpoints
+    prefix, _ = s3_source
+    certs_d = tmp_path / "certs.d"
+    (certs_d / stack.oci_tls_registry).mkdir(parents=True)
+    if ca == "there":
+        (certs_d / stack.oci_tls_registry / "ca.crt").write_bytes(Path(stack.oci_tls_ca).read_bytes())
+    monkeypatch.setattr(endpoints, "CERTS_D", certs_d)
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    job = ui_job(stack, "create_model", prefix, model_name=f"ui-certsd-{uuid.uuid4().hex[:6]}",
+                 username=stack.oci_tls_username, password=stack.oci_tls_password,
+                 destination_uri=f"{stack.oci_tls_registry}/ui/{uuid.uuid4().hex[:8]}:v1")
+    env = {**job.write(tmp_path / "mounts"), "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": base_image,
+           "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY": "false",
+           "TERMINATION_MESSAGE_PATH": str(tmp_path / "termination-log")}
+    for key in [k for k in os.environ if k.startswith(("MODEL_SYNC_", "AWS_"))]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    if ca == "not there":
+        assert cli.main([]) == 1
+        assert "certificate" in (tmp_path / "termination-log").read_text().lower()
+        return
+    assert cli.main([]) == 0
+    message = json.loads((tmp_path / "termination-log").read_text())
     assert mr_get(stack, f"model_artifacts/{message['ModelArtifact']['id']}")["state"] == "LIVE"

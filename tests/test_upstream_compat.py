@@ -33,7 +33,7 @@ import pytest
 
 from modelsync import config
 from modelsync.errors import ConfigError
-from modelsync.metadata import parse_metadata_dir
+from modelsync.metadata import ids_in, parse_metadata_dir
 from modelsync.secret import Secret
 
 SAMPLES = Path(__file__).parent / "upstream_samples"
@@ -325,7 +325,7 @@ CASES = [
          via="metadata:create_model", expect={"RegisteredModel.name": "m", "ModelArtifact.model_source_kind": "HuggingFace"}),
     Case("meta-create-version-with-model-id", "samples/create_version_example.yaml (RegisteredModel.id)",
          files={"cm/RegisteredModel.id": "12345", "cm/ModelVersion.name": "2.0.0", "cm/ModelArtifact.name": "a"},
-         via="metadata:create_version", expect={"ModelVersion.name": "2.0.0"}, warn="RegisteredModel.id"),
+         via="metadata:create_version", expect={"ModelVersion.name": "2.0.0"}),
 ]
 
 
@@ -514,8 +514,8 @@ def test_sample_dockerconfig_secret_mounted_as_a_directory(tmp_path: Path) -> No
 def test_sample_configmaps_are_accepted(sample, configmap, intent, checks, tmp_path: Path,
                                         caplog: pytest.LogCaptureFixture) -> None:
     """samples/create_*_example.yaml ConfigMaps, mounted by the kubelet. ModelArtifact.model_source_* are read
-    (the Model Registry stores them); RegisteredModel.id in the create_version one is not used by that intent
-    (the model comes from MODEL_SYNC_MODEL_ID): accepted with a warning naming it."""
+    (the Model Registry stores them); RegisteredModel.id in the create_version one names the model, as
+    MODEL_SYNC_MODEL_ID does (and as the Model Registry UI writes it): read, not warned away."""
     caplog.set_level(logging.DEBUG, logger="modelsync")
     mounted = _mount(SAMPLES / sample / configmap, tmp_path / "etc-model-metadata")
     try:
@@ -525,5 +525,6 @@ def test_sample_configmaps_are_accepted(sample, configmap, intent, checks, tmp_p
     for key, want in checks.items():
         assert _metadata_value(meta, key) == want, key
     warnings = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
-    assert ("RegisteredModel.id is not used" in warnings) == (intent == "create_version")
+    assert "RegisteredModel.id" not in warnings
+    assert ids_in(mounted) == ({"model_id": ("12345", "RegisteredModel.id")} if intent == "create_version" else {})
     assert "model_source_kind is not used" not in warnings

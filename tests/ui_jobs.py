@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 SOURCE_MOUNT = "/opt/creds/source"
 DESTINATION_MOUNT = "/opt/creds/destination"
 METADATA_MOUNT = "/etc/model-metadata"
+TRUSTED_CA_MOUNT = "/etc/pki/tls/custom"   # an https Model Registry: the optional ConfigMap odh-trusted-ca-bundle
 
 
 def typed(kind: str, value: object) -> dict:
@@ -61,6 +62,7 @@ class UiJob:
     model_id: str = ""
     version_id: str = ""
     artifact_id: str = ""
+    registry_ca: str | None = None                # the trusted-CA ConfigMap's ca-bundle.crt; None: it does not exist
 
     @property
     def destination_registry(self) -> str:
@@ -110,11 +112,17 @@ class UiJob:
         mounts = {DESTINATION_MOUNT: self.destination_secret(), METADATA_MOUNT: self.configmap()}
         if self.source_type == "s3":
             mounts[SOURCE_MOUNT] = self.source_secret()
+        if self.registry_secure:  # an optional ConfigMap: an empty directory when it does not exist
+            mounts[TRUSTED_CA_MOUNT] = {"ca-bundle.crt": self.registry_ca} if self.registry_ca is not None else {}
         return mounts
+
+    @property
+    def registry_secure(self) -> bool:
+        return (urlsplit(self.registry_address).scheme or "http").lower() == "https"
 
     def env(self, mounts: dict[str, str] | None = None) -> dict[str, str]:
         """The container's env; mounts maps the pod's mount paths to where a test put them."""
-        at = {p: (mounts or {}).get(p, p) for p in (SOURCE_MOUNT, DESTINATION_MOUNT, METADATA_MOUNT)}
+        at = {p: (mounts or {}).get(p, p) for p in (SOURCE_MOUNT, DESTINATION_MOUNT, METADATA_MOUNT, TRUSTED_CA_MOUNT)}
         parts = urlsplit(self.registry_address)
         scheme = (parts.scheme or "http").lower()
         port = str(parts.port or (443 if scheme == "https" else 80))
@@ -129,6 +137,8 @@ class UiJob:
                "MODEL_SYNC_MODEL_UPLOAD_INTENT": self.intent}
         if self.intent == "create_version" and self.model_id:
             env["MODEL_SYNC_MODEL_ID"] = self.model_id
+        if self.registry_secure:
+            env["MODEL_SYNC_REGISTRY_CUSTOM_CA"] = f"{at[TRUSTED_CA_MOUNT]}/ca-bundle.crt"
         if self.destination_registry == "quay.io":
             env["MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE"] = "quay.io/quay/busybox:latest"
         if self.source_type == "s3":
