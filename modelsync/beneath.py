@@ -22,6 +22,7 @@ from pathlib import Path
 from .errors import TransferError
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class LinkRefused(TransferError):
@@ -81,20 +82,7 @@ class Beneath:
             for part in rel.split("/") if rel else ():
                 done.append(part)
                 try:
-                    child = os.open(part, _DIR, dir_fd=fd)
-                except FileNotFoundError:
-                    if not create:
-                        raise
-                    try:
-                        os.mkdir(part, mode, dir_fd=fd)
-                    except FileExistsError:
-                        pass  # made meanwhile (or a link swapped in: the open below refuses it)
-                    try:
-                        child = os.open(part, _DIR, dir_fd=fd)
-                    except OSError as exc:
-                        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-                            raise self._link_error(fd, part, "/".join(done)) from None
-                        raise
+                    child = _open_dir(fd, part, create, mode)
                 except OSError as exc:
                     if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise self._link_error(fd, part, "/".join(done)) from None
@@ -125,11 +113,21 @@ class Beneath:
 
     def check_file(self, rel: str) -> os.stat_result | None:
         """lstat(rel), refusing anything there but a regular file."""
-        st = self.lstat(rel)
-        if st is not None and stat.S_ISLNK(st.st_mode):
+        try:
             with self.parent(rel) as (fd, name):
-                raise self._link_error(fd, name, rel)
-        if st is not None and not stat.S_ISREG(st.st_mode):
+                return self._file_at(fd, name, rel)
+        except FileNotFoundError:
+            return None
+
+    def _file_at(self, fd: int, name: str, rel: str) -> os.stat_result | None:
+        """check_file for rel, whose directory is open as fd."""
+        try:
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            raise self._link_error(fd, name, rel)
+        if not stat.S_ISREG(st.st_mode):
             raise self.refused(rel, "is not a regular file")
         return st
 
@@ -138,13 +136,11 @@ class Beneath:
         it was a regular file (a link or a directory is refused). The caller closes the descriptor."""
         with self.parent(rel, create=True) as (fd, name):
             try:
-                return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                               dir_fd=fd)
+                return os.open(name, _NEW, mode, dir_fd=fd)
             except FileExistsError:
-                self.check_file(rel)
+                self._file_at(fd, name, rel)
                 os.unlink(name, dir_fd=fd)
-                return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode,
-                               dir_fd=fd)
+                return os.open(name, _NEW, mode, dir_fd=fd)
 
     def open_read(self, rel: str) -> int:
         """root/rel open for reading, refusing a link anywhere on the way or at the end."""
@@ -160,7 +156,8 @@ class Beneath:
         """Delete the regular file root/rel (a link or anything else there is refused); False if it is gone."""
         try:
             with self.parent(rel) as (fd, name):
-                self.check_file(rel)
+                if self._file_at(fd, name, rel) is None:
+                    return False
                 os.unlink(name, dir_fd=fd)
                 return True
         except FileNotFoundError:
@@ -182,8 +179,8 @@ class Beneath:
     def replace_from(self, source: Beneath, src_rel: str, rel: str) -> None:
         """Rename source's src_rel to root/rel (same file system): the file appears whole or not at all. A regular
         file there is replaced; a link or a directory is refused."""
-        self.check_file(rel)
         with source.parent(src_rel) as (src_fd, src_name), self.parent(rel, create=True) as (fd, name):
+            self._file_at(fd, name, rel)
             os.replace(src_name, name, src_dir_fd=src_fd, dst_dir_fd=fd)
 
     def write_atomic(self, rel: str, data: bytes, mode: int = 0o644) -> None:
@@ -199,3 +196,17 @@ class Beneath:
         except BaseException:
             self.unlink(tmp)
             raise
+
+
+def _open_dir(fd: int, name: str, create: bool, mode: int) -> int:
+    """The directory name under fd, opened without following a link; made first when missing and create."""
+    try:
+        return os.open(name, _DIR, dir_fd=fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    try:
+        os.mkdir(name, mode, dir_fd=fd)
+    except FileExistsError:
+        pass  # made meanwhile (or a link swapped in: the open below refuses it)
+    return os.open(name, _DIR, dir_fd=fd)

@@ -155,10 +155,12 @@ class TreeWriter:
         if base.startswith(WHITEOUT):
             self._remove(posixpath.join(parent, base[len(WHITEOUT):]))
             return
-        self.prepare(rel)
+        there = self.prepare(rel, directory=member.isdir())
         self._this_layer.add(rel)
         if member.isdir():
-            self._mkdir(rel)
+            if not there:
+                with self.tree.directory(rel, create=True):
+                    pass
         elif member.isreg():
             self._write(data, member, rel)
         elif member.issym():
@@ -180,38 +182,53 @@ class TreeWriter:
             parts = parts[1:]
         return "/".join(parts)
 
-    def prepare(self, rel: str) -> str:
-        """dest/rel ready to be created: parents are real directories (a lower layer's file in the way goes, a link
-        is refused: nothing is written through one), whatever was at rel (from a lower layer) gone."""
-        parts = rel.split("/")
-        for i in range(1, len(parts)):
-            head = "/".join(parts[:i])
-            st = self._lstat(rel, head)
+    def prepare(self, rel: str, directory: bool = False) -> bool:
+        """dest/rel ready for an entry: its parents real directories (a lower layer's file in the way goes; a link
+        is refused: nothing is written through one) and whatever a lower layer left at rel gone, but a directory
+        when the entry is one too. True when that directory is there."""
+        head = rel.rpartition("/")[0]
+        if head:
+            try:
+                with self.tree.directory(head, create=True):  # one walk down, the usual case
+                    pass
+            except LinkRefused as exc:
+                if exc.is_link:
+                    raise TransferError(f"layer entry {rel!r} would be written through a symlink: refused") from None
+                self._clear_way(rel, head)
+        st = self._lstat(rel, rel)
+        if st is None:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if directory:
+                return True
+            self._rmtree(rel)
+        elif stat.S_ISLNK(st.st_mode):
+            self.tree.remove_link(rel)
+        else:
+            self.tree.unlink(rel)
+        self._forget(rel)
+        return False
+
+    def _clear_way(self, rel: str, head: str) -> None:
+        """A lower layer's file where rel needs a directory: removed, component by component, then the
+        directories made."""
+        parts = head.split("/")
+        for i in range(1, len(parts) + 1):
+            way = "/".join(parts[:i])
+            st = self._lstat(rel, way)
             if st is not None and stat.S_ISLNK(st.st_mode):
                 raise TransferError(f"layer entry {rel!r} would be written through a symlink: refused")
             if st is not None and not stat.S_ISDIR(st.st_mode):
-                self.tree.unlink(head)
-                self._forget(head)
-        st = self._lstat(rel, rel)
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            self.tree.remove_link(rel)
-            self._forget(rel)
-        elif st is not None and stat.S_ISREG(st.st_mode):
-            self.tree.unlink(rel)
-            self._forget(rel)
-        return rel
+                self.tree.unlink(way)
+                self._forget(way)
+        with self.tree.directory(head, create=True):
+            pass
 
     def _lstat(self, rel: str, path: str) -> os.stat_result | None:
         try:
             return self.tree.lstat(path)
         except LinkRefused:
             raise TransferError(f"layer entry {rel!r} would be written through a symlink: refused") from None
-
-    def _mkdir(self, rel: str) -> None:
-        if self._is_dir(rel):
-            return
-        with self.tree.directory(rel, create=True):
-            pass
 
     def _is_dir(self, rel: str) -> bool:
         st = self.tree.lstat(rel)
@@ -222,9 +239,6 @@ class TreeWriter:
             shutil.rmtree(name, dir_fd=fd)
 
     def _write(self, data: Callable[[], Iterator[Chunk]], member: tarfile.TarInfo, rel: str) -> None:
-        if self._is_dir(rel):
-            self._rmtree(rel)
-            self._forget(rel)
         sha = hashlib.sha256()
         fd = self.tree.create(rel)
         try:
@@ -248,8 +262,6 @@ class TreeWriter:
             resolved = None if joined == ".." or joined.startswith("../") else joined
         if not resolved:  # None: outside; "": the tree root itself, which no model file needs
             raise TransferError(f"layer entry {rel!r}: symlink to {linkname!r} points outside the tree: refused")
-        if self._is_dir(rel):
-            self._rmtree(rel)
         self.tree.symlink(rel, posixpath.relpath(resolved, posixpath.dirname(rel) or "."))
         self.links[rel] = resolved
 
@@ -257,8 +269,6 @@ class TreeWriter:
         source = self.relative(linkname)
         if not source or source not in self.files:
             raise TransferError(f"layer entry {rel!r}: hard link to {linkname!r} outside the tree or to no file")
-        if self._is_dir(rel):
-            self._rmtree(rel)
         self._space.add(self.files[source].size)
         # a copy: a later write to one must not change the other
         with os.fdopen(self.tree.open_read(source), "rb") as src, os.fdopen(self.tree.create(rel), "wb") as out:
