@@ -2,9 +2,9 @@
 
 Keys are ``<Entity>.<field>`` as in the spec, e.g. ``RegisteredModel.name`` or ``ModelVersion.custom_properties``
 (a JSON object; ``customProperties``, as the Model Registry UI writes it, is read the same way, and both may be
-given as long as no property has two values). Kubernetes mounts a ConfigMap as symlinks into a ``..data`` directory; entries whose names start
-with ``..`` are that machinery and are ignored. Values are stripped of surrounding whitespace (YAML block scalars
-end in a newline).
+given as long as no property has two values). Kubernetes mounts a ConfigMap as symlinks into a ``..data``
+directory; entries whose names start with ``..`` are that machinery and are ignored. Values are stripped of
+surrounding whitespace (YAML block scalars end in a newline).
 
 Which keys each intent takes:
     create_model       RegisteredModel.*, ModelVersion.*, ModelArtifact.*; needs RegisteredModel.name, ModelVersion.name
@@ -152,7 +152,8 @@ def parse_metadata(values: Mapping[str, str], kind: str, source: str = "metadata
     allowed |= {f"{entity}.{CAMEL}" for entity in INTENT_ENTITIES[kind]}
     allowed -= set(NOT_ALLOWED.get(kind, ()))
     problems = []
-    for key in sorted(set(values) - allowed - set(ID_KEYS)):  # the ids are read by ids_in  # upstream ignores keys it does not use; so do we, but say so
+    # upstream ignores keys it does not use; so do we, but say so (the ids are read by ids_in)
+    for key in sorted(set(values) - allowed - set(ID_KEYS)):
         near = difflib.get_close_matches(key, sorted(allowed), n=1, cutoff=0.8)
         hint = f"; did you mean {near[0]}?" if near else f" (this intent reads: {', '.join(sorted(allowed))})"
         log.warning("%s: %s is not used by intent %s and is ignored%s", source, key, kind, hint)

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import queue
+import re
 import stat
 import threading
 import tarfile
@@ -370,16 +371,17 @@ def _rfc3339(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _source_date_epoch() -> dt.datetime | None:
+def source_date_epoch() -> dt.datetime | None:
     """SOURCE_DATE_EPOCH (reproducible-builds.org) pins `created`, making the whole image, not just its layers,
-    reproducible: a restarted job then pushes the very same manifest digest."""
+    reproducible: a restarted job then pushes the very same manifest digest. Validation (validate.py) asks this
+    too, so a value that is not a whole number of seconds is refused before anything is claimed."""
     value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
     if not value:
         return None
-    try:
-        return dt.datetime.fromtimestamp(int(value), dt.timezone.utc)
-    except ValueError:
-        raise TransferError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds") from None
+    if not re.fullmatch(r"[0-9]{1,12}", value):
+        raise TransferError(f"SOURCE_DATE_EPOCH: {value[:40]!r} is not a number of seconds since 1970 (as "
+                            f"reproducible-builds.org defines it); unset it or give e.g. 1700000000")
+    return dt.datetime.fromtimestamp(int(value), dt.timezone.utc)
 
 
 def _scratch_config(platform: str) -> dict[str, Any]:
@@ -449,7 +451,7 @@ def layer_record(layer: ModelcarLayer, origins: Mapping[str, Origin] | None) -> 
 
 def created_time(created: dt.datetime | None = None) -> str:
     """The image's `created`: the given time, else SOURCE_DATE_EPOCH, else now (RFC 3339, UTC, seconds)."""
-    return _rfc3339(created or _source_date_epoch() or dt.datetime.now(dt.timezone.utc))
+    return _rfc3339(created or source_date_epoch() or dt.datetime.now(dt.timezone.utc))
 
 
 def finish_image(out: Layout, tag: str, config: dict[str, Any], base_layers: list[dict[str, Any]],

@@ -210,8 +210,7 @@ class Registry:
             found = self._get_model(intent.model_id)
             model = Step("RegisteredModel", found.name, found.id, "use")
         if intent.version_id:
-            found = self._call_found(f"ModelVersion id {intent.version_id}",
-                                     lambda api: api.get_model_version(intent.version_id, **self._t()))
+            found = self._get_version(intent.version_id)
             version = Step("ModelVersion", found.name, found.id, "use")
         art = self._get_artifact(intent.artifact_id)
         return Plan(intent, self.api_version, fingerprint, model, version,
@@ -339,9 +338,7 @@ class Registry:
         plan = claim.plan
         if _owned(plan.version) and claim.version_id:
             state = ModelVersionState.LIVE if live else ModelVersionState.ARCHIVED
-            found = self._call_found(f"ModelVersion id {claim.version_id}",
-                                     lambda api: api.get_model_version(claim.version_id, **self._t()))
-            body = ModelVersionUpdate(state=state, custom_properties=_resent(found))
+            body = ModelVersionUpdate(state=state, custom_properties=_resent(self._get_version(claim.version_id)))
             self._conn.call(f"update ModelVersion {claim.version_id}", lambda api: api.update_model_version(
                 claim.version_id, body, **self._t()))
         if _owned(plan.model) and claim.model_id:
@@ -371,6 +368,10 @@ class Registry:
     def _get_artifact(self, artifact_id: str):
         return self._call_found(f"ModelArtifact id {artifact_id}",
                                 lambda api: api.get_model_artifact(artifact_id, **self._t()))
+
+    def _get_version(self, version_id: str):
+        return self._call_found(f"ModelVersion id {version_id}",
+                                lambda api: api.get_model_version(version_id, **self._t()))
 
     def _get_model(self, model_id: str):
         return self._call_found(f"RegisteredModel id {model_id}",

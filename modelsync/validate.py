@@ -9,16 +9,16 @@ ignored.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from . import destinations, sources
-from .errors import ConfigError
+from .errors import ConfigError, TransferError
 from .locations import split_registry_address
 from .metadata import ids_in
+from .modelcar import source_date_epoch
 from .requirements import require
 from .secret import redact_url
 from .settings import BY_NAME, SETTINGS, SIGSTORE_VARS
@@ -49,12 +49,12 @@ def validate(cfg: Config) -> list[str]:
 
 
 def _check_source_date_epoch() -> list[str]:
-    """SOURCE_DATE_EPOCH pins an image's `created` (modelcar.py); a value that is no number would otherwise fail
-    only when the image is built, after the claim."""
-    value = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
-    if value and not re.fullmatch(r"[0-9]{1,12}", value):
-        return [f"SOURCE_DATE_EPOCH: {value[:40]!r} is not a number of seconds since 1970 (as "
-                f"reproducible-builds.org defines it); unset it or give e.g. 1700000000"]
+    """SOURCE_DATE_EPOCH pins an image's `created` (modelcar.py); a bad value would otherwise fail only when the
+    image is built, after the claim."""
+    try:
+        source_date_epoch()
+    except TransferError as exc:
+        return [str(exc)]
     return []
 
 

@@ -70,7 +70,8 @@ def preflight_local(loc: LocalLocation, job: str, files: dict[str, int] | None, 
     unchanged: set[str] = set()
     if dest.is_dir():
         with Beneath(dest, SETTING) as tree:
-            unchanged = _survey(tree, job, {rel: (size, None) for rel, size in files.items()}, replace)
+            unchanged = _survey(tree, _record(tree), job, {rel: (size, None) for rel, size in files.items()},
+                                replace)
     need = sum(size for rel, size in files.items() if rel not in unchanged)
     require_free_space(existing, need, "the copy", place=DESTINATION)
     return {"type": "volume", "path": str(dest), "entries already there": _count_entries(dest),
@@ -101,7 +102,7 @@ def publish_local(model_dir: Path, files: tuple[FileEntry, ...], loc: LocalLocat
     dest.mkdir(parents=True, exist_ok=True)
     with Beneath(dest, SETTING) as tree:
         previous = _record(tree)
-        unchanged = _survey(tree, job, {f.path: (f.size, f.sha256) for f in written}, replace)
+        unchanged = _survey(tree, previous, job, {f.path: (f.size, f.sha256) for f in written}, replace)
         copy = tuple(f for f in written if f.path not in unchanged)
         if unchanged:
             log.info("%d of %d file(s) in %s unchanged since this job's last run: not copied again (%s)",
@@ -155,13 +156,12 @@ def _copy_hashed(src, out) -> str:
     return sha.hexdigest()
 
 
-def _survey(tree: Beneath, job: str, files: dict[str, tuple[int, str | None]], replace: bool) -> set[str]:
-    """What is at the model's paths now: a link on the way to one is refused (LinkRefused), as is a directory or
-    anything but a regular file at one; a file this job did not write is refused unless replace. Returns the paths
-    holding this job's own copy of the same content (size, and sha256 when known, as recorded, and the file's
-    size, time and inode still those recorded)."""
-    tree.check_file(RECORD)  # a link at the record's name: refused, never read or written through
-    record = _record(tree)
+def _survey(tree: Beneath, record: dict[str, Any], job: str, files: dict[str, tuple[int, str | None]],
+            replace: bool) -> set[str]:
+    """What is at the model's paths now (record: what the destination's record says was written): a link on the
+    way to one is refused (LinkRefused), as is a directory or anything but a regular file at one; a file this job
+    did not write is refused unless replace. Returns the paths holding this job's own copy of the same content
+    (size, and sha256 when known, as recorded, and the file's size, time and inode still those recorded)."""
     own = record.get("job") == job
     owned = set(record["files"]) if own else set()
     stats = _stats(record) if own else {}
@@ -221,7 +221,8 @@ def _remove_own_leftovers(tree: Beneath, job: str, previous: dict[str, Any], kee
 
 def _record(tree: Beneath) -> dict[str, Any]:
     """The record of what this job wrote, read without following a link ({} when there is none or it is not
-    one of ours)."""
+    one of ours). A link at the record's name is refused (LinkRefused), never read or written through."""
+    tree.check_file(RECORD)
     try:
         with os.fdopen(tree.open_read(RECORD), "rb") as f:
             doc = json.loads(f.read(64 << 20))

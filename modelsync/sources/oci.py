@@ -183,8 +183,8 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
             continue
         tree.prepare(rel)
         sha: list[str] = []
-        blob(layer, lambda stream, layer=layer, rel=rel: sha.append(write_blob(stream, tree.tree, rel, layer["digest"],
-                                                                               layer["size"])))
+        blob(layer, lambda stream, layer=layer, rel=rel: sha.append(
+            write_blob(stream, tree.tree, rel, layer["digest"], layer["size"])))
         files.append(FileEntry(rel, layer["size"], sha[0]))
     files = sorted({f.path: f for f in files + tree.entries()}.values(), key=lambda e: e.path)
     check_listing([f.path for f in files], "layer title")
