@@ -9,25 +9,26 @@ ConfigError, one line each, naming the arg, the env var and, where one exists, t
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dotenv import dotenv_values
 
-from . import credentials
+from . import destinations, sources
 from .cli import parse_args
 from .errors import ConfigError
-from .secret import MASK, Secret, redact_url, register, register_url
-from .locations import strip_scheme
-from .settings import (BY_ENV, BY_NAME, OCI_FILE_KEYS, S3_FILE_KEYS, SETTINGS, SIGSTORE_OPTIONAL,  # noqa: F401
-                       SIGSTORE_VARS, Setting, parse_size)
+from .secret import Secret, register, register_url
+from .settings import BY_ENV, BY_NAME, SETTINGS, SIGSTORE_OPTIONAL, SIGSTORE_VARS, Setting, parse_size
+from .stores import Filled
 from .validate import validate
+from .values import Config
+
+__all__ = ["Config", "convert", "load", "resolve"]
 
 log = logging.getLogger("modelsync.config")
 
@@ -35,50 +36,16 @@ SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 # upstream accepts the one-letter forms too
 _TRUE, _FALSE = {"true", "1", "yes", "y", "t"}, {"false", "0", "no", "n", "f"}
 _LOG_LEVEL_NUMBERS = {"10": "debug", "20": "info", "30": "warning", "40": "error", "50": "error"}  # logging's
-# Settings holding URLs: user-info and query values (a pre-signed URL's signature) are masked wherever shown.
-URL_SETTINGS = ("source_uri", "registry_server_address", "source_aws_endpoint", "destination_aws_endpoint")
-
-
-@dataclass(frozen=True)
-class Config:
-    values: Mapping[str, Any]
-    origins: Mapping[str, str]
-    dry_run: bool = False
-    sigstore_env: Mapping[str, str] = field(default_factory=dict)
-    uri_credentials: Mapping[str, str] = field(default_factory=dict)
-    registry_ca_pem: str | None = None  # PEM text from the env var named by --registry-custom-ca-envvar
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self.values[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def report(self) -> dict[str, dict[str, Any]]:
-        """Every setting with its value (secrets as ***) and origin, for --dry-run."""
-        out = {}
-        for s in SETTINGS:
-            value = self.values.get(s.name)
-            if isinstance(value, Secret):
-                value = MASK if value else ""
-            elif s.name in URL_SETTINGS and value:
-                value = redact_url(value)
-            elif isinstance(value, Path):
-                value = str(value)
-            out[s.name] = {"value": value, "origin": self.origins.get(s.name, "unset"), "env": s.env, "arg": s.arg}
-        return out
-
-    def to_json(self) -> str:
-        return json.dumps(self.report(), indent=2)
 
 
 def load(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
-    """Resolve and validate; raise ConfigError listing every problem found."""
+    """Resolve and validate; raise ConfigError listing every problem found. The Config returned carries the source
+    and destination types' specs, built here once."""
     cfg, problems = resolve(argv, environ)
     problems += validate(cfg)
     if problems:
         raise ConfigError(problems)
-    return cfg
+    return dataclasses.replace(cfg, source=sources.of(cfg).spec(cfg), destination=destinations.of(cfg).spec(cfg))
 
 
 def resolve(argv: Sequence[str] | None = None,
@@ -103,22 +70,19 @@ def resolve(argv: Sequence[str] | None = None,
                 break
     _warn_secret_args(args)
 
-    uri_creds: dict[str, str] = {}
-    try:
-        _fill_from_files(raw, origins, env, dotenv, uri_creds)
-    except ConfigError as exc:
-        problems += exc.problems
+    found: dict[str, Mapping[str, str]] = {}
+    problems += _fill_from_files(raw, origins, found)
+    if "registry_user_token" not in raw:
+        _default_token(raw, origins, env, dotenv, problems)
     ca_pem = _custom_ca_from_envvar(raw, origins, env, dotenv, problems)
     for s in SETTINGS:
         if s.name not in raw and s.default is not None:
             raw[s.name], origins[s.name] = s.default, "default"
 
     values = _typed(raw, origins, problems)
-    _default_schemes(values)
-    sigstore_env = {k: env.get(k) or dotenv.get(k) for k in (*SIGSTORE_VARS, *SIGSTORE_OPTIONAL)
-                    if env.get(k) or dotenv.get(k)}
+    sigstore_env = {k: v for k in (*SIGSTORE_VARS, *SIGSTORE_OPTIONAL) if (v := env.get(k) or dotenv.get(k))}
     cfg = Config(values=values, origins=origins, dry_run=dry_run, sigstore_env=sigstore_env,
-                 uri_credentials=uri_creds, registry_ca_pem=ca_pem)
+                 found=found, registry_ca_pem=ca_pem)
     return cfg, problems
 
 
@@ -160,57 +124,33 @@ def _label(name: str) -> str:
     return f"{BY_NAME[name].arg} / {BY_NAME[name].env}"
 
 
-def _fill_from_files(raw: dict[str, str], origins: dict[str, str], env: Mapping[str, str],
-                     dotenv: Mapping[str, str], uri_creds: dict[str, str]) -> None:
-    """Credentials files rank below args/env/dotenv: they only fill settings still unset."""
+def _types_named(raw: Mapping[str, str]) -> list[sources.SourceType | destinations.DestinationType]:
+    """The storage types the (still raw) settings name: their credentials files are read, no others'."""
+    def written(name: str) -> str:
+        return (raw.get(name) or BY_NAME[name].default or "").strip().lower()
+    return [*(t for t in sources.TYPES if written("source_type") in t.WRITTEN_AS),
+            *(t for t in destinations.TYPES if written("destination_type") in t.WRITTEN_AS)]
+
+
+def _fill_from_files(raw: dict[str, str], origins: dict[str, str], found: dict[str, Mapping[str, str]]) -> list[str]:
+    """Credentials files rank below args/env/dotenv: they only fill settings still unset. Each type reads its own."""
     problems: list[str] = []
-
-    def offer(name: str, value: str | None) -> None:
-        if value and name not in raw:
-            raw[name], origins[name] = value, "file"
-
-    for side in ("source", "destination"):
-        s3_dir = raw.get(f"{side}_s3_credentials_path")
-        if s3_dir:
-            try:
-                found = credentials.read_secret_dir(s3_dir, _label(f"{side}_s3_credentials_path"))
-            except ConfigError as exc:
-                problems += exc.problems
-                found = {}
-            for suffix, keys in S3_FILE_KEYS.items():
-                offer(f"{side}_{suffix}", next((found[k] for k in keys if found.get(k)), None))
-        oci_file = raw.get(f"{side}_oci_credentials_path")
-        registry = raw.get(f"{side}_oci_registry") or _host_of(raw.get(f"{side}_oci_uri"))
-        if oci_file and registry:
-            try:
-                found = credentials.read_docker_auth(oci_file, registry,
-                                                     _label(f"{side}_oci_credentials_path"))
-            except ConfigError as exc:
-                problems += exc.problems
-                found = {}
-            for suffix, key in OCI_FILE_KEYS.items():
-                offer(f"{side}_{suffix}", found.get(key))
-        if registry and f"{side}_oci_registry" not in raw and raw.get(f"{side}_oci_uri"):
-            raw[f"{side}_oci_registry"], origins[f"{side}_oci_registry"] = registry, "derived"
-
-    uri_dir = raw.get("source_uri_credentials_path")
-    if uri_dir:
+    readers = list(dict.fromkeys(t.read_files for t in _types_named(raw)))  # hf reads the uri type's dir
+    for read in readers:
         try:
-            uri_creds.update(credentials.read_secret_dir(uri_dir, _label("source_uri_credentials_path")))
+            filled: Filled = read(raw)
         except ConfigError as exc:
             problems += exc.problems
-        uri_from_secret = uri_creds.pop("URI", None)
-        if uri_from_secret:
-            register(uri_from_secret.strip())  # read from a Secret: the whole URL is a secret, shown redacted
-        offer("source_uri", uri_from_secret)
-        for key in ("TOKEN", "PASSWORD", "HEADERS"):
-            if uri_creds.get(key):
-                register(uri_creds[key])
-
-    if "registry_user_token" not in raw:
-        _default_token(raw, origins, env, dotenv, problems)
-    if problems:
-        raise ConfigError(problems)
+            continue
+        for name, value in filled.values.items():
+            if value and name not in raw:
+                raw[name], origins[name] = value, "file"
+        for name, value in filled.derived.items():
+            if name not in raw:
+                raw[name], origins[name] = value, "derived"
+        found.update(filled.found)
+        problems += filled.problems
+    return problems
 
 
 def _default_token(raw: dict[str, str], origins: dict[str, str], env: Mapping[str, str],
@@ -248,15 +188,6 @@ def _custom_ca_from_envvar(raw: dict[str, str], origins: dict[str, str], env: Ma
     return None
 
 
-def _host_of(reference: str | None) -> str | None:
-    if not reference:
-        return None
-    ref = strip_scheme(reference)
-    return ref.split("/", 1)[0] if "/" in ref else None
-
-
-
-
 def _check_path(text: str) -> None:
     """A path the file system cannot even look up (a name too long, a NUL) is a setting problem, not a crash later
     in whatever first touches it. Not existing is fine here: each use says what it needs."""
@@ -267,16 +198,6 @@ def _check_path(text: str) -> None:
     except (OSError, ValueError) as exc:
         shown = text if len(text) <= 80 else f"{text[:60]}…({len(text)} characters)"
         raise ValueError(f"'{shown}' cannot be used as a path ({getattr(exc, 'strerror', None) or exc})") from None
-
-
-def _default_schemes(values: dict[str, Any]) -> None:
-    """An S3 endpoint without a scheme is https, as upstream reads it; said, since plain HTTP then fails."""
-    for name in ("source_aws_endpoint", "destination_aws_endpoint"):
-        value = values.get(name)
-        if value and "://" not in value:
-            values[name] = f"https://{value}"
-            log.warning("%s '%s' has no scheme: using https://%s (write http://… for a plain-HTTP store)",
-                        BY_NAME[name].env, value, value)
 
 
 def _typed(raw: Mapping[str, str], origins: Mapping[str, str], problems: list[str]) -> dict[str, Any]:
@@ -295,7 +216,7 @@ def convert(s: Setting, text: str) -> Any:
     if s.secret:
         register(text)
         return Secret(text.strip())
-    if s.name in URL_SETTINGS:
+    if s.url:
         register_url(text)
     if s.kind == "bool":
         low = text.lower()
@@ -316,6 +237,11 @@ def convert(s: Setting, text: str) -> Any:
         return number
     if s.kind == "size":
         return parse_size(text)
+    if s.kind == "endpoint" and "://" not in text:
+        # as upstream reads it; said, since plain HTTP then fails
+        log.warning("%s '%s' has no scheme: using https://%s (write http://… for a plain-HTTP store)", s.env, text,
+                    text)
+        return f"https://{text}"
     if s.name.endswith("log_level") and text in _LOG_LEVEL_NUMBERS:  # upstream takes Python's numeric levels
         return _LOG_LEVEL_NUMBERS[text]
     if s.choices:

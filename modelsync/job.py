@@ -18,25 +18,24 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from types import ModuleType
 
-from . import destinations, endpoints, events, pipeline, registry, signing, sources, termination, workspace
-from .config import Config
+from . import destinations, events, pipeline, registry, signing, sources, termination, workspace
 from .errors import ConfigError, CredentialsRefused, ModelSyncError
-from .mr_api import TokenRejected
 from .files import human, require_free_space, total_size
 from .locations import Published
 from .metadata import ids_in, parse_metadata_dir
-from .sources import hf
+from .mr_api import TokenRejected
 from .secret import mask, redact_url
 from .validate import signing_decision
+from .values import Config
 
 log = logging.getLogger("modelsync.job")
 
@@ -82,7 +81,7 @@ def intent(cfg: Config) -> registry.Intent:
 
 def job_key(cfg: Config) -> str:
     """Where from and where to, without secrets: with the intent and names it identifies this Job across restarts."""
-    return f"{sources.of(cfg).describe(cfg)} -> {destinations.of(cfg).describe(cfg)}"
+    return f"{sources.of(cfg).describe(cfg.source)} -> {destinations.of(cfg).describe(cfg.destination)}"
 
 
 def _signing_enabled(cfg: Config) -> bool:
@@ -95,8 +94,7 @@ def _signing_enabled(cfg: Config) -> bool:
 def model_name(cfg: Config) -> str:
     """The name the model's signature gives it (informative, as model-signing's directory name): the last part
     of where it goes."""
-    return re.split(r"[/:@]", destinations.of(cfg).describe(cfg).split("://", 1)[-1].split(" at ")[0]
-                    .split("@")[0].rstrip("/"))[-1] or "model"
+    return destinations.of(cfg).model_name(cfg.destination) or "model"
 
 
 def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
@@ -118,7 +116,7 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
     storage = Path(cfg.storage_path)  # in a Job, the one writable place (the root file system is read-only)
     writable = storage.is_dir() and os.access(storage, os.W_OK)
     with tempfile.TemporaryDirectory(prefix=".modelsync-dry-run-", dir=storage if writable else None) as scratch:
-        def part(name: str, check) -> None:
+        def part(name: str, check: Callable[[], None]) -> None:
             try:
                 check()
             except ModelSyncError as exc:
@@ -140,7 +138,7 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
         try:
             part("registry", check_registry)
             part("source", check_source)
-            part("destination", lambda: pre.update(destination=destinations.of(cfg).preflight(
+            part("destination", lambda: pre.update(destination=preflight_destination(
                 cfg, registry.job_fingerprint(job_intent), files)))
             if sign:
                 part("signing", lambda: report["signing"].update(
@@ -157,23 +155,27 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
 def preflight_source(cfg: Config) -> tuple[dict[str, Any], dict[str, int] | None]:
     """What preflight learns of the source (credentials first, then the listing), and its files where known."""
     source = sources.of(cfg)
-    described: dict[str, Any] = {"type": cfg.source_type, **source.facts(cfg)}
-    files = source.listing(cfg)
+    described: dict[str, Any] = {"type": cfg.source_type, **source.facts(cfg.source)}
+    files = source.listing(cfg.source)
     if files is not None:
         described.update(files=len(files), bytes=sum(files.values()))
     return described, files
 
 
-# Pairs moved by a pipeline instead of fetch-then-publish. Such a module has
-#     applies(cfg) -> bool                      whether it takes this job (else fetch-then-publish)
-#     storage_needed(cfg, files) -> int         the least the storage path must hold (what is in flight at most)
-#     transfer(cfg, ws, job, source) -> Published
-PIPELINES: dict[tuple[str, str], ModuleType] = {("s3", "oci"): pipeline}
+def preflight_destination(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
+    return destinations.of(cfg).preflight(cfg.destination, job, files, sources.of(cfg).in_place(cfg.source))
+
+
+# Pipelines that move a (source, destination) pair themselves instead of fetch-then-publish. Such a module has
+#     applies(source, destination) -> bool      whether it takes these two specs (else fetch-then-publish)
+#     storage_needed(destination, files, max_in_flight) -> int
+#                                               the least the storage path must hold (what is in flight at most)
+#     transfer(source, destination, ws, job, public_source, max_in_flight, sign_model) -> Published
+PIPELINES: tuple[ModuleType, ...] = (pipeline,)
 
 
 def pipeline_of(cfg: Config) -> ModuleType | None:
-    found = PIPELINES.get((cfg.source_type, cfg.destination_type))
-    return found if found is not None and found.applies(cfg) else None
+    return next((p for p in PIPELINES if p.applies(cfg.source, cfg.destination)), None)
 
 
 def check_space(cfg: Config, size: int | None, files: dict[str, int] | None = None) -> None:
@@ -184,10 +186,11 @@ def check_space(cfg: Config, size: int | None, files: dict[str, int] | None = No
         return
     fast = pipeline_of(cfg)
     if fast is not None and files:
-        need = fast.storage_needed(cfg, files)
+        need = fast.storage_needed(cfg.destination, files, cfg.max_in_flight_bytes)
         require_free_space(Path(cfg.storage_path), need, "the pipeline's largest layer in flight")
         return
-    parts = ([] if sources.of(cfg).READS_IN_PLACE else ["download"]) + list(destinations.of(cfg).storage_parts(cfg))
+    parts = ([] if sources.of(cfg).in_place(cfg.source) else ["download"]) + list(
+        destinations.of(cfg).storage_parts(cfg.destination))
     if parts:
         require_free_space(Path(cfg.storage_path), size * len(parts), f"the model ({' + '.join(parts)})")
 
@@ -208,12 +211,12 @@ def run(cfg: Config) -> Published:
             reg = registry.connect(registry_settings(cfg, ws.root))
             plan = reg.preflight(job_intent)
             source, files = preflight_source(cfg)
-            destination = destinations.of(cfg).preflight(cfg, job, files)
+            destination = preflight_destination(cfg, job, files)
             check_space(cfg, source.get("bytes"), files)
             signer = signing.prepare(cfg, ws.root, model_name(cfg)) if sign else None
-            if job_intent.kind != "update_artifact" and cfg.source_type == "uri" and hf.is_hf(cfg.source_uri):
-                plan = dataclasses.replace(plan, intent=dataclasses.replace(plan.intent, metadata=hf.card_metadata(
-                    cfg, plan.intent.metadata, job_intent.kind, ws.work)))
+            if job_intent.kind != "update_artifact" and plan.intent.metadata is not None:  # a Hub model card
+                plan = dataclasses.replace(plan, intent=dataclasses.replace(plan.intent, metadata=sources.of(
+                    cfg).metadata(cfg.source, plan.intent.metadata, job_intent.kind, ws.work)))
         except (CredentialsRefused, TokenRejected) as exc:  # nothing done yet, and a retry cannot help
             error = ConfigError(f"{exc}; fix the credentials")
             if plan is not None:  # not when the Model Registry itself refused the token
@@ -264,26 +267,29 @@ def transfer(cfg: Config, ws: workspace.Workspace, job: str, signer: signing.Sig
     source = sources.of(cfg)
     fast = pipeline_of(cfg)
     if fast is not None:
-        return fast.transfer(cfg, ws, job, source.public_source(cfg),
-                             sign_model=signer.sign_model if signer is not None else None)
-    model_dir, files = source.fetch(cfg, ws)
+        published: Published = fast.transfer(cfg.source, cfg.destination, ws, job, source.public_source(cfg.source),
+                             cfg.max_in_flight_bytes, sign_model=signer.sign_model if signer is not None else None)
+        return published
+    fetched = source.fetch(cfg.source, ws)
+    files = fetched.files
     log.info("fetched %d file(s), %s", len(files), human(total_size(files)))
     signature = None
     if signer is not None:
         if any(f.path == signing.SIGNATURE_NAME for f in files):
             log.warning("the source's %s is left out: this job's signature replaces it", signing.SIGNATURE_NAME)
-            files = tuple(f for f in files if f.path != signing.SIGNATURE_NAME)
+            fetched = dataclasses.replace(fetched, files=tuple(f for f in files if f.path != signing.SIGNATURE_NAME))
         signature = ws.work / "signature" / signing.SIGNATURE_NAME
         signature.parent.mkdir(parents=True, exist_ok=True)
-        signature.write_bytes(signer.sign_model(files))
-    return destinations.of(cfg).publish(cfg, model_dir, files, ws, job, source.public_source(cfg),
+        signature.write_bytes(signer.sign_model(fetched.files))
+    return destinations.of(cfg).publish(cfg.destination, fetched, ws, job, source.public_source(cfg.source),
                                         signature=signature)
 
 
 def sign_published(cfg: Config, signer: signing.Signing, published: Published) -> Published:
     """An image is signed once pushed (its manifest digest); the signature facts go onto the artifact."""
-    if cfg.destination_type == "oci" and published.digest:
-        signer.sign_image(endpoints.oci(cfg, "destination"), published.digest)
+    image = destinations.of(cfg).image(cfg.destination)
+    if image is not None and published.digest:
+        signer.sign_image(image, published.digest)
     return dataclasses.replace(published, facts={**published.facts, **signer.facts})
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .secret import Secret
@@ -120,6 +121,16 @@ class FileEntry:
     path: str                     # relative, POSIX separators, never absolute or containing '..'
     size: int
     sha256: str                   # hex
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a source brought into the workspace (or reads in place): the model's directory, its files, and for
+    each file it can name, where its bytes came from (modelcar.Origin: object URL and ETag), which a destination
+    records so a later run can tell an unchanged file without reading it."""
+    model_dir: Path
+    files: tuple[FileEntry, ...]
+    origins: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import aws, endpoints, modelcar, tools
+from . import aws, modelcar, tools
 from .awscli_plugin.modelsync_no_expect import CONCURRENCY_ENV
-from .destinations.oci import is_scratch, verify_pushed
+from .destinations.oci import OciDestination, is_scratch, verify_pushed
 from .distribution import RegistryClient
 from .errors import TransferError
 from .files import disk_bytes, human, require_free_space
@@ -67,7 +67,6 @@ from .progress import watch
 from .sources.s3 import list_s3
 
 if TYPE_CHECKING:
-    from .config import Config
     from .workspace import Workspace
 
 log = logging.getLogger("modelsync.pipeline")
@@ -89,12 +88,14 @@ Layers = list[tuple[tuple[str, ...], str]]  # (files of a layer, its title), in 
 # ---- the pair's entry points (job.PIPELINES) ----------------------------------------------------------------------
 
 
-def applies(cfg: Config) -> bool:
-    """The pipeline pushes single blobs with oras; with the skopeo backend the job keeps fetch-then-publish."""
-    return cfg.destination_oci_backend == "oras"
+def applies(source: object, destination: object) -> bool:
+    """S3 to an OCI registry. The pipeline pushes single blobs with oras; with the skopeo backend the job keeps
+    fetch-then-publish."""
+    return isinstance(source, S3Location) and isinstance(destination, OciDestination) and \
+        destination.backend == "oras"
 
 
-def storage_needed(cfg: Config, files: dict[str, int]) -> int:
+def storage_needed(destination: OciDestination, files: dict[str, int], max_in_flight: int | None) -> int:
     """The least the storage path must hold: the files of the largest layer (all on disk before it is pushed).
     The base image comes on top (a few MiB for busybox)."""
     return _largest_layer(files, modelcar.plan_layers(sorted(files.items()), modelcar.MODEL_LAYER_BUDGET))
@@ -104,10 +105,11 @@ def _largest_layer(files: Mapping[str, int], groups: Sequence[Sequence[str]]) ->
     return max((sum(files[rel] for rel in group) for group in groups), default=0)
 
 
-def transfer(cfg: Config, ws: Workspace, job: str, source: str | None,
+def transfer(source: S3Location, destination: OciDestination, ws: Workspace, job: str, public_source: str | None,
+             max_in_flight: int | None,
              sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
-    return s3_to_modelcar(endpoints.s3(cfg, "source"), endpoints.oci(cfg, "destination"), endpoints.base_image(cfg),
-                          ws.work, cfg.max_in_flight_bytes, source_annotation=source, sign_model=sign_model)
+    return s3_to_modelcar(source, destination.image, destination.base, ws.work, max_in_flight,
+                          source_annotation=public_source, sign_model=sign_model)
 
 
 # ---- re-sync: layers the destination already has ------------------------------------------------------------------

@@ -19,12 +19,13 @@ from .errors import ConfigError, TransferError
 from .locations import split_registry_address
 from .metadata import ids_in
 from .modelcar import source_date_epoch
-from .requirements import require
 from .secret import redact_url
-from .settings import BY_NAME, SETTINGS, SIGSTORE_VARS
+from .setting import explicit, require
+from .settings import BY_NAME, OF_TYPES, SETTINGS, SIGSTORE_VARS
+from .signing.trust import read_local
 
 if TYPE_CHECKING:
-    from .config import Config
+    from .values import Config
 
 log = logging.getLogger("modelsync.config")
 
@@ -33,13 +34,13 @@ def validate(cfg: Config) -> list[str]:
     problems: list[str] = []
     # A value that failed to convert is None here (its problem is already reported): checks that need it are
     # skipped rather than tripping over it.
-    if cfg.values.get("source_type") in sources.TYPES:
+    if cfg.values.get("source_type") in sources.NAMES:
         problems += sources.of(cfg).validate(cfg)
-    if cfg.values.get("destination_type") in destinations.TYPES:
+    if cfg.values.get("destination_type") in destinations.NAMES:
         problems += destinations.of(cfg).validate(cfg)
     if cfg.values.get("model_upload_intent") is not None:
         problems += _require_intent(cfg)
-    problems += require(cfg, ["registry_server_address"], "registering in the Model Registry")
+    problems += require(cfg, [BY_NAME["registry_server_address"]], "registering in the Model Registry")
     problems += _check_registry_values(cfg)
     problems += _check_files(cfg)
     problems += _check_signing(cfg)
@@ -65,7 +66,7 @@ def _require_intent(cfg: Config) -> list[str]:
              "create_version": ["model_id", "metadata_configmap_path"]}[intent]
     meta = cfg.values.get("metadata_configmap_path")
     from_dir = ids_in(meta)  # the Model Registry UI names the ids in its ConfigMap, not in env vars
-    problems = require(cfg, [n for n in needs if not (n in from_dir and not cfg.values.get(n))], why)
+    problems = require(cfg, [BY_NAME[n] for n in needs if not (n in from_dir and not cfg.values.get(n))], why)
     for name, (value, key) in sorted(from_dir.items()):
         given = cfg.values.get(name)
         if given and given.strip() != value:
@@ -137,7 +138,6 @@ def _check_signing(cfg: Config) -> list[str]:
     needed = list(SIGSTORE_VARS)
     local = cfg.values.get("sigstore_trust_config")
     if local:
-        from .signing.trust import read_local
         try:
             _, services = read_local(Path(local))
             needed = [] if services else ["SIGSTORE_FULCIO_URL", "SIGSTORE_REKOR_URL"]
@@ -176,13 +176,15 @@ def signing_decision(cfg: Config) -> tuple[bool, str | None]:
 
 
 def _warn_unused(cfg: Config) -> None:
-    used = {f"source_{cfg.values['source_type']}", f"destination_{cfg.values['destination_type']}"}
+    """A storage type's setting given while another type is in use is ignored: said, not silently."""
+    if cfg.values.get("source_type") not in sources.NAMES or \
+            cfg.values.get("destination_type") not in destinations.NAMES:
+        return
+    source, destination = sources.of(cfg), destinations.of(cfg)
+    used = {s.name for s in (*source.SETTINGS, *destination.SETTINGS)}
     for s in SETTINGS:
-        if cfg.origins.get(s.name) not in ("arg", "env", "dotenv") or s.group not in ("source", "destination"):
-            continue
-        family = {"aws": "s3", "s3": "s3", "oci": "oci", "uri": "uri", "path": "pvc"}.get(s.name.split("_")[1])
-        if s.name.endswith("_type") or family is None:
-            continue
-        families = {family, "local"} if family == "pvc" else {family}
-        if not any(f"{s.group}_{f}" in used for f in families):
-            log.warning("%s is set but %s type is %s: it is ignored", s.env, s.group, cfg.values[f"{s.group}_type"])
+        if s.name in OF_TYPES and s.name not in used and explicit(cfg, s):
+            kind = (source if s.group == "source" else destination).__name__.rsplit(".", 1)[-1]
+            written = cfg.values[f"{s.group}_type"]
+            log.warning("%s is set but %s type is %s%s: it is ignored", s.env, s.group, written,
+                        f" ({kind})" if kind != written and kind != "local" else "")

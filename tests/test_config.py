@@ -8,6 +8,7 @@ import pytest
 from modelsync import config
 from modelsync.errors import ConfigError
 from modelsync.secret import Secret
+from modelsync.stores import s3 as s3_store
 from modelsync.settings import BY_NAME, SETTINGS
 
 # The spec's table, verbatim: env var -> (arg, default). A rename here is a breaking change for users.
@@ -124,7 +125,7 @@ def _s3_dir(tmp_path, key, text):
 
 FILE_FED = {}
 for _side in ("source", "destination"):
-    for _suffix, _keys in config.S3_FILE_KEYS.items():
+    for _suffix, _keys in s3_store.FILE_KEYS.items():
         FILE_FED[f"{_side}_{_suffix}"] = ("s3", _side, _keys[0])
     FILE_FED[f"{_side}_oci_username"] = ("oci", _side, "username")
     FILE_FED[f"{_side}_oci_password"] = ("oci", _side, "password")
@@ -136,7 +137,8 @@ def _file_env(tmp_path, monkeypatch, name, text) -> dict[str, str]:
     """Write a credentials file that holds `text` for setting `name`; return the env that points at it."""
     kind, side, key = FILE_FED[name]
     if kind == "s3":
-        return {f"MODEL_SYNC_{side.upper()}_S3_CREDENTIALS_PATH": str(_s3_dir(tmp_path, key, text))}
+        return {f"MODEL_SYNC_{side.upper()}_S3_CREDENTIALS_PATH": str(_s3_dir(tmp_path, key, text)),
+                f"MODEL_SYNC_{side.upper()}_TYPE": "s3"}  # only the types in use read their files
     if kind == "oci":
         import base64
         import json
@@ -145,12 +147,13 @@ def _file_env(tmp_path, monkeypatch, name, text) -> dict[str, str]:
         f = tmp_path / "docker.json"
         f.write_text(json.dumps({"auths": {"reg.example:5000": {"auth": auth}}}))
         return {f"MODEL_SYNC_{side.upper()}_OCI_CREDENTIALS_PATH": str(f),
-                f"MODEL_SYNC_{side.upper()}_OCI_URI": "reg.example:5000/models/x:1"}
+                f"MODEL_SYNC_{side.upper()}_OCI_URI": "reg.example:5000/models/x:1",
+                f"MODEL_SYNC_{side.upper()}_TYPE": "oci"}
     if kind == "uri":
         d = tmp_path / "uricreds"
         d.mkdir(exist_ok=True)
         (d / "URI").write_text(text + "\n")
-        return {"MODEL_SYNC_SOURCE_URI_CREDENTIALS_PATH": str(d)}
+        return {"MODEL_SYNC_SOURCE_URI_CREDENTIALS_PATH": str(d), "MODEL_SYNC_SOURCE_TYPE": "uri"}
     token = tmp_path / "sa-token"
     token.write_text(text + "\n")
     monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(token))
@@ -297,7 +300,6 @@ def test_registry_ca_from_named_env_var_as_path_or_pem():
 def test_a_base_image_on_the_destinations_registry_uses_its_credentials_and_ca(tmp_path):
     """Registry credentials belong to a host (as in a .dockerconfigjson): a base mirrored into the destination's
     registry is pulled with the destination's credentials and CA; a base elsewhere gets neither."""
-    from modelsync import endpoints
     ca = tmp_path / "ca.pem"
     ca.write_text("pem")
     env = {"MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(tmp_path),
@@ -305,8 +307,8 @@ def test_a_base_image_on_the_destinations_registry_uses_its_credentials_and_ca(t
            "MODEL_SYNC_DESTINATION_OCI_USERNAME": "robot", "MODEL_SYNC_DESTINATION_OCI_PASSWORD": "pw-123456",
            "MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE": str(ca), "MODEL_SYNC_MODEL_ARTIFACT_ID": "1",
            "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": "http://mr.example"}
-    same = endpoints.base_image(config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE":
-                                                 "reg.example:5000/library/busybox:latest"}))
+    same = config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE":
+                            "reg.example:5000/library/busybox:latest"}).destination.base
     assert same.username == "robot" and same.password.reveal() == "pw-123456" and same.ca_bundle == str(ca)
-    other = endpoints.base_image(config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": "busybox:latest"}))
+    other = config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": "busybox:latest"}).destination.base
     assert other.reference == "docker.io/library/busybox:latest" and other.username is None and other.ca_bundle is None

@@ -83,7 +83,8 @@ def load(tmp_path: Path, uri: str, **extra: str) -> config.Config:
 def fetched(tmp_path: Path, cfg: config.Config) -> dict[str, str]:
     """hf.fetch into a real workspace; the files' sha256 by path (the workspace is then released)."""
     with claim(tmp_path / "storage", ".modelsync-", "hftest", "storage") as ws:
-        model, files = hf.fetch(cfg, ws)
+        done = hf.fetch(cfg.source, ws)
+        model, files = done.model_dir, done.files
         assert not (model / ".cache").exists()  # the client's bookkeeping is not part of the model
         got = digests_of(model)
         assert got == {f.path: f.sha256 for f in files}
@@ -125,7 +126,7 @@ def test_more_path_parts_than_org_model_pass_config_and_fail_preflight(hub, tmp_
     """Upstream's own config tests use hf://test/model/4242, which its config accepts and its download refuses."""
     cfg = load(tmp_path, "hf://org/model/extra")
     with pytest.raises(TransferError, match=r"a Hub repository is org/model.*hf://org/model@revision"):
-        hf.listing(cfg)
+        hf.listing(cfg.source)
     assert hub.requests == []
 
 
@@ -154,7 +155,7 @@ def test_nothing_but_the_model_routes_is_asked_for(hub, tmp_path, monkeypatch):
 
 
 def test_listing_gives_every_file_with_its_size(hub, tmp_path):
-    listed = hf.listing(load(tmp_path, "hf://org/model"))
+    listed = hf.listing((load(tmp_path, "hf://org/model")).source)
     main = hub.repos["org/model"].revisions["main"]
     assert listed == {p.relative_to(main).as_posix(): p.stat().st_size for p in main.rglob("*") if p.is_file()}
     assert listed["big/model.safetensors"] == BIG
@@ -180,14 +181,14 @@ def test_include_and_exclude_patterns(hub, tmp_path):
     want = {p: d for p, d in hub.expected["main"].items()
             if any(fnmatch.fnmatch(p, g) for g in ("weights/*", "*.json")) and not fnmatch.fnmatch(p, "*/deeper/*")}
     assert set(want) == {"config.json", "weights/part-00001.bin"}
-    assert hf.listing(cfg) == {p: len((hub.repos["org/model"].revisions["main"] / p).read_bytes()) for p in want}
+    assert hf.listing(cfg.source) == {p: len((hub.repos["org/model"].revisions["main"] / p).read_bytes()) for p in want}
     assert fetched(tmp_path, cfg) == want
     assert not any("/resolve/" in path and "deeper" in path for _, path, _ in hub.requests)
 
 
 def test_patterns_matching_nothing_fail_in_preflight(hub, tmp_path):
     with pytest.raises(TransferError, match=r"nothing found at source.*none matching include \['\*\.gguf'\]"):
-        hf.listing(load(tmp_path, "hf://org/model", source_hf_include="*.gguf"))
+        hf.listing((load(tmp_path, "hf://org/model", source_hf_include="*.gguf")).source)
 
 
 @pytest.mark.parametrize("name,says", [("../x", "'..' would lead outside"), ("/etc/x", "an absolute path"),
@@ -198,7 +199,7 @@ def test_a_hostile_file_name_in_the_listing_is_refused_in_preflight_naming_it(hu
     hub.listed_only.append(name)
     cfg = load(tmp_path, "hf://org/model")
     with pytest.raises(TransferError, match=f"refusing file of hf://org/model '{name}': {says}"):
-        hf.listing(cfg)
+        hf.listing(cfg.source)
     report, ok = job.dry_run(cfg)
     assert not ok and "destination" not in report["preflight"]["errors"]  # the registry here is 127.0.0.1:9
     assert name in report["preflight"]["errors"]["source"] and "\n" not in report["preflight"]["errors"]["source"]
@@ -237,7 +238,7 @@ def test_private_repo_with_the_token_from_the_uri_secret_dir(hub, tmp_path, capl
 
 def test_private_repo_with_the_token_from_the_env(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    assert set(hf.listing(load(tmp_path, "hf://org/private"))) == set(hub.expected["private"])
+    assert set(hf.listing((load(tmp_path, "hf://org/private")).source)) == set(hub.expected["private"])
 
 
 @pytest.mark.parametrize("token,says", [(None, "no token was given"),
@@ -246,7 +247,7 @@ def test_private_repo_without_the_right_token_is_refused_in_one_line(token, says
     caplog.set_level(logging.DEBUG)
     extra = {"source_uri_credentials_path": str(secret_dir(tmp_path, token))} if token else {}
     with pytest.raises(TransferError) as err:
-        hf.listing(load(tmp_path, "hf://org/private", **extra))
+        hf.listing((load(tmp_path, "hf://org/private", **extra)).source)
     text = str(err.value)
     assert "\n" not in text and text.startswith("listing hf://org/private failed: HTTP 401") and says in text
     assert "HF_TOKEN" in text and TOKEN not in text and (token is None or token not in text + caplog.text)
@@ -258,14 +259,14 @@ def test_private_repo_without_the_right_token_is_refused_in_one_line(token, says
 ])
 def test_missing_repo_or_revision_is_one_line(uri, says, hub, tmp_path):
     with pytest.raises(TransferError) as err:
-        hf.listing(load(tmp_path, uri))
+        hf.listing((load(tmp_path, uri)).source)
     assert says in str(err.value) and "\n" not in str(err.value)
 
 
 def test_an_unreachable_hub_is_one_line(hub, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(TransferError, match=r"cannot reach http://127\.0\.0\.1:9 .*check HF_ENDPOINT") as err:
-        hf.listing(load(tmp_path, "hf://org/model"))
+        hf.listing((load(tmp_path, "hf://org/model")).source)
     assert "\n" not in str(err.value)
 
 

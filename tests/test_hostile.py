@@ -214,10 +214,10 @@ def test_4_dry_run_logs_errors_and_registry_never_show_url_credentials(stack, tm
 
 
 def test_4_user_info_in_a_source_url_is_sent_as_basic_auth_not_in_the_url(tmp_path):
-    from modelsync.endpoints import uri
+    from modelsync.sources.uri import spec
     cfg, _ = config.resolve([], {"MODEL_SYNC_SOURCE_TYPE": "uri",
                                  "MODEL_SYNC_SOURCE_URI": "https://u%40corp:p%3Ass@h.example/m.tar"})
-    loc = uri(cfg)
+    loc = spec(cfg)
     assert loc.url == "https://h.example/m.tar"
     import base64
     assert loc.headers["Authorization"].reveal() == "Basic " + base64.b64encode(b"u@corp:p:ss").decode()

@@ -338,7 +338,7 @@ def test_too_small_storage_path_fails_before_any_registry_write(stack, tmp_path,
     assert "has 1.0 KiB free but the model (modelcar layers) needs" in str(err.value)
     # with oras the layers go up from the volume's files: a volume read in place needs no room for them
     oras = config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BACKEND": "oras"})
-    assert destinations.of(oras).storage_parts(oras) == ()
+    assert destinations.of(oras).storage_parts(oras.destination) == ()
     assert "MODEL_SYNC_STORAGE_PATH" in str(err.value)
     with pytest.raises(urllib.error.HTTPError):
         mr_get(stack, f"registered_model?name={name}")

@@ -62,10 +62,10 @@ def test_sizes():
 
 def test_storage_needed_is_the_largest_layer_of_files():
     files = {"big/a.bin": 100 * MIB, "big/b.bin": 64 * MIB, "config.json": 10, "tok/t.json": 5 * MIB}
-    assert pipeline.storage_needed(None, files) == 100 * MIB
+    assert pipeline.storage_needed(None, files, None) == 100 * MIB
     many = {f"{i:03d}.bin": MIB for i in range(200)}  # packed: a layer holds many files
     groups = modelcar.plan_layers(sorted(many.items()))
-    assert pipeline.storage_needed(None, many) == max(len(g) for g in groups) * MIB > MIB
+    assert pipeline.storage_needed(None, many, None) == max(len(g) for g in groups) * MIB > MIB
 
 
 def test_the_aws_plugin_sets_transfer_defaults_the_cli_cannot():

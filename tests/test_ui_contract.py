@@ -253,13 +253,14 @@ def test_a_registry_ca_in_containers_certs_d_is_trusted(ca, stack, tmp_path, s3_
     """The UI mounts the OpenShift service CA at /etc/containers/certs.d/<registry>/ca.crt for the internal
     registry, with no setting naming it. Run in this process, the directory moved under tmp_path."""
     from modelsync import __main__ as cli
-    from modelsync import config, endpoints
+    from modelsync import config
+    from modelsync.stores import oci as oci_store
     prefix, _ = s3_source
     certs_d = tmp_path / "certs.d"
     (certs_d / stack.oci_tls_registry).mkdir(parents=True)
     if ca == "there":
         (certs_d / stack.oci_tls_registry / "ca.crt").write_bytes(Path(stack.oci_tls_ca).read_bytes())
-    monkeypatch.setattr(endpoints, "CERTS_D", certs_d)
+    monkeypatch.setattr(oci_store, "CERTS_D", certs_d)
     monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
     job = ui_job(stack, "create_model", prefix, model_name=f"ui-certsd-{uuid.uuid4().hex[:6]}",
                  username=stack.oci_tls_username, password=stack.oci_tls_password,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from modelsync.destinations.local import RECORD, publish_local
-from modelsync.endpoints import uri_headers
+from modelsync.sources.uri import uri_headers
 from modelsync.errors import TransferError
 from modelsync.files import inventory
 from modelsync.locations import LocalLocation, UriLocation

@@ -28,20 +28,22 @@ import json
 import logging
 import os
 import stat
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import endpoints, workspace
+from .. import workspace
 from ..beneath import Beneath, LinkRefused
 from ..errors import TransferError
 from ..files import DESTINATION, check_listing, human, require_free_space, sha256_file, total_size
-from ..locations import FileEntry, LocalLocation, Published
+from ..locations import Fetched, FileEntry, LocalLocation, OciLocation, Published
 from ..progress import Progress
-from ..requirements import require_path
+from ..setting import Given
+from ..stores import REPLACE_EXISTING, Filled, volume
 from ..signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
-    from ..config import Config
     from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.destinations.local")
@@ -269,25 +271,51 @@ def _count_entries(dest: Path) -> int:
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-def storage_parts(cfg: Config) -> tuple[str, ...]:
+WRITTEN_AS = ("pvc", "local")
+SETTINGS = (*volume.settings("destination"), REPLACE_EXISTING)
+
+
+@dataclass(frozen=True)
+class VolumeDestination:
+    location: LocalLocation
+    replace: bool
+
+
+def read_files(raw: Mapping[str, str]) -> Filled:
+    return Filled()
+
+
+def validate(given: Given) -> list[str]:
+    return volume.validate(given, "destination")
+
+
+def spec(given: Given) -> VolumeDestination:
+    return VolumeDestination(volume.location(given, "destination"), bool(given.values[REPLACE_EXISTING.name]))
+
+
+def storage_parts(dest: VolumeDestination) -> tuple[str, ...]:
     return ()  # the staging directory is inside the target, not under the storage path
 
 
-def validate(cfg: Config) -> list[str]:
-    return require_path(cfg, "destination", cfg.destination_type)
+def preflight(dest: VolumeDestination, job: str, files: dict[str, int] | None,
+              reads_from: Path | None) -> dict[str, Any]:
+    if reads_from is not None:  # before the claim
+        _refuse_overlap(dest.location.path, reads_from)
+    return preflight_local(dest.location, job, files, dest.replace)
 
 
-def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
-    if cfg.destination_path and cfg.source_path and cfg.source_type in ("pvc", "local"):  # before the claim
-        _refuse_overlap(Path(cfg.destination_path), Path(cfg.source_path))
-    return preflight_local(endpoints.local(cfg, "destination"), job, files, cfg.destination_replace_existing)
+def publish(dest: VolumeDestination, fetched: Fetched, ws: Workspace, job: str, source: str | None,
+            signature: Path | None = None) -> Published:
+    return publish_local(fetched.model_dir, fetched.files, dest.location, job, dest.replace, signature)
 
 
-def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
-            source: str | None, signature: Path | None = None) -> Published:
-    return publish_local(model_dir, files, endpoints.local(cfg, "destination"), job,
-                         cfg.destination_replace_existing, signature)
+def describe(dest: VolumeDestination) -> str:
+    return f"file://{dest.location.path}"
 
 
-def describe(cfg: Config) -> str:
-    return f"file://{cfg.destination_path}"
+def model_name(dest: VolumeDestination) -> str:
+    return dest.location.path.name
+
+
+def image(dest: VolumeDestination) -> OciLocation | None:
+    return None

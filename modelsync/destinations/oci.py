@@ -18,22 +18,25 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import endpoints
+from .. import credentials
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
-from ..locations import FileEntry, OciLocation, Published, qualify_reference, strip_scheme
+from ..locations import Fetched, FileEntry, OciLocation, Published, qualify_reference, strip_scheme
 from ..modelcar import ModelcarImage, Origin, build_modelcar, check_layer_count
 from ..oci_access import check_backend
 from ..oci_copy import pull_to_layout, push_layout, repo_path
 from ..progress import watch
-from ..requirements import problem, reference_ok, require_oci
+from ..secret import Secret
+from ..setting import Given, Setting
+from ..stores import Filled
+from ..stores import oci as oci_store
 
 if TYPE_CHECKING:
-    from ..config import Config
     from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.destinations.oci")
@@ -142,35 +145,92 @@ def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, ob
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-def storage_parts(cfg: Config) -> tuple[str, ...]:
+WRITTEN_AS = ("oci",)
+BASE_IMAGE = Setting("destination_oci_base_image", 'Base image of the modelcar ("scratch" for none; KServe needs a '
+                     'shell)', default="public.ecr.aws/docker/library/busybox:latest", group="destination")
+BASE_TLS_VERIFY = Setting("destination_oci_base_image_tls_verify", "Verify TLS of the base image's registry",
+                          default="true", kind="bool", group="destination")
+BASE_CREDENTIALS = Setting("destination_oci_base_image_credentials_path", "A .dockerconfigjson for the base image's "
+                           "registry", kind="path", group="destination")
+BASE_CA_BUNDLE = Setting("destination_oci_base_image_ca_bundle", "PEM file trusted for the base image's registry "
+                         "only", kind="path", group="destination")
+SETTINGS = (*oci_store.settings("destination"), BASE_IMAGE, BASE_TLS_VERIFY, BASE_CREDENTIALS, BASE_CA_BUNDLE,
+            oci_store.BACKEND)
+
+
+@dataclass(frozen=True)
+class OciDestination:
+    image: OciLocation
+    base: OciLocation | None  # None: scratch
+    backend: str
+
+
+def read_files(raw: Mapping[str, str]) -> Filled:
+    return oci_store.read_files(raw, "destination")
+
+
+def validate(given: Given) -> list[str]:
+    problems = oci_store.validate(given, "destination")
+    ref = given.values.get("destination_oci_uri")
+    if ref and "@" in ref:
+        problems.append(f"--destination-oci-uri / MODEL_SYNC_DESTINATION_OCI_URI: '{ref}' is pinned by digest; give "
+                        f"a tag or just the repository (the job computes the digest and records it)")
+    bad_base = oci_store.base_reference_problem(BASE_IMAGE, given.values.get(BASE_IMAGE.name))
+    return problems + ([bad_base] if bad_base else [])
+
+
+def spec(given: Given) -> OciDestination:
+    target = oci_store.location(given, "destination")
+    return OciDestination(target, base_image(given, target), given.values[oci_store.BACKEND.name])
+
+
+def base_image(given: Given, dest: OciLocation) -> OciLocation | None:
+    """The modelcar's base; None for 'scratch'. Short Docker Hub names are expanded as docker does. A base on the
+    destination's own registry (a mirror there) is read with the destination's credentials and CA unless its own
+    are given: registry credentials belong to a host, as in a .dockerconfigjson."""
+    v = given.values
+    ref = strip_scheme(v[BASE_IMAGE.name] or "scratch")
+    if ref in SCRATCH:
+        return None
+    ref = qualify_reference(ref)
+    user, password = None, None
+    if v[BASE_CREDENTIALS.name]:
+        found = credentials.read_docker_auth(str(v[BASE_CREDENTIALS.name]), ref.split("/", 1)[0],
+                                             BASE_CREDENTIALS.label)
+        user, password = found.get("username"), Secret(found["password"]) if found.get("password") else None
+    ca = str(v[BASE_CA_BUNDLE.name]) if v[BASE_CA_BUNDLE.name] else None
+    if qualify_reference(dest.reference).split("/", 1)[0] == ref.split("/", 1)[0]:
+        if user is None and not v[BASE_CREDENTIALS.name]:
+            user, password = dest.username, dest.password
+        ca = ca or dest.ca_bundle
+    return OciLocation(reference=ref, username=user, password=password, tls_verify=v[BASE_TLS_VERIFY.name],
+                       ca_bundle=ca)
+
+
+def storage_parts(dest: OciDestination) -> tuple[str, ...]:
     """Besides a download: with skopeo the modelcar's layers (an OCI layout, as big as the model); with oras
     nothing (each layer goes up from the files)."""
-    return () if cfg.destination_oci_backend == "oras" else ("modelcar layers",)
+    return () if dest.backend == "oras" else ("modelcar layers",)
 
 
-def validate(cfg: Config) -> list[str]:
-    problems = require_oci(cfg, "destination")
-    ref = cfg.values.get("destination_oci_uri")
-    if ref and "@" in ref:
-        problems.append(problem("destination_oci_uri", f"'{ref}' is pinned by digest; give a tag or just the "
-                                                       f"repository (the job computes the digest and records it)"))
-    base = strip_scheme(cfg.values.get("destination_oci_base_image") or "scratch")
-    if base not in ("scratch", "") and not reference_ok(qualify_reference(base)):
-        problems.append(problem("destination_oci_base_image", f"'{base}' is not an image reference; write "
-                                                              f"[host[:port]/]repo[:tag][@sha256:digest] or scratch"))
-    return problems
+def preflight(dest: OciDestination, job: str, files: dict[str, int] | None,
+              reads_from: Path | None) -> dict[str, object]:
+    return preflight_oci(dest.image, dest.base)
 
 
-def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, object]:
-    return preflight_oci(endpoints.oci(cfg, "destination"), endpoints.base_image(cfg))
+def publish(dest: OciDestination, fetched: Fetched, ws: Workspace, job: str, source: str | None,
+            signature: Path | None = None) -> Published:
+    return publish_modelcar(fetched.model_dir, dest.image, dest.base, ws.work, dest.backend,
+                            source_annotation=source, origins=fetched.origins or None, signature=signature)
 
 
-def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
-            source: str | None, signature: Path | None = None) -> Published:
-    return publish_modelcar(model_dir, endpoints.oci(cfg, "destination"), endpoints.base_image(cfg), ws.work,
-                            cfg.destination_oci_backend, source_annotation=source, origins=ws.origins or None,
-                            signature=signature)
+def describe(dest: OciDestination) -> str:
+    return f"oci://{dest.image.reference}"
 
 
-def describe(cfg: Config) -> str:
-    return f"oci://{endpoints.oci(cfg, 'destination').reference}"
+def model_name(dest: OciDestination) -> str:
+    return dest.image.repository.rsplit("/", 1)[-1]
+
+
+def image(dest: OciDestination) -> OciLocation | None:
+    return dest.image

@@ -11,22 +11,25 @@ replacing was allowed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .. import aws, endpoints, tools
+from .. import aws, tools
 from ..errors import TransferError
 from ..files import total_size
-from ..locations import FileEntry, Published, S3Location
+from ..locations import Fetched, FileEntry, OciLocation, Published, S3Location
 from ..progress import Progress
-from ..requirements import require_s3
+from ..setting import Given
+from ..stores import REPLACE_EXISTING, Filled
+from ..stores import s3 as s3_store
 from ..signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
-    from ..config import Config
     from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.destinations.s3")
@@ -134,26 +137,50 @@ def _owners(loc: S3Location, keys: list[str]) -> dict[str, str | None]:
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------
 
-def storage_parts(cfg: Config) -> tuple[str, ...]:
+WRITTEN_AS = ("s3",)
+SETTINGS = (*s3_store.settings("destination"), REPLACE_EXISTING)
+
+
+@dataclass(frozen=True)
+class S3Destination:
+    location: S3Location
+    replace: bool
+
+
+def read_files(raw: Mapping[str, str]) -> Filled:
+    return s3_store.read_files(raw, "destination")
+
+
+def validate(given: Given) -> list[str]:
+    return s3_store.validate(given, "destination")
+
+
+def spec(given: Given) -> S3Destination:
+    return S3Destination(s3_store.location(given, "destination"), bool(given.values[REPLACE_EXISTING.name]))
+
+
+def storage_parts(dest: S3Destination) -> tuple[str, ...]:
     return ()
 
 
-def validate(cfg: Config) -> list[str]:
-    return require_s3(cfg, "destination")
+def preflight(dest: S3Destination, job: str, files: dict[str, int] | None,
+              reads_from: Path | None) -> dict[str, Any]:
+    credentials = aws.credentials_in_use(dest.location, "destination")  # first: no credentials is one line
+    return {**preflight_s3(dest.location, job, dest.replace), "credentials": credentials}
 
 
-def preflight(cfg: Config, job: str, files: dict[str, int] | None) -> dict[str, Any]:
-    loc = endpoints.s3(cfg, "destination")
-    credentials = aws.credentials_in_use(loc, "destination")  # first: no credentials is one line, not a listing error
-    return {**preflight_s3(loc, job, cfg.destination_replace_existing), "credentials": credentials}
+def publish(dest: S3Destination, fetched: Fetched, ws: Workspace, job: str, source: str | None,
+            signature: Path | None = None) -> Published:
+    return publish_s3(fetched.model_dir, fetched.files, dest.location, job, dest.replace, signature)
 
 
-def publish(cfg: Config, model_dir: Path, files: tuple[FileEntry, ...], ws: Workspace, job: str,
-            source: str | None, signature: Path | None = None) -> Published:
-    return publish_s3(model_dir, files, endpoints.s3(cfg, "destination"), job, cfg.destination_replace_existing,
-                      signature)
+def describe(dest: S3Destination) -> str:
+    return dest.location.url + (f" at {dest.location.endpoint}" if dest.location.endpoint else "")
 
 
-def describe(cfg: Config) -> str:
-    loc = endpoints.s3(cfg, "destination")
-    return loc.url + (f" at {loc.endpoint}" if loc.endpoint else "")
+def model_name(dest: S3Destination) -> str:
+    return PurePosixPath(dest.location.key.rstrip("/")).name or dest.location.bucket
+
+
+def image(dest: S3Destination) -> OciLocation | None:
+    return None

@@ -32,7 +32,7 @@ from .model import SIGNATURE_NAME
 from .trust import Services, SigningError, client_trust_config
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..values import Config
     from ..locations import FileEntry, OciLocation
 
 log = logging.getLogger("modelsync.signing")

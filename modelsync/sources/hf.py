@@ -1,5 +1,5 @@
 """A model repository on the Hugging Face Hub: ``hf://org/model``, ``hf://org/model@revision`` (``:revision``, as
-upstream's async-upload job spells it, works too). Reached as source type "uri" with an hf:// URI, like upstream.
+upstream's async-upload job spells it, works too). A type of its own, written as source type "uri" with an hf:// URI, like upstream.
 
 - Endpoint: the ``HF_ENDPOINT`` env var (a mirror, an internal Hub), read when the job runs, else huggingface.co.
   Nothing else is contacted.
@@ -29,7 +29,8 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -37,15 +38,14 @@ from typing import TYPE_CHECKING, Any
 from ..errors import TransferError
 from ..files import (SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, listing as list_dir,
                      require_free_space)
-from ..locations import FileEntry
+from ..locations import Fetched
 from ..metadata import Metadata
 from ..progress import watch
-from ..requirements import problem
 from ..secret import mask, register
-from . import hf_card
+from ..setting import Given, Setting, problem
+from . import hf_card, uri
 
 if TYPE_CHECKING:
-    from ..config import Config
     from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.sources.hf")
@@ -114,8 +114,9 @@ def endpoint() -> str | None:
     return value or None
 
 
-def token(cfg: Config) -> str | None:
-    value = (cfg.uri_credentials.get(TOKEN_KEY) or os.environ.get(TOKEN_KEY) or "").strip()
+def token(found: Mapping[str, str]) -> str | None:
+    """HF_TOKEN from the URI credentials dir, else the env var; registered, so it is masked from now on."""
+    value = (found.get(TOKEN_KEY) or os.environ.get(TOKEN_KEY) or "").strip()
     register(value)
     return value or None
 
@@ -199,15 +200,16 @@ class Snapshot:
     siblings: tuple[str, ...] = ()  # every file of the revision, before the patterns
 
 
-def snapshot(cfg: Config, ref: HfRef, doing: str = "listing") -> Snapshot:
+def snapshot(src: HfSource, doing: str = "listing") -> Snapshot:
     """The revision's commit and files (with sizes), asked of the Hub; TransferError in one line otherwise."""
+    ref = src.ref
     if ref.extra:
         raise TransferError(f"{ref}: a Hub repository is org/model, this names {ref.repo_id}/{'/'.join(ref.extra)}; "
                             f"write the revision after '@' (hf://org/model@revision)")
     client = _client()
     from huggingface_hub.utils import filter_repo_objects
 
-    secret = token(cfg)
+    secret = src.token
     try:
         info = client.HfApi(endpoint=endpoint(), token=secret or False).model_info(
             ref.repo_id, revision=ref.revision, files_metadata=True)
@@ -216,7 +218,7 @@ def snapshot(cfg: Config, ref: HfRef, doing: str = "listing") -> Snapshot:
     sizes: dict[str, int | None] = {}
     for sibling in info.siblings or []:
         sizes[sibling.rfilename] = sibling.lfs.size if sibling.lfs else sibling.size
-    include, exclude = patterns(cfg.source_hf_include), patterns(cfg.source_hf_exclude)
+    include, exclude = src.include, src.exclude
     chosen = {name: sizes[name] for name in filter_repo_objects(sizes, allow_patterns=include,
                                                                  ignore_patterns=exclude)}
     check_listing(chosen, f"file of {ref}")  # before huggingface_hub sees a name: it would fail later, less clearly
@@ -227,41 +229,72 @@ def snapshot(cfg: Config, ref: HfRef, doing: str = "listing") -> Snapshot:
     return Snapshot(commit=info.sha, files=chosen, info=info, siblings=tuple(sizes))
 
 
-# ---- the source type (reached through sources/uri.py for hf:// URIs) ---------------------------------------------
+# ---- the source type (see sources/__init__.py): written "uri" with an hf:// URI, as upstream writes it -------------
 
-def validate(cfg: Config) -> list[str]:
-    token(cfg)  # registered now, so it is masked from the first log line on
+WRITTEN_AS = ("uri",)
+INCLUDE = Setting("source_hf_include", "Comma-separated glob patterns of the files to download, e.g. "
+                  "\"*.safetensors,config.json\" (hf:// source URIs only; default: every file)", group="source")
+EXCLUDE = Setting("source_hf_exclude", "Comma-separated glob patterns of files not to download, e.g. \"*.bin,*.h5\" "
+                  "(hf:// source URIs only)", group="source")
+SETTINGS = (uri.CREDENTIALS, uri.URI, INCLUDE, EXCLUDE)
+
+
+@dataclass(frozen=True)
+class HfSource:
+    ref: HfRef
+    include: list[str] | None
+    exclude: list[str] | None
+    token: str | None = field(default=None, repr=False)
+
+
+def claims(given: Given) -> bool:
+    return is_hf(given.values.get(uri.URI.name))
+
+
+read_files = uri.read_files  # the same Secret dir (HF_TOKEN, or URI), read once
+
+
+def validate(given: Given) -> list[str]:
+    token(given.found.get(uri.CREDENTIALS.name, {}))  # registered now, so it is masked from the first log line on
+    value = given.values.get(uri.URI.name) or ""
     try:
-        parse(cfg.source_uri)
+        parse(value)
     except ValueError as exc:
-        return [problem("source_uri", f"'{cfg.source_uri.strip()}' is not a Hugging Face URI: {exc}")]
+        return [problem(uri.URI, f"'{value.strip()}' is not a Hugging Face URI: {exc}")]
     return []
 
 
-def warn_unused(cfg: Config) -> None:
-    """The hf:// settings given with a source that is not hf:// are ignored: said, not silently."""
-    for name in ("source_hf_include", "source_hf_exclude"):
-        if cfg.origins.get(name) in ("arg", "env", "dotenv"):
-            log.warning("MODEL_SYNC_%s is set but the source is not an hf:// URI: it is ignored", name.upper())
+def spec(given: Given) -> HfSource:
+    v = given.values
+    return HfSource(parse(v[uri.URI.name]), patterns(v[INCLUDE.name]), patterns(v[EXCLUDE.name]),
+                    token(given.found.get(uri.CREDENTIALS.name, {})))
 
 
-def listing(cfg: Config) -> dict[str, int] | None:
-    files = snapshot(cfg, parse(cfg.source_uri)).files
+def in_place(src: HfSource) -> Path | None:
+    return None
+
+
+def listing(src: HfSource) -> dict[str, int] | None:
+    files = snapshot(src).files
     if any(size is None for size in files.values()):
         return None  # the Hub did not say every size: the download's own checks count the bytes
-    return {name: int(size) for name, size in files.items()}  # type: ignore[arg-type]
+    return {name: int(size) for name, size in files.items() if size is not None}
 
 
-def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
-    ref = parse(cfg.source_uri)
-    expected = snapshot(cfg, ref, "download of")
+def facts(src: HfSource) -> dict[str, object]:
+    return {"repository": str(src.ref)}
+
+
+def fetch(src: HfSource, ws: Workspace) -> Fetched:
+    ref = src.ref
+    expected = snapshot(src, "download of")
     known = [s for s in expected.files.values() if s is not None]
     if known:
         require_free_space(ws.root, sum(known), f"the download of {ref}", reserve=SPACE_RESERVE)
     model = ws.model
     model.mkdir(parents=True, exist_ok=True)
     with watch(f"download {ref}", sum(known), lambda: dir_bytes(model)):
-        _download(cfg, ref, expected, model, ws.work / "hf-cache")
+        _download(src, expected, model, ws.work / "hf-cache")
     shutil.rmtree(model / ".cache", ignore_errors=True)  # the Hub client's own bookkeeping, not the model
     got = list_dir(model)
     missing = sorted(set(expected.files) - set(got))
@@ -272,15 +305,15 @@ def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
                            for what, names in (("missing", missing), ("wrong size", wrong), ("unexpected", extra))
                            if names)
         raise TransferError(f"download of {ref} is incomplete ({detail})")
-    return model, inventory(model)
+    return Fetched(model, inventory(model))
 
 
-def card_metadata(cfg: Config, meta: Metadata, kind: str, scratch: Path) -> Metadata:
+def metadata(src: HfSource, meta: Metadata, kind: str, scratch: Path) -> Metadata:
     """The metadata with what the repository says of its model: for create_model the RegisteredModel fields of its
     card (hf_card.py; a value the ConfigMap gives wins), and on the new version `modelsync.source`, the repository at
     the commit the job copies. Asked of the Hub before the claim."""
-    ref = parse(cfg.source_uri)
-    snap = snapshot(cfg, ref, "model card of")
+    ref = src.ref
+    snap = snapshot(src, "model card of")
     version = meta.model_version
     if snap.commit:
         props = {"modelsync.source": f"{PREFIX}{ref.repo_id}@{snap.commit}", **version.custom_properties}
@@ -292,7 +325,7 @@ def card_metadata(cfg: Config, meta: Metadata, kind: str, scratch: Path) -> Meta
     if name:
         try:
             path = _client().hf_hub_download(ref.repo_id, name, revision=snap.commit or ref.revision,
-                                             local_dir=str(scratch / "hf-card"), token=token(cfg) or False,
+                                             local_dir=str(scratch / "hf-card"), token=src.token or False,
                                              endpoint=endpoint())
             readme = Path(path).read_text(encoding="utf-8", errors="replace")
         except Exception as exc:  # noqa: BLE001 -- the README is a courtesy; the model is what matters
@@ -306,16 +339,16 @@ def card_metadata(cfg: Config, meta: Metadata, kind: str, scratch: Path) -> Meta
                    model_version=version)
 
 
-def _download(cfg: Config, ref: HfRef, expected: Snapshot, model: Path, cache: Path) -> None:
+def _download(src: HfSource, expected: Snapshot, model: Path, cache: Path) -> None:
     snapshot_download = _client().snapshot_download
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()  # progress is the job's own (a line every 10 s in a pod), not tqdm's
-    secret = token(cfg)
+    ref, secret = src.ref, src.token
     cache.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = dict(
         revision=expected.commit or ref.revision, local_dir=str(model), cache_dir=str(cache),
-        allow_patterns=patterns(cfg.source_hf_include), ignore_patterns=patterns(cfg.source_hf_exclude),
+        allow_patterns=src.include, ignore_patterns=src.exclude,
         token=secret or False, endpoint=endpoint())
     for attempt in range(1, ATTEMPTS + 1):
         try:
@@ -329,12 +362,9 @@ def _download(cfg: Config, ref: HfRef, expected: Snapshot, model: Path, cache: P
             time.sleep(2 * attempt)
 
 
-def describe(cfg: Config) -> str:
-    try:
-        return str(parse(cfg.source_uri))
-    except ValueError:
-        return cfg.source_uri.strip()
+def describe(src: HfSource) -> str:
+    return str(src.ref)
 
 
-def public_source(cfg: Config) -> str | None:
-    return describe(cfg)
+def public_source(src: HfSource) -> str | None:
+    return str(src.ref)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import endpoints
 from ..errors import TransferError
 from ..files import inventory
 from ..files import listing as files_listing
-from ..locations import FileEntry, LocalLocation
-from ..requirements import problem, require_path
+from ..locations import Fetched, FileEntry, LocalLocation
+from ..setting import Given, problem
+from ..stores import Filled, volume
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..metadata import Metadata
     from ..workspace import Workspace
 
 
@@ -29,32 +30,53 @@ def read_local(loc: LocalLocation) -> tuple[Path, tuple[FileEntry, ...]]:
 
 # ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
 
-READS_IN_PLACE = True
+WRITTEN_AS = ("pvc", "local")
+SETTINGS = volume.settings("source")
 
 
-def validate(cfg: Config) -> list[str]:
-    problems = require_path(cfg, "source", cfg.source_type)
-    path = cfg.values.get("source_path")
+def claims(given: Given) -> bool:
+    return True
+
+
+def read_files(raw: Mapping[str, str]) -> Filled:
+    return Filled()
+
+
+def validate(given: Given) -> list[str]:
+    problems = volume.validate(given, "source")
+    path = given.values.get(volume.setting("source").name)
     if path and not Path(path).exists():
-        problems.append(problem("source_path", f"'{path}' does not exist"))
+        problems.append(problem(volume.setting("source"), f"'{path}' does not exist"))
     return problems
 
 
-def listing(cfg: Config) -> dict[str, int] | None:
-    return files_listing(endpoints.local(cfg, "source").path)  # sizes only: hashing waits for the transfer
+def spec(given: Given) -> LocalLocation:
+    return volume.location(given, "source")
 
 
-def facts(cfg: Config) -> dict[str, str]:
-    return {"path": str(cfg.source_path)}
+def in_place(loc: LocalLocation) -> Path | None:
+    return loc.path  # read where it is: a destination must not write into it
 
 
-def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
-    return read_local(endpoints.local(cfg, "source"))
+def listing(loc: LocalLocation) -> dict[str, int] | None:
+    return files_listing(loc.path)  # sizes only: hashing waits for the transfer
 
 
-def describe(cfg: Config) -> str:
-    return str(cfg.source_path)
+def facts(loc: LocalLocation) -> dict[str, object]:
+    return {"path": str(loc.path)}
 
 
-def public_source(cfg: Config) -> str | None:
+def fetch(loc: LocalLocation, ws: Workspace) -> Fetched:
+    return Fetched(*read_local(loc))
+
+
+def describe(loc: LocalLocation) -> str:
+    return str(loc.path)
+
+
+def public_source(loc: LocalLocation) -> str | None:
     return None  # a path inside the pod means nothing to someone reading the image
+
+
+def metadata(loc: LocalLocation, meta: Metadata, kind: str, scratch: Path) -> Metadata:
+    return meta

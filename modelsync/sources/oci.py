@@ -18,24 +18,28 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .. import endpoints, tools
+from .. import tools
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..layer_extract import TreeWriter, write_blob
-from ..locations import FileEntry, OciLocation
+from ..locations import Fetched, FileEntry, OciLocation
 from ..modelcar import MODELS_DIR
 from ..files import check_listing, human, safe_relative
 from ..oci_access import check_backend, registry_access
 from ..oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, qualified, repo_path
 from ..oci_layout import IMAGE_CONFIG_TYPES, INDEX_TYPES, TITLE, Layout, match_platform, to_oci_manifest
 from ..progress import watch
-from ..requirements import require_oci
+from ..setting import Given
+from ..stores import Filled
+from ..stores import oci as oci_store
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..metadata import Metadata
     from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.sources.oci")
@@ -195,21 +199,44 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
 
 # ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
 
-READS_IN_PLACE = False
+WRITTEN_AS = ("oci",)
+SETTINGS = (*oci_store.settings("source"), oci_store.BACKEND)
 
 
-def validate(cfg: Config) -> list[str]:
-    return require_oci(cfg, "source")
+@dataclass(frozen=True)
+class OciSource:
+    image: OciLocation
+    backend: str  # the tool that pulls a modelcar (oras or skopeo); artifacts are read over HTTP
 
 
-def listing(cfg: Config) -> dict[str, int] | None:
+def claims(given: Given) -> bool:
+    return True
+
+
+def read_files(raw: Mapping[str, str]) -> Filled:
+    return oci_store.read_files(raw, "source")
+
+
+def validate(given: Given) -> list[str]:
+    return oci_store.validate(given, "source")
+
+
+def spec(given: Given) -> OciSource:
+    return OciSource(oci_store.location(given, "source"), given.values[oci_store.BACKEND.name])
+
+
+def in_place(src: OciSource) -> Path | None:
+    return None
+
+
+def listing(src: OciSource) -> dict[str, int] | None:
     return None  # known once the image's layers are read
 
 
-def facts(cfg: Config) -> dict[str, object]:
+def facts(src: OciSource) -> dict[str, object]:
     """Before the claim: the image is there and readable with the credentials and CA given (an authenticated read
     of its manifest); its layers' bytes bound what the storage path must hold."""
-    loc = qualified(endpoints.oci(cfg, "source"))
+    loc = qualified(src.image)
     found = RegistryClient(loc).manifest(repo_path(loc), loc.digest or loc.tag or "latest")
     doc = found.json()
     described: dict[str, object] = {"credentials": f"user {loc.username}" if loc.username else "anonymous",
@@ -223,14 +250,18 @@ def facts(cfg: Config) -> dict[str, object]:
     return described
 
 
-def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
+def fetch(src: OciSource, ws: Workspace) -> Fetched:
     ws.model.mkdir(parents=True, exist_ok=True)
-    return ws.model, tuple(fetch_oci(endpoints.oci(cfg, "source"), ws.model, ws.work, cfg.destination_oci_backend))
+    return Fetched(ws.model, tuple(fetch_oci(src.image, ws.model, ws.work, src.backend)))
 
 
-def describe(cfg: Config) -> str:
-    return f"oci://{endpoints.oci(cfg, 'source').reference}"
+def describe(src: OciSource) -> str:
+    return f"oci://{src.image.reference}"
 
 
-def public_source(cfg: Config) -> str | None:
-    return describe(cfg)
+def public_source(src: OciSource) -> str | None:
+    return describe(src)
+
+
+def metadata(src: OciSource, meta: Metadata, kind: str, scratch: Path) -> Metadata:
+    return meta

@@ -7,21 +7,24 @@ so none can land outside the storage path. After the copy every file's size is c
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .. import aws, endpoints, tools
+from .. import aws, tools
 from ..errors import TransferError
 from ..files import check_listing, dir_bytes, inventory, model_path, require_free_space
-from ..locations import FileEntry, S3Location
+from ..locations import Fetched, FileEntry, S3Location
 from ..modelcar import Origin
 from ..progress import watch
-from ..requirements import require_s3
+from ..setting import Given
+from ..stores import Filled
+from ..stores import s3 as s3_store
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..metadata import Metadata
     from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.sources.s3")
@@ -91,30 +94,52 @@ def fetch_s3(loc: S3Location, dest: Path, origins: dict[str, Origin] | None = No
 
 # ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
 
-READS_IN_PLACE = False
+WRITTEN_AS = ("s3",)
+SETTINGS = s3_store.settings("source")
 
 
-def validate(cfg: Config) -> list[str]:
-    return require_s3(cfg, "source")
+def claims(given: Given) -> bool:
+    return True
 
 
-def listing(cfg: Config) -> dict[str, int] | None:
-    return plan_s3(endpoints.s3(cfg, "source"))[1]
+def read_files(raw: Mapping[str, str]) -> Filled:
+    return s3_store.read_files(raw, "source")
 
 
-def facts(cfg: Config) -> dict[str, str]:
+def validate(given: Given) -> list[str]:
+    return s3_store.validate(given, "source")
+
+
+def spec(given: Given) -> S3Location:
+    return s3_store.location(given, "source")
+
+
+def in_place(loc: S3Location) -> Path | None:
+    return None
+
+
+def listing(loc: S3Location) -> dict[str, int] | None:
+    return plan_s3(loc)[1]
+
+
+def facts(loc: S3Location) -> dict[str, object]:
     """Which credentials are used (fails in one line when there are none)."""
-    return {"credentials": aws.credentials_in_use(endpoints.s3(cfg, "source"), "source")}
+    return {"credentials": aws.credentials_in_use(loc, "source")}
 
 
-def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
+def fetch(loc: S3Location, ws: Workspace) -> Fetched:
     ws.model.mkdir(parents=True, exist_ok=True)
-    return ws.model, fetch_s3(endpoints.s3(cfg, "source"), ws.model, ws.origins)
+    origins: dict[str, Origin] = {}
+    return Fetched(ws.model, fetch_s3(loc, ws.model, origins), origins)
 
 
-def describe(cfg: Config) -> str:
-    return endpoints.s3(cfg, "source").url
+def describe(loc: S3Location) -> str:
+    return loc.url
 
 
-def public_source(cfg: Config) -> str | None:
-    return describe(cfg)
+def public_source(loc: S3Location) -> str | None:
+    return loc.url
+
+
+def metadata(loc: S3Location, meta: Metadata, kind: str, scratch: Path) -> Metadata:
+    return meta

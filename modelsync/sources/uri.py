@@ -11,6 +11,8 @@ any failure what was partly downloaded or unpacked is removed.
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import os
 import re
@@ -22,23 +24,24 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from .. import endpoints
-from . import hf
-from ..errors import TransferError
+from .. import credentials
+from ..errors import ConfigError, TransferError
 from ..beneath import Beneath, LinkRefused
 from ..files import (SPACE_RESERVE, SpaceBudget, check_listing, inventory, is_no_space, require_free_space,
                      safe_relative, shown)
-from ..locations import FileEntry, UriLocation
+from ..locations import Fetched, FileEntry, UriLocation
 from ..progress import Progress
-from ..requirements import problem, require
-from ..secret import redact_url
+from ..secret import Secret, redact_url, register
+from ..setting import Given, Setting, problem, require
+from ..stores import Filled
 
 if TYPE_CHECKING:
-    from ..config import Config
+    from ..metadata import Metadata
     from ..workspace import Workspace
 
 log = logging.getLogger("modelsync.sources.uri")
@@ -263,47 +266,99 @@ def _unzip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: str, is_dir: 
 
 # ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
 
-READS_IN_PLACE = False
+WRITTEN_AS = ("uri",)
+CREDENTIALS = Setting("source_uri_credentials_path", "Mounted Secret dir for the source URI (see README: TOKEN, "
+                      "USERNAME/PASSWORD, HEADERS, URI; HF_TOKEN for hf://)", kind="path", group="source")
+URI = Setting("source_uri", 'URL to download when --source-type is "uri" (archives .zip/.tar/.tar.gz unpacked), or a '
+              'Hugging Face repo as hf://org/model[@revision]', group="source", url=True)
+CA_BUNDLE = Setting("source_uri_ca_bundle", "PEM file trusted for the source URI only", kind="path", group="source")
+SETTINGS = (CREDENTIALS, URI, CA_BUNDLE)
 
 
-def validate(cfg: Config) -> list[str]:
-    problems = require(cfg, ["source_uri"], 'source type is "uri"', file_key="URI", cred="source_uri_credentials_path")
-    url = cfg.values.get("source_uri")
-    if url and hf.is_hf(url):
-        return problems + hf.validate(cfg)
-    hf.warn_unused(cfg)
+def claims(given: Given) -> bool:
+    return True  # after the types written "uri" that claim some URIs (hf://)
+
+
+def read_files(raw: Mapping[str, str]) -> Filled:
+    """The credentials dir: URI (a whole URL, then a secret) fills --source-uri; TOKEN, USERNAME/PASSWORD, HEADERS
+    and HF_TOKEN are kept for the request headers (and the Hub's token)."""
+    path = raw.get(CREDENTIALS.name)
+    if not path:
+        return Filled()
+    found = credentials.read_secret_dir(path, CREDENTIALS.label)
+    url = found.pop("URI", None)
+    if url:
+        register(url.strip())  # read from a Secret: the whole URL is a secret, shown redacted
+    for key in ("TOKEN", "PASSWORD", "HEADERS"):
+        if found.get(key):
+            register(found[key])
+    return Filled(values={URI.name: url} if url else {}, found={CREDENTIALS.name: found})
+
+
+def validate(given: Given) -> list[str]:
+    problems = require(given, [URI], 'source type is "uri"', file_key="URI", cred=CREDENTIALS)
+    url = given.values.get(URI.name)
     if url and not re.match(r"^https?://[^/]+", url):
-        problems.append(problem("source_uri", f"'{redact_url(url)}' is not an http(s):// URL"))
+        problems.append(problem(URI, f"'{redact_url(url)}' is not an http(s):// URL"))
     return problems
 
 
-def listing(cfg: Config) -> dict[str, int] | None:
-    if hf.is_hf(cfg.source_uri):
-        return hf.listing(cfg)
+def spec(given: Given) -> UriLocation:
+    """User-info in the URL (https://user:password@host/...) becomes a Basic header, unless the credentials dir
+    gives one: HTTP clients do not send it from the URL, and it must not travel further in the URL either."""
+    url, creds = given.values[URI.name], dict(given.found.get(CREDENTIALS.name, {}))
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+        if not any(creds.get(k) for k in ("TOKEN", "USERNAME", "PASSWORD")):
+            creds.update(USERNAME=unquote(parts.username or ""), PASSWORD=unquote(parts.password or ""))
+    ca = given.values.get(CA_BUNDLE.name)
+    return UriLocation(url=url, headers=uri_headers(creds), ca_bundle=str(ca) if ca else None)
+
+
+def uri_headers(found: Mapping[str, str]) -> dict[str, Secret]:
+    """HTTP headers from the URI credentials dir: TOKEN (Bearer), USERNAME+PASSWORD (Basic), HEADERS (JSON)."""
+    headers: dict[str, Secret] = {}
+    if found.get("HEADERS"):
+        try:
+            extra = json.loads(found["HEADERS"])
+        except json.JSONDecodeError:
+            raise ConfigError(f"{CREDENTIALS.arg}: HEADERS is not a JSON object of header: value") from None
+        if not isinstance(extra, dict) or not all(isinstance(x, str) for x in extra.values()):
+            raise ConfigError(f"{CREDENTIALS.arg}: HEADERS must be a JSON object of string values")
+        headers.update({k: Secret(x) for k, x in extra.items()})
+    if found.get("TOKEN"):
+        headers["Authorization"] = Secret(f"Bearer {found['TOKEN']}")
+    elif found.get("USERNAME") or found.get("PASSWORD"):
+        pair = base64.b64encode(f"{found.get('USERNAME', '')}:{found.get('PASSWORD', '')}".encode()).decode()
+        headers["Authorization"] = Secret(f"Basic {pair}")
+    return headers
+
+
+def in_place(loc: UriLocation) -> Path | None:
+    return None
+
+
+def listing(loc: UriLocation) -> dict[str, int] | None:
     return None  # known once downloaded (and unpacked)
 
 
-def facts(cfg: Config) -> dict[str, str]:
-    if hf.is_hf(cfg.source_uri):
-        return {"repository": hf.describe(cfg)}
-    headers = sorted(endpoints.uri(cfg).headers)
-    return {"url": redact_url(cfg.source_uri), "headers sent": ", ".join(headers) or "none"}
+def facts(loc: UriLocation) -> dict[str, object]:
+    return {"url": redact_url(loc.url), "headers sent": ", ".join(sorted(loc.headers)) or "none"}
 
 
-def fetch(cfg: Config, ws: Workspace) -> tuple[Path, tuple[FileEntry, ...]]:
-    if hf.is_hf(cfg.source_uri):
-        return hf.fetch(cfg, ws)
+def fetch(loc: UriLocation, ws: Workspace) -> Fetched:
     ws.model.mkdir(parents=True, exist_ok=True)
-    return ws.model, fetch_uri(endpoints.uri(cfg), ws.model, ws.work)
+    return Fetched(ws.model, fetch_uri(loc, ws.model, ws.work))
 
 
-def describe(cfg: Config) -> str:
-    if hf.is_hf(cfg.source_uri):
-        return hf.describe(cfg)
-    return public_url(cfg.source_uri)
+def describe(loc: UriLocation) -> str:
+    return public_url(loc.url)
 
 
-def public_source(cfg: Config) -> str | None:
-    if hf.is_hf(cfg.source_uri):
-        return hf.public_source(cfg)
-    return describe(cfg)
+def public_source(loc: UriLocation) -> str | None:
+    return public_url(loc.url)
+
+
+def metadata(loc: UriLocation, meta: Metadata, kind: str, scratch: Path) -> Metadata:
+    return meta
