@@ -6,7 +6,7 @@ the subtree, writing through a symlink, device files and FIFOs. Entries outside 
 
 Whiteouts (image-spec layer.md) act on lower layers only, applied in one streaming pass: `.wh.NAME` deletes NAME,
 `.wh..wh..opq` empties its directory, in both cases sparing what the current layer itself wrote. Each blob is
-hashed as it is read and must match its descriptor's digest.
+hashed as it is read (layer_stream.py, which also parses the tar) and must match its descriptor's digest.
 """
 
 from __future__ import annotations
