@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 MODELSYNC_CACHE ?= $(HOME)/.cache/modelsync
 PYTEST_ARGS ?=
+# what ruff checks (mypy checks what pyproject.toml's [tool.mypy] files names: modelsync/)
+RUFF_PATHS ?= modelsync
 BASE_TOOLS := apt oras registry minio model-registry awscli
 VPY       := $(abspath $(VENV))/bin/python
 INSTALLED := $(VENV)/.modelsync-installed
@@ -14,7 +16,7 @@ GO_VERSION := $(shell sed -n 's/^GO_VERSION=//p' e2e/versions.env)
 export PATH := $(abspath $(VENV))/bin:$(HOME)/go/bin:$(MODELSYNC_CACHE)/go-$(GO_VERSION)/bin:/usr/local/go/bin:$(PATH)
 export MODELSYNC_CACHE
 
-.PHONY: venv install tools tools-base test demo bench image image-smoke stack-up stack-down e2e-local cluster-up cluster-down clean
+.PHONY: venv install lint tools tools-base test demo bench image image-smoke stack-up stack-down e2e-local cluster-up cluster-down clean
 
 venv:               ## .venv/ from $(PYTHON) (installs python3-venv on Debian/Ubuntu when missing, as root)
 	@bash e2e/venv.sh '$(PYTHON)' '$(VENV)'
@@ -23,6 +25,10 @@ install: venv       ## the package with its test extras, editable, into .venv/ (
 	@if [ ! -e $(INSTALLED) ] || [ pyproject.toml -nt $(INSTALLED) ]; then \
 	  echo "$(VPY) -m pip install -e '.[test]'" && \
 	  $(VPY) -m pip install --quiet --disable-pip-version-check -e '.[test]' && touch $(INSTALLED); fi
+
+lint: install       ## mypy --strict and ruff, pinned by the test extra, with pyproject.toml's settings
+	$(abspath $(VENV))/bin/mypy
+	$(abspath $(VENV))/bin/ruff check $(RUFF_PATHS)
 
 tools: venv         ## the binaries the job drives and the local stack's servers (idempotent, pinned)
 	PYTHON='$(VPY)' bash e2e/install-tools.sh

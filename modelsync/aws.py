@@ -30,12 +30,13 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import boto3
 import botocore.session
+from botocore.client import BaseClient
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -112,7 +113,8 @@ def _cli_config() -> Path:
             skipping = header.group(1) == "plugins"
         if not skipping:
             kept.append(line)
-    merged = f"{PLUGIN_CONFIG.read_text().rstrip()}\n\n# {_user_config()}, copied by modelsync\n" + "\n".join(kept) + "\n"
+    merged = (f"{PLUGIN_CONFIG.read_text().rstrip()}\n\n# {_user_config()}, copied by modelsync\n"
+              + "\n".join(kept) + "\n")
     path = _private_dir() / f"aws-config-{hashlib.sha256(merged.encode()).hexdigest()[:16]}"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -158,7 +160,7 @@ def _botocore_session(loc: S3Location) -> botocore.session.Session:
     return botocore.session.Session() if loc.ambient else botocore.session.Session(session_vars=_ISOLATED)
 
 
-def client(loc: S3Location):
+def client(loc: S3Location) -> BaseClient:
     """An S3 client for loc. With keys configured it is made once per endpoint, keys and TLS settings for the
     process (making one costs ~0.1 s: the service model is parsed again, CA certificates loaded); with the
     ambient chain it is made anew each time, so changed variables and token files are seen."""
@@ -169,11 +171,11 @@ def client(loc: S3Location):
 
 
 @functools.lru_cache(maxsize=16)
-def _client_for_keys(loc: S3Location):
+def _client_for_keys(loc: S3Location) -> BaseClient:
     return _client(loc)
 
 
-def _client(loc: S3Location):
+def _client(loc: S3Location) -> BaseClient:
     verify: bool | str = loc.ca_bundle or loc.verify_tls
     s3 = session(loc).client(
         "s3", endpoint_url=loc.endpoint, verify=verify,
@@ -215,7 +217,7 @@ def credentials_in_use(loc: S3Location, side: str) -> str:
 
 
 @contextlib.contextmanager
-def _quiet(name: str):
+def _quiet(name: str) -> Iterator[None]:
     logger = logging.getLogger(name)
     previous = logger.level
     logger.setLevel(logging.ERROR)
@@ -278,7 +280,7 @@ def describe_provider(method: str, sess: botocore.session.Session) -> str:
     return f"{method} (profile {profile})" if sess.profile else method
 
 
-def list_objects(loc: S3Location, prefix: str) -> list[dict]:
+def list_objects(loc: S3Location, prefix: str) -> list[dict[str, Any]]:
     pages = client(loc).get_paginator("list_objects_v2").paginate(Bucket=loc.bucket, Prefix=prefix)
     return [obj for page in pages for obj in page.get("Contents", [])]
 

@@ -10,6 +10,7 @@ import argparse
 import difflib
 import textwrap
 from collections.abc import Sequence
+from typing import NoReturn
 
 from . import __version__
 from .errors import ConfigError
@@ -38,7 +39,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # noqa: D401 - argparse's hook
+    def error(self, message: str) -> NoReturn:  # noqa: D401 - argparse's hook
         """Raise instead of printing usage, so __main__ reports it like any configuration problem."""
         if "unrecognized arguments" in message:
             words = message.split(":", 1)[1].split()
@@ -63,11 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     for s in SETTINGS:
         default = f"; default: {s.default}" if s.default is not None else ""
         choices = f" {{{','.join(s.choices)}}}" if s.choices else ""
-        kwargs = dict(dest=s.name, default=argparse.SUPPRESS, metavar=s.kind.upper() if not s.choices else "X",
-                      help=f"{s.help}{choices} [{s.env}{default}]")
-        if s.kind == "bool":
-            kwargs.update(nargs="?", const="true", metavar="BOOL")  # '--sign' alone means true
-        groups[s.group].add_argument(s.arg, **kwargs)
+        flag = s.kind == "bool"  # '--sign' alone means true
+        groups[s.group].add_argument(s.arg, dest=s.name, default=argparse.SUPPRESS,
+                                     metavar="BOOL" if flag else s.kind.upper() if not s.choices else "X",
+                                     help=f"{s.help}{choices} [{s.env}{default}]",
+                                     nargs="?" if flag else None, const="true" if flag else None)
     return parser
 
 

@@ -10,7 +10,9 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -95,7 +97,7 @@ def read_docker_auth(path: str, registry: str, setting: str) -> dict[str, str]:
     return {}
 
 
-def _entry_credentials(entry: dict, key: str, file: Path, setting: str) -> dict[str, str]:
+def _entry_credentials(entry: Mapping[str, Any], key: str, file: Path, setting: str) -> dict[str, str]:
     """username/password of one "auths" entry. An empty or missing "auth" (and no username/password) means an
     anonymous registry, as in upstream's samples; a plaintext "user:password" auth is read, with a warning."""
     user, password = entry.get("username"), entry.get("password")
@@ -123,7 +125,7 @@ def _entry_credentials(entry: dict, key: str, file: Path, setting: str) -> dict[
     return out
 
 
-def auth_entry(registry: str, username: str, password: str) -> dict:
+def auth_entry(registry: str, username: str, password: str) -> dict[str, dict[str, str]]:
     """The inverse, for writing a temporary auth file for skopeo/oras."""
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     register(token)

@@ -31,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from .secret import mask
@@ -52,7 +52,7 @@ class PodEvents:
         self.server, self.namespace, self.pod = server.rstrip("/"), namespace, pod
         self.token_file = token_file
         self._context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
-        self._queue: queue.Queue = queue.Queue(maxsize=100)
+        self._queue: queue.Queue[tuple[str, str, bool] | None] = queue.Queue(maxsize=100)
         self._off = False
         self._thread = threading.Thread(target=self._send_all, name="pod-events", daemon=True)
         self._thread.start()
@@ -76,7 +76,7 @@ class PodEvents:
                 self._send(*item)
 
     def _send(self, reason: str, message: str, warning: bool) -> None:
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
         body = {"apiVersion": "v1", "kind": "Event",
                 "metadata": {"generateName": f"{self.pod}.", "namespace": self.namespace},
@@ -108,7 +108,7 @@ class PodEvents:
         log.info("no Kubernetes events for this job: %s; it goes on without them", mask(why))
 
 
-def from_pod(environ: os._Environ | dict | None = None) -> PodEvents | None:
+def from_pod(environ: Mapping[str, str] | None = None) -> PodEvents | None:
     """The pod's events, or None outside a pod (no API server in the environment, or no service-account token)."""
     env = os.environ if environ is None else environ
     host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")

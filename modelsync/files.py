@@ -9,6 +9,7 @@ import shutil
 import unicodedata
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TypeGuard
 
 from .errors import TransferError
 from .locations import FileEntry
@@ -114,7 +115,7 @@ def inventory(root: Path) -> tuple[FileEntry, ...]:
     return tuple(FileEntry(path=rel, size=size, sha256=sha256_file(root / rel)) for rel, size in listing(root).items())
 
 
-def total_size(entries) -> int:
+def total_size(entries: Iterable[FileEntry]) -> int:
     return sum(e.size for e in entries)
 
 
@@ -135,7 +136,7 @@ def no_space(path: Path, needed: int, free: int, what: str = "the model", *, mor
                          f"{'more than ' if more_than else ''}{human(needed)}{kept}; {place[1]}")
 
 
-def is_no_space(exc: BaseException) -> bool:
+def is_no_space(exc: BaseException) -> TypeGuard[OSError]:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -6,7 +6,7 @@ the subtree, writing through a symlink, device files and FIFOs. Entries outside 
 
 Whiteouts (image-spec layer.md) act on lower layers only, applied in one streaming pass: `.wh.NAME` deletes NAME,
 `.wh..wh..opq` empties its directory, in both cases sparing what the current layer itself wrote. Each blob is
-hashed as it is read and must match its descriptor's digest.
+hashed as it is read (layer_stream.py, which also parses the tar) and must match its descriptor's digest.
 """
 
 from __future__ import annotations
@@ -18,71 +18,18 @@ import posixpath
 import shutil
 import stat
 import tarfile
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
 from .beneath import Beneath, LinkRefused
 from .errors import TransferError
 from .files import SpaceBudget, is_no_space, safe_relative
+from .layer_stream import COPY_BUF, Chunks, HashingReader, Stream, plain_tar, tar_mode, tarfile_data
 from .locations import FileEntry
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
-_COPY_BUF = 4 << 20
-_COMPRESSION = {"": "r|", "+gzip": "r|gz"}
-
-
-class _HashingReader:
-    """Reads through fp, hashing what passes in a thread of its own (hashlib lets go of the GIL), so the blob's
-    hash and the files' run on two cores. `digest()` waits for the last update."""
-
-    def __init__(self, fp: BinaryIO):
-        self._fp = fp
-        self._sha = hashlib.sha256()
-        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="layer-hash")
-        self._last: Future | None = None
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._fp.read(n)
-        if self._last is not None:
-            self._last.result()  # in order, one update at a time
-        self._last = self._hasher.submit(self._sha.update, data)
-        return data
-
-    def read_exact(self, n: int) -> bytes:
-        """n bytes, fewer only at the end of the stream (a pipe returns what it has)."""
-        parts, left = [], n
-        while left > 0 and (data := self.read(left)):
-            parts.append(data)
-            left -= len(data)
-        return b"".join(parts)
-
-    def readinto_hashed(self, view: memoryview) -> tuple[int, Future | None]:
-        """Up to len(view) bytes read into view; their hash is under way in the returned future, which must be
-        waited for before view is written again."""
-        if self._last is not None:
-            self._last.result()  # the bytes hashed before them, and view free to be written
-        n = self._fp.readinto(view)
-        if not n:
-            return 0, None
-        self._last = self._hasher.submit(self._sha.update, view[:n])
-        return n, self._last
-
-    def digest(self) -> str:
-        if self._last is not None:
-            self._last.result()
-        self._hasher.shutdown()
-        return "sha256:" + self._sha.hexdigest()
-
-
-def tar_mode(media_type: str) -> str:
-    """tarfile stream mode for a layer media type; zstd (not in Python 3.11's stdlib) and others are refused."""
-    for suffix, mode in _COMPRESSION.items():
-        if media_type.endswith("tar" + suffix):
-            return mode
-    raise TransferError(f"layer type {media_type} is not supported (only uncompressed or gzip tar layers)")
 
 
 class TreeWriter:
@@ -102,7 +49,7 @@ class TreeWriter:
 
     # ---- driving -----------------------------------------------------------------------------------------
 
-    def apply(self, blob: Path | BinaryIO, media_type: str, digest: str) -> None:
+    def apply(self, blob: Path | Stream, media_type: str, digest: str) -> None:
         """Apply one layer, read from a blob file or a stream (a registry download's stdout)."""
         if isinstance(blob, Path):
             with open(blob, "rb") as raw:
@@ -110,17 +57,18 @@ class TreeWriter:
             return
         self._this_layer = set()
         self._space = SpaceBudget(self.dest, "unpacking the layers")  # bytes written vs. the space free now
-        reader = _HashingReader(blob)
+        reader = HashingReader(blob)
         mode = tar_mode(media_type)
         try:
             if mode == "r|":  # uncompressed: read directly, each byte copied once
-                for member, data in _plain_tar(reader):
+                for member, data in plain_tar(reader):
                     self._entry(member, data)
             else:
-                with tarfile.open(fileobj=reader, mode=mode, bufsize=_COPY_BUF) as tar:
+                # a stream mode only ever reads fileobj; typeshed's _Fileobj also asks for write, seek, tell, close
+                with tarfile.open(fileobj=reader, mode=mode, bufsize=COPY_BUF) as tar:  # type: ignore[call-overload]
                     for member in tar:
-                        self._entry(member, _tarfile_data(tar, member))
-            while reader.read(_COPY_BUF):  # the tar's trailing padding is part of the digest
+                        self._entry(member, tarfile_data(tar, member))
+            while reader.read(COPY_BUF):  # the tar's trailing padding is part of the digest
                 pass
         except (tarfile.TarError, EOFError, OSError) as exc:
             if is_no_space(exc):
@@ -142,7 +90,7 @@ class TreeWriter:
 
     # ---- one member --------------------------------------------------------------------------------------
 
-    def _entry(self, member: tarfile.TarInfo, data: Callable[[], Iterator[Chunk]]) -> None:
+    def _entry(self, member: tarfile.TarInfo, data: Chunks) -> None:
         rel = self.relative(member.name)
         if rel is None:
             return
@@ -238,7 +186,7 @@ class TreeWriter:
         with self.tree.parent(rel) as (fd, name):
             shutil.rmtree(name, dir_fd=fd)
 
-    def _write(self, data: Callable[[], Iterator[Chunk]], member: tarfile.TarInfo, rel: str) -> None:
+    def _write(self, data: Chunks, member: tarfile.TarInfo, rel: str) -> None:
         sha = hashlib.sha256()
         fd = self.tree.create(rel)
         try:
@@ -272,7 +220,7 @@ class TreeWriter:
         self._space.add(self.files[source].size)
         # a copy: a later write to one must not change the other
         with os.fdopen(self.tree.open_read(source), "rb") as src, os.fdopen(self.tree.create(rel), "wb") as out:
-            shutil.copyfileobj(src, out, _COPY_BUF)
+            shutil.copyfileobj(src, out, COPY_BUF)
         self.files[rel] = FileEntry(rel, self.files[source].size, self.files[source].sha256)
 
     # ---- whiteouts -------------------------------------------------------------------------------------------
@@ -307,112 +255,6 @@ class TreeWriter:
         return rel if target is None or depth > 16 else self._follow(target, depth + 1)
 
 
-Chunk = bytes | memoryview
-
-
-def _tarfile_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Callable[[], Iterator[Chunk]]:
-    def chunks() -> Iterator[Chunk]:
-        src = tar.extractfile(member)
-        assert src is not None
-        while chunk := src.read(_COPY_BUF):
-            yield chunk
-    return chunks
-
-
-_SPARSE = (tarfile.GNUTYPE_SPARSE,)
-
-
-def _plain_tar(reader: _HashingReader) -> Iterator[tuple[tarfile.TarInfo, Callable[[], Iterator[Chunk]]]]:
-    """The members of an uncompressed tar stream, each with its data as chunks read straight into one buffer
-    (tarfile's stream mode copies every byte several times on the way). Headers are parsed by tarfile itself
-    (TarInfo.frombuf: checksums, base-256 sizes); GNU long names and links and pax path, linkpath and size
-    records are applied to the next member as tarfile applies them; sparse files are refused. Data a member's
-    consumer does not read is skipped; the end blocks and whatever follows are left to the caller."""
-    buf = memoryview(bytearray(_COPY_BUF))
-    long_name = long_link = None
-    pax: dict[str, str] = {}
-    while True:
-        block = reader.read_exact(tarfile.BLOCKSIZE)
-        if not block:
-            return
-        if len(block) < tarfile.BLOCKSIZE:
-            raise tarfile.ReadError("unexpected end of data")
-        if block == bytes(tarfile.BLOCKSIZE):
-            return  # end of archive
-        try:
-            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError as exc:
-            raise tarfile.ReadError(str(exc)) from None
-        if info.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-                         tarfile.SOLARIS_XHDTYPE):
-            payload = _payload(reader, info.size)
-            if info.type == tarfile.GNUTYPE_LONGNAME:
-                long_name = tarfile.nts(payload, "utf-8", "surrogateescape")
-            elif info.type == tarfile.GNUTYPE_LONGLINK:
-                long_link = tarfile.nts(payload, "utf-8", "surrogateescape")
-            elif info.type != tarfile.XGLTYPE:  # global pax headers set nothing a layer entry uses
-                pax.update(_pax_records(payload))
-            continue
-        if info.type in _SPARSE or any(key.startswith("GNU.sparse") for key in pax):
-            raise TransferError(f"layer entry {info.name!r}: sparse files are not supported")
-        info.name = pax.get("path", long_name or info.name)
-        info.linkname = pax.get("linkpath", long_link or info.linkname)
-        if "size" in pax:
-            info.size = int(pax["size"])
-        long_name = long_link = None
-        pax = {}
-        size = info.size if info.isreg() or info.type not in tarfile.SUPPORTED_TYPES else 0
-        left = [size]
-
-        def chunks(left: list[int] = left) -> Iterator[Chunk]:
-            while left[0] > 0:
-                n, hashed = reader.readinto_hashed(buf[:min(len(buf), left[0])])
-                if not n:
-                    raise tarfile.ReadError("unexpected end of data")
-                left[0] -= n
-                yield buf[:n]
-                if hashed is not None:
-                    hashed.result()  # buf is read into again next
-        yield info, chunks
-        for _ in chunks():  # what the consumer left unread
-            pass
-        if size % tarfile.BLOCKSIZE:
-            if len(reader.read_exact(tarfile.BLOCKSIZE - size % tarfile.BLOCKSIZE)) < tarfile.BLOCKSIZE - \
-                    size % tarfile.BLOCKSIZE:
-                raise tarfile.ReadError("unexpected end of data")
-
-
-def _payload(reader: _HashingReader, size: int) -> bytes:
-    """A long name's or pax header's data, with its padding read past."""
-    if size > 1 << 20:
-        raise tarfile.ReadError("a tar extended header over 1 MiB")
-    data = reader.read_exact(size + (-size % tarfile.BLOCKSIZE))
-    if len(data) < size + (-size % tarfile.BLOCKSIZE):
-        raise tarfile.ReadError("unexpected end of data")
-    return data[:size]
-
-
-def _pax_records(data: bytes) -> dict[str, str]:
-    """`LENGTH KEY=VALUE\n` records (POSIX pax) as a dict, values decoded as UTF-8."""
-    records: dict[str, str] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            break
-        try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise tarfile.ReadError("invalid pax header") from None
-        record = data[space + 1:pos + length]
-        if length <= 0 or not record.endswith(b"\n") or b"=" not in record:
-            raise tarfile.ReadError("invalid pax header")
-        key, _, value = record[:-1].partition(b"=")
-        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-        pos += length
-    return records
-
-
 def write_blob(src: Path | BinaryIO, tree: Beneath, rel: str, digest: str, size: int) -> str:
     """Copy an artifact blob (a file, or a stream) to tree's rel (never through a symlink), checking digest and
     size; return the sha256 hex."""
@@ -423,7 +265,7 @@ def write_blob(src: Path | BinaryIO, tree: Beneath, rel: str, digest: str, size:
     try:
         with (open(src, "rb") if isinstance(src, Path) else contextlib.nullcontext(src)) as fin, \
                 os.fdopen(fd, "wb") as out:
-            while chunk := fin.read(_COPY_BUF):
+            while chunk := fin.read(COPY_BUF):
                 sha.update(chunk)
                 written += len(chunk)
                 space.add(len(chunk))

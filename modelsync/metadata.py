@@ -247,7 +247,7 @@ _TYPED = {"MetadataStringValue": "string_value", "MetadataIntValue": "int_value"
           "MetadataBoolValue": "bool_value", "MetadataStructValue": "struct_value"}
 
 
-def typed_value(name: str, value: dict) -> tuple[PropertyValue, str | None]:
+def typed_value(name: str, value: Mapping[str, object]) -> tuple[PropertyValue, str | None]:
     """The Model Registry's own typed form, stored with exactly its type."""
     kind = value.get("metadataType")
     field_name = _TYPED.get(kind) if isinstance(kind, str) else None

@@ -29,8 +29,8 @@ class Progress:
         self._lock = threading.Lock()
         self._bar = None
         if sys.stderr.isatty() if tty is None else tty:
-            from rich.progress import (BarColumn, DownloadColumn, Progress as RichProgress, TimeRemainingColumn,
-                                       TransferSpeedColumn)
+            from rich.progress import BarColumn, DownloadColumn, TimeRemainingColumn, TransferSpeedColumn
+            from rich.progress import Progress as RichProgress
             self._bar = RichProgress("[bold]{task.description}", BarColumn(), DownloadColumn(),
                                      TransferSpeedColumn(), TimeRemainingColumn(), transient=False)
             self._bar.start()

@@ -44,8 +44,8 @@ def _write(text: str) -> None:
 
 
 def success(intent: str, model_id: str | None, version_id: str | None, artifact_id: str | None, uri: str,
-            digest: str | None) -> dict:
-    message: dict = {"intent": intent}
+            digest: str | None) -> dict[str, object]:
+    message: dict[str, object] = {"intent": intent}
     for key, value in (("RegisteredModel", model_id), ("ModelVersion", version_id), ("ModelArtifact", artifact_id)):
         if value:
             message[key] = {"id": str(value)}

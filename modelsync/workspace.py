@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .beneath import Beneath, LinkRefused
 from .errors import TransferError
+from .modelcar import Origin
 
 log = logging.getLogger("modelsync.workspace")
 LOCK = ".lock"
@@ -32,7 +33,7 @@ class Workspace:
         self.root = root
         self._fd: int | None = lock_fd
         # where each fetched file came from, when the source knows (S3: URL + ETag); an OCI destination records it
-        self.origins: dict = {}
+        self.origins: dict[str, Origin] = {}
 
     @property
     def model(self) -> Path:

@@ -12,7 +12,11 @@ consumer is slower than the network (a pipe into modelsync, a slow disk) the que
 and a queue of 4 of them keeps its bytes at 8 MiB (~110-145 MiB peak RSS, the 10 ranged GETs still parallel).
 """
 
+from __future__ import annotations
+
 import os
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, Protocol
 
 IO_CHUNK = 2 << 20
 IO_QUEUE = 4
@@ -29,13 +33,26 @@ DEFAULTS = {"io_chunksize": IO_CHUNK, "max_io_queue_size": IO_QUEUE,
             "max_submission_concurrency": SUBMISSION_CONCURRENCY}
 
 
-def drop_expect(request, **kwargs):
+class _Request(Protocol):
+    """What drop_expect uses of botocore's AWSPreparedRequest."""
+
+    @property
+    def headers(self) -> MutableMapping[str, str]: ...
+
+
+class _Cli(Protocol):
+    """What awscli_initialize uses of the aws CLI's driver (its event emitter)."""
+
+    def register(self, event_name: str, handler: Callable[..., None]) -> None: ...
+
+
+def drop_expect(request: _Request, **kwargs: object) -> None:
     """A botocore before-send handler; boto3 clients made by modelsync register it too."""
     if "Expect" in request.headers:
         del request.headers["Expect"]
 
 
-def transfer_defaults(defaults=None):
+def transfer_defaults(defaults: Mapping[str, int] | None = None) -> None:
     """Make DEFAULTS the defaults of every s3transfer TransferConfig made in this process (the aws CLI builds its
     own from ~/.aws/config's s3 section, which cannot name these). Only the aws child calls it."""
     try:
@@ -51,17 +68,18 @@ def transfer_defaults(defaults=None):
     except ValueError:
         limit = 0
 
-    def configured(self, *args, **kwargs):
+    # botocore's and s3transfer's objects are untyped (no annotations, no stubs): Any is what they are here
+    def configured(self: Any, *args: Any, **kwargs: Any) -> None:
         for key, value in defaults.items():
             kwargs.setdefault(key, value)
         init(self, *args, **kwargs)
         if limit > 0:
             self.max_request_concurrency = min(self.max_request_concurrency, limit)
 
-    configured._modelsync_defaults = defaults
+    configured.__dict__["_modelsync_defaults"] = defaults  # the mark that the patch is in (a function attribute)
     TransferConfig.__init__ = configured
 
 
-def awscli_initialize(cli):
+def awscli_initialize(cli: _Cli) -> None:
     cli.register("before-send.s3", drop_expect)
     transfer_defaults()

@@ -25,10 +25,11 @@ from ..distribution import RegistryClient
 from ..errors import ModelSyncError
 from ..files import human
 from ..locations import OciLocation, qualify_reference, strip_scheme
-from ..modelcar import CREATED, SIGNATURE_FILE, SOURCE, SOURCE_RECORD
+from ..modelcar import CREATED, SOURCE, SOURCE_RECORD
 from ..oci_copy import repo_path
 from ..oci_layout import TITLE
 from ..secret import Secret, mask
+from ..signing.model import SIGNATURE_NAME as SIGNATURE_FILE
 
 
 def describe(target: OciLocation) -> dict[str, Any]:

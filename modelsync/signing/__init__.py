@@ -20,18 +20,24 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, ModelSyncError
 from .. import secret
+from ..errors import ConfigError, ModelSyncError
 from ..secret import mask, redact_url
 from . import model
 from .model import SIGNATURE_NAME
 from .trust import Services, SigningError, client_trust_config
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # sigstore and cryptography are imported when a signature is made (their import costs ~1 s)
+    from cryptography.x509 import Certificate
+    from sigstore.models import Bundle, ClientTrustConfig
+    from sigstore.oidc import IdentityToken
+    from sigstore.sign import Signer, SigningContext
+
     from ..values import Config
     from ..locations import FileEntry, OciLocation
 
@@ -51,13 +57,13 @@ def token_path(cfg: Config) -> Path:
 
 @dataclass
 class Signing:
-    trust: Any                       # sigstore.models.ClientTrustConfig
+    trust: ClientTrustConfig
     services: Services
     token_file: Path
     model_name: str
     facts: dict[str, str] = field(default_factory=dict)
-    _signer: Any = None              # sigstore.sign.Signer, kept for the second signature
-    _context: Any = None
+    _signer: Signer | None = None    # kept for the second signature
+    _context: SigningContext | None = None
     _cert_end: dt.datetime | None = None
 
     def describe(self) -> dict[str, str]:
@@ -99,7 +105,7 @@ class Signing:
 
     # ---- helpers --------------------------------------------------------------------------------------------
 
-    def _sign(self, action, what: str) -> Any:
+    def _sign(self, action: Callable[[Signer], Bundle], what: str) -> Bundle:
         try:
             signer = self._current_signer()
             bundle = action(signer)
@@ -110,10 +116,10 @@ class Signing:
         except Exception as exc:
             raise SigningError(f"signing {what} failed: {_one_line(exc)}") from None
 
-    def _current_signer(self) -> Any:
+    def _current_signer(self) -> Signer:
         from sigstore.sign import Signer, SigningContext
 
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         if self._signer is not None and self._cert_end is not None and now + CERT_MARGIN < self._cert_end:
             return self._signer
         if self._signer is not None:
@@ -124,7 +130,7 @@ class Signing:
         self._signer = Signer(token, self._context, cache=True)  # one key and certificate for both signatures
         return self._signer
 
-    def _record(self, what: str, bundle: Any) -> None:
+    def _record(self, what: str, bundle: Bundle) -> None:
         self.facts.update(certificate_facts(bundle.signing_certificate))
         entry = (json.loads(bundle.to_json()).get("verificationMaterial") or {}).get("tlogEntries") or [{}]
         if "logIndex" in entry[0]:
@@ -133,7 +139,7 @@ class Signing:
                                                 f"(v{self.services.rekor_version})"
 
 
-def read_token(path: Path) -> Any:
+def read_token(path: Path) -> IdentityToken:
     """The identity token as sigstore-python takes it; SigningError with one line when missing, malformed or
     expired. Its audience is the client id Fulcio knows it by (a Kubernetes projected token: `sigstore`)."""
     from sigstore.oidc import IdentityToken
@@ -149,8 +155,8 @@ def read_token(path: Path) -> Any:
     except (ValueError, IndexError):
         raise SigningError(f"{where} is not a JWT") from None
     expires = claims.get("exp")
-    if isinstance(expires, (int, float)) and expires <= dt.datetime.now(dt.timezone.utc).timestamp():
-        when = dt.datetime.fromtimestamp(expires, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(expires, (int, float)) and expires <= dt.datetime.now(dt.UTC).timestamp():
+        when = dt.datetime.fromtimestamp(expires, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         raise SigningError(f"{where} expired at {when}; mount a projected service-account token (the kubelet keeps "
                            f"it fresh) or give a current one")
     aud = claims.get("aud")
@@ -161,7 +167,7 @@ def read_token(path: Path) -> Any:
         raise SigningError(f"{where} is not usable: {_one_line(exc)}") from None
 
 
-def certificate_facts(cert: Any) -> dict[str, str]:
+def certificate_facts(cert: Certificate) -> dict[str, str]:
     from cryptography import x509
 
     facts = {}
@@ -174,9 +180,12 @@ def certificate_facts(cert: Any) -> dict[str, str]:
         pass
     for oid in ISSUER_OIDS:
         try:
-            raw = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value.value
+            extension = cert.extensions.get_extension_for_oid(x509.ObjectIdentifier(oid)).value
         except x509.ExtensionNotFound:
             continue
+        if not isinstance(extension, x509.UnrecognizedExtension):  # Fulcio's own OIDs: cryptography knows none
+            continue
+        raw = extension.value
         facts[PROPERTY_PREFIX + "issuer"] = _der_utf8(raw) if oid == ISSUER_OIDS[0] else raw.decode()
         break
     return facts

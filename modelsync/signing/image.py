@@ -17,13 +17,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..locations import OciLocation
 from ..oci_copy import repo_path
 from ..oci_layout import OCI_INDEX, OCI_MANIFEST
+
+if TYPE_CHECKING:  # imported when a signature is made
+    from sigstore.models import Bundle
+    from sigstore.sign import Signer
 
 BUNDLE_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 EMPTY_TYPE = "application/vnd.oci.empty.v1+json"
@@ -40,14 +44,14 @@ def statement(name: str, digest: str) -> bytes:
                      "predicateType": SIGN_PREDICATE, "predicate": {}})
 
 
-def sign(signer: Any, target: OciLocation, digest: str) -> Any:
+def sign(signer: Signer, target: OciLocation, digest: str) -> Bundle:
     """The bundle of the image's signature (sigstore.sign.Signer.sign_dsse)."""
     from sigstore.dsse import Statement
 
     return signer.sign_dsse(Statement(statement(target.repository, digest)))
 
 
-def attach(target: OciLocation, digest: str, bundle: Any) -> str:
+def attach(target: OciLocation, digest: str, bundle: Bundle) -> str:
     """Put the bundle beside the image as its referrer; the referrer manifest's digest."""
     client, repo = RegistryClient(target), repo_path(target)
     subject = client.manifest(repo, digest)
@@ -56,7 +60,7 @@ def attach(target: OciLocation, digest: str, bundle: Any) -> str:
     data = bundle.to_json().encode()
     client.put_blob(repo, EMPTY)
     layer = client.put_blob(repo, data)
-    created = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest = _compact({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,

@@ -26,13 +26,17 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, ModelSyncError
 from ..secret import redact_url
+
+if TYPE_CHECKING:  # imported when trust material is read
+    from sigstore.models import ClientTrustConfig
 
 log = logging.getLogger("modelsync.signing")
 
@@ -94,7 +98,7 @@ def fetch_root(tuf_url: str, checksum: str | None) -> bytes:
     for url in (f"{base}/root.json", f"{base}/1.root.json"):
         try:
             with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:  # noqa: S310 (http(s) only, validated)
-                data = resp.read()
+                data: bytes = resp.read()
             break
         except urllib.error.HTTPError as exc:
             tried.append(f"{redact_url(url)}: HTTP {exc.code}")
@@ -148,7 +152,8 @@ def from_tuf(tuf_url: str, checksum: str | None, cache: Path) -> tuple[dict[str,
     except SigningError:
         raise
     except Exception as exc:
-        causes, link = [], exc
+        causes: list[str] = []
+        link: BaseException | None = exc
         while link is not None and len(causes) < 4:  # the TUF client wraps the reason (a network error, …)
             causes.append(str(link) or type(link).__name__)
             link = link.__cause__ or link.__context__
@@ -229,7 +234,7 @@ def signing_config(given: Services, from_trust: dict[str, Any] | None) -> tuple[
 
 
 def client_trust_config(env: dict[str, str], local: Path | None, checksum: str | None,
-                        cache: Path) -> tuple[Any, Services]:
+                        cache: Path) -> tuple[ClientTrustConfig, Services]:
     """The sigstore ClientTrustConfig to sign and verify with, and the services it names."""
     from sigstore.models import ClientTrustConfig
 

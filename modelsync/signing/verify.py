@@ -21,7 +21,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import ModelSyncError
 from ..files import sha256_file
@@ -30,6 +30,9 @@ from ..secret import Secret, mask
 from . import image, model
 from .trust import from_tuf, read_local
 
+if TYPE_CHECKING:  # imported when a signature is verified
+    from sigstore.models import TrustedRoot
+
 IDENTITY_HELP = "the certificate's identity (SAN), e.g. https://kubernetes.io/namespaces/NS/serviceaccounts/SA"
 
 
@@ -37,7 +40,8 @@ class NotVerified(ModelSyncError):
     """A signature is missing, does not verify for the identity, or does not match the model."""
 
 
-def trusted_root(trust_config: str | None, tuf_url: str | None, checksum: str | None, scratch: Path) -> Any:
+def trusted_root(trust_config: str | None, tuf_url: str | None, checksum: str | None,
+                 scratch: Path) -> TrustedRoot:
     from sigstore.models import TrustedRoot
 
     if trust_config:
@@ -52,7 +56,7 @@ def trusted_root(trust_config: str | None, tuf_url: str | None, checksum: str | 
     return TrustedRoot.from_file(str(path))
 
 
-def _verified_payload(bundle_json: bytes | str, root: Any, identity: str, issuer: str) -> bytes:
+def _verified_payload(bundle_json: bytes | str, root: TrustedRoot, identity: str, issuer: str) -> bytes:
     from sigstore.models import Bundle
     from sigstore.verify import Verifier, policy
 
@@ -64,7 +68,7 @@ def _verified_payload(bundle_json: bytes | str, root: Any, identity: str, issuer
     return payload
 
 
-def verify_directory(path: Path, root: Any, identity: str, issuer: str) -> str:
+def verify_directory(path: Path, root: TrustedRoot, identity: str, issuer: str) -> str:
     sig = path / model.SIGNATURE_NAME
     if not sig.is_file():
         raise NotVerified(f"{path}: no {model.SIGNATURE_NAME}; the model was not signed")
@@ -94,7 +98,7 @@ def verify_directory(path: Path, root: Any, identity: str, issuer: str) -> str:
     return f"{len(signed)} files match model.sig, signed by {identity} ({issuer})"
 
 
-def verify_image(target: OciLocation, root: Any, identity: str, issuer: str, scratch: Path) -> str:
+def verify_image(target: OciLocation, root: TrustedRoot, identity: str, issuer: str, scratch: Path) -> str:
     digest = target.digest
     if not digest:
         raise NotVerified(f"{target.reference}: name the image by digest (…@sha256:…), the thing that was signed")
