@@ -46,8 +46,8 @@ from modelsync.locations import OciLocation, S3Location
 from modelsync.oci_copy import push_layout
 from modelsync.secret import Secret
 from modelsync.settings import parse_size
-from tests.models import SMALL_FILES, make_model
-from tests.oci_helpers import busybox_layout
+from tests.support.models import SMALL_FILES, make_model
+from tests.support.oci_helpers import busybox_layout
 
 MIB = 1024 * 1024
 

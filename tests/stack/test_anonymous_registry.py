@@ -26,13 +26,14 @@ from modelsync.destinations.oci import publish_modelcar
 from modelsync.locations import OciLocation
 from modelsync.sources.oci import fetch_oci
 
-from .models import digests_of
+from ..support.models import digests_of
 from .test_job import base_env, mr_get
-from .token_registry import SERVICE, Signer, TokenRegistry, TokenServer, start_token_registry
+from ..support.token_registry import SERVICE, Signer, TokenRegistry, TokenServer, start_token_registry
 
 pytestmark = pytest.mark.stack
 
-UPSTREAM_SECRET = Path(__file__).parent / "upstream_samples" / "sample_job_s3_to_oci" / "my-oci-credentials"
+UPSTREAM_SECRET = (Path(__file__).resolve().parents[1] / "support" / "upstream_samples" / "sample_job_s3_to_oci"
+                   / "my-oci-credentials")
 BACKENDS = ("oras", "skopeo")
 
 

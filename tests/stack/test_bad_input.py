@@ -32,9 +32,9 @@ from pathlib import Path
 import boto3
 import pytest
 
-from .models import make_model
-from .mounts import tmpfs
-from .servers import serve_directory
+from ..support.models import make_model
+from ..support.mounts import tmpfs
+from ..support.servers import serve_directory
 from .test_job import mr_get
 
 pytestmark = pytest.mark.stack

@@ -23,7 +23,7 @@ from .test_hostile import pvc_job
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.podman, pytest.mark.stack]
 
-RBAC = Path(__file__).resolve().parent.parent / "samples" / "events-rbac.yaml"
+RBAC = Path(__file__).resolve().parents[2] / "samples" / "events-rbac.yaml"
 
 
 @pytest.fixture

@@ -28,8 +28,8 @@ from modelsync.errors import ConfigError, ModelSyncError, TransferError
 from modelsync.sources import hf
 from modelsync.workspace import claim
 
-from .hub_server import Hub, serve_hub
-from .models import digests_of, make_model, write_big
+from ..support.hub_server import Hub, serve_hub
+from ..support.models import digests_of, make_model, write_big
 from .test_job import base_env, destination_env, mr_get, read_back
 
 TOKEN = "hf_" + uuid.uuid4().hex  # the private repo's token; must never show up anywhere

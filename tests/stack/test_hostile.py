@@ -19,8 +19,8 @@ from modelsync import config, job
 from modelsync.errors import TransferError
 from modelsync.workspace import claim
 
-from .models import digests_of
-from .mounts import tmpfs
+from ..support.models import digests_of
+from ..support.mounts import tmpfs
 from .test_job import base_env, destination_env, mr_get, source_env
 
 pytestmark = pytest.mark.stack

@@ -26,9 +26,9 @@ from modelsync.sources.oci import fetch_oci
 from modelsync.sources.s3 import fetch_s3
 from modelsync.oci_copy import push_layout
 
-from .models import TEST_JOB, digests_of, write_big
-from .oci_helpers import busybox_layout
-from .servers import serve_directory
+from ..support.models import TEST_JOB, digests_of, write_big
+from ..support.oci_helpers import busybox_layout
+from ..support.servers import serve_directory
 
 pytestmark = pytest.mark.stack
 

@@ -19,7 +19,7 @@ import pytest
 
 from e2e.kubernetes import Cluster, decode_jwt
 
-from .oci_helpers import busybox_layout
+from ..support.oci_helpers import busybox_layout
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.podman]
 

@@ -26,8 +26,8 @@ from modelsync.oci_copy import push_layout
 from modelsync.oci_layout import TITLE
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
-from tests.models import digests_of
-from tests.oci_helpers import (BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes,
+from tests.support.models import digests_of
+from tests.support.oci_helpers import (BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes,
                                write_image)
 
 pytestmark = pytest.mark.stack

@@ -11,7 +11,7 @@ from modelsync import oci_copy, progress
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.locations import OciLocation
 
-from .models import write_big
+from ..support.models import write_big
 
 pytestmark = pytest.mark.stack
 

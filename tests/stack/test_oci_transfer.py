@@ -30,8 +30,8 @@ from modelsync.oci_layout import OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, Layout
 from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
-from tests.models import digests_of, make_model
-from tests.oci_helpers import (BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes,
+from tests.support.models import digests_of, make_model
+from tests.support.oci_helpers import (BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes,
                                write_image)
 
 pytestmark = pytest.mark.stack

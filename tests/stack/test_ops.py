@@ -16,7 +16,7 @@ import yaml
 
 from .test_registry import Inspect
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = ("modelsync-from-pod", "modelsync-check", "modelsync-inspect", "modelsync-verify", "modelsync-stack")
 
 
@@ -40,7 +40,7 @@ def sample_run(stack, model, base_image):
     from modelsync.locations import OciLocation
     from modelsync.oci_copy import push_layout
     from modelsync.secret import Secret
-    from .oci_helpers import busybox_layout
+    from ..support.oci_helpers import busybox_layout
     model_dir, expected = model
     run = uuid.uuid4().hex[:6]
     s3 = boto3.client("s3", endpoint_url=stack.minio_endpoint, region_name="us-east-1",

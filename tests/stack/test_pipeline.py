@@ -24,7 +24,7 @@ from modelsync.files import disk_bytes, inventory
 from modelsync.oci_layout import Layout
 from modelsync.settings import parse_size
 
-from .models import TEST_JOB, make_model, write_big
+from ..support.models import TEST_JOB, make_model, write_big
 from .test_job import base_env, destination_env, mr_get, read_back, s3loc, start_and_wait_for_pending
 
 MIB = 1 << 20

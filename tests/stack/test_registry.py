@@ -31,8 +31,8 @@ from modelsync.mr_api import RetryPolicy
 from modelsync.registry import Intent, RegistrySettings, connect
 from modelsync.secret import Secret
 
-from .registry_servers import Flaky, NotFoundEverywhere
-from .test_metadata import write_configmap
+from ..support.registry_servers import Flaky, NotFoundEverywhere
+from ..unit.test_metadata import write_configmap
 
 FAST = RetryPolicy(attempts=2, first_delay=0.05, timeout=10.0)
 PUBLISHED = Published("oci://127.0.0.1:5000/models/m@sha256:" + "a" * 64, "sha256:" + "a" * 64,

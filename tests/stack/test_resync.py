@@ -16,7 +16,7 @@ import pytest
 from modelsync import aws, config, job, modelcar, tools
 from modelsync.oci_layout import OCI_MANIFEST
 
-from .models import make_model
+from ..support.models import make_model
 from .test_job import s3loc
 from .test_pipeline import artifact, job_env, upload
 

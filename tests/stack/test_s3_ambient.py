@@ -27,7 +27,7 @@ from modelsync.locations import S3Location
 from modelsync.secret import Secret
 from modelsync.sources.s3 import fetch_s3
 
-from .models import TEST_JOB, digests_of
+from ..support.models import TEST_JOB, digests_of
 from .test_job import base_env, destination_env, mr_get, read_back, s3loc
 
 # Everything of the chain that the operator's shell (or CI) could have set, plus what would redirect S3 or STS.

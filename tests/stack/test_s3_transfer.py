@@ -14,7 +14,7 @@ from modelsync.locations import S3Location
 from modelsync.secret import Secret
 from modelsync.sources.s3 import fetch_s3
 
-from .models import TEST_JOB, digests_of, make_model
+from ..support.models import TEST_JOB, digests_of, make_model
 
 pytestmark = pytest.mark.stack
 

@@ -18,12 +18,12 @@ from e2e.sigstore import pipe
 from modelsync import config, job
 from modelsync.locations import OciLocation
 
-from .models import digests_of
+from ..support.models import digests_of
 from .test_hostile import run_cli, the_artifact
 from .test_job import base_env, destination_env, read_back, source_env
 
 pytestmark = pytest.mark.stack
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
 
@@ -77,7 +77,7 @@ def model_signing_verify(sig, model_dir: Path, identity: str | None = None) -> s
 @pytest.fixture(scope="module")
 def signed_image(sigstore_stack, base_image, tmp_path_factory):
     """One signed S3 -> OCI sync (the pipeline, oras backend), through the real CLI."""
-    from .models import make_model
+    from ..support.models import make_model
     tmp = tmp_path_factory.mktemp("signed-image")
     model_dir = tmp / "model-src"
     expected = make_model(model_dir)

@@ -22,8 +22,8 @@ from modelsync.secret import Secret
 from modelsync.sources.s3 import fetch_s3
 from modelsync.sources.uri import fetch_uri
 
-from .models import TEST_JOB, digests_of, make_model
-from .servers import serve_directory
+from ..support.models import TEST_JOB, digests_of, make_model
+from ..support.servers import serve_directory
 
 pytestmark = pytest.mark.stack
 

@@ -22,9 +22,9 @@ import pytest
 from modelsync.destinations.s3 import publish_s3
 from modelsync.files import inventory
 
-from .models import TEST_JOB, make_model
+from ..support.models import TEST_JOB, make_model
 from .test_job import http_root, mr_get, s3loc  # noqa: F401 (http_root: a fixture)
-from .ui_jobs import UiJob, typed
+from ..support.ui_jobs import UiJob, typed
 
 pytestmark = pytest.mark.stack
 

@@ -21,8 +21,8 @@ from modelsync.sources.oci import fetch_oci
 
 from .faults import dir_bytes, wait_for
 from .models import digests_of
-from .test_hostile import registered, the_artifact
-from .test_job import base_env
+from ..stack.test_hostile import registered, the_artifact
+from ..stack.test_job import base_env
 
 RESULTS: list[tuple[str, str, str, float]] = []  # (case, what was injected, outcome, seconds the job took)
 RUNNING: list[Job] = []                          # every job started; the test module kills any left running

@@ -28,8 +28,8 @@ from modelsync.locations import LocalLocation
 from modelsync.sources.uri import unpack
 from modelsync.workspace import claim
 
-from .models import TEST_JOB, make_model
-from .mounts import tmpfs
+from ..support.models import TEST_JOB, make_model
+from ..support.mounts import tmpfs
 
 PLAIN = "application/vnd.oci.image.layer.v1.tar"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from modelsync.settings import markdown_table
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_readme_settings_table_is_the_generated_one():

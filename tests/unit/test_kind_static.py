@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-KIND = Path(__file__).resolve().parent.parent / "e2e" / "kind"
+KIND = Path(__file__).resolve().parents[2] / "e2e" / "kind"
 WORKFLOW = KIND.parent.parent / ".github" / "workflows" / "e2e-kind.yaml"
 SCRIPT = (KIND / "run.sh").read_text()
 

@@ -15,7 +15,7 @@ from modelsync.settings import BY_ENV, SIGSTORE_OPTIONAL, SIGSTORE_VARS
 
 SIGSTORE_ENV = (*SIGSTORE_VARS, *SIGSTORE_OPTIONAL)
 
-SAMPLES = sorted((Path(__file__).resolve().parent.parent / "samples").glob("*.yaml"))
+SAMPLES = sorted((Path(__file__).resolve().parents[2] / "samples").glob("*.yaml"))
 AUTH = base64.b64encode(b"robot:pw").decode()
 # Secrets the samples reference but (rightly) do not define inline.
 EXTERNAL = {

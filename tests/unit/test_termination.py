@@ -9,7 +9,7 @@ import pytest
 
 from modelsync import termination
 
-from .test_hostile import pvc_job, run_cli, the_artifact
+from ..stack.test_hostile import pvc_job, run_cli, the_artifact
 
 
 @pytest.mark.stack

@@ -36,7 +36,7 @@ from modelsync.errors import ConfigError
 from modelsync.metadata import ids_in, parse_metadata_dir
 from modelsync.secret import Secret
 
-SAMPLES = Path(__file__).parent / "upstream_samples"
+SAMPLES = Path(__file__).resolve().parents[1] / "support" / "upstream_samples"
 
 MR = "https://registry.example.com"  # upstream's registry address in every config test
 

@@ -20,8 +20,8 @@ from modelsync.locations import LocalLocation, UriLocation
 from modelsync.sources.local import read_local
 from modelsync.sources.uri import fetch_uri
 
-from .models import TEST_JOB, digests_of, make_model
-from .servers import serve_directory
+from ...support.models import TEST_JOB, digests_of, make_model
+from ...support.servers import serve_directory
 
 TOKEN = "uri-token-Ab12Cd34"
 

@@ -23,9 +23,9 @@ from modelsync.errors import TransferError
 from modelsync.locations import UriLocation
 from modelsync.sources.uri import fetch_uri
 
-from .mounts import tmpfs
-from .models import digests_of, make_model
-from .servers import serve_directory
+from ...support.mounts import tmpfs
+from ...support.models import digests_of, make_model
+from ...support.servers import serve_directory
 
 MiB = 1 << 20
 FS_SIZE = 8 * MiB
