@@ -148,7 +148,7 @@ def base_image(stack, tmp_path_factory) -> str:
 
 @pytest.fixture
 def model(tmp_path) -> tuple[Path, dict[str, str]]:
-    """The sample model (tests/models.py) under tmp_path/model-src, with its sha256 per file."""
+    """The sample model (tests/support/models.py) under tmp_path/model-src, with its sha256 per file."""
     from .support.models import make_model
     root = tmp_path / "model-src"
     return root, make_model(root)

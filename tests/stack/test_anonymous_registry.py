@@ -1,7 +1,7 @@
 """Anonymous registries with token auth (the issue: "pull and push anonymously, with token auth, and say so in
 --dry-run"; "upstream's sample Secrets and ConfigMaps accepted end to end").
 
-All real: a second distribution registry (tests/token_registry.py) that answers every request without a Bearer
+All real: a second distribution registry (tests/support/token_registry.py) that answers every request without a Bearer
 token with 401, a token server that gives anyone (no Authorization header) the scope asked for, oras and skopeo,
 and the stack's Model Registry. The modelcar's base comes from the stack's plain registry (`base_image`).
 """

@@ -1,5 +1,5 @@
 """Issue 15, faults: the real CLI (`python -m modelsync`) against the real stack with faults injected by a real
-Toxiproxy (tests/faults.py) in front of MinIO, the OCI registry and the Model Registry, a gateway answering 503,
+Toxiproxy (tests/support/faults.py) in front of MinIO, the OCI registry and the Model Registry, a gateway answering 503,
 and private MinIO / registry processes stopped and restarted mid-transfer.
 
 Every case is an S3 -> OCI modelcar sync (the pipeline) of a model with one large file, create_model. A transient

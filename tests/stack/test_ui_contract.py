@@ -1,4 +1,4 @@
-"""Issue 21: the transfer Job exactly as the Model Registry UI's backend builds it (tests/ui_jobs.py: its env vars,
+"""Issue 21: the transfer Job exactly as the Model Registry UI's backend builds it (tests/support/ui_jobs.py: its env vars,
 its two Secrets and its metadata ConfigMap, key for key) runs with modelsync, on the real local stack.
 
 Three settings are added to what the UI writes, because this machine is not a cluster: the modelcar's base image

@@ -1,4 +1,4 @@
-"""The jobs of tests/test_faults.py: the real CLI run in its own process against the stack, what it must leave
+"""The jobs of tests/stack/test_faults.py: the real CLI run in its own process against the stack, what it must leave
 behind (LIVE and verified, or failed cleanly), and the table of what each case injected and took."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Fault injection for tests/test_faults.py: a real Toxiproxy server, a gateway answering 503 for a while, and
+"""Fault injection for tests/stack/test_faults.py: a real Toxiproxy server, a gateway answering 503 for a while, and
 private MinIO / registry processes that a test may stop and restart without touching the shared stack.
 
     toxi = Toxiproxy.start(workdir)                 one toxiproxy-server (e2e/versions.env) on a free port

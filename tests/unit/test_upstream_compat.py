@@ -15,7 +15,7 @@ and the layout here are our own.
 
 Differences that cannot be expressed as configuration (listed here so the table is complete):
   * a failed job marks the ModelArtifact ABANDONED (upstream leaves the artifact as it was / relies on the
-    caller); see tests/test_job.py for that behaviour.
+    caller); see tests/stack/test_job.py for that behaviour.
 """
 
 from __future__ import annotations
