@@ -3,7 +3,7 @@
     python -m bench [--files 8] [--size 512Mi] [--json bench/results.json]
     python -m bench --compare-backends [--size-mib 1024]
 
-Default (issue 12): a model of --files x --size incompressible files plus a few small ones, in MinIO. One run
+Default (JobsAgainstFloors): a model of --files x --size incompressible files plus a few small ones, in MinIO. One run
 measures, each as one process tree sampled every 50 ms (wall time, MB/s, peak disk bytes in its scratch
 directory, peak RSS summed over the tree, the tree's CPU seconds and MinIO's and the registry's during the run): D, `aws s3 cp --recursive` of the model; P, `oras push` of the same files; a
 naive S3 -> OCI by hand (D then P in one shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a
@@ -46,8 +46,8 @@ from modelsync.locations import OciLocation, S3Location
 from modelsync.oci_copy import push_layout
 from modelsync.secret import Secret
 from modelsync.settings import parse_size
-from tests.models import SMALL_FILES, make_model
-from tests.oci_helpers import busybox_layout
+from tests.support.models import SMALL_FILES, make_model
+from tests.support.oci_helpers import busybox_layout
 
 MIB = 1024 * 1024
 
@@ -62,7 +62,7 @@ class Bench:
     def __init__(self, env: dict[str, str], work: Path, size: int):
         self.env, self.work, self.size = env, work, size
         self.model = work / "model"
-        if size:  # the backend comparison's model (the issue 12 run makes its own)
+        if size:  # the backend comparison's model (JobsAgainstFloors makes its own)
             make_model(self.model, big_bytes=size)
         self.total = sum(f.stat().st_size for f in self.model.rglob("*") if f.is_file())
         self.base = f"{env['OCI_REGISTRY']}/library/busybox:latest"
@@ -164,14 +164,14 @@ class Bench:
                 print(f"{label:52} {seconds:8.1f} {size / MIB / seconds:8.0f}")
 
 
-class Issue12Bench:
-    """The issue 12 run: floors D and P, a naive by-hand S3 -> OCI, modelsync S3 -> OCI, OCI -> S3 and an
+class JobsAgainstFloors:
+    """The default run: floors D and P, a naive by-hand S3 -> OCI, modelsync S3 -> OCI, OCI -> S3 and an
     unchanged re-sync, each one process tree sampled every 50 ms (scratch bytes, summed RSS); then the ratios."""
 
     def __init__(self, bench: Bench, count: int, size: int, server_pids: list[int] = ()):
         self.b, self.count, self.size = bench, count, size
         self.server_pids = list(server_pids)  # MinIO and the registry: their CPU is counted per run too
-        self.model = bench.work / "i12-model"
+        self.model = bench.work / "floors-model"
         for i in range(count):
             _write_random(self.model / f"shard-{i:02d}.safetensors", size)
         for rel, data in SMALL_FILES.items():
@@ -184,7 +184,7 @@ class Issue12Bench:
     def run(self) -> None:
         from modelsync.destinations.s3 import publish_s3
         e = self.b.env
-        key = f"bench-i12/{uuid.uuid4().hex[:8]}"
+        key = f"bench-floors/{uuid.uuid4().hex[:8]}"
         publish_s3(self.model, inventory(self.model), self.b.s3(key), "b" * 32)
         archive = self.b.work / "www" / "model.tar"  # the URL source: the same files as one tar archive
         archive.parent.mkdir()
@@ -194,15 +194,15 @@ class Issue12Bench:
         shutil.rmtree(self.model)  # the disk holds S3's copy and the registry's from here on
         loc = self.b.s3(key)
         aws_env = {**os.environ, **aws.cli_env(loc)}
-        down = self.b.work / "i12-down"
+        down = self.b.work / "floors-down"
         self.measure("D: aws s3 cp --recursive (download)",
                      ["aws", "s3", "cp", f"s3://{e['MINIO_BUCKET']}/{key}/", str(down), "--recursive",
                       *aws.cli_flags(loc)], down, env=aws_env)
-        repo = f"{e['OCI_REGISTRY']}/bench/i12-{uuid.uuid4().hex[:8]}"
+        repo = f"{e['OCI_REGISTRY']}/bench/floors-{uuid.uuid4().hex[:8]}"
         self.measure("P: oras push (the same files)", ["oras", "push", "--plain-http", f"{repo}-floor:v1",
                                                         *self.files], None, cwd=down)
         shutil.rmtree(down)
-        naive = self.b.work / "i12-naive"
+        naive = self.b.work / "floors-naive"
         script = ('aws s3 cp "$1" "$2" --recursive "${@:4}" && cd "$2" && '
                   'find . -type f -printf "%P\\0" | sort -z | xargs -0 oras push --plain-http "$3"')
         self.measure("naive: aws s3 cp, then oras push",
@@ -229,7 +229,7 @@ class Issue12Bench:
     def dst_s3(self) -> dict[str, str]:
         e = self.b.env
         return {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": e["MINIO_BUCKET"],
-                "MODEL_SYNC_DESTINATION_AWS_KEY": f"bench-i12-dst/{uuid.uuid4().hex[:8]}",
+                "MODEL_SYNC_DESTINATION_AWS_KEY": f"bench-floors-dst/{uuid.uuid4().hex[:8]}",
                 "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": e["MINIO_ENDPOINT"],
                 "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": e["MINIO_ACCESS_KEY"],
                 "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": e["MINIO_SECRET_KEY"]}
@@ -404,7 +404,7 @@ def main() -> None:
             return
         bench = Bench(stack.env(), Path(tmp), 0)
         status = stack.status()
-        run = Issue12Bench(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")])
+        run = JobsAgainstFloors(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")])
         try:
             run.run()
         finally:
@@ -416,7 +416,7 @@ def _remove_bench_objects(bench: Bench) -> None:
     """The run's objects in MinIO go (a 8 x 512 MiB run writes 8 GiB there); its images stay in the registry,
     which frees space only by garbage collection (`modelsync-stack down`, then remove the stack's state dir)."""
     client = aws.client(bench.s3(""))
-    for prefix in ("bench-i12/", "bench-i12-dst/"):
+    for prefix in ("bench-floors/", "bench-floors-dst/"):
         for page in client.get_paginator("list_objects_v2").paginate(Bucket=bench.env["MINIO_BUCKET"], Prefix=prefix):
             keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
             if keys:

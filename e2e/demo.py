@@ -27,7 +27,7 @@ from modelsync import aws
 from modelsync.locations import OciLocation, S3Location
 from modelsync.secret import Secret
 from modelsync.oci_copy import push_layout
-from tests.oci_helpers import busybox_layout
+from tests.support.oci_helpers import busybox_layout
 
 MODEL_NAME = "tiny-bert-demo"
 PREFIX = "demo/tiny-bert/"

@@ -70,7 +70,7 @@ import sys, tempfile
 from pathlib import Path
 from modelsync.locations import OciLocation
 from modelsync.oci_copy import push_layout
-from tests.oci_helpers import busybox_layout
+from tests.support.oci_helpers import busybox_layout
 ref = f"{sys.argv[1]}/library/busybox:latest"
 with tempfile.TemporaryDirectory() as tmp:
     push_layout(busybox_layout(Path(tmp) / "l"), "latest", OciLocation(ref, tls_verify=False), "latest",

@@ -105,7 +105,7 @@ class Run:
     def prepare(self) -> None:
         """The run's inputs: model files in MinIO, the base image, the archive over HTTP."""
         sys.path.insert(0, str(REPO_ROOT))
-        from tests.models import make_model
+        from tests.support.models import make_model
         model = self.work / "model"
         self.expected = make_model(model)
         self._upload(model, f"sentiment-{self.run}/1.0.0")
@@ -140,7 +140,7 @@ class Run:
 
     def _push_base(self) -> None:
         from modelsync.oci_copy import push_layout
-        from tests.oci_helpers import busybox_layout
+        from tests.support.oci_helpers import busybox_layout
         layout = busybox_layout(self.work / "busybox")
         push_layout(layout, "latest", self._tls(f"{self.env['OCI_TLS_REGISTRY']}/library/busybox:latest"), "latest",
                     self.work / "push", "skopeo")
@@ -193,7 +193,7 @@ class Run:
         self.results.append({"sample": sample, **result})
 
     def read_back(self, signed: bool, uri: str) -> dict[str, str]:
-        from tests.models import digests_of
+        from tests.support.models import digests_of
         uri = self.to_checks(uri)
         out = self.work / f"read-{uuid.uuid4().hex[:6]}"
         if uri.startswith("oci://"):
@@ -277,7 +277,7 @@ class Run:
         t0 = time.monotonic()
         ns = f"{self.ns}-sigterm"
         self.kubectl("create", "namespace", ns)
-        from tests.models import write_big
+        from tests.support.models import write_big
         big = self.work / "big"
         write_big(big / "weights.bin", 256 << 20)
         self._upload(big, f"sentiment-{self.run}/big")
@@ -310,12 +310,12 @@ class Run:
     UI_CASES = ("create_model from s3", "create_version from s3", "update_artifact from s3", "create_model from uri")
 
     def ui_job(self, case: str) -> None:
-        """The Job, Secrets and ConfigMap exactly as the Model Registry UI's backend writes them (tests/ui_jobs.py),
+        """The Job, Secrets and ConfigMap exactly as the Model Registry UI's backend writes them (tests/support/ui_jobs.py),
         for the local cluster changed only as every e2e Job is (host network, the image imported, the pod's API
         server and name for its events) plus the modelcar's base image and TLS off for the stack's plain-HTTP
         registry (public.ecr.aws is out of reach here). LIVE, every custom property typed as written, the
         model-source fields, and the pod's events."""
-        from tests.ui_jobs import UiJob, typed
+        from tests.support.ui_jobs import UiJob, typed
         t0 = time.monotonic()
         intent, source = case.split(" from ")
         ns = f"{self.ns}-ui-{self.UI_CASES.index(case)}"

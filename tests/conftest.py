@@ -138,7 +138,7 @@ def base_image(stack, tmp_path_factory) -> str:
     from modelsync.locations import OciLocation
     from modelsync.oci_copy import push_layout
 
-    from .oci_helpers import busybox_layout
+    from .support.oci_helpers import busybox_layout
     ref = f"{stack.oci_registry}/library/busybox:latest"
     root = tmp_path_factory.mktemp("busybox")
     push_layout(busybox_layout(root / "layout"), "latest", OciLocation(ref, tls_verify=False), "latest", root / "w",
@@ -148,7 +148,7 @@ def base_image(stack, tmp_path_factory) -> str:
 
 @pytest.fixture
 def model(tmp_path) -> tuple[Path, dict[str, str]]:
-    """The sample model (tests/models.py) under tmp_path/model-src, with its sha256 per file."""
-    from .models import make_model
+    """The sample model (tests/support/models.py) under tmp_path/model-src, with its sha256 per file."""
+    from .support.models import make_model
     root = tmp_path / "model-src"
     return root, make_model(root)

@@ -1,0 +1,172 @@
+"""Smoke test of the real single-node Kubernetes (e2e/kubernetes.py) the Kubernetes e2e runs on: a batch/v1 Job shaped
+like modelsync's (host network, uid 1001, read-only root, a Secret and a ConfigMap volume, a projected token for
+sigstore) completes and reports through its termination message; a pod pulls an image by digest from the stack's
+plain-HTTP registry.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import ssl
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from e2e.kubernetes import Cluster, decode_jwt
+
+from ..support.oci_helpers import busybox_layout
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.podman]
+
+IMAGE = "localhost/modelsync-k8s-smoke/busybox:test"
+SCRIPT = r"""
+set -e
+B=/bin/busybox
+uid=$($B id -u)
+secret=$($B cat /etc/modelsync/secret/password)
+greeting=$($B cat /etc/modelsync/config/greeting)
+if $B touch /probe 2>/dev/null; then ro=no; else ro=yes; fi
+$B cat /var/run/secrets/sigstore/token
+echo
+echo "uid=$uid secret=$secret greeting=$greeting readonly=$ro" > /dev/termination-log
+"""
+
+
+@pytest.fixture(scope="module")
+def busybox_image(cluster: Cluster, tmp_path_factory, require_tool) -> str:
+    """A busybox image in podman's storage (made here from Debian's busybox-static), imported into the cluster."""
+    skopeo = require_tool("skopeo")
+    require_tool("podman")
+    layout = busybox_layout(tmp_path_factory.mktemp("k8s-busybox") / "layout")
+    subprocess.run([skopeo, "copy", "--quiet", f"oci:{layout}:latest", f"containers-storage:{IMAGE}"],
+                   check=True, capture_output=True, text=True)
+    cluster.import_image(IMAGE)
+    assert cluster.import_image(IMAGE) is False  # the same image id is there: skipped
+    return IMAGE
+
+
+def _diagnose(cluster: Cluster, *objects: str) -> str:
+    out = []
+    for obj in objects:
+        out.append(cluster.kubectl("describe", obj, check=False).stdout[-3000:])
+    out.append(cluster.kubectl("get", "events", "--sort-by=.lastTimestamp", check=False).stdout[-3000:])
+    return "\n".join(out)
+
+
+def _apply(cluster: Cluster, *objects: dict) -> None:
+    cluster.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(objects)}))
+
+
+def test_job_like_modelsync_runs(cluster: Cluster, busybox_image: str):
+    name = f"smoke-{secrets.token_hex(3)}"
+    password = secrets.token_hex(8)
+    t0 = time.monotonic()
+    _apply(cluster,
+           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": {"password": password}},
+           {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"greeting": "hello"}},
+           {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"backoffLimit": 0, "template": {"spec": {
+                "restartPolicy": "Never", "hostNetwork": True,
+                "securityContext": {"runAsUser": 1001, "runAsGroup": 0, "runAsNonRoot": True},
+                "containers": [{
+                    "name": "job", "image": busybox_image, "imagePullPolicy": "Never",
+                    "command": ["/bin/sh", "-c", SCRIPT],
+                    "securityContext": {"readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                                        "capabilities": {"drop": ["ALL"]}},
+                    "volumeMounts": [
+                        {"name": "secret", "mountPath": "/etc/modelsync/secret", "readOnly": True},
+                        {"name": "config", "mountPath": "/etc/modelsync/config", "readOnly": True},
+                        {"name": "sigstore", "mountPath": "/var/run/secrets/sigstore", "readOnly": True}],
+                }],
+                "volumes": [
+                    {"name": "secret", "secret": {"secretName": name}},
+                    {"name": "config", "configMap": {"name": name}},
+                    {"name": "sigstore", "projected": {"sources": [{"serviceAccountToken": {
+                        "audience": "sigstore", "expirationSeconds": 600, "path": "token"}}]}}],
+            }}}})
+    done = cluster.kubectl("wait", "--for=condition=complete", f"job/{name}", "--timeout=180s", check=False,
+                           timeout=200)
+    assert done.returncode == 0, f"{done.stderr}\n{_diagnose(cluster, f'job/{name}', 'pods')}"
+    elapsed = time.monotonic() - t0
+    pod = cluster.kubectl("get", "pods", "-l", f"job-name={name}", "-o", "jsonpath={.items[0].metadata.name}").stdout
+    message = cluster.kubectl("get", "pod", pod, "-o",
+                              "jsonpath={.status.containerStatuses[0].state.terminated.message}").stdout
+    assert message.strip() == f"uid=1001 secret={password} greeting=hello readonly=yes"
+
+    token = cluster.kubectl("logs", pod).stdout.strip()
+    claims = decode_jwt(token)
+    assert claims["aud"] == ["sigstore"]
+    assert claims["iss"] == cluster.issuer_url
+    assert claims["sub"] == "system:serviceaccount:default:default"
+    print(f"Job {name} completed in {elapsed:.1f}s")
+
+
+def test_issuer_discovery_is_anonymous(cluster: Cluster):
+    """What a Fulcio needs to trust the cluster's tokens: discovery and keys without credentials, over ca_file."""
+    ctx = ssl.create_default_context(cafile=str(cluster.ca_file))
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx))
+    with opener.open(f"{cluster.issuer_url}/.well-known/openid-configuration", timeout=10) as resp:
+        discovery = json.load(resp)
+    assert discovery["issuer"] == cluster.issuer_url
+    with opener.open(discovery["jwks_uri"], timeout=10) as resp:
+        assert json.load(resp)["keys"]
+
+
+def test_pod_pulls_by_digest_from_plain_http_registry(cluster: Cluster, stack, tmp_path: Path):
+    """The kubelet pulls 127.0.0.1:PORT/repo@sha256:… from the stack's plain-HTTP registry with no extra config."""
+    from modelsync.locations import OciLocation
+    from modelsync.oci_copy import push_layout
+
+    layout = busybox_layout(tmp_path / "layout")
+    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    repo = f"{stack.oci_registry}/k8s-smoke/busybox"
+    push_layout(layout, "latest", OciLocation(f"{repo}:latest", tls_verify=False), "latest", tmp_path / "w", "skopeo")
+    name = f"pull-{secrets.token_hex(3)}"
+    _apply(cluster, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+        "restartPolicy": "Never", "hostNetwork": True, "securityContext": {"runAsUser": 1001},
+        "containers": [{"name": "c", "image": f"{repo}@{digest}", "imagePullPolicy": "IfNotPresent",
+                        "command": ["/bin/sh", "-c", "echo pulled > /dev/termination-log"]}]}})
+    done = cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", f"pod/{name}", "--timeout=120s",
+                           check=False, timeout=140)
+    assert done.returncode == 0, f"{done.stderr}\n{_diagnose(cluster, f'pod/{name}')}"
+    status = json.loads(cluster.kubectl("get", "pod", name, "-o", "json").stdout)["status"]["containerStatuses"][0]
+    assert status["state"]["terminated"]["message"].strip() == "pulled"
+    assert status["imageID"].endswith(digest)
+
+
+def test_pod_pulls_from_tls_registry_with_pull_secret(cluster: Cluster, stack, tmp_path: Path):
+    """The stack's TLS registry (own CA, basic auth): trusted with Cluster.trust_registry, credentials from an
+    imagePullSecret — as a KServe pod would pull a modelcar the job pushed."""
+    from modelsync.locations import OciLocation
+    from modelsync.oci_copy import push_layout
+    from modelsync.secret import Secret
+
+    layout = busybox_layout(tmp_path / "layout")
+    digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+    host = stack.oci_tls_registry
+    repo = f"{host}/k8s-smoke/busybox"
+    push_layout(layout, "latest", OciLocation(f"{repo}:latest", username=stack.oci_tls_username,
+                                              password=Secret(stack.oci_tls_password), ca_bundle=stack.oci_tls_ca),
+                "latest", tmp_path / "w", "skopeo")
+    cluster.trust_registry(host, ca_file=Path(stack.oci_tls_ca))
+    name = f"pull-tls-{secrets.token_hex(3)}"
+    auth = base64.b64encode(f"{stack.oci_tls_username}:{stack.oci_tls_password}".encode()).decode()
+    dockerconfig = json.dumps({"auths": {host: {"auth": auth}}})
+    _apply(cluster,
+           {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "type": "kubernetes.io/dockerconfigjson",
+            "data": {".dockerconfigjson": base64.b64encode(dockerconfig.encode()).decode()}},
+           {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": {
+               "restartPolicy": "Never", "hostNetwork": True, "securityContext": {"runAsUser": 1001},
+               "imagePullSecrets": [{"name": name}],
+               "containers": [{"name": "c", "image": f"{repo}@{digest}", "imagePullPolicy": "Always",
+                               "command": ["/bin/sh", "-c", "echo pulled over tls > /dev/termination-log"]}]}})
+    done = cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", f"pod/{name}", "--timeout=120s",
+                           check=False, timeout=140)
+    assert done.returncode == 0, f"{done.stderr}\n{_diagnose(cluster, f'pod/{name}')}"
+    status = json.loads(cluster.kubectl("get", "pod", name, "-o", "json").stdout)["status"]["containerStatuses"][0]
+    assert status["state"]["terminated"]["message"].strip() == "pulled over tls"
