@@ -23,9 +23,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
 from types import ModuleType
+from typing import Any
 
 from . import destinations, events, pipeline, registry, signing, sources, termination, workspace
 from .errors import ConfigError, CredentialsRefused, ModelSyncError

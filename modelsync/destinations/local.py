@@ -31,7 +31,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from .. import workspace
 from ..beneath import Beneath, LinkRefused
@@ -40,8 +40,8 @@ from ..files import DESTINATION, check_listing, human, require_free_space, sha25
 from ..locations import Fetched, FileEntry, LocalLocation, OciLocation, Published
 from ..progress import Progress
 from ..setting import Given
-from ..stores import REPLACE_EXISTING, Filled, volume
 from ..signing.model import SIGNATURE_NAME
+from ..stores import REPLACE_EXISTING, Filled, volume
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -150,7 +150,7 @@ def _copy_verified(sources: dict[str, Path], files: tuple[FileEntry, ...], stage
         progress.close()
 
 
-def _copy_hashed(src, out) -> str:
+def _copy_hashed(src: BinaryIO, out: BinaryIO) -> str:
     sha = hashlib.sha256()
     while chunk := src.read(_CHUNK):
         sha.update(chunk)

@@ -26,7 +26,7 @@ from .. import credentials
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
-from ..locations import Fetched, FileEntry, OciLocation, Published, qualify_reference, strip_scheme
+from ..locations import Fetched, OciLocation, Published, qualify_reference, strip_scheme
 from ..modelcar import ModelcarImage, Origin, build_modelcar, check_layer_count
 from ..oci_access import check_backend
 from ..oci_copy import pull_to_layout, push_layout, repo_path

@@ -25,9 +25,9 @@ from ..files import total_size
 from ..locations import Fetched, FileEntry, OciLocation, Published, S3Location
 from ..progress import Progress
 from ..setting import Given
+from ..signing.model import SIGNATURE_NAME
 from ..stores import REPLACE_EXISTING, Filled
 from ..stores import s3 as s3_store
-from ..signing.model import SIGNATURE_NAME
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
@@ -129,10 +129,11 @@ def _owners(loc: S3Location, keys: list[str]) -> dict[str, str | None]:
     client = aws.client(loc)
 
     def owner(key: str) -> str | None:
-        return client.head_object(Bucket=loc.bucket, Key=key).get("Metadata", {}).get(JOB_METADATA)
+        found = client.head_object(Bucket=loc.bucket, Key=key).get("Metadata", {}).get(JOB_METADATA)
+        return str(found) if found is not None else None
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return dict(zip(keys, pool.map(owner, keys)))
+        return dict(zip(keys, pool.map(owner, keys), strict=True))
 
 
 # ---- the destination type (see destinations/__init__.py) ---------------------------------------------------------

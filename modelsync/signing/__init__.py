@@ -38,8 +38,8 @@ if TYPE_CHECKING:  # sigstore and cryptography are imported when a signature is 
     from sigstore.oidc import IdentityToken
     from sigstore.sign import Signer, SigningContext
 
-    from ..values import Config
     from ..locations import FileEntry, OciLocation
+    from ..values import Config
 
 log = logging.getLogger("modelsync.signing")
 

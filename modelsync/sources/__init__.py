@@ -25,7 +25,6 @@ and the job find it here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 

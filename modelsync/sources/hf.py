@@ -36,8 +36,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from ..errors import TransferError
-from ..files import (SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, listing as list_dir,
-                     require_free_space)
+from ..files import SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, require_free_space
+from ..files import listing as list_dir
 from ..locations import Fetched
 from ..metadata import Metadata
 from ..progress import watch
@@ -75,7 +75,7 @@ class HfRef:
 
 
 def is_hf(uri: str | None) -> bool:
-    return bool(uri) and uri.strip().lower().startswith(PREFIX)
+    return bool(uri) and (uri or "").strip().lower().startswith(PREFIX)
 
 
 def parse(uri: str) -> HfRef:
@@ -156,8 +156,13 @@ def _transient(exc: BaseException) -> bool:
 
 def _error(ref: HfRef, exc: BaseException, has_token: bool, doing: str) -> TransferError:
     """One line naming the URI (never the token) and what to do."""
-    from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
     status = _status(exc)
     where = _where()
     hint_token = (f"check {TOKEN_KEY} in the directory named by --source-uri-credentials-path (or the {TOKEN_KEY} "
@@ -207,7 +212,7 @@ def snapshot(src: HfSource, doing: str = "listing") -> Snapshot:
         raise TransferError(f"{ref}: a Hub repository is org/model, this names {ref.repo_id}/{'/'.join(ref.extra)}; "
                             f"write the revision after '@' (hf://org/model@revision)")
     client = _client()
-    from huggingface_hub.utils import filter_repo_objects
+    from huggingface_hub.utils import filter_repo_objects  # type: ignore[attr-defined]  # re-exported, not in __all__
 
     secret = src.token
     try:
@@ -341,7 +346,7 @@ def metadata(src: HfSource, meta: Metadata, kind: str, scratch: Path) -> Metadat
 
 def _download(src: HfSource, expected: Snapshot, model: Path, cache: Path) -> None:
     snapshot_download = _client().snapshot_download
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]  # as above
 
     disable_progress_bars()  # progress is the job's own (a line every 10 s in a pod), not tqdm's
     ref, secret = src.ref, src.token

@@ -18,18 +18,19 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from .. import tools
 from ..distribution import RegistryClient
 from ..errors import TransferError
+from ..files import check_listing, human, safe_relative
 from ..layer_extract import TreeWriter, write_blob
 from ..locations import Fetched, FileEntry, OciLocation
 from ..modelcar import MODELS_DIR
-from ..files import check_listing, human, safe_relative
 from ..oci_access import check_backend, registry_access
 from ..oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, qualified, repo_path
 from ..oci_layout import IMAGE_CONFIG_TYPES, INDEX_TYPES, TITLE, Layout, match_platform, to_oci_manifest
@@ -88,21 +89,22 @@ def _stream_oci(src: OciLocation, dest_dir: Path, work_dir: Path, platform: str)
     with registry_access(src, work_dir) as access, watch(f"pull {src.reference}", total, lambda: done[0]):
         group = tools.Group()
 
-        def blob(layer: dict[str, Any], use) -> None:
+        def blob(layer: dict[str, Any], use: Use) -> None:
             """use(stream) on the layer's bytes as `oras blob fetch` downloads them, its exit status checked; the
             whole layer again after a transient failure (a cut connection, a registry restarting)."""
             def once() -> None:
                 child = group.spawn("oras", ["blob", "fetch", *access.oras_args(), "--output", "-",
                                              f"{src.repository}@{layer['digest']}"], stream=True)
+                stdout = cast(BinaryIO, child.stdout)  # spawned with stream=True: a pipe
                 try:
                     try:
-                        use(child.stdout)
+                        use(stdout)
                     except TransferError:
                         time.sleep(0.2)
                         if child.proc.poll() not in (None, 0):
                             child.wait(30)  # a failed download says why on stderr: that error is the better one
                         raise
-                    if child.stdout.read(1):
+                    if stdout.read(1):
                         raise TransferError(f"{src.reference}: layer {layer['digest'][:19]} is longer than its "
                                             f"{layer['size']} bytes")
                     child.wait(PUSH_TIMEOUT)
@@ -151,18 +153,30 @@ def _is_artifact(src: OciLocation, platform: str) -> bool:
     return (doc.get("config") or {}).get("mediaType") not in IMAGE_CONFIG_TYPES
 
 
-def _from_layout(layout: Layout):
+Use = Callable[[BinaryIO], None]
+Blob = Callable[[dict[str, Any], Use], None]
+
+
+def _from_layout(layout: Layout) -> Blob:
     """blob(layer, use) for the extraction: use(stream) on the layer's blob file in layout."""
-    def blob(layer: dict[str, Any], use) -> None:
+    def blob(layer: dict[str, Any], use: Use) -> None:
         with open(layout.blob_path(layer["digest"]), "rb") as stream:
             use(stream)
     return blob
 
 
-def _extract_image(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob) -> list[FileEntry]:
+def _apply(tree: TreeWriter, layer: dict[str, Any], stream: BinaryIO) -> None:
+    tree.apply(stream, layer["mediaType"], layer["digest"])
+
+
+def _write(tree: TreeWriter, layer: dict[str, Any], rel: str, sha: list[str], stream: BinaryIO) -> None:
+    sha.append(write_blob(stream, tree.tree, rel, layer["digest"], layer["size"]))
+
+
+def _extract_image(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob: Blob) -> list[FileEntry]:
     tree = TreeWriter(dest_dir, MODELS_DIR)
     for layer in manifest.get("layers") or []:
-        blob(layer, lambda stream, layer=layer: tree.apply(stream, layer["mediaType"], layer["digest"]))
+        blob(layer, partial(_apply, tree, layer))
     files = tree.entries()
     check_listing([f.path for f in files], "layer entry")
     if not files:
@@ -170,7 +184,7 @@ def _extract_image(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, b
     return files
 
 
-def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob) -> list[FileEntry]:
+def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob: Blob) -> list[FileEntry]:
     tree = TreeWriter(dest_dir, None)
     files: list[FileEntry] = []
     for layer in manifest.get("layers") or []:
@@ -183,12 +197,11 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
         if not rel:
             raise TransferError(f"{src.reference}: layer title {title!r} names no file")
         if annotations.get(ORAS_UNPACK) == "true":  # a directory oras packed as tar.gz
-            blob(layer, lambda stream, layer=layer: tree.apply(stream, layer["mediaType"], layer["digest"]))
+            blob(layer, partial(_apply, tree, layer))
             continue
         tree.prepare(rel)
         sha: list[str] = []
-        blob(layer, lambda stream, layer=layer, rel=rel: sha.append(
-            write_blob(stream, tree.tree, rel, layer["digest"], layer["size"])))
+        blob(layer, partial(_write, tree, layer, rel, sha))
         files.append(FileEntry(rel, layer["size"], sha[0]))
     files = sorted({f.path: f for f in files + tree.entries()}.values(), key=lambda e: e.path)
     check_listing([f.path for f in files], "layer title")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -61,7 +61,7 @@ def list_s3(loc: S3Location) -> tuple[str, dict[str, int], dict[str, Origin]]:
     return "prefix", files, origins
 
 
-def _origin(loc: S3Location, obj: dict, rel: str) -> dict[str, Origin]:
+def _origin(loc: S3Location, obj: Mapping[str, Any], rel: str) -> dict[str, Origin]:
     """A listed object's origin; none without an ETag (some stores omit it): such a file is always downloaded."""
     etag = str(obj.get("ETag") or "").strip('"')
     return {rel: Origin(f"s3://{loc.bucket}/{obj['Key']}", etag)} if etag else {}

@@ -30,10 +30,18 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import credentials
-from ..errors import ConfigError, TransferError
 from ..beneath import Beneath, LinkRefused
-from ..files import (SPACE_RESERVE, SpaceBudget, check_listing, inventory, is_no_space, require_free_space,
-                     safe_relative, shown)
+from ..errors import ConfigError, TransferError
+from ..files import (
+    SPACE_RESERVE,
+    SpaceBudget,
+    check_listing,
+    inventory,
+    is_no_space,
+    require_free_space,
+    safe_relative,
+    shown,
+)
 from ..locations import Fetched, FileEntry, UriLocation
 from ..progress import Progress
 from ..secret import Secret, redact_url, register

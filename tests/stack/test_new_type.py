@@ -1,4 +1,4 @@
-"""A new storage type is one module plus its line in TYPES. tests/tarball_type.py is such a module, written for
+"""A new storage type is one module plus its line in TYPES. tests/support/tarball_type.py is such a module, written for
 the tests only; a child process adds its line to modelsync.sources.TYPES (what a newcomer would write in
 sources/__init__.py) and then runs the real command line. Nothing else names the type, yet --help, validation,
 the unused-setting warning, --dry-run and a real job on the local stack (Model Registry on MariaDB) all find it."""
@@ -19,11 +19,11 @@ import pytest
 
 from modelsync.destinations.local import RECORD
 
-from .models import digests_of, make_model
+from ..support.models import digests_of, make_model
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # The one line: modelsync/sources/__init__.py's TYPES with the new module in it.
-DRIVER = ("import sys\nimport modelsync.sources as s\nfrom tests import tarball_type\n"
+DRIVER = ("import sys\nimport modelsync.sources as s\nfrom tests.support import tarball_type\n"
           "s.TYPES = (*s.TYPES, tarball_type)\ns.NAMES = (*s.NAMES, *tarball_type.WRITTEN_AS)\n"
           "from modelsync.__main__ import main\nsys.exit(main(sys.argv[1:]))\n")
 

@@ -1,6 +1,6 @@
 """A source type that exists only for the tests: a model packed as one local tar file, with a Secret dir holding
 the tar's expected sha256. It is what a newcomer writes to add a type: this one module, plus its line in
-modelsync.sources.TYPES (tests/test_new_type.py adds that line in a child process). Nothing else in modelsync
+modelsync.sources.TYPES (tests/stack/test_new_type.py adds that line in a child process). Nothing else in modelsync
 names it, yet --help, the README table, validation, --dry-run and the job find it."""
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from modelsync import credentials
 from modelsync.errors import TransferError
-from modelsync.files import inventory, listing as list_dir
+from modelsync.files import inventory
+from modelsync.files import listing as list_dir
 from modelsync.locations import Fetched
 from modelsync.metadata import Metadata
 from modelsync.setting import Given, Setting, problem, require
