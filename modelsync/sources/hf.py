@@ -28,7 +28,6 @@ import logging
 import os
 import re
 import shutil
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -41,6 +40,7 @@ from ..locations import FileEntry
 from ..metadata import Metadata
 from ..progress import watch
 from ..requirements import problem
+from ..retry import RETRY_AFTER_STATUSES, TRANSIENT_STATUSES, Policy, Transient, retry_after
 from ..secret import mask, register
 from . import hf_card
 
@@ -52,7 +52,9 @@ log = logging.getLogger("modelsync.sources.hf")
 
 PREFIX = "hf://"
 TOKEN_KEY = "HF_TOKEN"
-ATTEMPTS = 3  # whole snapshot downloads tried on a transient error; files already complete are kept between them
+# retry.py's policy for whole snapshot downloads: 3 tries, waits 2, 4 s (a retry restarts the download; files
+# already complete are kept between tries)
+POLICY = Policy(attempts=3, first_delay=2.0)
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?$")
 _REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -145,7 +147,7 @@ def _status(exc: BaseException) -> int | None:
 def _transient(exc: BaseException) -> bool:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     if isinstance(exc, HfHubHTTPError):
-        return (_status(exc) or 0) in (408, 429) or (_status(exc) or 0) >= 500
+        return (_status(exc) or 0) in TRANSIENT_STATUSES
     if isinstance(exc, LocalEntryNotFoundError):  # the client's wrapping of "Hub not reachable"
         return True
     if isinstance(exc, OSError) and "Consistency check failed" in str(exc):  # a file came short
@@ -308,25 +310,29 @@ def card_metadata(cfg: Config, meta: Metadata, kind: str, scratch: Path) -> Meta
 
 def _download(cfg: Config, ref: HfRef, expected: Snapshot, model: Path, cache: Path) -> None:
     snapshot_download = _client().snapshot_download
-    from huggingface_hub.utils import disable_progress_bars
+    from huggingface_hub.utils.tqdm import disable_progress_bars
 
     disable_progress_bars()  # progress is the job's own (a line every 10 s in a pod), not tqdm's
     secret = token(cfg)
     cache.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = dict(
-        revision=expected.commit or ref.revision, local_dir=str(model), cache_dir=str(cache),
-        allow_patterns=patterns(cfg.source_hf_include), ignore_patterns=patterns(cfg.source_hf_exclude),
-        token=secret or False, endpoint=endpoint())
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            snapshot_download(ref.repo_id, **kwargs)
-            return
-        except Exception as exc:  # noqa: BLE001 -- every client error becomes one line
-            if attempt == ATTEMPTS or not _transient(exc):
-                raise _error(ref, exc, bool(secret), "download of") from None
-            log.warning("download of %s: %s; trying again (%d of %d), keeping the files already complete", ref,
-                        mask(_first_line(exc)), attempt + 1, ATTEMPTS)
-            time.sleep(2 * attempt)
+    kwargs: dict[str, Any] = {
+        "revision": expected.commit or ref.revision, "local_dir": str(model), "cache_dir": str(cache),
+        "allow_patterns": patterns(cfg.source_hf_include), "ignore_patterns": patterns(cfg.source_hf_exclude),
+        "token": secret or False, "endpoint": endpoint()}
+
+    def transient(exc: BaseException) -> Transient | None:
+        if not _transient(exc):
+            return None
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None) or {}
+        after = retry_after(headers.get("Retry-After")) if _status(exc) in RETRY_AFTER_STATUSES else None
+        return Transient(f"{_first_line(exc)} (the files already complete are kept)", after)
+
+    try:
+        POLICY.call(f"download of {ref}", lambda: snapshot_download(ref.repo_id, **kwargs), transient=transient,
+                    logger=log)
+    except Exception as exc:  # noqa: BLE001 -- every client error becomes one line
+        raise _error(ref, exc, bool(secret), "download of") from None
 
 
 def describe(cfg: Config) -> str:
