@@ -3,7 +3,8 @@
 It reads manifests and blob sizes; it writes only small documents (signatures and their referrers index): the
 model's bytes go up through skopeo/oras. Auth follows the spec's challenge:
 anonymous first, then on 401 either Basic with the location's credentials or the Bearer token dance
-(`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token).
+(`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token). A connection failure
+or a transient status is tried again under retry.py's policy (retry.DEFAULT: 4 tries, Retry-After honoured).
 """
 
 from __future__ import annotations

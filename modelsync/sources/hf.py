@@ -15,9 +15,9 @@ does not mix two commits), goes into the job's workspace with ``snapshot_downloa
 brought is checked against that file list.
 
 Resume: within one download the Hub client resumes a file whose connection dropped with an HTTP Range request;
-if the whole download fails on a transient error (network, HTTP 429/5xx) it is started again in the same
-directory, where files already complete (recorded under ``.cache/huggingface`` in it) are kept and a partly written
-file is fetched again. The workspace is removed at the end of every attempt of the Job, so a restarted Job starts
+if the whole download fails on a transient error (network, HTTP 408/429/500/502/503/504: retry.py, 3 tries) it is
+started again in the same directory, where files already complete (recorded under ``.cache/huggingface`` in it)
+are kept and a partly written file is fetched again. The workspace is removed at the end of every attempt of the Job, so a restarted Job starts
 from nothing.
 """
 
