@@ -3,7 +3,8 @@
 It reads manifests and blob sizes; it writes only small documents (signatures and their referrers index): the
 model's bytes go up through skopeo/oras. Auth follows the spec's challenge:
 anonymous first, then on 401 either Basic with the location's credentials or the Bearer token dance
-(`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token).
+(`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token). A connection failure
+or a transient status is tried again under retry.py's policy (retry.DEFAULT: 4 tries, Retry-After honoured).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import json
 import logging
 import re
 import ssl
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,13 +27,12 @@ from . import secret
 from .errors import CredentialsRefused, TransferError
 from .locations import OciLocation
 from .oci_layout import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from .retry import DEFAULT, Policy, Transient, http_status
 
-ACCEPT = ", ".join((OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST))
+ACCEPT = f"{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"
 log = logging.getLogger("modelsync.distribution")
 
-TIMEOUT = 60.0
-ATTEMPTS = 4                # tries in all after a transient failure: waits 1, 2, 4 s between them
-RETRY_STATUSES = frozenset({429, 502, 503, 504})  # busy, or a gateway / the registry restarting
+TIMEOUT = DEFAULT.timeout  # seconds per request; retries: retry.DEFAULT (4 tries, waits 1, 2, 4 s, Retry-After)
 DOCKER_HUB_API = "registry-1.docker.io"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
@@ -45,10 +44,11 @@ class RemoteManifest:
     digest: str          # sha256 of data, computed here (the Docker-Content-Digest header is not trusted)
 
     def json(self) -> dict[str, Any]:
-        return json.loads(self.data)
+        doc: dict[str, Any] = json.loads(self.data)
+        return doc
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tls_context(verify: bool, ca_bundle: str | None = None) -> ssl.SSLContext:
     """One context per kind for the process: loading the system's CA certificates costs ~30 ms each time. With
     verify=False none are loaded (nothing is checked)."""
@@ -63,7 +63,7 @@ def tls_context(verify: bool, ca_bundle: str | None = None) -> ssl.SSLContext:
     return context
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def speaks_https(registry: str, timeout: float = 10.0) -> bool:
     """Does host[:port] answer TLS at all (certificate not checked)? For tls_verify=False, like Docker's
     "insecure registry": HTTPS without verification when offered, else plain HTTP. Asked once per process (an
@@ -85,14 +85,11 @@ class _NotFound(Exception):
     """A 404 that a caller expects (a repository not created yet)."""
 
 
-class _Transient(Exception):
-    """A failure worth another try (connection refused or cut, timeout, RETRY_STATUSES); the one-line message."""
-
-
 class RegistryClient:
-    def __init__(self, location: OciLocation, timeout: float = TIMEOUT):
+    def __init__(self, location: OciLocation, timeout: float = TIMEOUT, policy: Policy = DEFAULT):
         self.location = location
         self.timeout = timeout
+        self.policy = policy
         self._context = None
         # Docker Hub's images are named docker.io/..., its registry API answers at registry-1.docker.io
         host = DOCKER_HUB_API if location.registry in ("docker.io", "index.docker.io") else location.registry
@@ -182,8 +179,7 @@ class RegistryClient:
         location = headers.get("Location") or ""
         if not location:
             raise TransferError(f"{self._where(repo)}: blob upload started without a Location")
-        if location.startswith(self.base):
-            location = location[len(self.base):]
+        location = location.removeprefix(self.base)
         location += ("&" if "?" in location else "?") + urllib.parse.urlencode({"digest": digest})
         self._request("PUT", location, repo, {"Content-Type": "application/octet-stream"}, data=data)
         return digest
@@ -201,23 +197,18 @@ class RegistryClient:
                                        missing_ok=True)
         except (_NotFound, TransferError):
             return False
-        return headers.get("Content-Type", "").split(";")[0].strip() == OCI_INDEX
+        return bool(headers.get("Content-Type", "").split(";")[0].strip() == OCI_INDEX)
 
     # ---- auth and transport ------------------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, repo: str, headers: dict[str, str],
                  missing_ok: bool = False, data: bytes | None = None) -> tuple[bytes, Any]:
-        delay = 1.0
-        for number in range(1, ATTEMPTS + 1):
-            try:
-                return self._request_once(method, path, repo, headers, missing_ok, data)
-            except _Transient as exc:
-                if number == ATTEMPTS:
-                    raise TransferError(f"{exc} (gave up after {ATTEMPTS} tries)") from None
-                log.warning("%s; trying again in %.0fs", exc, delay)
-                time.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")
+        """One request under the retry policy: a connection failure or a transient status (retry.py) is tried
+        again; after the last try a TransferError says how many were made."""
+        return self.policy.call(
+            f"registry {method}",
+            lambda: self._request_once(method, path, repo, headers, missing_ok, data), logger=log,
+            give_up=lambda exc, tries: TransferError(f"{exc} (gave up after {tries} tries)"))
 
     def _request_once(self, method: str, path: str, repo: str, headers: dict[str, str],
                       missing_ok: bool, data: bytes | None = None) -> tuple[bytes, Any]:
@@ -236,16 +227,16 @@ class RegistryClient:
                     continue
                 if err.code == 404 and (missing_ok or path.endswith("/tags/list?n=1")):
                     raise _NotFound() from None
-                if err.code in RETRY_STATUSES:
-                    raise _Transient(str(self._http_error(err, method, path, repo))) from None
-                raise self._http_error(err, method, path, repo) from None
+                error = self._http_error(err, method, path, repo)
+                transient = http_status(err.code, str(error), err.headers.get("Retry-After"))
+                raise (transient or error) from None
             except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
                 reason = getattr(err, "reason", err)
                 detail = secret.mask(str(reason) or type(reason).__name__)
                 message = f"{self._where(repo)}: cannot reach registry: {detail}"
                 if isinstance(reason, ssl.SSLError):  # an untrusted certificate stays untrusted
                     raise TransferError(message) from None
-                raise _Transient(message) from None
+                raise Transient(message) from None
         raise AssertionError("unreachable")
 
     def _authenticate(self, challenge: str, repo: str) -> None:

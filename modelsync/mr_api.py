@@ -15,19 +15,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
-from mr_openapi.api.model_registry_service_api import ModelRegistryServiceApi
-from mr_openapi.api_client import ApiClient
-from mr_openapi.configuration import Configuration
-from mr_openapi.exceptions import ApiException, OpenApiException
-from mr_openapi.rest import RESTResponse
+from mr_openapi.api.model_registry_service_api import ModelRegistryServiceApi  # type: ignore[import-untyped]
+from mr_openapi.api_client import ApiClient  # type: ignore[import-untyped]
+from mr_openapi.configuration import Configuration  # type: ignore[import-untyped]
+from mr_openapi.exceptions import ApiException, OpenApiException  # type: ignore[import-untyped]
+from mr_openapi.rest import RESTResponse  # type: ignore[import-untyped]
 
 from .errors import RegistryError
+from .retry import TRANSIENT_STATUSES, Policy, Transient, http_status
 from .secret import mask
 
 log = logging.getLogger("modelsync.registry")
@@ -35,14 +35,13 @@ log = logging.getLogger("modelsync.registry")
 API_VERSIONS = ("v1", "v1alpha3")  # probe order: the newer generation first
 CLIENT_API_VERSION = "v1"          # what the pinned client speaks
 _BASE = "/api/model_registry/"
-TRANSIENT_STATUSES = frozenset({502, 503, 504})  # a gateway or the server restarting: try again
 
 
 def prefix(api_version: str) -> str:
     return f"{_BASE}{api_version}/"
 
 
-class PrefixedApiClient(ApiClient):
+class PrefixedApiClient(ApiClient):  # type: ignore[misc]  # the client ships no types
     """The generated ApiClient, speaking the REST prefix of ``api_version`` instead of the client's own."""
 
     def __init__(self, configuration: Configuration, api_version: str,
@@ -53,19 +52,19 @@ class PrefixedApiClient(ApiClient):
         self.api_version = api_version
         self._on_deprecation = on_deprecation
 
-    def param_serialize(self, *args, **kwargs):
+    def param_serialize(self, *args: Any, **kwargs: Any) -> tuple[Any, str, Any, Any, Any]:
         method, url, headers, body, post_params = super().param_serialize(*args, **kwargs)
         return method, self.rewrite(url), headers, body, post_params
 
     def rewrite(self, url: str) -> str:
         """host + client prefix + rest -> host + our prefix + rest (only right after the host)."""
         client, ours = prefix(CLIENT_API_VERSION), prefix(self.api_version)
-        host = self.configuration.host
+        host = str(self.configuration.host)
         if client == ours or not url.startswith(host + client):
             return url
         return host + ours + url[len(host) + len(client):]
 
-    async def call_api(self, *args, **kwargs) -> RESTResponse:
+    async def call_api(self, *args: Any, **kwargs: Any) -> RESTResponse:
         response = await super().call_api(*args, **kwargs)
         deprecation = response.getheader("Deprecation")
         if deprecation is not None and self._on_deprecation is not None:
@@ -94,7 +93,9 @@ async def probe(client: PrefixedApiClient, timeout: float) -> tuple[int, str]:
     response = await client.call_api(*serialized, _request_timeout=timeout)
     body = (await response.read()).decode("utf-8", "replace")
     if response.status in TRANSIENT_STATUSES:  # worth another try, like any other request
-        raise ApiException(status=response.status, reason=response.reason, body=body)
+        busy = ApiException(status=response.status, reason=response.reason, body=body)
+        busy.headers = response.getheaders()  # for its Retry-After
+        raise busy
     return response.status, body
 
 
@@ -125,23 +126,14 @@ class TokenRejected(RegistryError):
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded backoff for transient failures (connection refused/reset, timeouts, 502/503/504)."""
+class RetryPolicy(Policy):
+    """retry.py's one policy with the Model Registry's figures as defaults: 4 tries, waits 0.5, 1, 2 s (at most 4),
+    30 s per request. Shorter than retry.DEFAULT's because a stalled server costs attempts x timeout before the job
+    can mark the artifact ABANDONED (tests/test_faults.py bounds that whole job at 200 s)."""
 
-    attempts: int = 4          # tries in all; waits 0.5 + 1 + 2 s between them by default
     first_delay: float = 0.5
     max_delay: float = 4.0
-    timeout: float = 30.0      # seconds per request
-
-    def delays(self):
-        delay = self.first_delay
-        for _ in range(self.attempts - 1):
-            yield delay
-            delay = min(delay * 2, self.max_delay)
-
-
-class Transient(Exception):
-    """Internal: a failure worth another try; carries the one-line description."""
+    timeout: float = 30.0
 
 
 class Connection:
@@ -153,7 +145,7 @@ class Connection:
     """
 
     def __init__(self, configuration: Configuration, address: str, token_sent: bool,
-                 retry: RetryPolicy = RetryPolicy()):
+                 retry: Policy = RetryPolicy()):
         self.configuration = configuration
         self.address = address      # the server's base URL, for messages
         self.token_sent = token_sent
@@ -183,7 +175,9 @@ class Connection:
     def probe(self, api_version: str) -> tuple[int, str]:
         """Status and body of the detection request under ``api_version``'s prefix."""
         self.use(api_version)
-        return self._with_retries(f"probe {prefix(api_version)}", lambda: probe(self.client, self.retry.timeout))
+        client = self.client
+        assert client is not None
+        return self._with_retries(f"probe {prefix(api_version)}", lambda: probe(client, self.retry.timeout))
 
     def close(self) -> None:
         if self.loop.is_closed():
@@ -194,16 +188,9 @@ class Connection:
     # ------------------------------------------------------------ internals
 
     def _with_retries(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
-        delays = self.retry.delays()
-        while True:
-            try:
-                return self.loop.run_until_complete(self._once(what, make))
-            except Transient as err:
-                delay = next(delays, None)
-                if delay is None:
-                    raise RegistryError(mask(f"{what}: {err} (gave up after {self.retry.attempts} tries)")) from None
-                log.info("Model Registry: %s: %s; retrying in %.1fs", what, mask(str(err)), delay)
-                time.sleep(delay)
+        return self.retry.call(
+            f"Model Registry: {what}", lambda: self.loop.run_until_complete(self._once(what, make)), logger=log,
+            give_up=lambda err, tries: RegistryError(mask(f"{what}: {err} (gave up after {tries} tries)")))
 
     async def _once(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -215,7 +202,7 @@ class Connection:
             reason = getattr(err, "certificate_error", None) or err
             raise RegistryError(mask(f"{what}: TLS to the Model Registry at {self.address} failed: {reason}; trust "
                                      f"its CA with MODEL_SYNC_REGISTRY_CUSTOM_CA (or _CUSTOM_CA_ENVVAR)")) from None
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as err:
+        except (TimeoutError, aiohttp.ClientConnectionError) as err:
             raise Transient(f"connection to the Model Registry at {self.address} failed: "
                             f"{type(err).__name__}: {err}".rstrip(": ")) from None
         except (OpenApiException, ValueError, TypeError) as err:
@@ -226,8 +213,9 @@ class Connection:
     def _api_error(self, what: str, err: ApiException) -> Exception:
         status = err.status or 0
         message = mask(server_message(err.body) or err.reason or "")
-        if status in TRANSIENT_STATUSES:
-            return Transient(f"HTTP {status} {message}".strip())
+        transient = http_status(status, f"HTTP {status} {message}".strip(), (err.headers or {}).get("Retry-After"))
+        if transient is not None:
+            return transient
         if status in (401, 403):
             sent = "the token" if self.token_sent else "the request without a token (none configured)"
             return TokenRejected(f"Model Registry at {self.address} rejected {sent}: HTTP {status} during {what}; "

@@ -20,14 +20,15 @@ import argparse
 import base64
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
+
+from .. import tools
 
 
 class PodSpecError(Exception):
@@ -53,13 +54,16 @@ def load_docs(path: Path) -> list[dict[str, Any]]:
 
 def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
     kind = doc.get("kind")
+    spec: dict[str, Any]
     if kind == "Pod":
-        return doc["spec"]
-    if kind == "Job":
-        return doc["spec"]["template"]["spec"]
-    if kind == "CronJob":
-        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    raise PodSpecError(f"{kind or 'the document'} is not a Pod, Job or CronJob")
+        spec = doc["spec"]
+    elif kind == "Job":
+        spec = doc["spec"]["template"]["spec"]
+    elif kind == "CronJob":
+        spec = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    else:
+        raise PodSpecError(f"{kind or 'the document'} is not a Pod, Job or CronJob")
+    return spec
 
 
 def object_data(doc: dict[str, Any]) -> dict[str, bytes]:
@@ -197,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     for mount_path, local in resolved.mounts.items():
         print(f"modelsync-from-pod: {mount_path} -> {local}", file=sys.stderr)
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}
-    argv_job = [sys.executable, "-m", "modelsync.ops.check" if args.check else "modelsync", *resolved.args]
-    try:
-        return subprocess.run(argv_job, env={**clean, **resolved.env}).returncode
+    argv_job = ["-m", "modelsync.ops.check" if args.check else "modelsync", *resolved.args]
+    try:  # through the one child door (tools): secrets stay in the env and the mounted files, never in argv
+        return tools.run_attached(sys.executable, argv_job, env={**clean, **resolved.env})
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

@@ -1,5 +1,6 @@
 """A model repository on the Hugging Face Hub: ``hf://org/model``, ``hf://org/model@revision`` (``:revision``, as
-upstream's async-upload job spells it, works too). A type of its own, written as source type "uri" with an hf:// URI, like upstream.
+upstream's async-upload job spells it, works too). A type of its own, written as source type "uri" with an hf://
+URI, like upstream.
 
 - Endpoint: the ``HF_ENDPOINT`` env var (a mirror, an internal Hub), read when the job runs, else huggingface.co.
   Nothing else is contacted.
@@ -15,10 +16,10 @@ does not mix two commits), goes into the job's workspace with ``snapshot_downloa
 brought is checked against that file list.
 
 Resume: within one download the Hub client resumes a file whose connection dropped with an HTTP Range request;
-if the whole download fails on a transient error (network, HTTP 429/5xx) it is started again in the same
-directory, where files already complete (recorded under ``.cache/huggingface`` in it) are kept and a partly written
-file is fetched again. The workspace is removed at the end of every attempt of the Job, so a restarted Job starts
-from nothing.
+if the whole download fails on a transient error (network, HTTP 408/429/500/502/503/504: retry.py, 3 tries) it is
+started again in the same directory, where files already complete (recorded under ``.cache/huggingface`` in it)
+are kept and a partly written file is fetched again. The workspace is removed at the end of every attempt of the
+Job, so a restarted Job starts from nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import logging
 import os
 import re
 import shutil
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,6 +41,7 @@ from ..files import listing as list_dir
 from ..locations import Fetched
 from ..metadata import Metadata
 from ..progress import watch
+from ..retry import RETRY_AFTER_STATUSES, TRANSIENT_STATUSES, Policy, Transient, retry_after
 from ..secret import mask, register
 from ..setting import Given, Setting, problem
 from . import hf_card, uri
@@ -52,7 +53,9 @@ log = logging.getLogger("modelsync.sources.hf")
 
 PREFIX = "hf://"
 TOKEN_KEY = "HF_TOKEN"
-ATTEMPTS = 3  # whole snapshot downloads tried on a transient error; files already complete are kept between them
+# retry.py's policy for whole snapshot downloads: 3 tries, waits 2, 4 s (a retry restarts the download; files
+# already complete are kept between tries)
+POLICY = Policy(attempts=3, first_delay=2.0)
 _NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9_])?$")
 _REVISION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
@@ -146,7 +149,7 @@ def _status(exc: BaseException) -> int | None:
 def _transient(exc: BaseException) -> bool:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     if isinstance(exc, HfHubHTTPError):
-        return (_status(exc) or 0) in (408, 429) or (_status(exc) or 0) >= 500
+        return (_status(exc) or 0) in TRANSIENT_STATUSES
     if isinstance(exc, LocalEntryNotFoundError):  # the client's wrapping of "Hub not reachable"
         return True
     if isinstance(exc, OSError) and "Consistency check failed" in str(exc):  # a file came short
@@ -346,25 +349,29 @@ def metadata(src: HfSource, meta: Metadata, kind: str, scratch: Path) -> Metadat
 
 def _download(src: HfSource, expected: Snapshot, model: Path, cache: Path) -> None:
     snapshot_download = _client().snapshot_download
-    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]  # as above
+    from huggingface_hub.utils.tqdm import disable_progress_bars
 
     disable_progress_bars()  # progress is the job's own (a line every 10 s in a pod), not tqdm's
     ref, secret = src.ref, src.token
     cache.mkdir(parents=True, exist_ok=True)
-    kwargs: dict[str, Any] = dict(
-        revision=expected.commit or ref.revision, local_dir=str(model), cache_dir=str(cache),
-        allow_patterns=src.include, ignore_patterns=src.exclude,
-        token=secret or False, endpoint=endpoint())
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            snapshot_download(ref.repo_id, **kwargs)
-            return
-        except Exception as exc:  # noqa: BLE001 -- every client error becomes one line
-            if attempt == ATTEMPTS or not _transient(exc):
-                raise _error(ref, exc, bool(secret), "download of") from None
-            log.warning("download of %s: %s; trying again (%d of %d), keeping the files already complete", ref,
-                        mask(_first_line(exc)), attempt + 1, ATTEMPTS)
-            time.sleep(2 * attempt)
+    kwargs: dict[str, Any] = {
+        "revision": expected.commit or ref.revision, "local_dir": str(model), "cache_dir": str(cache),
+        "allow_patterns": src.include, "ignore_patterns": src.exclude,
+        "token": secret or False, "endpoint": endpoint()}
+
+    def transient(exc: BaseException) -> Transient | None:
+        if not _transient(exc):
+            return None
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None) or {}
+        after = retry_after(headers.get("Retry-After")) if _status(exc) in RETRY_AFTER_STATUSES else None
+        return Transient(f"{_first_line(exc)} (the files already complete are kept)", after)
+
+    try:
+        POLICY.call(f"download of {ref}", lambda: snapshot_download(ref.repo_id, **kwargs), transient=transient,
+                    logger=log)
+    except Exception as exc:  # noqa: BLE001 -- every client error becomes one line
+        raise _error(ref, exc, bool(secret), "download of") from None
 
 
 def describe(src: HfSource) -> str:

@@ -224,7 +224,7 @@ def test_a_failed_download_is_tried_again_keeping_the_files_already_complete(hub
             if method == "GET" and "/resolve/" in path]
     non_empty = [p for p in hub.expected["main"] if (hub.repos["org/model"].revisions["main"] / p).stat().st_size]
     assert sorted(gets) == sorted([*non_empty, "config.json"])  # only the failed file came twice
-    assert any("trying again (2 of 3)" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert any("trying again in" in r.getMessage() and "(try 2 of 3)" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
 
 
 # ---------------------------------------------------------------------------------------------- private repos

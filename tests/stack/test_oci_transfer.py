@@ -6,6 +6,7 @@ busybox built here (tests/oci_helpers.py) and pushed to the plain registry once 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -340,7 +341,7 @@ def test_a_cut_layer_fetch_is_fetched_again(tmp_path, plain, busybox_base, monke
                   f'echo $n > {count}; if [ $n -eq 2 ]; then head -c 1000 /dev/zero; '
                   f'echo "Error: read tcp: connection reset by peer" >&2; exit 1; fi; fi')
     monkeypatch.setenv("PATH", f"{_fake_oras(tmp_path, cut_second)}:{os.environ['PATH']}")
-    monkeypatch.setattr(tools, "RETRY_FIRST_WAIT", 0.1)
+    monkeypatch.setattr(tools, "POLICY", dataclasses.replace(tools.POLICY, first_delay=0.1))
     files = fetch_oci(OciLocation(published.uri.removeprefix("oci://"), tls_verify=False), tmp_path / "dest",
                       tmp_path / "fw", backend="oras")
     assert {f.path: f.sha256 for f in files} == expected == digests_of(tmp_path / "dest")

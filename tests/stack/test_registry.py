@@ -363,7 +363,7 @@ def test_transient_errors_are_retried(backend, inspect, caplog) -> None:
         server.shutdown()
         server.server_close()
     inspect.one_live_set(name, "1.0.0")  # the lost create answer was adopted, not duplicated
-    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    retries = [r.getMessage() for r in caplog.records if "trying again" in r.getMessage()]
     assert len(retries) == 3, retries
     assert "probe" in retries[0] and "503" in retries[1] and "create RegisteredModel" in retries[2]
 
