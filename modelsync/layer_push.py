@@ -1,14 +1,15 @@
 """The engine that pushes a modelcar's layers with oras straight from the model's files: each layer hashed as its
 files are there, then fed to `oras blob push --size N repo@digest -` (tar header, the file's bytes by sendfile,
-padding); config and manifest last, after every blob is HEAD-verified.
+padding).
 
 Contract: LayerPusher.go(layers, base_blobs) hashes the planned layers in plan order and pushes them (and the base
 image's blobs the registry lacks) on two threads, the main thread supervising; it returns the layers made, by
 title. The files are either there already (landed: nothing downloaded, nothing deleted) or brought by a Download
 (s3_download.py) running on a third thread: a file is hashed once it has landed whole and deleted once its layer
-is pushed; the Download reads the pusher's state (taken, stuck()) to pace itself. signature_layer() and finish()
-then push the rest. Any error (or SIGTERM, raised in the main thread) stops every child tool of the Group and
-all threads; the caller removes the job directory.
+is pushed; the Download reads the pusher's state (taken, stuck()) to pace itself. Any error (or SIGTERM, raised
+in the main thread) stops every child tool of the Group and all threads; the caller removes the job directory.
+push_blob() and oras() (retried after a transient failure, stopped with the rest) then serve the rest of the
+image: modelcar_push.py pushes the signature layer, config and manifest through them.
 
 Why this shape (bench/PIPELINE-STUDY.md, 2 cores): the layer tar is never written: its header and padding go
 straight into oras's stdin around the file's bytes, so a file is read twice from the page cache (hash, push) and
@@ -37,11 +38,10 @@ from .distribution import RegistryClient
 from .errors import TransferError
 from .files import human
 from .locations import FileEntry, OciLocation
-from .modelcar import SIGNATURE_FILE, ModelcarImage
-from .modelcar_layers import ModelcarLayer, layer_parts, layer_tar_size, write_layer
+from .modelcar_layers import ModelcarLayer, layer_parts, layer_tar_size
 from .oci_access import RegistryAccess
 from .oci_copy import PUSH_TIMEOUT, oras_transient, repo_path
-from .oci_layout import OCI_MANIFEST, Layout
+from .oci_layout import Layout
 from .progress import watch
 
 log = logging.getLogger("modelsync.layer_push")
@@ -258,7 +258,7 @@ class LayerPusher:
         while (job := self.pushes.get()) is not None:
             self.check()
             if isinstance(job, _Blob):  # a base image blob, from its layout
-                self._push_blob(job.digest, job.path)
+                self.push_blob(job.digest, job.path)
                 size = job.size
             else:
                 layer, parts = job.layer, job.parts
@@ -266,7 +266,7 @@ class LayerPusher:
                 if self.client.find_blob(repo_path(self.target), layer.digest) == layer.size:
                     log.debug("layer %s is in the registry already", layer.title)
                 else:
-                    self._oras(f"push of layer {layer.title}",
+                    self.oras(f"push of layer {layer.title}",
                                ["blob", "push", "--no-tty", *self.access.oras_args(), "--size", str(layer.size),
                                 f"{self.repo}@{layer.digest}", "-"], feed=parts)
                     log.debug("pushed layer %s (%s) in %.1fs", layer.title, human(layer.size),
@@ -280,7 +280,7 @@ class LayerPusher:
                 size = layer.size
             self.pushed_bytes += size
 
-    def _oras(self, what: str, args: list[str], feed: list[Part] | None = None) -> None:
+    def oras(self, what: str, args: list[str], feed: list[Part] | None = None) -> None:
         """oras through the group, run again after a transient failure (a cut upload, a registry restarting);
         with feed, its stdin gets those parts (bytes, and files of dest by sendfile)."""
         def once() -> None:
@@ -332,39 +332,8 @@ class LayerPusher:
             except OSError:
                 pass
 
-    def _push_blob(self, digest: str, path: Path) -> None:
+    def push_blob(self, digest: str, path: Path) -> None:
         start = time.monotonic()
-        self._oras(f"push of blob {digest[:19]}", ["blob", "push", "--no-tty", *self.access.oras_args(),
+        self.oras(f"push of blob {digest[:19]}", ["blob", "push", "--no-tty", *self.access.oras_args(),
                                                    f"{self.repo}@{digest}", str(path)])
         log.debug("pushed blob %s in %.1fs", digest[:19], time.monotonic() - start)
-
-    # ---- last: the signature, config and manifest --------------------------------------------------------------
-
-    def signature_layer(self, sign_model: Callable[[tuple[FileEntry, ...]], bytes],
-                        layers: list[ModelcarLayer]) -> ModelcarLayer:
-        """model.sig over every file's sha256 (hashed as the layers were written), in its own layer, pushed."""
-        path = self.layout.root.parent / SIGNATURE_FILE
-        path.write_bytes(sign_model(tuple(f for layer in layers for f in layer.files)))
-        layer = write_layer([(SIGNATURE_FILE, path)], self.layout, SIGNATURE_FILE)
-        path.unlink()
-        self._push_blob(layer.digest, self.layout.blob_path(layer.digest))
-        return layer
-
-    def finish(self, image: ModelcarImage, tag: str) -> None:
-        """Config blob pushed, every blob HEAD-verified in the registry, then the manifest pushed under tag."""
-        config = image.manifest["config"]
-        try:
-            client, repo = self.client, repo_path(self.target)
-            if client.find_blob(repo, config["digest"]) != config["size"]:  # a re-sync's may be there already
-                self._push_blob(config["digest"], self.layout.blob_path(config["digest"]))
-            for blob in (config, *image.manifest["layers"]):
-                size = client.blob_size(repo, blob["digest"])
-                if size != blob["size"]:
-                    raise TransferError(f"{self.repo}: blob {blob['digest'][:19]} is {size} bytes, expected "
-                                        f"{blob['size']}")
-            self._oras("push of the manifest", ["manifest", "push", *self.access.oras_args(), "--media-type",
-                                                OCI_MANIFEST, f"{self.repo}:{tag}",
-                                                str(self.layout.blob_path(image.manifest_digest))])
-        except BaseException:
-            self.group.stop()
-            raise

@@ -24,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .distribution import RegistryClient
+from .errors import TransferError
 from .files import human
 from .layer_push import Download, LayerPusher
 from .locations import FileEntry, OciLocation, Published
-from .modelcar import SIGNATURE_FILE, Origin, base_image, created_time, finish_image
+from .modelcar import SIGNATURE_FILE, ModelcarImage, Origin, base_image, created_time, finish_image
 from .modelcar_layers import (
     MAX_IMAGE_LAYERS,
     MODEL_LAYER_BUDGET,
@@ -36,10 +37,11 @@ from .modelcar_layers import (
     layer_titles,
     model_files,
     plan_layers,
+    write_layer,
 )
 from .oci_access import registry_access
 from .oci_copy import pull_base, push_tag, repo_path, verify_pushed
-from .oci_layout import Layout
+from .oci_layout import OCI_MANIFEST, Layout
 
 log = logging.getLogger("modelsync.modelcar_push")
 
@@ -118,10 +120,10 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                 if base_dir is not None else []
             done = {**pusher.go(todo, base_blobs), **reused}
             layers = [done[title] for title in titles]
-            signature = pusher.signature_layer(sign_model, layers) if sign_model is not None else None
+            signature = _signature_layer(pusher, sign_model, layers) if sign_model is not None else None
             image = finish_image(pusher.layout, _REF, config, base_layers, layers, created_at, source_annotation,
                                  origins or None, signature)
-            pusher.finish(image, tag)
+            _finish(pusher, image, tag)
         total = sum(files.values())
         elapsed = time.monotonic() - start
         peak = download.peak if download is not None else 0
@@ -133,3 +135,34 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
         shutil.rmtree(job_dir, ignore_errors=True)
     return Published(uri=f"oci://{target.repository}@{image.manifest_digest}", digest=image.manifest_digest,
                      files=image.files)
+
+
+def _signature_layer(pusher: LayerPusher, sign_model: Callable[[tuple[FileEntry, ...]], bytes],
+                     layers: list[ModelcarLayer]) -> ModelcarLayer:
+    """model.sig over every file's sha256 (hashed as the layers were written), in its own layer, pushed."""
+    path = pusher.layout.root.parent / SIGNATURE_FILE
+    path.write_bytes(sign_model(tuple(f for layer in layers for f in layer.files)))
+    layer = write_layer([(SIGNATURE_FILE, path)], pusher.layout, SIGNATURE_FILE)
+    path.unlink()
+    pusher.push_blob(layer.digest, pusher.layout.blob_path(layer.digest))
+    return layer
+
+
+def _finish(pusher: LayerPusher, image: ModelcarImage, tag: str) -> None:
+    """Config blob pushed, every blob HEAD-verified in the registry, then the manifest pushed under tag."""
+    config = image.manifest["config"]
+    try:
+        client, repo = pusher.client, repo_path(pusher.target)
+        if client.find_blob(repo, config["digest"]) != config["size"]:  # a re-sync's may be there already
+            pusher.push_blob(config["digest"], pusher.layout.blob_path(config["digest"]))
+        for blob in (config, *image.manifest["layers"]):
+            size = client.blob_size(repo, blob["digest"])
+            if size != blob["size"]:
+                raise TransferError(f"{pusher.repo}: blob {blob['digest'][:19]} is {size} bytes, expected "
+                                    f"{blob['size']}")
+        pusher.oras("push of the manifest", ["manifest", "push", *pusher.access.oras_args(), "--media-type",
+                                             OCI_MANIFEST, f"{pusher.repo}:{tag}",
+                                             str(pusher.layout.blob_path(image.manifest_digest))])
+    except BaseException:
+        pusher.group.stop()
+        raise
