@@ -20,7 +20,6 @@ import stat
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
 
 from .beneath import Beneath, LinkRefused
 from .errors import TransferError
@@ -255,7 +254,7 @@ class TreeWriter:
         return rel if target is None or depth > 16 else self._follow(target, depth + 1)
 
 
-def write_blob(src: Path | BinaryIO, tree: Beneath, rel: str, digest: str, size: int) -> str:
+def write_blob(src: Path | Stream, tree: Beneath, rel: str, digest: str, size: int) -> str:
     """Copy an artifact blob (a file, or a stream) to tree's rel (never through a symlink), checking digest and
     size; return the sha256 hex."""
     sha = hashlib.sha256()

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
-from mr_openapi.api.model_registry_service_api import ModelRegistryServiceApi  # type: ignore[import-untyped]
-from mr_openapi.api_client import ApiClient  # type: ignore[import-untyped]
-from mr_openapi.configuration import Configuration  # type: ignore[import-untyped]
-from mr_openapi.exceptions import ApiException, OpenApiException  # type: ignore[import-untyped]
-from mr_openapi.rest import RESTResponse  # type: ignore[import-untyped]
+from mr_openapi.api.model_registry_service_api import ModelRegistryServiceApi
+from mr_openapi.api_client import ApiClient
+from mr_openapi.configuration import Configuration
+from mr_openapi.exceptions import ApiException, OpenApiException
+from mr_openapi.rest import RESTResponse
 
 from .errors import RegistryError
 from .retry import TRANSIENT_STATUSES, Policy, Transient, http_status
@@ -41,7 +41,7 @@ def prefix(api_version: str) -> str:
     return f"{_BASE}{api_version}/"
 
 
-class PrefixedApiClient(ApiClient):  # type: ignore[misc]  # the client ships no types
+class PrefixedApiClient(ApiClient):
     """The generated ApiClient, speaking the REST prefix of ``api_version`` instead of the client's own."""
 
     def __init__(self, configuration: Configuration, api_version: str,
@@ -66,9 +66,9 @@ class PrefixedApiClient(ApiClient):  # type: ignore[misc]  # the client ships no
 
     async def call_api(self, *args: Any, **kwargs: Any) -> RESTResponse:
         response = await super().call_api(*args, **kwargs)
-        deprecation = response.getheader("Deprecation")
+        deprecation = response.getheader("Deprecation")  # type: ignore[no-untyped-call]  # unannotated in the client
         if deprecation is not None and self._on_deprecation is not None:
-            self._on_deprecation(self.api_version, response.getheader("Sunset"))
+            self._on_deprecation(self.api_version, response.getheader("Sunset"))  # type: ignore[no-untyped-call]
         return response
 
 
@@ -91,10 +91,10 @@ async def probe(client: PrefixedApiClient, timeout: float) -> tuple[int, str]:
         filter_query=None, page_size="1", order_by=None, sort_order=None, next_page_token=None,
         _request_auth=None, _content_type=None, _headers=None, _host_index=0)
     response = await client.call_api(*serialized, _request_timeout=timeout)
-    body = (await response.read()).decode("utf-8", "replace")
+    body = (await response.read()).decode("utf-8", "replace")  # type: ignore[no-untyped-call]  # unannotated
     if response.status in TRANSIENT_STATUSES:  # worth another try, like any other request
         busy = ApiException(status=response.status, reason=response.reason, body=body)
-        busy.headers = response.getheaders()  # for its Retry-After
+        busy.headers = response.getheaders()  # type: ignore[no-untyped-call]  # for its Retry-After
         raise busy
     return response.status, body
 
@@ -237,7 +237,7 @@ class Connection:
 
     def _close_client(self) -> None:
         if self.client is not None:
-            self.loop.run_until_complete(self.client.close())
+            self.loop.run_until_complete(self.client.close())  # type: ignore[no-untyped-call]  # unannotated
             self.client = None
 
 

@@ -1,4 +1,6 @@
-"""Moving images between a registry and an OCI layout directory with skopeo or oras (through tools.run only).
+"""Moving images between a registry and an OCI layout directory with skopeo or oras (through tools.run only), and
+the rules every push of a built image shares: the tag it goes to (push_tag), the base image under it (pull_base)
+and the check that the registry holds exactly what was built (verify_pushed).
 
 skopeo keeps layers byte for byte only when told: pushing uncompressed layers with a plain `skopeo copy` to
 `docker://` gzips them (new digests). `--preserve-digests` forbids any change to the manifest or its blobs,
@@ -10,16 +12,18 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from . import tools
-from .locations import OciLocation, qualify_reference
-from .oci_access import check_backend, registry_access
 from .distribution import RegistryClient
 from .errors import ToolError, TransferError
 from .files import dir_bytes
+from .locations import OciLocation, qualify_reference
+from .modelcar import ModelcarImage
+from .oci_access import check_backend, registry_access
 from .oci_layout import INDEX_TYPES, Layout, parse_platform
 from .progress import watch
 
@@ -28,6 +32,7 @@ log = logging.getLogger("modelsync.oci")
 SYSTEM_POLICY = Path("/etc/containers/policy.json")
 PUSH_TIMEOUT = 6 * 3600.0
 _LOGRUS = re.compile(r'time="[^"]*" level=\w+ msg="(.*)"')
+SCRATCH = ("", "scratch")
 
 
 def qualified(location: OciLocation) -> OciLocation:
@@ -38,6 +43,28 @@ def qualified(location: OciLocation) -> OciLocation:
 def repo_path(location: OciLocation) -> str:
     """The repository name inside its registry (`host/a/b:tag` -> `a/b`)."""
     return location.repository.split("/", 1)[1]
+
+
+def is_scratch(base: OciLocation | None) -> bool:
+    return base is None or base.reference.strip() in SCRATCH
+
+
+def push_tag(target: OciLocation) -> str:
+    """The tag an image built here is pushed under: target's, default `latest`. A target pinned by digest is
+    refused: the digest is the built image's own, known only once it is built."""
+    if target.digest:
+        raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
+    return target.tag or "latest"
+
+
+def pull_base(base: OciLocation | None, job_dir: Path, work_dir: Path, backend: str, platform: str) -> Path | None:
+    """The base image of a modelcar pulled (narrowed to platform) into the OCI layout job_dir/base under the ref
+    `base`: that directory, or None for scratch (no base layers)."""
+    if base is None or is_scratch(base):
+        return None
+    base_dir = job_dir / "base"
+    pull_to_layout(base, base_dir, "base", work_dir, backend, platform)
+    return base_dir
 
 
 def _skopeo_global() -> list[str]:
@@ -166,7 +193,36 @@ def is_index(src: OciLocation) -> bool:
     return remote.media_type in INDEX_TYPES
 
 
-def _log_line(binary: str):
+def _log_line(binary: str) -> Callable[[str], None]:
     def emit(line: str) -> None:
         log.info("%s: %s", binary, line)
     return emit
+
+
+def verify_pushed(image: ModelcarImage, target: OciLocation, tag: str) -> None:
+    """Raise TransferError unless the registry holds exactly the manifest built (fetched by its digest, which the
+    artifact's URI names), with every layer blob present. The tag is only checked for the log: another job may
+    push the same tag at the same moment, and the last push wins it."""
+    client = RegistryClient(target)
+    repo = repo_path(target)
+    try:
+        remote = client.manifest(repo, image.manifest_digest)
+    except TransferError as exc:
+        raise TransferError(f"{target.repository}@{image.manifest_digest[:19]}… is not in the registry after the "
+                            f"push (did the push tool rewrite the image, e.g. compress its layers?): {exc}") from None
+    if remote.digest != image.manifest_digest:
+        raise TransferError(f"{target.repository}: the manifest served as {image.manifest_digest} hashes to "
+                            f"{remote.digest}")
+    tagged = client.manifest(repo, tag).digest
+    if tagged != image.manifest_digest:
+        log.warning("%s:%s now points at %s, pushed by someone else meanwhile; this sync is recorded by its digest "
+                    "%s", target.repository, tag, tagged, image.manifest_digest)
+    layers = remote.json().get("layers") or []
+    built = image.manifest["layers"]
+    if [(x["digest"], x["size"]) for x in layers] != [(x["digest"], x["size"]) for x in built]:
+        raise TransferError(f"{target.repository}:{tag}: the registry's layer list differs from the one built")
+    for layer in built:
+        size = client.blob_size(repo, layer["digest"])
+        if size != layer["size"]:
+            raise TransferError(f"{target.repository}: blob {layer['digest'][:19]} is {size} bytes, "
+                                f"expected {layer['size']}")

@@ -140,9 +140,10 @@ class Layout:
     def read_json(self, digest: str) -> dict[str, Any]:
         data = self.read_verified(digest)
         try:
-            return json.loads(data)
+            found: dict[str, Any] = json.loads(data)
         except ValueError:
             raise TransferError(f"blob {digest[:19]} in {self.root} is not JSON") from None
+        return found
 
     def read_verified(self, digest: str) -> bytes:
         try:
@@ -155,9 +156,10 @@ class Layout:
 
     def index(self) -> dict[str, Any]:
         try:
-            return json.loads((self.root / "index.json").read_text())
+            found: dict[str, Any] = json.loads((self.root / "index.json").read_text())
         except (OSError, ValueError) as exc:
             raise TransferError(f"{self.root} is not an OCI layout (index.json: {exc})") from None
+        return found
 
     def resolve_manifest(self, platform: str = "linux/amd64") -> tuple[Descriptor, dict[str, Any]]:
         """The image manifest this layout holds for platform, following nested indexes; OCI media types."""
@@ -183,7 +185,7 @@ def match_platform(entries: list[Descriptor], platform: str) -> Descriptor | Non
     os_name, arch, variant = parse_platform(platform)
     for entry in entries:
         p = entry.get("platform") or {}
-        if p.get("os") == os_name and p.get("architecture") == arch and (variant is None or p.get("variant") == variant):
+        if p.get("os") == os_name and p.get("architecture") == arch and variant in (None, p.get("variant")):
             return entry
     return None
 
@@ -197,7 +199,7 @@ def descriptor(media_type: str, digest: str, size: int, annotations: dict[str, s
 
 def to_oci_manifest(manifest: dict[str, Any]) -> dict[str, Any]:
     """A copy of an image manifest with Docker v2s2 media types replaced by OCI ones (digests unchanged)."""
-    out = json.loads(json.dumps(manifest))
+    out: dict[str, Any] = json.loads(json.dumps(manifest))
     out["mediaType"] = oci_media_type(out.get("mediaType") or OCI_MANIFEST)
     out["config"]["mediaType"] = oci_media_type(out["config"]["mediaType"])
     for layer in out.get("layers") or []:

@@ -82,8 +82,8 @@ def _require_intent(cfg: Config) -> list[str]:
 
 
 def _check_registry_values(cfg: Config) -> list[str]:
-    """The address as registry.base_url reads it (locations.split_registry_address), and ids as the Model Registry makes them (whole numbers): an id
-    goes into a REST path, so '../7' must not reach the server."""
+    """The address as registry.base_url reads it (locations.split_registry_address), and ids as the Model Registry
+    makes them (whole numbers): an id goes into a REST path, so '../7' must not reach the server."""
     problems = []
     address = (cfg.values.get("registry_server_address") or "").strip().rstrip("/")
     if address:

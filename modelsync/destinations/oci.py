@@ -1,10 +1,10 @@
 """Publish a model directory as a KServe modelcar image to an OCI registry, then prove the registry holds it.
 
 Steps: pull the base image into an OCI layout (skipped for scratch) -> build the modelcar layout (modelcar.py) ->
-check its layer count (base + model) against modelcar.MAX_IMAGE_LAYERS ->
-push it with skopeo or oras, digests unchanged -> read the manifest back over HTTP and compare the digest and
+check its layer count (base + model) against modelcar_layers.MAX_IMAGE_LAYERS ->
+push it with skopeo, digests unchanged -> read the manifest back over HTTP and compare the digest and
 every layer's digest and size. The result names the image by digest; the tag (target's, default `latest`)
-is pushed too, for people.
+is pushed too, for people. With oras no layout is built: modelcar_push.py feeds each layer from the files.
 
 A re-push of the same model uploads nothing: the layers are deterministic and both tools skip blobs the
 registry already has.
@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import credentials
+from .. import credentials, oci_copy
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
 from ..locations import Fetched, OciLocation, Published, qualify_reference, strip_scheme
-from ..modelcar import ModelcarImage, Origin, build_modelcar, check_layer_count
+from ..modelcar import Origin, build_modelcar
+from ..modelcar_layers import check_layer_count
+from ..modelcar_push import dir_to_modelcar
 from ..oci_access import check_backend
-from ..oci_copy import pull_to_layout, push_layout, repo_path
+from ..oci_copy import is_scratch, pull_base, push_layout, push_tag, repo_path, verify_pushed
 from ..progress import watch
 from ..secret import Secret
 from ..setting import Given, Setting
@@ -41,12 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelsync.destinations.oci")
 
-SCRATCH = ("", "scratch")
 _REF = "modelsync"
-
-
-def is_scratch(base: OciLocation | None) -> bool:
-    return base is None or base.reference.strip() in SCRATCH
 
 
 def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | None, work_dir: Path,
@@ -54,28 +51,21 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
                      platform: str = "linux/amd64", created: dt.datetime | None = None,
                      origins: Mapping[str, Origin] | None = None, signature: Path | None = None) -> Published:
     """Build and push the modelcar of model_dir to target; return its digest URI and files. With oras each
-    layer goes up straight from the files (pipeline.dir_to_modelcar); with skopeo the image is written as an OCI
-    layout first (build_modelcar), then copied.
+    layer goes up straight from the files (modelcar_push.dir_to_modelcar); with skopeo the image is written as an
+    OCI layout first (build_modelcar), then copied.
 
     base None / "scratch" / "" means no base layers (the image then has no shell: KServe cannot run it).
     signature: the model's model.sig, put at /models/model.sig in a layer of its own.
     """
     check_backend(backend)
-    if target.digest:
-        raise TransferError(f"destination {target.reference}: give a tag, not a digest (the digest is computed)")
-    if backend == "oras":  # each layer fed to oras from the files: no layer tars written (pipeline.py)
-        from ..pipeline import dir_to_modelcar
+    tag = push_tag(target)
+    if backend == "oras":  # each layer fed to oras from the files: no layer tars written (modelcar_push.py)
         return dir_to_modelcar(model_dir, target, base, work_dir, source_annotation, platform=platform,
                                created=created, origins=origins, signature=signature)
-    tag = target.tag or "latest"
     work_dir.mkdir(parents=True, exist_ok=True)
     job_dir = Path(tempfile.mkdtemp(prefix="modelcar-", dir=work_dir))
     try:
-        base_dir = None
-        if not is_scratch(base):
-            assert base is not None
-            base_dir = job_dir / "base"
-            pull_to_layout(base, base_dir, "base", work_dir, backend, platform)
+        base_dir = pull_base(base, job_dir, work_dir, backend, platform)
         start = time.monotonic()
         require_free_space(job_dir, dir_bytes(model_dir), "the modelcar layers")
         with watch("build layers", dir_bytes(model_dir), lambda: dir_bytes(job_dir / "image")):
@@ -94,35 +84,6 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
         shutil.rmtree(job_dir, ignore_errors=True)
     return Published(uri=f"oci://{target.repository}@{image.manifest_digest}", digest=image.manifest_digest,
                      files=image.files)
-
-
-def verify_pushed(image: ModelcarImage, target: OciLocation, tag: str) -> None:
-    """Raise TransferError unless the registry holds exactly the manifest built (fetched by its digest, which the
-    artifact's URI names), with every layer blob present. The tag is only checked for the log: another job may
-    push the same tag at the same moment, and the last push wins it."""
-    client = RegistryClient(target)
-    repo = repo_path(target)
-    try:
-        remote = client.manifest(repo, image.manifest_digest)
-    except TransferError as exc:
-        raise TransferError(f"{target.repository}@{image.manifest_digest[:19]}… is not in the registry after the "
-                            f"push (did the push tool rewrite the image, e.g. compress its layers?): {exc}") from None
-    if remote.digest != image.manifest_digest:
-        raise TransferError(f"{target.repository}: the manifest served as {image.manifest_digest} hashes to "
-                            f"{remote.digest}")
-    tagged = client.manifest(repo, tag).digest
-    if tagged != image.manifest_digest:
-        log.warning("%s:%s now points at %s, pushed by someone else meanwhile; this sync is recorded by its digest "
-                    "%s", target.repository, tag, tagged, image.manifest_digest)
-    layers = remote.json().get("layers") or []
-    built = image.manifest["layers"]
-    if [(x["digest"], x["size"]) for x in layers] != [(x["digest"], x["size"]) for x in built]:
-        raise TransferError(f"{target.repository}:{tag}: the registry's layer list differs from the one built")
-    for layer in built:
-        size = client.blob_size(repo, layer["digest"])
-        if size != layer["size"]:
-            raise TransferError(f"{target.repository}: blob {layer['digest'][:19]} is {size} bytes, "
-                                f"expected {layer['size']}")
 
 
 def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, object]:
@@ -190,7 +151,7 @@ def base_image(given: Given, dest: OciLocation) -> OciLocation | None:
     are given: registry credentials belong to a host, as in a .dockerconfigjson."""
     v = given.values
     ref = strip_scheme(v[BASE_IMAGE.name] or "scratch")
-    if ref in SCRATCH:
+    if ref in oci_copy.SCRATCH:
         return None
     ref = qualify_reference(ref)
     user, password = None, None

@@ -22,13 +22,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import tools
 from ..distribution import RegistryClient
 from ..errors import TransferError
 from ..files import check_listing, human, safe_relative
 from ..layer_extract import TreeWriter, write_blob
+from ..layer_stream import Stream
 from ..locations import Fetched, FileEntry, OciLocation
 from ..modelcar import MODELS_DIR
 from ..oci_access import check_backend, registry_access
@@ -95,7 +96,7 @@ def _stream_oci(src: OciLocation, dest_dir: Path, work_dir: Path, platform: str)
             def once() -> None:
                 child = group.spawn("oras", ["blob", "fetch", *access.oras_args(), "--output", "-",
                                              f"{src.repository}@{layer['digest']}"], stream=True)
-                stdout = cast(BinaryIO, child.stdout)  # spawned with stream=True: a pipe
+                stdout = cast(Stream, child.stdout)  # spawned with stream=True: a pipe
                 try:
                     try:
                         use(stdout)
@@ -153,7 +154,7 @@ def _is_artifact(src: OciLocation, platform: str) -> bool:
     return (doc.get("config") or {}).get("mediaType") not in IMAGE_CONFIG_TYPES
 
 
-Use = Callable[[BinaryIO], None]
+Use = Callable[[Stream], None]
 Blob = Callable[[dict[str, Any], Use], None]
 
 
@@ -165,11 +166,11 @@ def _from_layout(layout: Layout) -> Blob:
     return blob
 
 
-def _apply(tree: TreeWriter, layer: dict[str, Any], stream: BinaryIO) -> None:
+def _apply(tree: TreeWriter, layer: dict[str, Any], stream: Stream) -> None:
     tree.apply(stream, layer["mediaType"], layer["digest"])
 
 
-def _write(tree: TreeWriter, layer: dict[str, Any], rel: str, sha: list[str], stream: BinaryIO) -> None:
+def _write(tree: TreeWriter, layer: dict[str, Any], rel: str, sha: list[str], stream: Stream) -> None:
     sha.append(write_blob(stream, tree.tree, rel, layer["digest"], layer["size"]))
 
 

@@ -106,7 +106,8 @@ def _download(loc: UriLocation, download: Path, work: Path) -> None:
         reason = getattr(exc, "reason", exc)
         raise TransferError(f"download of {public_url(loc.url)} failed: {reason}") from None
     if total and download.stat().st_size != total:
-        raise TransferError(f"download of {public_url(loc.url)} is truncated: {download.stat().st_size} of {total} bytes")
+        raise TransferError(f"download of {public_url(loc.url)} is truncated: {download.stat().st_size} of {total} "
+                            f"bytes")
 
 
 def unpack(download: Path, name: str, dest: Path) -> None:

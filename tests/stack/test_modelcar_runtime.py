@@ -21,7 +21,7 @@ import pytest
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import TransferError
 from modelsync.locations import OciLocation
-from modelsync.modelcar import MAX_IMAGE_LAYERS, MODEL_LAYER_BUDGET, check_layer_count, model_files, plan_layers
+from modelsync.modelcar_layers import MAX_IMAGE_LAYERS, MODEL_LAYER_BUDGET, check_layer_count, model_files, plan_layers
 from modelsync.oci_copy import push_layout
 from modelsync.oci_layout import TITLE
 from modelsync.sources.oci import fetch_oci

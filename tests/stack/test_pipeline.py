@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync import config, job, modelcar, pipeline, tools
+from modelsync import config, job, modelcar_layers, pipeline, s3_download, tools
 from modelsync.aws import cli_env, cli_flags
 from modelsync.errors import ModelSyncError, TransferError
 from modelsync.files import disk_bytes, inventory
@@ -28,6 +28,7 @@ from ..support.models import TEST_JOB, make_model, write_big
 from .test_job import base_env, destination_env, mr_get, read_back, s3loc, start_and_wait_for_pending
 
 MIB = 1 << 20
+PIPELINE_LOGGERS = {f"modelsync.{n}" for n in ("pipeline", "resync", "s3_download", "layer_push", "modelcar_push")}
 
 
 # ---- without a stack ----------------------------------------------------------------------------------------------
@@ -43,12 +44,12 @@ def test_layer_parts_with_the_files_put_in_are_byte_for_byte_the_file_layer(tmp_
     out = Layout(tmp_path / "out")
     out.init()
     for group in (["a/b/weights.bin"], ["x" * 120 + "/long ünï.bin"], sorted(data)):
-        layer = modelcar.write_layer([(rel, tmp_path / "src" / rel) for rel in group], out, "t")
-        parts = modelcar.layer_parts([(rel, len(data[rel])) for rel in group])
+        layer = modelcar_layers.write_layer([(rel, tmp_path / "src" / rel) for rel in group], out, "t")
+        parts = modelcar_layers.layer_parts([(rel, len(data[rel])) for rel in group])
         assert [p for p in parts if isinstance(p, str)] == sorted(group)
         joined = b"".join(data[p] if isinstance(p, str) else p for p in parts)
         assert joined == out.blob_path(layer.digest).read_bytes()
-        assert len(joined) == layer.size == modelcar.layer_tar_size([(rel, len(data[rel])) for rel in group])
+        assert len(joined) == layer.size == modelcar_layers.layer_tar_size([(rel, len(data[rel])) for rel in group])
 
 
 def test_sizes():
@@ -57,14 +58,14 @@ def test_sizes():
     for bad in ("", "lots", "-1", "2Xi", "0"):
         with pytest.raises(ValueError):
             parse_size(bad)
-    assert pipeline._glob_literal("a[1]*?.bin") == "a[[]1][*][?].bin"
+    assert s3_download._glob_literal("a[1]*?.bin") == "a[[]1][*][?].bin"
 
 
 def test_storage_needed_is_the_largest_layer_of_files():
     files = {"big/a.bin": 100 * MIB, "big/b.bin": 64 * MIB, "config.json": 10, "tok/t.json": 5 * MIB}
     assert pipeline.storage_needed(None, files, None) == 100 * MIB
     many = {f"{i:03d}.bin": MIB for i in range(200)}  # packed: a layer holds many files
-    groups = modelcar.plan_layers(sorted(many.items()))
+    groups = modelcar_layers.plan_layers(sorted(many.items()))
     assert pipeline.storage_needed(None, many, None) == max(len(g) for g in groups) * MIB > MIB
 
 
@@ -90,12 +91,13 @@ def test_the_aws_plugin_sets_transfer_defaults_the_cli_cannot():
 def test_a_file_changed_in_a_directory_being_pushed_is_named(tmp_path):
     """dir_to_modelcar's files are there already (no download): a file that changed since the listing is one line
     naming the directory and the file, not an error about a download that never was."""
+    from modelsync.layer_push import LayerPusher
     from modelsync.locations import OciLocation
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "a.bin").write_bytes(b"abc")
     (tmp_path / "job").mkdir()
-    run = pipeline._Run(None, "", {"a.bin": 5}, OciLocation("127.0.0.1:9/r:t", tls_verify=False), None,
-                        tmp_path / "job", 0, None, landed=tmp_path / "model")
+    run = LayerPusher({"a.bin": 5}, OciLocation("127.0.0.1:9/r:t", tls_verify=False), None, None, tmp_path / "job",
+                      landed=tmp_path / "model")
     with pytest.raises(TransferError, match=rf"{tmp_path / 'model'}: a.bin is 3 bytes, 5 listed"):
         run._await("a.bin")
     with pytest.raises(TransferError, match=rf"{tmp_path / 'model'} is incomplete: b.bin is missing"):
@@ -154,9 +156,9 @@ def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base
     caplog.clear()
     env, _ = job_env(stack, tmp_path, prefix, base_image, "old")
     env["MODEL_SYNC_DESTINATION_OCI_BACKEND"] = "skopeo"  # build_modelcar's layout: none of the pipeline's code
-    with caplog.at_level(logging.INFO, logger="modelsync.pipeline"):
+    with caplog.at_level(logging.INFO, logger="modelsync"):
         fetched = job.run(config.load([], env))
-    assert not any(r.name == "modelsync.pipeline" for r in caplog.records)
+    assert not any(r.name in PIPELINE_LOGGERS for r in caplog.records)
     assert fetched.digest == streamed.digest
     assert fetched.files == streamed.files
 
@@ -178,7 +180,7 @@ def run_sampling_scratch(env: dict[str, str], caplog) -> tuple[object, int]:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
-        with caplog.at_level(logging.DEBUG, logger="modelsync.pipeline"):
+        with caplog.at_level(logging.DEBUG, logger="modelsync"):  # the pipeline's modules: PIPELINE_LOGGERS
             published = job.run(config.load([], env))
     finally:
         stop.set()

@@ -1,4 +1,4 @@
-"""Re-syncing S3 -> OCI (pipeline.reusable_layers): an unchanged model downloads nothing and ends with the same
+"""Re-syncing S3 -> OCI (resync.reusable_layers): an unchanged model downloads nothing and ends with the same
 digest; a changed object re-downloads its layer only; a blob gone from the registry is pushed again; a record whose
 ETag no longer matches is not trusted. Every run: the digest a full sync of the same bytes gives."""
 

@@ -1,4 +1,5 @@
-"""modelcar.py and layer_extract.py without any tool or registry: layer bytes, headers, config, manifest, base images."""
+"""modelcar.py, modelcar_layers.py and layer_extract.py without any tool or registry: layer bytes, headers,
+config, manifest, base images."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ import pytest
 
 from modelsync.errors import TransferError
 from modelsync.layer_extract import TreeWriter
-from modelsync.modelcar import (LARGE_FILE_BYTES, MAX_IMAGE_LAYERS, MODEL_LAYER_BUDGET, PACK_TITLE, build_modelcar,
-                                check_layer_count, layer_members, layer_titles, plan_layers,
-                                tar_header)
+from modelsync.modelcar import build_modelcar
+from modelsync.modelcar_layers import (LARGE_FILE_BYTES, MAX_IMAGE_LAYERS, MODEL_LAYER_BUDGET, PACK_TITLE,
+                                       check_layer_count, layer_members, layer_titles, plan_layers, tar_header)
 from modelsync.oci_layout import OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST, TITLE, Layout
 from tests.support.models import SMALL_FILES, make_model
 from tests.support.oci_helpers import entry, tar_bytes, write_image
