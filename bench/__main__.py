@@ -40,7 +40,8 @@ import uuid
 from pathlib import Path
 
 from e2e.stack import DEFAULT_STATE_DIR, LocalStack
-from modelsync import aws, config, job, tools
+from modelsync import config, job, tools
+from modelsync.clients import aws
 from modelsync.files import disk_bytes, inventory
 from modelsync.locations import OciLocation, S3Location
 from modelsync.oci_copy import push_layout

@@ -23,10 +23,10 @@ import urllib.request
 from pathlib import Path
 
 from e2e.stack import DEFAULT_STATE_DIR, LocalStack
-from modelsync import aws
+from modelsync.clients import aws
 from modelsync.locations import OciLocation, S3Location
-from modelsync.secret import Secret
 from modelsync.oci_copy import push_layout
+from modelsync.secret import Secret
 from tests.support.oci_helpers import busybox_layout
 
 MODEL_NAME = "tiny-bert-demo"

@@ -148,7 +148,7 @@ def pick_ports(remembered: Path, names: tuple[str, ...]) -> dict[str, int]:
                         sock.close()
             missing = [n for n in names if n not in ports]
             fresh = [p for p in free_ports(len(missing) + len(ports)) if p not in ports.values()]
-            ports.update(zip(missing, fresh))
+            ports.update(zip(missing, fresh, strict=False))  # fresh may hold more than needed
         finally:
             for sock in held:
                 sock.close()

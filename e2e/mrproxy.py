@@ -26,8 +26,8 @@ from __future__ import annotations
 import argparse
 import hmac
 import http.client
-import sys
 import ssl
+import sys
 import threading
 import urllib.parse
 from dataclasses import dataclass

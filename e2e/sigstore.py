@@ -349,7 +349,7 @@ def _der_b64(pem: bytes) -> list[str]:
 
 
 def _rfc3339(t: datetime.datetime) -> str:
-    return t.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return t.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _key_details(spki_der: bytes) -> str:
@@ -371,7 +371,7 @@ def write_trust(site: Site, ports: Mapping[str, int]) -> dict:
     config Rekor v2. Beside them signing_config_rekor_v1.json and trust_config_rekor_v1.json: the same trusted root,
     signing with Rekor v1."""
     pub = _pub(site)
-    start = _rfc3339(datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=1))
+    start = _rfc3339(datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=1))
     valid = {"start": start}
     fulcio, ct, tsa, rekor = (_url(ports[n]) for n in ("sigstore_fulcio", "sigstore_ct", "sigstore_tsa",
                                                        "sigstore_rekor"))
@@ -454,7 +454,7 @@ def write_tuf_repo(site: Site) -> None:
     repo = pub / "tuf" / "repo.new"
     shutil.rmtree(repo, ignore_errors=True)
     (repo / "targets").mkdir(parents=True)
-    expires = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0) + datetime.timedelta(days=365)
+    expires = datetime.datetime.now(datetime.UTC).replace(microsecond=0) + datetime.timedelta(days=365)
     signer = CryptoSigner.generate_ed25519()
     key = signer.public_key
 

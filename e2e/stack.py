@@ -197,7 +197,7 @@ class LocalStack:
         self._state = self._load()
         self.ports = {name: info["port"] for name, info in self._state.get("components", {}).items()}
         names = list(module.COMPONENTS) + list(getattr(module, "EXTRA_PORTS", ()))
-        self.ports.update(zip(names, free_ports(len(names))))
+        self.ports.update(zip(names, free_ports(len(names)), strict=True))
         try:
             module.start(self)
         except Exception:
@@ -327,7 +327,7 @@ class LocalStack:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir / "secrets", 0o700)
         names = list(COMPONENTS) + list(AUXILIARY) + list(minio.EXTRA_PORTS)
-        self.ports = dict(zip(names, free_ports(len(names))))
+        self.ports = dict(zip(names, free_ports(len(names)), strict=True))
         self._state = {"up": False, "started_at": time.time(), "components": {}}
         self._save()
 

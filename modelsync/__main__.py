@@ -9,7 +9,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from . import events, logs, termination
+from . import logs, termination
+from .clients import events
 from .errors import ConfigError, ModelSyncError
 from .secret import mask
 

@@ -26,12 +26,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import destinations, events, pipeline, registry, signing, sources, termination, workspace
+from . import destinations, pipeline, registry, signing, sources, termination, workspace
+from .clients import events
+from .clients.mr_api import TokenRejected
 from .errors import ConfigError, CredentialsRefused, ModelSyncError
 from .files import human, require_free_space, total_size
 from .locations import Published
 from .metadata import ids_in, parse_metadata_dir
-from .mr_api import TokenRejected
 from .secret import mask, redact_url
 from .validate import signing_decision
 from .values import Config

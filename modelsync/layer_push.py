@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from . import tools
-from .distribution import RegistryClient
+from .clients.distribution import RegistryClient
 from .errors import TransferError
 from .files import human
 from .locations import FileEntry, OciLocation

@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .distribution import RegistryClient
+from .clients.distribution import RegistryClient
 from .errors import TransferError
 from .files import human
 from .layer_push import Download, LayerPusher

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .clients.distribution import speaks_https
 from .credentials import auth_entry
-from .distribution import speaks_https
 from .errors import TransferError
 from .locations import OciLocation
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import tools
-from .distribution import RegistryClient
+from .clients.distribution import RegistryClient
 from .errors import ToolError, TransferError
 from .files import dir_bytes
 from .locations import OciLocation, qualify_reference

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from . import events
+from .clients import events
 from .files import human
 
 log = logging.getLogger("modelsync.progress")

@@ -67,10 +67,10 @@ from mr_openapi.models import (
     RegisteredModelUpdate,
 )
 
+from .clients.mr_api import Conflict, Connection, NotFound, RetryPolicy, check_client_prefix, detect
 from .errors import RegistryError
 from .locations import Published, split_registry_address
 from .metadata import Metadata, PropertyValue
-from .mr_api import Conflict, Connection, NotFound, RetryPolicy, check_client_prefix, detect
 from .mr_values import (
     MARKER,
     ArtifactFields,

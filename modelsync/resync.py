@@ -18,7 +18,7 @@ import json
 import logging
 from collections.abc import Mapping
 
-from .distribution import RegistryClient
+from .clients.distribution import RegistryClient
 from .errors import TransferError
 from .files import human
 from .locations import FileEntry, OciLocation

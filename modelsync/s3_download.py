@@ -24,8 +24,9 @@ import logging
 import os
 from pathlib import Path
 
-from . import aws, tools
+from . import tools
 from .awscli_plugin.modelsync_no_expect import CONCURRENCY_ENV
+from .clients import aws
 from .files import disk_bytes, human
 from .layer_push import LayerPusher
 from .locations import S3Location

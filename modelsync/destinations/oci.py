@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import credentials, oci_copy
-from ..distribution import RegistryClient
+from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
 from ..locations import Fetched, OciLocation, Published, qualify_reference, strip_scheme

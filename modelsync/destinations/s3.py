@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .. import aws, tools
+from .. import tools
+from ..clients import aws
 from ..errors import TransferError
 from ..files import total_size
 from ..locations import Fetched, FileEntry, OciLocation, Published, S3Location

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..distribution import RegistryClient
+from ..clients.distribution import RegistryClient
 from ..errors import ModelSyncError
 from ..files import human
 from ..locations import OciLocation, qualify_reference, strip_scheme

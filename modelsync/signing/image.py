@@ -19,7 +19,7 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from ..distribution import RegistryClient
+from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..locations import OciLocation
 from ..oci_copy import repo_path

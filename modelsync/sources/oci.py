@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import tools
-from ..distribution import RegistryClient
+from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..files import check_listing, human, safe_relative
 from ..layer_extract import TreeWriter, write_blob

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .. import aws, tools
+from .. import tools
+from ..clients import aws
 from ..errors import TransferError
 from ..files import check_listing, dir_bytes, inventory, model_path, require_free_space
 from ..locations import Fetched, FileEntry, S3Location

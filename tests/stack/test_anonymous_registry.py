@@ -27,8 +27,8 @@ from modelsync.locations import OciLocation
 from modelsync.sources.oci import fetch_oci
 
 from ..support.models import digests_of
-from .test_job import base_env, mr_get
 from ..support.token_registry import SERVICE, Signer, TokenRegistry, TokenServer, start_token_registry
+from .test_job import base_env, mr_get
 
 pytestmark = pytest.mark.stack
 

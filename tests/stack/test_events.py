@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from modelsync import __main__ as cli
-from modelsync import config, events
+from modelsync import config
+from modelsync.clients import events
 
 from .test_hostile import pvc_job
 

@@ -20,8 +20,25 @@ from pathlib import Path
 import pytest
 
 from ..conftest import unavailable
-from ..support.fault_jobs import (RESULTS, RUNNING, Job, Model, assert_failed, assert_live, downloaded, job_env,
-                         processes_with, record, registered, remove_prefix, run, tags, the_artifact, upload, when)
+from ..support.fault_jobs import (
+    RESULTS,
+    RUNNING,
+    Job,
+    Model,
+    assert_failed,
+    assert_live,
+    downloaded,
+    job_env,
+    processes_with,
+    record,
+    registered,
+    remove_prefix,
+    run,
+    tags,
+    the_artifact,
+    upload,
+    when,
+)
 from ..support.faults import Toxiproxy, dir_bytes, failing_gateway, private_minio, private_registry
 from ..support.models import make_model
 from ..support.mounts import tmpfs

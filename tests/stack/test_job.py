@@ -21,10 +21,10 @@ from modelsync.destinations.local import RECORD
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import ModelSyncError
 from modelsync.locations import OciLocation, S3Location
+from modelsync.oci_copy import push_layout
 from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
 from modelsync.sources.s3 import fetch_s3
-from modelsync.oci_copy import push_layout
 
 from ..support.models import TEST_JOB, digests_of, write_big
 from ..support.oci_helpers import busybox_layout

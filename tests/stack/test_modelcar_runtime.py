@@ -27,8 +27,7 @@ from modelsync.oci_layout import TITLE
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
 from tests.support.models import digests_of
-from tests.support.oci_helpers import (BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes,
-                               write_image)
+from tests.support.oci_helpers import BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes, write_image
 
 pytestmark = pytest.mark.stack
 FILES = 300

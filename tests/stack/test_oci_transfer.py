@@ -32,12 +32,11 @@ from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
 from tests.support.models import digests_of, make_model
-from tests.support.oci_helpers import (BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes,
-                               write_image)
+from tests.support.oci_helpers import BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes, write_image
 
 pytestmark = pytest.mark.stack
 BACKENDS = ["skopeo", "oras"]
-WHEN = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="session")
@@ -354,7 +353,7 @@ def test_oras_pushes_from_the_files_the_image_skopeo_copies_from_a_layout(tmp_pa
     (it may be a volume read in place)."""
     expected = make_model(tmp_path / "model", big_bytes=12 << 20)
     before = {p: p.stat().st_mtime_ns for p in (tmp_path / "model").rglob("*")}
-    when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    when = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
     sig = tmp_path / "model.sig"
     sig.write_bytes(b'{"a signature": true}')
     out = {backend: publish_modelcar(tmp_path / "model", plain(f"{_repo()}:{backend}"), busybox_base,

@@ -40,6 +40,7 @@ def sample_run(stack, model, base_image):
     from modelsync.locations import OciLocation
     from modelsync.oci_copy import push_layout
     from modelsync.secret import Secret
+
     from ..support.oci_helpers import busybox_layout
     model_dir, expected = model
     run = uuid.uuid4().hex[:6]

@@ -12,13 +12,14 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import uuid
 from pathlib import Path
 
 import pytest
 
 from modelsync import config, job, modelcar_layers, pipeline, s3_download, tools
-from modelsync.aws import cli_env, cli_flags
+from modelsync.clients.aws import cli_env, cli_flags
 from modelsync.errors import ModelSyncError, TransferError
 from modelsync.files import disk_bytes, inventory
 from modelsync.oci_layout import Layout
@@ -72,7 +73,7 @@ def test_storage_needed_is_the_largest_layer_of_files():
 def test_the_aws_plugin_sets_transfer_defaults_the_cli_cannot():
     """In a fresh interpreter, as the aws child loads it: one submission at a time (files' ranges queued in order),
     2 MiB chunks in a short I/O queue; values passed explicitly still win."""
-    from modelsync.aws import PLUGIN_DIR
+    from modelsync.clients.aws import PLUGIN_DIR
     code = ("import modelsync_no_expect as p\n"
             "class Cli:\n    def register(self, *a): pass\n"
             "p.awscli_initialize(Cli())\n"
@@ -281,7 +282,7 @@ def test_too_small_storage_path_names_what_the_pipeline_needs(stack, tmp_path, b
     monkeypatch.setattr(files.shutil, "disk_usage", lambda path: usage(10 << 20, 10 << 20, 1024))
     with pytest.raises(ModelSyncError, match=r"has 1.0 KiB free but the pipeline's largest layer in flight needs"):
         job.run(config.load([], env))
-    with pytest.raises(Exception):  # nothing registered: the refusal came before the claim
+    with pytest.raises(urllib.error.HTTPError):  # nothing registered: the refusal came before the claim
         mr_get(stack, f"registered_model?name={name}")
 
 

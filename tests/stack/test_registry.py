@@ -17,17 +17,16 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from http.server import ThreadingHTTPServer
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from e2e.mrproxy import start_proxy
-
+from modelsync.clients.mr_api import RetryPolicy
 from modelsync.errors import ConfigError, RegistryError
 from modelsync.locations import FileEntry, Published
 from modelsync.metadata import parse_metadata, parse_metadata_dir
-from modelsync.mr_api import RetryPolicy
 from modelsync.registry import Intent, RegistrySettings, connect
 from modelsync.secret import Secret
 

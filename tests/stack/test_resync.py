@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from modelsync import aws, config, job, modelcar, tools
+from modelsync import config, job, modelcar, tools
+from modelsync.clients import aws
 from modelsync.oci_layout import OCI_MANIFEST
 
 from ..support.models import make_model

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from modelsync import aws, config, job, tools
+from modelsync import config, job, tools
+from modelsync.clients import aws
 from modelsync.destinations.s3 import publish_s3
 from modelsync.errors import ConfigError, ModelSyncError
 from modelsync.files import inventory

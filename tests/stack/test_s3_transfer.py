@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from modelsync import aws, tools
+from modelsync import tools
+from modelsync.clients import aws
 from modelsync.destinations.s3 import publish_s3
 from modelsync.errors import TransferError
 from modelsync.files import inventory, safe_relative

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from modelsync.distribution import RegistryClient
+from modelsync.clients.distribution import RegistryClient
 from modelsync.locations import OciLocation
 from modelsync.oci_copy import repo_path
 from modelsync.secret import Secret

@@ -146,9 +146,9 @@ def test_modelsync_verify_accepts_the_image_and_refuses_a_wrong_identity(sigstor
 def test_a_signature_moved_onto_another_image_fails(sigstore_stack, signed_image, require_tool, tmp_path, model):
     """The referrer (bundle and all) attached to a different image: cosign and modelsync-verify refuse it, since
     the signed statement names the first image's digest."""
-    from modelsync.distribution import RegistryClient
-    from modelsync.oci_copy import repo_path
+    from modelsync.clients.distribution import RegistryClient
     from modelsync.destinations.oci import publish_modelcar
+    from modelsync.oci_copy import repo_path
     from modelsync.signing import image
 
     first = OciLocation(signed_image["uri"].removeprefix("oci://"), tls_verify=False)
@@ -201,8 +201,9 @@ def test_signed_sync_to_s3_and_volume_verifies(dst, sigstore_stack, base_image, 
 
 def test_model_sig_digests_come_from_the_transfer_not_a_reread(sigstore_stack, base_image, tmp_path, model):
     """model.sig's manifest equals the files' sha256 computed independently here."""
-    from modelsync.signing.model import manifest_of
     from sigstore.models import Bundle
+
+    from modelsync.signing.model import manifest_of
     model_dir, expected = model
     env, _ = signed_job(sigstore_stack, tmp_path, model_dir, "pvc", "pvc", base_image)
     assert run_cli(env, tmp_path).returncode == 0
@@ -387,7 +388,7 @@ def test_fetch_then_publish_modelcar_is_signed_with_its_own_last_layer(sigstore_
                                                                        require_tool):
     """pvc -> oci with skopeo (fetch-then-publish, not the pipeline): model.sig is the image's last layer, alone,
     and both verifiers accept the image."""
-    from modelsync.distribution import RegistryClient
+    from modelsync.clients.distribution import RegistryClient
     from modelsync.oci_copy import repo_path
     model_dir, expected = model
     env, _ = signed_job(sigstore_stack, tmp_path, model_dir, "pvc", "oci", base_image,

@@ -23,8 +23,8 @@ from modelsync.destinations.s3 import publish_s3
 from modelsync.files import inventory
 
 from ..support.models import TEST_JOB, make_model
-from .test_job import http_root, mr_get, s3loc  # noqa: F401 (http_root: a fixture)
 from ..support.ui_jobs import UiJob, typed
+from .test_job import http_root, mr_get, s3loc  # noqa: F401 (http_root: a fixture)
 
 pytestmark = pytest.mark.stack
 

@@ -19,10 +19,10 @@ import boto3
 from modelsync.locations import OciLocation
 from modelsync.sources.oci import fetch_oci
 
-from .faults import dir_bytes, wait_for
-from .models import digests_of
 from ..stack.test_hostile import registered, the_artifact
 from ..stack.test_job import base_env
+from .faults import dir_bytes, wait_for
+from .models import digests_of
 
 RESULTS: list[tuple[str, str, str, float]] = []  # (case, what was injected, outcome, seconds the job took)
 RUNNING: list[Job] = []                          # every job started; the test module kills any left running

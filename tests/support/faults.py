@@ -27,8 +27,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from e2e import procs
-from e2e.registry import config_yaml
 from e2e.component import free_ports, http_status
+from e2e.registry import config_yaml
 from e2e.stack import find_tool
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))

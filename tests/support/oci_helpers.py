@@ -12,8 +12,15 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from modelsync.oci_layout import (DOCKER_CONFIG, DOCKER_MANIFEST, OCI_CONFIG, OCI_LAYER_TAR, OCI_MANIFEST, Layout,
-                                  canonical_json)
+from modelsync.oci_layout import (
+    DOCKER_CONFIG,
+    DOCKER_MANIFEST,
+    OCI_CONFIG,
+    OCI_LAYER_TAR,
+    OCI_MANIFEST,
+    Layout,
+    canonical_json,
+)
 
 BUSYBOX = Path("/bin/busybox")
 

@@ -88,7 +88,7 @@ class Signer:
     def __init__(self, common_name: str = "modelsync test token signer"):
         self.key = ec.generate_private_key(ec.SECP256R1())
         name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        now = dt.datetime.now(dt.timezone.utc)
+        now = dt.datetime.now(dt.UTC)
         self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
                      .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
                      .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=30))
@@ -185,7 +185,7 @@ class TokenServer:
             self.requests.append(TokenRequest(handler.command, service, tuple(scopes),
                                               auth.split(" ", 1)[0] if auth else None, tuple(access)))
         self._send(handler, 200, {"token": token, "access_token": token, "expires_in": TOKEN_TTL,
-                                  "issued_at": dt.datetime.now(dt.timezone.utc).isoformat()})
+                                  "issued_at": dt.datetime.now(dt.UTC).isoformat()})
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, doc: dict) -> None:
@@ -270,7 +270,7 @@ def start_token_registry(root: Path, registry_binary: str, key_header: str = "ki
     tokens = TokenServer(signer, key_header=key_header).start()
     proc = None
     try:
-        for attempt in range(3):  # the port is free when picked; another process could take it before we bind
+        for _attempt in range(3):  # the port is free when picked; another process could take it before we bind
             port = _free_port()
             config = registry_config(root, port, tokens.realm, bundle)
             with open(root / "registry.log", "ab") as log:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from modelsync import config
 from modelsync.errors import ConfigError
 from modelsync.secret import Secret
-from modelsync.stores import s3 as s3_store
 from modelsync.settings import BY_NAME, SETTINGS
+from modelsync.stores import s3 as s3_store
 
 # The spec's table, verbatim: env var -> (arg, default). A rename here is a breaking change for users.
 SPEC = {

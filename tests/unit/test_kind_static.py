@@ -32,6 +32,7 @@ def test_script_is_valid_bash_and_runs_the_shared_runner():
 
 def test_script_exports_everything_the_kind_mode_reads():
     import inspect
+
     from e2e.k8s_e2e import Run
     source = inspect.getsource(Run.up_kind)
     needed = set(re.findall(r'"([A-Z][A-Z_]+)"', source.split("names = (", 1)[1].split(")", 1)[0]))

@@ -17,13 +17,22 @@ import pytest
 from modelsync.errors import TransferError
 from modelsync.layer_extract import TreeWriter
 from modelsync.modelcar import build_modelcar
-from modelsync.modelcar_layers import (LARGE_FILE_BYTES, MAX_IMAGE_LAYERS, MODEL_LAYER_BUDGET, PACK_TITLE,
-                                       check_layer_count, layer_members, layer_titles, plan_layers, tar_header)
+from modelsync.modelcar_layers import (
+    LARGE_FILE_BYTES,
+    MAX_IMAGE_LAYERS,
+    MODEL_LAYER_BUDGET,
+    PACK_TITLE,
+    check_layer_count,
+    layer_members,
+    layer_titles,
+    plan_layers,
+    tar_header,
+)
 from modelsync.oci_layout import OCI_CONFIG, OCI_LAYER_GZIP, OCI_LAYER_TAR, OCI_MANIFEST, TITLE, Layout
 from tests.support.models import SMALL_FILES, make_model
 from tests.support.oci_helpers import entry, tar_bytes, write_image
 
-WHEN = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.timezone.utc)
+WHEN = dt.datetime(2026, 11, 25, 12, 0, tzinfo=dt.UTC)
 
 
 def _layers(image) -> dict[str, bytes]:

@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 
 from modelsync.destinations.local import RECORD, publish_local
-from modelsync.sources.uri import uri_headers
 from modelsync.errors import TransferError
 from modelsync.files import inventory
 from modelsync.locations import LocalLocation, UriLocation
 from modelsync.sources.local import read_local
-from modelsync.sources.uri import fetch_uri
+from modelsync.sources.uri import fetch_uri, uri_headers
 
 from ...support.models import TEST_JOB, digests_of, make_model
 from ...support.servers import serve_directory

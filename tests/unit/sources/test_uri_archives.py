@@ -19,8 +19,8 @@ from modelsync.errors import TransferError
 from modelsync.locations import UriLocation
 from modelsync.sources.uri import fetch_uri
 
-from ...support.mounts import tmpfs
 from ...support.models import digests_of, make_model
+from ...support.mounts import tmpfs
 from ...support.servers import serve_directory
 
 MiB = 1 << 20

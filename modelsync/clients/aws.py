@@ -40,10 +40,10 @@ from botocore.client import BaseClient
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import secret, tools
-from .awscli_plugin.modelsync_no_expect import drop_expect
-from .errors import ConfigError, CredentialsRefused, ToolError, TransferError
-from .locations import S3Location
+from .. import secret, tools
+from ..awscli_plugin.modelsync_no_expect import drop_expect
+from ..errors import ConfigError, CredentialsRefused, ToolError, TransferError
+from ..locations import S3Location
 
 T = TypeVar("T")
 

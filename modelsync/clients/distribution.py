@@ -23,11 +23,11 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from . import secret
-from .errors import CredentialsRefused, TransferError
-from .locations import OciLocation
-from .oci_layout import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
-from .retry import DEFAULT, Policy, Transient, http_status
+from .. import secret
+from ..errors import CredentialsRefused, TransferError
+from ..locations import OciLocation
+from ..oci_layout import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST
+from ..retry import DEFAULT, Policy, Transient, http_status
 
 ACCEPT = f"{OCI_MANIFEST}, {OCI_INDEX}, {DOCKER_MANIFEST}, {DOCKER_LIST}"
 log = logging.getLogger("modelsync.distribution")

@@ -34,7 +34,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from .secret import mask
+from ..secret import mask
 
 log = logging.getLogger("modelsync.events")
 

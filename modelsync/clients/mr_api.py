@@ -26,9 +26,9 @@ from mr_openapi.configuration import Configuration
 from mr_openapi.exceptions import ApiException, OpenApiException
 from mr_openapi.rest import RESTResponse
 
-from .errors import RegistryError
-from .retry import TRANSIENT_STATUSES, Policy, Transient, http_status
-from .secret import mask
+from ..errors import RegistryError
+from ..retry import TRANSIENT_STATUSES, Policy, Transient, http_status
+from ..secret import mask
 
 log = logging.getLogger("modelsync.registry")
 

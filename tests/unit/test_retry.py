@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from modelsync import retry
-from modelsync.distribution import RegistryClient
+from modelsync.clients.distribution import RegistryClient
 from modelsync.errors import TransferError
 from modelsync.locations import OciLocation
 from modelsync.retry import Policy, Transient
