@@ -103,6 +103,7 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
     run names every part that fails: `preflight.errors` {part: one line}, `preflight.error` the first of them. A
     failed preflight is reported in the JSON, not raised, so the settings still show."""
     sign, warning = signing_decision(cfg)
+    signing_settings = signing.SigningSettings.from_config(cfg)
     report: dict[str, Any] = {"settings": cfg.report(), "signing": {"enabled": sign, "warning": warning}}
     pre: dict[str, Any] = {"intent": cfg.model_upload_intent}
     report["preflight"] = pre
@@ -142,7 +143,7 @@ def dry_run(cfg: Config) -> tuple[dict[str, Any], bool]:
                 cfg, registry.job_fingerprint(job_intent), files)))
             if sign:
                 part("signing", lambda: report["signing"].update(
-                    signing.prepare(cfg, Path(scratch), model_name(cfg)).describe()))
+                    signing.prepare(signing_settings, Path(scratch), model_name(cfg)).describe()))
         finally:
             _restore_temporary_files(saved_tmp)
     if errors:
@@ -213,7 +214,8 @@ def run(cfg: Config) -> Published:
             source, files = preflight_source(cfg)
             destination = preflight_destination(cfg, job, files)
             check_space(cfg, source.get("bytes"), files)
-            signer = signing.prepare(cfg, ws.root, model_name(cfg)) if sign else None
+            signer = signing.prepare(signing.SigningSettings.from_config(cfg), ws.root,
+                                         model_name(cfg)) if sign else None
             if job_intent.kind != "update_artifact" and plan.intent.metadata is not None:  # a Hub model card
                 plan = dataclasses.replace(plan, intent=dataclasses.replace(plan.intent, metadata=sources.of(
                     cfg).metadata(cfg.source, plan.intent.metadata, job_intent.kind, ws.work)))

@@ -102,6 +102,11 @@ class OciLocation:
     def digest(self) -> str | None:
         return self.reference.split("@", 1)[1] if "@" in self.reference else None
 
+    @property
+    def lookup(self) -> str:
+        """What to ask the registry for: the digest if pinned, else the tag, else `latest` (as docker reads it)."""
+        return self.digest or self.tag or "latest"
+
 
 @dataclass(frozen=True)
 class UriLocation:

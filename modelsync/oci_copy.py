@@ -189,7 +189,7 @@ def _run(binary: str, args: list[str], **kw: Any) -> str:
 
 
 def is_index(src: OciLocation) -> bool:
-    remote = RegistryClient(src).manifest(repo_path(src), src.digest or src.tag or "latest")
+    remote = RegistryClient(src).manifest(repo_path(src), src.lookup)
     return remote.media_type in INDEX_TYPES
 
 

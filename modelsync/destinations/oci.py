@@ -91,11 +91,11 @@ def preflight_oci(target: OciLocation, base: OciLocation | None) -> dict[str, ob
     and CA given, and the base image exists (pulling it is the build's first step). A digest-pinned target never
     gets here: validate() refuses it."""
     RegistryClient(target).check_access(repo_path(target))
-    facts: dict[str, object] = {"type": "oci", "repository": target.repository, "tag": target.tag or "latest",
+    facts: dict[str, object] = {"type": "oci", "repository": target.repository, "tag": push_tag(target),
                                 "credentials": f"user {target.username}" if target.username else "anonymous"}
     if not is_scratch(base):
         assert base is not None
-        ref = base.digest or base.tag or "latest"
+        ref = base.lookup
         try:
             manifest = RegistryClient(base).manifest(repo_path(base), ref)
         except TransferError as exc:

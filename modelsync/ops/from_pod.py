@@ -29,9 +29,10 @@ from typing import Any
 import yaml
 
 from .. import tools
+from ..errors import ConfigError
 
 
-class PodSpecError(Exception):
+class PodSpecError(ConfigError):
     """The spec or the objects cannot give the container's configuration; the message says what is missing."""
 
 

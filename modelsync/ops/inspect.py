@@ -34,7 +34,7 @@ from ..signing.model import SIGNATURE_NAME as SIGNATURE_FILE
 
 def describe(target: OciLocation) -> dict[str, Any]:
     client, repo = RegistryClient(target), repo_path(target)
-    manifest = client.manifest(repo, target.digest or target.tag or "latest")
+    manifest = client.manifest(repo, target.lookup)
     doc = manifest.json()
     if "layers" not in doc:
         raise ModelSyncError(f"{target.reference} is an index or list ({manifest.media_type}); inspect one of its "

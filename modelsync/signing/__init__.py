@@ -1,7 +1,7 @@
 """Signing with sigstore: the model's files (model.sig, OpenSSF model-signing format) and the pushed image
 (a cosign-compatible bundle attached as an OCI referrer). Natively in Python with sigstore-python.
 
-    prepare(cfg, scratch)  before the claim: the trust material (TUF or a local file), the services, Rekor's API
+    prepare(settings, scratch)  before the claim: the trust material (TUF or a local file), the services, Rekor's API
                            generation, Fulcio answering, the token file there. Nothing is signed yet.
     .sign_model(files)     the model.sig bundle for the files' sha256 (from the transfer), before they go up
     .sign_image(loc, dig)  the image's signature, after its push, attached to it in the registry
@@ -20,7 +20,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,11 +48,23 @@ ISSUER_OIDS = ("1.3.6.1.4.1.57264.1.8", "1.3.6.1.4.1.57264.1.1")  # Fulcio's OID
 CERT_MARGIN = dt.timedelta(seconds=60)  # a certificate closer than this to its end is not used for a signature
 PROPERTY_PREFIX = "modelsync.signature."
 
-__all__ = ["SIGNATURE_NAME", "Signing", "SigningError", "prepare", "token_path"]
+__all__ = ["SIGNATURE_NAME", "Signing", "SigningError", "SigningSettings", "prepare"]
 
 
-def token_path(cfg: Config) -> Path:
-    return Path(cfg.signing_identity_token_path) if cfg.signing_identity_token_path else DEFAULT_TOKEN
+@dataclass(frozen=True)
+class SigningSettings:
+    """The signing settings, resolved once (from_config): where the identity token is, the SIGSTORE_* URLs, a
+    local trust file and the TUF root's expected checksum."""
+    token_path: Path
+    sigstore_env: Mapping[str, str]
+    trust_config: Path | None = None
+    root_checksum: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> SigningSettings:
+        return cls(Path(cfg.signing_identity_token_path) if cfg.signing_identity_token_path else DEFAULT_TOKEN,
+                   dict(cfg.sigstore_env), Path(cfg.sigstore_trust_config) if cfg.sigstore_trust_config else None,
+                   cfg.sigstore_root_checksum)
 
 
 @dataclass
@@ -221,16 +233,15 @@ def _one_line(exc: BaseException) -> str:
     return lines[0][:400]
 
 
-def prepare(cfg: Config, scratch: Path, model_name: str) -> Signing:
+def prepare(settings: SigningSettings, scratch: Path, model_name: str) -> Signing:
     """Everything signing needs that can fail before anything is claimed or moved."""
-    tok = token_path(cfg)
+    tok = settings.token_path
     if not tok.is_file():
         raise ConfigError(f"signing is on but the identity token {tok} does not exist; mount a service-account token "
                           f"(audience sigstore) or set --signing-identity-token-path / "
                           f"MODEL_SYNC_SIGNING_IDENTITY_TOKEN_PATH")
-    local = Path(cfg.sigstore_trust_config) if cfg.sigstore_trust_config else None
-    trust, services = client_trust_config(dict(cfg.sigstore_env), local, cfg.sigstore_root_checksum,
-                                          scratch / "sigstore")
+    trust, services = client_trust_config(dict(settings.sigstore_env), settings.trust_config,
+                                          settings.root_checksum, scratch / "sigstore")
     _check_fulcio(services.fulcio or "")
     prepared = Signing(trust=trust, services=services, token_file=tok, model_name=model_name)
     log.info("signing with %s", ", ".join(f"{k} {v}" for k, v in prepared.describe().items()))

@@ -83,7 +83,7 @@ def _stream_oci(src: OciLocation, dest_dir: Path, work_dir: Path, platform: str)
     start = time.monotonic()
     client = RegistryClient(src)
     repo = repo_path(src)
-    manifest = remote_manifest(client, repo, src.digest or src.tag or "latest", platform, src.reference)
+    manifest = remote_manifest(client, repo, src.lookup, platform, src.reference)
     layers = manifest.get("layers") or []
     total = sum(int(layer.get("size", 0)) for layer in layers)
     done = [0]
@@ -147,7 +147,7 @@ def _is_artifact(src: OciLocation, platform: str) -> bool:
     """Peek at the manifest over HTTP: is its config something other than a container image config?"""
     client = RegistryClient(src)
     repo = repo_path(src)
-    remote = client.manifest(repo, src.digest or src.tag or "latest")
+    remote = client.manifest(repo, src.lookup)
     doc = remote.json()
     if remote.media_type in INDEX_TYPES or "manifests" in doc:
         return False  # an index of images; skopeo narrows it to the platform
@@ -251,7 +251,7 @@ def facts(src: OciSource) -> dict[str, object]:
     """Before the claim: the image is there and readable with the credentials and CA given (an authenticated read
     of its manifest); its layers' bytes bound what the storage path must hold."""
     loc = qualified(src.image)
-    found = RegistryClient(loc).manifest(repo_path(loc), loc.digest or loc.tag or "latest")
+    found = RegistryClient(loc).manifest(repo_path(loc), loc.lookup)
     doc = found.json()
     described: dict[str, object] = {"credentials": f"user {loc.username}" if loc.username else "anonymous",
                                     "image": f"{loc.repository}@{found.digest}"}
