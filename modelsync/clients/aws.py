@@ -48,7 +48,7 @@ from ..locations import S3Location
 T = TypeVar("T")
 
 DEFAULT_REGION = "us-east-1"  # what MinIO and most S3-compatible stores accept when none is given
-PLUGIN_DIR = Path(__file__).parent / "awscli_plugin"
+PLUGIN_DIR = Path(__file__).parent.parent / "awscli_plugin"
 PLUGIN_CONFIG = PLUGIN_DIR / "config"
 
 # The standard credential chain's variables, passed to the aws CLI only when no key is configured.
