@@ -9,23 +9,32 @@
 This module composes the processes (ports, state file STATE_DIR/cluster.json, start and stop order); each process
 is a module of its own that states its contract (e2e/kubernetes_node.py: what they share):
 
-    containerd               e2e/kubernetes_containerd.py (its pod network: e2e/kubernetes_network.py)
+    (network namespace)      e2e/kubernetes_network.py (the node namespace, its veth link, the pods' bridge)
+    gateway                  e2e/kubernetes_gateway.py (pods -> the host's 127.0.0.1: apiserver, exposed ports)
+    containerd               e2e/kubernetes_containerd.py (CNI plugins run in the node namespace)
     etcd                     e2e/kubernetes_etcd.py
     kube-apiserver           e2e/kubernetes_apiserver.py (PKI, admin token, kubeconfig, the service-account issuer)
     kube-controller-manager  e2e/kubernetes_controllers.py
     kube-scheduler           e2e/kubernetes_controllers.py
     kubelet                  e2e/kubernetes_kubelet.py
+    kube-proxy               e2e/kubernetes_proxy.py (in the node namespace: Services, its iptables rules there)
+    CoreDNS                  e2e/kubernetes_dns.py (a Deployment, applied once the apiserver is up)
 
 They start in that order, each in its own process group, output in STATE_DIR/logs/NAME.log; every command line names
 the state dir, so a process of another cluster (or a reused pid) is never taken for ours. `up` returns once the node
-is Ready and the service account default/default exists.
+is Ready, the service account default/default exists and CoreDNS is available (measured: 7-10 s with images
+imported; `down` 3-4 s).
 
 Ports: every listening port is picked free at up time (a restart of the same state dir takes its previous ports
 again where they are free, so issuer_url and the kubeconfig usually stay the same), so two clusters (two state
 dirs) run side by side (tried: two clusters with pods each). What the processes put outside the state dir is listed
 in their modules (shim sockets, container-log links, the device-plugin socket, network namespaces, libcni's cache);
 `down` removes what is this cluster's.
-Pods are meant to use `hostNetwork: true` (no kube-proxy, no DNS): they reach local services on 127.0.0.1.
+Pods: hostNetwork pods run on the host (containerd and the kubelet are in the host's namespace) and reach local
+services on 127.0.0.1, as before. Other pods are on the cluster network (kubernetes_network): Services through
+kube-proxy, `*.svc.cluster.local` through CoreDNS, the host's 127.0.0.1:PORT as `expose_host_port(PORT)`. Whatever
+needs iptables happens in the cluster's network namespace; the host's tables are never written (its routing table
+holds the cluster's veth routes while it is up, gone after `down`).
 
 CLI::
 
@@ -248,8 +257,8 @@ class Cluster:
         for sub in STATE_SUBDIRS:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         etcd.reset(self)  # a fresh start has no API objects of an earlier one; the PKI and images are kept
-        self._state = {"up": False, "started_at": time.time(), "ports": pick_ports(self.dir / "ports.json", PORTS), "components": {},
-                       "timings": {}}
+        self._state = {"up": False, "started_at": time.time(), "ports": pick_ports(self.dir / "ports.json", PORTS),
+                       "components": {}, "timings": {}}
         self._save()
         apiserver.make_pki(self)
         apiserver.write_kubeconfig(self)

@@ -112,7 +112,8 @@ def argv(node: Node, external_issuer: str | None = None, external_key: Path | No
                      f"--service-account-jwks-uri={own_url}/openid/v1/jwks"] if external_issuer else []
     return [need(NAME),
             f"--etcd-servers=http://127.0.0.1:{node.ports['etcd']}",
-            "--bind-address=127.0.0.1", f"--advertise-address={advertise_address}", f"--secure-port={node.ports['apiserver']}",
+            "--bind-address=127.0.0.1", f"--advertise-address={advertise_address}",
+            f"--secure-port={node.ports['apiserver']}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=RBAC", "--anonymous-auth=true",

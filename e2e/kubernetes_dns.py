@@ -68,7 +68,8 @@ def manifests() -> list[dict[str, Any]]:
                                                                       "labels": labels},
          "spec": {"replicas": 1, "selector": {"matchLabels": labels}, "template": {
              "metadata": {"labels": labels},
-             "spec": {"serviceAccountName": NAME, "dnsPolicy": "Default", "priorityClassName": "system-cluster-critical",
+             "spec": {"serviceAccountName": NAME, "dnsPolicy": "Default",
+                      "priorityClassName": "system-cluster-critical",
                       "containers": [{
                           "name": "coredns", "image": IMAGE, "imagePullPolicy": "Never",
                           "args": ["-conf", "/etc/coredns/Corefile"],

@@ -21,6 +21,7 @@ import contextlib
 import json
 import socket
 import sys
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -90,8 +91,7 @@ async def _serve(state_dir: Path, listen: str) -> None:
             wanted = set()
         for port in sorted(wanted - servers.keys()):
             try:
-                servers[port] = await asyncio.start_server(
-                    lambda r, w, p=port: _relay(p, r, w), listen, port, reuse_address=True)
+                servers[port] = await asyncio.start_server(partial(_relay, port), listen, port, reuse_address=True)
                 print(f"gateway: {listen}:{port} -> 127.0.0.1:{port}", flush=True)
             except OSError as err:
                 print(f"gateway: cannot listen on {listen}:{port}: {err}", flush=True)

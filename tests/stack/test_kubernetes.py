@@ -236,7 +236,7 @@ def _service_by_dns(cluster: Cluster, image: str, registry: str = "") -> tuple[s
     assert not pod["spec"].get("hostNetwork")
     message = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"].strip()
     cluster_ip = cluster.kubectl("get", "service", name, "-o", "jsonpath={.spec.clusterIP}").stdout
-    cluster.kubectl("delete", "pod", name, client, "--wait=false")
+    cluster.kubectl("delete", "pod", name, client, "--grace-period=1", "--wait=false")
     return token, message, cluster_ip
 
 
