@@ -108,8 +108,7 @@ def argv(node: Node, external_issuer: str | None = None, external_key: Path | No
     gateway's address on the cluster's link, kubernetes_gateway, which forwards to 127.0.0.1)."""
     pki, own_url = node.dir / "pki", server_url(node)
     extra_keys = [f"--service-account-key-file={_public_key(node, external_key)}"] if external_key else []
-    extra_issuers = [f"--service-account-issuer={own_url}",
-                     f"--service-account-jwks-uri={own_url}/openid/v1/jwks"] if external_issuer else []
+    extra_issuers = [f"--service-account-issuer={own_url}"] if external_issuer else []
     return [need(NAME),
             f"--etcd-servers=http://127.0.0.1:{node.ports['etcd']}",
             "--bind-address=127.0.0.1", f"--advertise-address={advertise_address}",
@@ -121,6 +120,8 @@ def argv(node: Node, external_issuer: str | None = None, external_key: Path | No
             f"--service-account-signing-key-file={external_key or pki / 'sa.key'}",
             # the first issuer names the tokens it mints
             f"--service-account-issuer={external_issuer or own_url}", *extra_issuers,
+            # else derived from the advertise address, which serves no certificate of that name
+            f"--service-account-jwks-uri={own_url}/openid/v1/jwks",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
             f"--cert-dir={pki}", "--profiling=false"]
 
