@@ -10,10 +10,11 @@ restrict_oom_score_adj is on: a sandbox without CAP_SYS_RESOURCE fails every pod
 PID from pipe: EOF"). The stream server (exec, logs) listens on 127.0.0.1 on a port of its choosing.
 
 Images: no registry serves registry.k8s.io/pause here, so the sandbox (pause) image SANDBOX_IMAGE is made from
-/bin/busybox (`import_sandbox_image`; any FROM-scratch image of local files: `import_scratch_image`);
-`import_image` copies an image of podman's storage in for pods with `imagePullPolicy: Never`. Registries: a
-plain-HTTP one on 127.0.0.1 needs nothing (containerd falls back to HTTP there, pull by digest works); a TLS one
-with its own CA needs `trust_registry(HOST:PORT, ca_file)` (certs.d/HOST/hosts.toml, read on each pull: no restart) and, with credentials, an imagePullSecret in the pod.
+/bin/busybox (`import_sandbox_image`; any FROM-scratch image of local files: `import_scratch_image`); `import_image`
+copies an image of podman's storage in for pods with `imagePullPolicy: Never`. Registries: a plain-HTTP one on
+127.0.0.1 needs nothing (containerd falls back to HTTP there, pull by digest works); a TLS one with its own CA needs
+`trust_registry(HOST:PORT, ca_file)` (certs.d/HOST/hosts.toml, read on each pull: no restart) and, with credentials,
+an imagePullSecret in the pod.
 
 Outside the state dir: the shims' sockets in /run/containerd/s/ (named by a hash of the containerd address: no clash
 between clusters). The shims leave containerd's process group: `kill_shims` finds this containerd's by the address on
