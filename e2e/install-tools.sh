@@ -8,8 +8,9 @@
 #                                           e2e/sigstore.py; rekor-v1 = rekor-server, trillian = trillian_log_server,
 #                                           trillian_log_signer and the module's MySQL schema in the module cache;
 #                                           kubernetes = containerd, runc and CNI plugins from apt, and
-#                                           kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl
-#                                           and etcd into $MODELSYNC_CACHE/kubernetes-$KUBERNETES_VERSION/bin)
+#                                           kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl,
+#                                           kube-proxy, etcd and CoreDNS into
+#                                           $MODELSYNC_CACHE/kubernetes-$KUBERNETES_VERSION/bin)
 #
 # Idempotent and fast when everything is present: Go binaries are checked with `go version -m`, which reads the
 # module version embedded in the binary, so a binary built by hand or by an older run is recognised without any
@@ -215,13 +216,14 @@ install_trillian() {
 # k8s.io/kubernetes and pins each of those staging modules to its own tag v0.MINOR.PATCH, read from kubernetes' go.mod.
 # etcd the same way (its server module's go.mod has replaces too). Each binary is checked with `go version -m`, so a
 # warm run skips them. The build uses a Go cache of its own, removed after a full build (several GB).
-KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+KUBE_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
 
 install_kubernetes() {
   local v=$KUBERNETES_VERSION dir="$CACHE/kubernetes-$KUBERNETES_VERSION" t name missing=() gomod ver m built=""
   # containerd (with ctr), runc and the CNI plugins (/usr/lib/cni) the kubelet's pods run with; busybox for the
-  # sandbox (pause) image e2e/kubernetes.py makes
-  apt_need kubernetes-apt containerd runc containernetworking-plugins busybox-static
+  # sandbox (pause) image e2e/kubernetes.py makes; iproute2 and iptables for the cluster's network namespace and
+  # kube-proxy's rules in it (e2e/kubernetes_network.py)
+  apt_need kubernetes-apt containerd runc containernetworking-plugins busybox-static iproute2 iptables
   need_go
   for name in "${KUBE_BINARIES[@]}"; do
     t=$(now)
@@ -264,6 +266,21 @@ install_kubernetes() {
       "$ETCD_VERSION" >"$dir/etcdbuild/go.mod"
     (cd "$dir/etcdbuild" && go mod tidy) || die "go mod tidy failed in $dir/etcdbuild"
     k8s_build "$dir" etcd etcdbuild go.etcd.io/etcd/server/v3 ""
+    built=1
+  fi
+  t=$(now)
+  # CoreDNS: its go.mod has no replaces, so a plain static `go install` builds it (into a scratch GOBIN, then moved:
+  # the binary goes into a scratch-based image, e2e/kubernetes_dns.py)
+  if [ "$(embedded_version "$dir/bin/coredns" github.com/coredns/coredns)" = "$COREDNS_VERSION" ]; then
+    report coredns "already present" "$t"
+  else
+    mkdir -p "$dir/corednsbuild" "$dir/bin"
+    (cd / && GOBIN="$dir/corednsbuild" GOCACHE="$dir/gocache" CGO_ENABLED=0 \
+      go install -trimpath -ldflags='-s -w' "github.com/coredns/coredns@$COREDNS_VERSION") ||
+      die "could not build github.com/coredns/coredns@$COREDNS_VERSION"
+    mv "$dir/corednsbuild/coredns" "$dir/bin/coredns"
+    rmdir "$dir/corednsbuild"
+    report coredns "built $(embedded_version "$dir/bin/coredns" github.com/coredns/coredns)" "$t"
     built=1
   fi
   if [ -n "$built" ]; then rm -rf "$dir/gocache"; fi

@@ -9,23 +9,32 @@
 This module composes the processes (ports, state file STATE_DIR/cluster.json, start and stop order); each process
 is a module of its own that states its contract (e2e/kubernetes_node.py: what they share):
 
-    containerd               e2e/kubernetes_containerd.py (its pod network: e2e/kubernetes_network.py)
+    (network namespace)      e2e/kubernetes_network.py (the node namespace, its veth link, the pods' bridge)
+    gateway                  e2e/kubernetes_gateway.py (pods -> the host's 127.0.0.1: apiserver, exposed ports)
+    containerd               e2e/kubernetes_containerd.py (CNI plugins run in the node namespace)
     etcd                     e2e/kubernetes_etcd.py
     kube-apiserver           e2e/kubernetes_apiserver.py (PKI, admin token, kubeconfig, the service-account issuer)
     kube-controller-manager  e2e/kubernetes_controllers.py
     kube-scheduler           e2e/kubernetes_controllers.py
     kubelet                  e2e/kubernetes_kubelet.py
+    kube-proxy               e2e/kubernetes_proxy.py (in the node namespace: Services, its iptables rules there)
+    CoreDNS                  e2e/kubernetes_dns.py (a Deployment, applied once the apiserver is up)
 
 They start in that order, each in its own process group, output in STATE_DIR/logs/NAME.log; every command line names
 the state dir, so a process of another cluster (or a reused pid) is never taken for ours. `up` returns once the node
-is Ready and the service account default/default exists.
+is Ready, the service account default/default exists and CoreDNS is available (measured: 7-10 s with images
+imported; `down` 3-4 s).
 
 Ports: every listening port is picked free at up time (a restart of the same state dir takes its previous ports
 again where they are free, so issuer_url and the kubeconfig usually stay the same), so two clusters (two state
 dirs) run side by side (tried: two clusters with pods each). What the processes put outside the state dir is listed
 in their modules (shim sockets, container-log links, the device-plugin socket, network namespaces, libcni's cache);
 `down` removes what is this cluster's.
-Pods are meant to use `hostNetwork: true` (no kube-proxy, no DNS): they reach local services on 127.0.0.1.
+Pods: hostNetwork pods run on the host (containerd and the kubelet are in the host's namespace) and reach local
+services on 127.0.0.1, as before. Other pods are on the cluster network (kubernetes_network): Services through
+kube-proxy, `*.svc.cluster.local` through CoreDNS, the host's 127.0.0.1:PORT as `expose_host_port(PORT)`. Whatever
+needs iptables happens in the cluster's network namespace; the host's tables are never written (its routing table
+holds the cluster's veth routes while it is up, gone after `down`).
 
 CLI::
 
@@ -52,9 +61,12 @@ from typing import Any
 from e2e import kubernetes_apiserver as apiserver
 from e2e import kubernetes_containerd as containerd
 from e2e import kubernetes_controllers as controllers
+from e2e import kubernetes_dns as dns
 from e2e import kubernetes_etcd as etcd
+from e2e import kubernetes_gateway as gateway
 from e2e import kubernetes_kubelet as kubelet
 from e2e import kubernetes_network as network
+from e2e import kubernetes_proxy as proxy
 from e2e import procs
 from e2e.component import StackError
 from e2e.kubernetes_node import (
@@ -70,8 +82,8 @@ from e2e.kubernetes_node import (
 
 DEFAULT_STATE_DIR = Path(os.environ.get("MODELSYNC_K8S_DIR") or CACHE / "kubernetes")
 # in start order; down stops them in its own order (_down)
-COMPONENTS = (containerd.NAME, etcd.NAME, apiserver.NAME, controllers.CONTROLLER_MANAGER, controllers.SCHEDULER,
-              kubelet.NAME)
+COMPONENTS = (containerd.NAME, etcd.NAME, gateway.NAME, apiserver.NAME, controllers.CONTROLLER_MANAGER,
+              controllers.SCHEDULER, kubelet.NAME, proxy.NAME)
 PORTS = (*etcd.PORTS, *apiserver.PORTS, *controllers.PORT_OF.values(), *kubelet.PORTS)
 SANDBOX_IMAGE = containerd.SANDBOX_IMAGE
 K8S_NAMESPACE = containerd.NAMESPACE
@@ -93,6 +105,8 @@ class Cluster:
         self._healthy: dict[str, Callable[[], bool]] = {
             containerd.NAME: partial(containerd.healthy, self), etcd.NAME: partial(etcd.healthy, self),
             apiserver.NAME: partial(apiserver.healthy, self), kubelet.NAME: partial(kubelet.healthy, self),
+            proxy.NAME: partial(proxy.healthy, self),
+            gateway.NAME: lambda: gateway.healthy(network.names(self).host_addr, self._port("apiserver")),
             **{name: partial(controllers.healthy, self, name) for name in controllers.PORT_OF}}
 
     # ------------------------------------------------------------------ paths and facts
@@ -205,6 +219,20 @@ class Cluster:
         in the pod's imagePullSecrets. No restart."""
         containerd.trust_registry(self, host, ca_file, plain_http)
 
+    def expose_host_port(self, port: int) -> str:
+        """Let non-host-network pods reach 127.0.0.1:`port` of the host (e.g. the local stack's MinIO or registry):
+        returns the HOST:PORT they use (the gateway on the cluster's link, kubernetes_gateway). hostNetwork pods
+        keep using 127.0.0.1:`port`."""
+        gateway.expose(self, port)
+        host = network.names(self).host_addr
+        deadline = time.monotonic() + 10
+        while not gateway.healthy(host, port):
+            if time.monotonic() > deadline:
+                raise StackError(f"the gateway does not listen on {host}:{port}:\n"
+                                 f"{procs.log_tail(self.dir / 'logs' / f'{gateway.NAME}.log')}")
+            time.sleep(0.2)
+        return f"{host}:{port}"
+
     def image_id(self, ref: str) -> str | None:
         """The image id (config digest, hex) containerd has for `ref` in the k8s.io namespace, or None."""
         return containerd.image_id(self, ref)
@@ -229,23 +257,30 @@ class Cluster:
         for sub in STATE_SUBDIRS:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         etcd.reset(self)  # a fresh start has no API objects of an earlier one; the PKI and images are kept
-        self._state = {"up": False, "started_at": time.time(), "ports": pick_ports(self.dir / "ports.json", PORTS), "components": {},
-                       "timings": {}}
+        self._state = {"up": False, "started_at": time.time(), "ports": pick_ports(self.dir / "ports.json", PORTS),
+                       "components": {}, "timings": {}}
         self._save()
         apiserver.make_pki(self)
         apiserver.write_kubeconfig(self)
 
-        self._spawn(containerd.NAME, containerd.argv(self, network.write_config(self)))
+        net = network.setup(self)
+        gateway.expose(self, self.ports["apiserver"])
+        self._spawn(gateway.NAME, gateway.argv(self, net.host_addr))
+        self._spawn(containerd.NAME, containerd.argv(self, *network.write_config(self)))
         self._spawn(etcd.NAME, etcd.argv(self))
         self._wait(containerd.NAME)
         containerd.import_sandbox_image(self)
+        dns.import_image(self)
         self._wait(etcd.NAME)
-        self._spawn(apiserver.NAME, apiserver.argv(self, self._external_issuer, self._external_key))
+        self._spawn(apiserver.NAME, apiserver.argv(self, self._external_issuer, self._external_key, net.host_addr))
         self._wait(apiserver.NAME)
+        self._wait(gateway.NAME)
         self._spawn(controllers.CONTROLLER_MANAGER, controllers.controller_manager_argv(self))
         self._spawn(controllers.SCHEDULER, controllers.scheduler_argv(self))
-        self._spawn(kubelet.NAME, kubelet.argv(self))
-        for name in (controllers.CONTROLLER_MANAGER, controllers.SCHEDULER, kubelet.NAME):
+        self._spawn(kubelet.NAME, kubelet.argv(self, dns.CLUSTER_DNS, dns.CLUSTER_DOMAIN))
+        self._spawn(proxy.NAME, proxy.argv(self))
+        self.kubectl("apply", "-f", "-", input=dns.manifest_list())
+        for name in (controllers.CONTROLLER_MANAGER, controllers.SCHEDULER, kubelet.NAME, proxy.NAME):
             self._wait(name)
         self._wait_for("node Ready", lambda: self.kubectl(
             "get", "node", NODE_NAME, "-o", 'jsonpath={.status.conditions[?(@.type=="Ready")].status}',
@@ -254,6 +289,11 @@ class Cluster:
             "get", "serviceaccount", "default", "-o", "name", check=False).returncode == 0,
             controllers.CONTROLLER_MANAGER)
         apiserver.allow_discovery(self.kubectl)
+        t_dns = time.monotonic()
+        self._wait_for("cluster DNS (deployment kube-system/coredns available)", lambda: self.kubectl(
+            "get", "deployment", "-n", dns.NAMESPACE, dns.NAME, "-o", "jsonpath={.status.availableReplicas}",
+            check=False).stdout == "1", kubelet.NAME)
+        self._state["timings"]["coredns"] = round(time.monotonic() - t_dns, 1)
         self._state["timings"]["up"] = round(time.monotonic() - t0, 1)
         self._save(up=True)
 
@@ -299,7 +339,7 @@ class Cluster:
             while time.monotonic() < deadline and containerd.tasks(self):
                 time.sleep(0.5)
         # 2. the rest in reverse start order; containers the kubelet left are killed before containerd goes
-        for name in (controllers.SCHEDULER, kubelet.NAME, apiserver.NAME, etcd.NAME):
+        for name in (proxy.NAME, controllers.SCHEDULER, kubelet.NAME, apiserver.NAME, gateway.NAME, etcd.NAME):
             self._stop(comps, name)
         if alive(containerd.NAME):
             containerd.kill_tasks(self)

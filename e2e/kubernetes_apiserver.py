@@ -1,6 +1,7 @@
 """kube-apiserver of the local Kubernetes (e2e/kubernetes.py), with its PKI, admin token and kubeconfig.
 
     kube-apiserver   TLS on 127.0.0.1, port `apiserver`          GET https://127.0.0.1:P/readyz = 200 (admin token)
+                     advertised as the gateway's address (pods reach it as the `kubernetes` Service through it)
 
 Files in STATE_DIR/pki, made once and kept across restarts of the same state dir:
     ca.crt/.key          a CA of its own (ca_file); it signed apiserver.crt (127.0.0.1, 10.0.0.1, localhost and the
@@ -100,16 +101,18 @@ def _public_key(node: Node, private_key: Path) -> Path:
     return out
 
 
-def argv(node: Node, external_issuer: str | None = None, external_key: Path | None = None) -> list[str]:
+def argv(node: Node, external_issuer: str | None = None, external_key: Path | None = None,
+         advertise_address: str = "127.0.0.1") -> list[str]:
     """The apiserver's command line; with external_issuer and external_key (an RSA private key, PEM) tokens are
-    minted under that issuer with that key."""
+    minted under that issuer with that key. advertise_address: the endpoint of the `kubernetes` Service (the
+    gateway's address on the cluster's link, kubernetes_gateway, which forwards to 127.0.0.1)."""
     pki, own_url = node.dir / "pki", server_url(node)
     extra_keys = [f"--service-account-key-file={_public_key(node, external_key)}"] if external_key else []
-    extra_issuers = [f"--service-account-issuer={own_url}",
-                     f"--service-account-jwks-uri={own_url}/openid/v1/jwks"] if external_issuer else []
+    extra_issuers = [f"--service-account-issuer={own_url}"] if external_issuer else []
     return [need(NAME),
             f"--etcd-servers=http://127.0.0.1:{node.ports['etcd']}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={node.ports['apiserver']}",
+            "--bind-address=127.0.0.1", f"--advertise-address={advertise_address}",
+            f"--secure-port={node.ports['apiserver']}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--token-auth-file={pki / 'tokens.csv'}",
             "--authorization-mode=RBAC", "--anonymous-auth=true",
@@ -117,6 +120,8 @@ def argv(node: Node, external_issuer: str | None = None, external_key: Path | No
             f"--service-account-signing-key-file={external_key or pki / 'sa.key'}",
             # the first issuer names the tokens it mints
             f"--service-account-issuer={external_issuer or own_url}", *extra_issuers,
+            # else derived from the advertise address, which serves no certificate of that name
+            f"--service-account-jwks-uri={own_url}/openid/v1/jwks",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=true",
             f"--cert-dir={pki}", "--profiling=false"]
 

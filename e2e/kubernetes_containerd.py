@@ -10,10 +10,11 @@ restrict_oom_score_adj is on: a sandbox without CAP_SYS_RESOURCE fails every pod
 PID from pipe: EOF"). The stream server (exec, logs) listens on 127.0.0.1 on a port of its choosing.
 
 Images: no registry serves registry.k8s.io/pause here, so the sandbox (pause) image SANDBOX_IMAGE is made from
-/bin/busybox (`import_sandbox_image`); `import_image` copies an image of podman's storage in for pods with
-`imagePullPolicy: Never`. Registries: a plain-HTTP one on 127.0.0.1 needs nothing (containerd falls back to HTTP
-there, pull by digest works); a TLS one with its own CA needs `trust_registry(HOST:PORT, ca_file)` (certs.d/HOST/
-hosts.toml, read on each pull: no restart) and, with credentials, an imagePullSecret in the pod.
+/bin/busybox (`import_sandbox_image`; any FROM-scratch image of local files: `import_scratch_image`); `import_image`
+copies an image of podman's storage in for pods with `imagePullPolicy: Never`. Registries: a plain-HTTP one on
+127.0.0.1 needs nothing (containerd falls back to HTTP there, pull by digest works); a TLS one with its own CA needs
+`trust_registry(HOST:PORT, ca_file)` (certs.d/HOST/hosts.toml, read on each pull: no restart) and, with credentials,
+an imagePullSecret in the pod.
 
 Outside the state dir: the shims' sockets in /run/containerd/s/ (named by a hash of the containerd address: no clash
 between clusters). The shims leave containerd's process group: `kill_shims` finds this containerd's by the address on
@@ -50,8 +51,9 @@ def address(state_dir: Path) -> Path:
     return sock_dir / "containerd.sock"
 
 
-def argv(node: Node, cni_conf_dir: Path) -> list[str]:
-    """Writes STATE_DIR/containerd/config.toml and makes the socket's directory."""
+def argv(node: Node, cni_conf_dir: Path, cni_bin_dir: Path = CNI_BIN_DIR) -> list[str]:
+    """Writes STATE_DIR/containerd/config.toml and makes the socket's directory. cni_bin_dir: where the CNI plugins
+    are (kubernetes_network's wrappers, which run them in the node namespace)."""
     root = node.dir / "containerd"
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     off = ", ".join(f'"io.containerd.snapshotter.v1.{name}"' for name in _SNAPSHOTTERS_OFF)
@@ -83,7 +85,7 @@ disabled_plugins = [{off}]
         SystemdCgroup = false
         BinaryName = "{need('runc')}"
   [{cri}.cni]
-    bin_dir = "{CNI_BIN_DIR}"
+    bin_dir = "{cni_bin_dir}"
     conf_dir = "{cni_conf_dir}"
   [{cri}.registry]
     config_path = "{root / 'certs.d'}"
@@ -107,43 +109,66 @@ def ctr(node: Node, *args: str, check: bool = True, timeout: float = 300) -> sub
     return result
 
 
-def _tar_member(tar: tarfile.TarFile, name: str, data: bytes | None, mode: int = 0o644,
+def _tar_member(tar: tarfile.TarFile, name: str, data: bytes | Path | None, mode: int = 0o644,
                 kind: bytes = tarfile.REGTYPE, link: str = "") -> None:
     info = tarfile.TarInfo(name)
     info.type, info.mode, info.linkname = kind, mode, link
+    if isinstance(data, Path):
+        info.size = data.stat().st_size
+        with open(data, "rb") as src:
+            tar.addfile(info, src)
+        return
     if data is not None:
         info.size = len(data)
     tar.addfile(info, io.BytesIO(data) if data is not None else None)
 
 
-def import_sandbox_image(node: Node) -> None:
-    """SANDBOX_IMAGE, unless containerd has it: /bin/busybox running a shell that waits for a signal."""
-    if ctr(node, "images", "ls", "-q", f"name=={SANDBOX_IMAGE}").stdout.strip():
-        return
-    layer = io.BytesIO()
-    with tarfile.open(fileobj=layer, mode="w") as tar:
-        _tar_member(tar, "bin", None, 0o755, tarfile.DIRTYPE)
-        _tar_member(tar, "bin/busybox", Path("/bin/busybox").read_bytes(), 0o755)
-        _tar_member(tar, "bin/sh", None, 0o777, tarfile.SYMTYPE, "busybox")
-    layer_bytes = layer.getvalue()
-    config = json.dumps({
-        "architecture": "amd64", "os": "linux",
-        "config": {"Entrypoint": ["/bin/sh", "-c",
-                                  "trap 'exit 0' TERM INT; while :; do /bin/busybox sleep 3600 & wait $!; done"]},
-        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(layer_bytes).hexdigest()]},
-    }, sort_keys=True).encode()
-    config_name = hashlib.sha256(config).hexdigest() + ".json"
-    manifest = [{"Config": config_name, "RepoTags": [SANDBOX_IMAGE], "Layers": ["layer.tar"]}]
-    archive = node.dir / "tmp" / "pause.tar"
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(archive, "w") as tar:
-        for name, data in (("layer.tar", layer_bytes), (config_name, config),
-                           ("manifest.json", json.dumps(manifest).encode())):
-            _tar_member(tar, name, data)
+# (path in the image, content: bytes, a file to copy, or None for a directory or symlink, mode, tar type, link target)
+ImageFile = tuple[str, bytes | Path | None, int, bytes, str]
+
+
+def import_scratch_image(node: Node, ref: str, files: list[ImageFile], config: dict[str, object]) -> bool:
+    """A one-layer image made of `files` (FROM scratch), imported as `ref` unless containerd has that name already
+    (the name must change with the content: a version in the tag). `config`: the image config's `config` (Entrypoint,
+    Cmd, ...). True when imported."""
+    if ctr(node, "images", "ls", "-q", f"name=={ref}").stdout.strip():
+        return False
+    tmp = node.dir / "tmp" / f"image-{secrets.token_hex(4)}"
+    tmp.mkdir(parents=True, exist_ok=True)
     try:
+        layer = tmp / "layer.tar"
+        with tarfile.open(layer, "w") as tar:
+            for name, data, mode, kind, link in files:
+                _tar_member(tar, name, data, mode, kind, link)
+        digest = hashlib.sha256()
+        with open(layer, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+        image_config = json.dumps({
+            "architecture": "amd64", "os": "linux", "config": config,
+            "rootfs": {"type": "layers", "diff_ids": ["sha256:" + digest.hexdigest()]},
+        }, sort_keys=True).encode()
+        config_name = hashlib.sha256(image_config).hexdigest() + ".json"
+        manifest = [{"Config": config_name, "RepoTags": [ref], "Layers": ["layer.tar"]}]
+        archive = tmp / "image.tar"
+        with tarfile.open(archive, "w") as tar:
+            _tar_member(tar, "layer.tar", layer)
+            _tar_member(tar, config_name, image_config)
+            _tar_member(tar, "manifest.json", json.dumps(manifest).encode())
         ctr(node, "images", "import", str(archive))
     finally:
-        archive.unlink(missing_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
+
+
+def import_sandbox_image(node: Node) -> None:
+    """SANDBOX_IMAGE, unless containerd has it: /bin/busybox running a shell that waits for a signal."""
+    import_scratch_image(node, SANDBOX_IMAGE, [
+        ("bin", None, 0o755, tarfile.DIRTYPE, ""),
+        ("bin/busybox", Path("/bin/busybox"), 0o755, tarfile.REGTYPE, ""),
+        ("bin/sh", None, 0o777, tarfile.SYMTYPE, "busybox"),
+    ], {"Entrypoint": ["/bin/sh", "-c",
+                       "trap 'exit 0' TERM INT; while :; do /bin/busybox sleep 3600 & wait $!; done"]})
 
 
 def image_id(node: Node, ref: str) -> str | None:

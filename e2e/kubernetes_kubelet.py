@@ -8,7 +8,8 @@ client certificate for `kubectl logs/exec`. It runs pods through containerd's CR
 cgroupfs, no QoS cgroups, swap allowed. Eviction thresholds are at 1 % of disk and image GC at 100 %: a machine with
 a fuller disk must not evict the test's pods nor collect imported images (there is no registry to pull them again).
 makeIPTablesUtilChains is off: else it adds KUBE-FIREWALL (drops non-loopback packets to 127.0.0.0/8) and canary
-chains to the host's iptables, and nothing removes them.
+chains to the host's iptables, and nothing removes them. It runs in the host namespace (so do its hostNetwork pods);
+pods get cluster DNS (kubernetes_dns: clusterDNS, clusterDomain).
 
 Outside the state dir, what it does not let one move: its container-log symlinks in /var/log/containers (named with
 pod uid and container id: `remove_log_links` removes those pointing into the state dir), and its device-plugin socket
@@ -31,8 +32,9 @@ PORTS = ("kubelet", "kubelet_healthz")
 LOG_LINKS = Path("/var/log/containers")
 
 
-def argv(node: Node) -> list[str]:
-    """Writes STATE_DIR/kubelet-config.json; makes /var/log/containers (needed whatever its root dir)."""
+def argv(node: Node, cluster_dns: str, cluster_domain: str) -> list[str]:
+    """Writes STATE_DIR/kubelet-config.json; makes /var/log/containers (needed whatever its root dir).
+    cluster_dns, cluster_domain: the nameserver and domain of pods with dnsPolicy ClusterFirst (kubernetes_dns)."""
     os.makedirs(LOG_LINKS, exist_ok=True)
     config = node.dir / "kubelet-config.json"
     config.write_text(json.dumps({
@@ -50,6 +52,7 @@ def argv(node: Node) -> list[str]:
         "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
         "serializeImagePulls": False,
         "makeIPTablesUtilChains": False,
+        "clusterDNS": [cluster_dns], "clusterDomain": cluster_domain,
         "registerNode": True,
     }, indent=2))
     return [need(NAME), f"--config={config}", f"--kubeconfig={node.kubeconfig}",

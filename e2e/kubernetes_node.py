@@ -2,7 +2,8 @@
 start on, and the clean-up of mounts under its state directory. Standard library only.
 
 A process module (e2e/kubernetes_containerd.py, kubernetes_etcd.py, kubernetes_apiserver.py,
-kubernetes_controllers.py, kubernetes_kubelet.py; the pod network of containerd in kubernetes_network.py) has
+kubernetes_controllers.py, kubernetes_kubelet.py, kubernetes_proxy.py, kubernetes_gateway.py; the cluster network in
+kubernetes_network.py, cluster DNS in kubernetes_dns.py) has
 
     argv(node) -> list[str]            its command line, after writing the files it reads (under node.dir)
     healthy(node) -> bool              its health check (one per process in kubernetes_controllers)
@@ -10,9 +11,9 @@ kubernetes_controllers.py, kubernetes_kubelet.py; the pod network of containerd 
 and whatever else only it knows (containerd's images, the apiserver's PKI and kubeconfig, the kubelet's log links).
 e2e/kubernetes.py composes them (ports, state file, start and stop order); none of them imports it.
 
-Binaries: e2e/install-tools.sh kubernetes puts kube-* and etcd into ${MODELSYNC_CACHE:-~/.cache/modelsync}/
+Binaries: e2e/install-tools.sh kubernetes puts kube-*, etcd and coredns into ${MODELSYNC_CACHE:-~/.cache/modelsync}/
 kubernetes-VERSION/bin (VERSION: KUBERNETES_VERSION of e2e/versions.env); containerd, ctr, runc, the CNI plugins
-(/usr/lib/cni) and busybox come from apt.
+(/usr/lib/cni), busybox and iptables come from apt.
 """
 
 from __future__ import annotations
@@ -28,17 +29,18 @@ from typing import Protocol
 from e2e.component import REPO_ROOT, StackError, free_ports
 
 
-def _pins() -> dict[str, str]:
+def pins() -> dict[str, str]:
     lines = (REPO_ROOT / "e2e" / "versions.env").read_text().splitlines()
     pairs = (line.split("=", 1) for line in lines if "=" in line and not line.lstrip().startswith("#"))
     return {key: value for key, value in pairs}
 
 
-KUBERNETES_VERSION = _pins()["KUBERNETES_VERSION"]
+KUBERNETES_VERSION = pins()["KUBERNETES_VERSION"]
 CACHE = Path(os.environ.get("MODELSYNC_CACHE") or Path.home() / ".cache/modelsync")
 BIN_DIR = CACHE / f"kubernetes-{KUBERNETES_VERSION}" / "bin"
-KUBE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl")
-SYSTEM_TOOLS = ("containerd", "ctr", "containerd-shim-runc-v2", "runc")
+KUBE_TOOLS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl", "kube-proxy",
+              "coredns")
+SYSTEM_TOOLS = ("containerd", "ctr", "containerd-shim-runc-v2", "runc", "ip", "iptables")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 NODE_NAME = "127.0.0.1"  # the kubelet's node name, in every cluster (each has its own apiserver: no clash)
 

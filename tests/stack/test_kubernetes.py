@@ -1,14 +1,18 @@
 """Smoke test of the real single-node Kubernetes (e2e/kubernetes.py) the Kubernetes e2e runs on: a batch/v1 Job shaped
 like modelsync's (host network, uid 1001, read-only root, a Secret and a ConfigMap volume, a projected token for
 sigstore) completes and reports through its termination message; a pod pulls an image by digest from the stack's
-plain-HTTP registry.
+plain-HTTP registry. The cluster network: a pod off the host network finds a Service by its DNS name (CoreDNS) and
+reaches it at its ClusterIP (kube-proxy's rules in the cluster's network namespace), and reaches the local stack
+through the gateway; the host's iptables and routes are the same before an up and after the down.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
+import shutil
 import ssl
 import subprocess
 import time
@@ -170,3 +174,99 @@ def test_pod_pulls_from_tls_registry_with_pull_secret(cluster: Cluster, stack, t
     assert done.returncode == 0, f"{done.stderr}\n{_diagnose(cluster, f'pod/{name}')}"
     status = json.loads(cluster.kubectl("get", "pod", name, "-o", "json").stdout)["status"]["containerStatuses"][0]
     assert status["state"]["terminated"]["message"].strip() == "pulled over tls"
+
+
+def host_tables() -> dict[str, str]:
+    """The host's iptables (every backend present) and routes, without comments and packet counters."""
+    out = {}
+    for cmd in (["iptables-save"], ["iptables-legacy-save"], ["iptables-nft-save"], ["ip6tables-save"],
+                ["ip", "route", "show", "table", "all"], ["ip", "-6", "route", "show", "table", "all"],
+                ["ip", "rule"]):
+        if shutil.which(cmd[0], path="/usr/sbin:/sbin:/usr/bin:/bin"):
+            res = subprocess.run(cmd, check=False, capture_output=True, text=True)
+            lines = [re.sub(r"\[\d+:\d+\]", "", line) for line in (res.stdout + res.stderr).splitlines()
+                     if not line.startswith("#")]
+            out[" ".join(cmd)] = "\n".join(lines)
+    return out
+
+
+# busybox's wget segfaults in a FROM-scratch image (busybox-static 1.35, bookworm), its nc does not: a plain HTTP/1.0
+# GET through nc, which resolves names with the libc resolver (so through /etc/resolv.conf, i.e. cluster DNS)
+CLIENT = r"""
+B=/bin/busybox
+get() {{ printf 'GET / HTTP/1.0\r\nHost: %s\r\n\r\n' "$1" | $B nc -w 5 "$1" "$2"; }}
+for i in $($B seq 1 30); do
+  web=$(get {svc}.{ns}.svc.cluster.local 80 | $B tail -n 1)
+  short=$(get {svc} 80 | $B tail -n 1)
+  if [ -n "$web" ] && [ -n "$short" ]; then break; fi
+  $B sleep 1
+done
+registry=none
+if [ -n "{registry}" ]; then registry=$(get {registry_host} {registry_port} | $B head -n 1 | $B cut -d ' ' -f 2); fi
+echo "web=$web short=$short registry=$registry" > /dev/termination-log
+"""
+
+
+def _service_by_dns(cluster: Cluster, image: str, registry: str = "") -> tuple[str, str, str]:
+    """A web server pod behind a Service, and a client pod; both off the host network. Returns the token the server
+    serves, the client's termination message and the Service's ClusterIP."""
+    name, token = f"web-{secrets.token_hex(3)}", secrets.token_hex(8)
+    labels = {"app": name}
+    _apply(cluster,
+           {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": labels}, "spec": {
+               "containers": [{"name": "web", "image": image, "imagePullPolicy": "Never",
+                               "command": ["/bin/sh", "-c", f"/bin/busybox mkdir -p /tmp/www && echo {token} > "
+                                           "/tmp/www/index.html && exec /bin/busybox httpd -f -p 8080 -h /tmp/www"],
+                               "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}},
+           {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": {
+               "selector": labels, "ports": [{"port": 80, "targetPort": 8080, "protocol": "TCP"}]}})
+    ready = cluster.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=120s", check=False, timeout=140)
+    assert ready.returncode == 0, f"{ready.stderr}\n{_diagnose(cluster, f'pod/{name}')}"
+    client = f"client-{name}"
+    _apply(cluster, {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": client}, "spec": {
+        "restartPolicy": "Never",
+        "containers": [{"name": "c", "image": image, "imagePullPolicy": "Never", "command": [
+            "/bin/sh", "-c", CLIENT.format(
+            svc=name, ns="default", registry=registry, registry_host=registry.rsplit(":", 1)[0],
+            registry_port=registry.rsplit(":", 1)[-1])]}]}})
+    done = cluster.kubectl("wait", "--for=jsonpath={.status.phase}=Succeeded", f"pod/{client}", "--timeout=120s",
+                           check=False, timeout=140)
+    assert done.returncode == 0, f"{done.stderr}\n{_diagnose(cluster, f'pod/{client}', f'pod/{name}')}"
+    pod = json.loads(cluster.kubectl("get", "pod", client, "-o", "json").stdout)
+    assert not pod["spec"].get("hostNetwork")
+    message = pod["status"]["containerStatuses"][0]["state"]["terminated"]["message"].strip()
+    cluster_ip = cluster.kubectl("get", "service", name, "-o", "jsonpath={.spec.clusterIP}").stdout
+    cluster.kubectl("delete", "pod", name, client, "--grace-period=1", "--wait=false")
+    return token, message, cluster_ip
+
+
+def test_pod_reaches_service_by_dns_name(cluster: Cluster, busybox_image: str, stack):
+    """Off the host network: `<svc>.<ns>.svc.cluster.local` and the short name resolve through CoreDNS, the ClusterIP
+    leads to the pod through kube-proxy's rules (in the cluster's network namespace), the stack's registry is
+    reachable through the gateway; the host's iptables and routes do not change meanwhile."""
+    before = host_tables()
+    registry = cluster.expose_host_port(int(stack.oci_registry.rsplit(":", 1)[1]))
+    token, message, cluster_ip = _service_by_dns(cluster, busybox_image, registry)
+    assert message == f"web={token} short={token} registry=200", message
+    assert cluster_ip.startswith("10.0.0.")
+    assert host_tables() == before
+
+
+def test_full_up_down_leaves_host_tables_alone(cluster: Cluster, busybox_image: str, tmp_path: Path):
+    """A second cluster beside the first (names and subnets of its own), up with its network, serving DNS and a
+    Service, then down: the host's iptables (all backends) and routes are as before its up."""
+    before = host_tables()
+    second = Cluster(tmp_path / "k8s-2")
+    t0 = time.monotonic()
+    try:
+        second.up()
+        up = time.monotonic() - t0
+        second.import_image(busybox_image)
+        token, message, _ = _service_by_dns(second, busybox_image)
+        assert message == f"web={token} short={token} registry=none", message
+    finally:
+        t1 = time.monotonic()
+        second.down()
+        down = time.monotonic() - t1
+    assert host_tables() == before
+    print(f"second cluster up in {up:.1f}s, down in {down:.1f}s")
