@@ -34,7 +34,7 @@ from ..oci_access import check_backend
 from ..oci_copy import is_scratch, pull_base, push_layout, push_tag, repo_path, verify_pushed
 from ..progress import watch
 from ..secret import Secret
-from ..setting import Given, Setting
+from ..setting import Given, Setting, explicit
 from ..stores import Filled
 from ..stores import oci as oci_store
 
@@ -147,8 +147,9 @@ def spec(given: Given) -> OciDestination:
 
 def base_image(given: Given, dest: OciLocation) -> OciLocation | None:
     """The modelcar's base; None for 'scratch'. Short Docker Hub names are expanded as docker does. A base on the
-    destination's own registry (a mirror there) is read with the destination's credentials and CA unless its own
-    are given: registry credentials belong to a host, as in a .dockerconfigjson."""
+    destination's own registry (a mirror there) is read with the destination's credentials, CA and TLS setting
+    unless its own are given: they belong to a host, as in a .dockerconfigjson (upstream's integration suite
+    forwards only the base image's name, for a base on its plain-HTTP registry)."""
     v = given.values
     ref = strip_scheme(v[BASE_IMAGE.name] or "scratch")
     if ref in oci_copy.SCRATCH:
@@ -160,12 +161,14 @@ def base_image(given: Given, dest: OciLocation) -> OciLocation | None:
                                              BASE_CREDENTIALS.label)
         user, password = found.get("username"), Secret(found["password"]) if found.get("password") else None
     ca = str(v[BASE_CA_BUNDLE.name]) if v[BASE_CA_BUNDLE.name] else None
+    tls_verify = bool(v[BASE_TLS_VERIFY.name])
     if qualify_reference(dest.reference).split("/", 1)[0] == ref.split("/", 1)[0]:
         if user is None and not v[BASE_CREDENTIALS.name]:
             user, password = dest.username, dest.password
         ca = ca or dest.ca_bundle
-    return OciLocation(reference=ref, username=user, password=password, tls_verify=v[BASE_TLS_VERIFY.name],
-                       ca_bundle=ca)
+        if not explicit(given, BASE_TLS_VERIFY):
+            tls_verify = dest.tls_verify
+    return OciLocation(reference=ref, username=user, password=password, tls_verify=tls_verify, ca_bundle=ca)
 
 
 def storage_parts(dest: OciDestination) -> tuple[str, ...]:

@@ -310,4 +310,19 @@ def test_a_base_image_on_the_destinations_registry_uses_its_credentials_and_ca(t
                             "reg.example:5000/library/busybox:latest"}).destination.base
     assert same.username == "robot" and same.password.reveal() == "pw-123456" and same.ca_bundle == str(ca)
     other = config.load([], {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": "busybox:latest"}).destination.base
+    assert same.tls_verify and other.tls_verify
     assert other.reference == "docker.io/library/busybox:latest" and other.username is None and other.ca_bundle is None
+
+
+def test_a_base_image_on_the_destinations_registry_follows_its_tls_setting_unless_its_own_is_given(tmp_path):
+    """Upstream's suite forwards only MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE, for a base on its plain-HTTP registry
+    whose destination says MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY=false: the base is read the same way."""
+    env = {"MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(tmp_path),
+           "MODEL_SYNC_DESTINATION_OCI_URI": "reg.example:5001/m:v1", "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY":
+           "false", "MODEL_SYNC_MODEL_ARTIFACT_ID": "1", "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": "http://mr.example"}
+    on_dest = {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": "reg.example:5001/library/busybox:latest"}
+    assert config.load([], on_dest).destination.base.tls_verify is False
+    assert config.load([], {**on_dest, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY": "true"}
+                       ).destination.base.tls_verify is True
+    elsewhere = {**env, "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": "busybox:latest"}
+    assert config.load([], elsewhere).destination.base.tls_verify is True
