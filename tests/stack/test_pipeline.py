@@ -153,7 +153,7 @@ def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base
     assert {f.path: f.sha256 for f in streamed.files} == expected
     assert read_back(streamed, "oci", stack, tmp_path) == expected
 
-    monkeypatch.delitem(job.PIPELINES, ("s3", "oci"))  # fetch-then-publish, as before the pipeline
+    monkeypatch.setattr(job, "PIPELINES", ())  # fetch-then-publish, as before the pipeline
     caplog.clear()
     env, _ = job_env(stack, tmp_path, prefix, base_image, "old")
     env["MODEL_SYNC_DESTINATION_OCI_BACKEND"] = "skopeo"  # build_modelcar's layout: none of the pipeline's code
