@@ -229,8 +229,8 @@ class Cluster:
         for sub in STATE_SUBDIRS:
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         etcd.reset(self)  # a fresh start has no API objects of an earlier one; the PKI and images are kept
-        self._state = {"up": False, "started_at": time.time(), "ports": pick_ports(self.dir / "ports.json", PORTS), "components": {},
-                       "timings": {}}
+        self._state = {"up": False, "started_at": time.time(), "ports": pick_ports(self.dir / "ports.json", PORTS),
+                       "components": {}, "timings": {}}
         self._save()
         apiserver.make_pki(self)
         apiserver.write_kubeconfig(self)

@@ -58,7 +58,8 @@ def remove(node: Node) -> None:
     name, subnet = bridge(node)
     prefix = subnet.rsplit(".", 1)[0] + "."
     for ns in sorted(NETNS.glob("cni-*")) if NETNS.is_dir() else []:
-        addrs = subprocess.run([ip, "-n", ns.name, "-4", "-o", "addr", "show"], check=False, capture_output=True, text=True)
+        addrs = subprocess.run([ip, "-n", ns.name, "-4", "-o", "addr", "show"], check=False, capture_output=True,
+                               text=True)
         if f"inet {prefix}" in addrs.stdout:
             subprocess.run([ip, "netns", "delete", ns.name], check=False, capture_output=True)
     if Path(f"/sys/class/net/{name}").exists():
