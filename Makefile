@@ -8,7 +8,7 @@ VENV   ?= .venv
 MODELSYNC_CACHE ?= $(HOME)/.cache/modelsync
 PYTEST_ARGS ?=
 # what ruff checks (mypy checks what pyproject.toml's [tool.mypy] files names: modelsync/)
-RUFF_PATHS ?= modelsync
+RUFF_PATHS ?= modelsync tests e2e bench
 BASE_TOOLS := apt oras registry minio model-registry awscli
 VPY       := $(abspath $(VENV))/bin/python
 INSTALLED := $(VENV)/.modelsync-installed

@@ -4,13 +4,13 @@
     python -m bench --compare-backends [--size-mib 1024]
 
 Default (JobsAgainstFloors): a model of --files x --size incompressible files plus a few small ones, in MinIO. One run
-measures, each as one process tree sampled every 50 ms (wall time, MB/s, peak disk bytes in its scratch
-directory, peak RSS summed over the tree, the tree's CPU seconds and MinIO's and the registry's during the run): D, `aws s3 cp --recursive` of the model; P, `oras push` of the same files; a
-naive S3 -> OCI by hand (D then P in one shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a
-new prefix), an unchanged re-sync (S3 -> OCI to the same tag again), S3 -> S3 and a URL source (the files as one
-tar archive served by a thread of the bench, whose CPU is not counted) -> OCI. Then the ratios to the targets: S3->OCI
-/ (1.2 x max(D,P) + 1 s), peak scratch / (2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first
-+ 1 s). A table is printed (Markdown) and the figures written as JSON.
+measures, each as one process tree sampled every 50 ms (wall time, MB/s, peak disk bytes in its scratch directory, peak
+RSS summed over the tree, the tree's CPU seconds and MinIO's and the registry's during the run): D,
+`aws s3 cp --recursive` of the model; P, `oras push` of the same files; a naive S3 -> OCI by hand (D then P in one
+shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a new prefix), an unchanged re-sync (S3 -> OCI to the
+same tag again), S3 -> S3 and a URL source (the files as one tar archive served by a thread of the bench, whose CPU is
+not counted) -> OCI. Then the ratios to the targets: S3->OCI / (1.2 x max(D,P) + 1 s), peak scratch / (2 x largest file
++ 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first + 1 s). A table is printed (Markdown) and the figures written as JSON.
 
 --compare-backends: the earlier scenarios below (skopeo vs oras).
 
@@ -149,7 +149,8 @@ class Bench:
             self.job(f"job: oci -> s3 ({backend})",
                      {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": f"{repo}-{backend}:v1",
                       "MODEL_SYNC_SOURCE_OCI_USERNAME": "bench", "MODEL_SYNC_SOURCE_OCI_PASSWORD": "unused",
-                      "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false", "MODEL_SYNC_DESTINATION_OCI_BACKEND": backend},
+                      "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false",
+                      "MODEL_SYNC_DESTINATION_OCI_BACKEND": backend},
                      {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": e["MINIO_BUCKET"],
                       "MODEL_SYNC_DESTINATION_AWS_KEY": f"bench-dst/{uuid.uuid4().hex[:8]}",
                       "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": e["MINIO_ENDPOINT"],

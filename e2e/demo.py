@@ -70,7 +70,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         meta, creds = Path(tmp) / "metadata", Path(tmp) / "s3-secret"
         _write_dir(meta, _metadata(version, first=model_id is None))
-        _write_dir(creds, {"AWS_ACCESS_KEY_ID": env["MINIO_ACCESS_KEY"], "AWS_SECRET_ACCESS_KEY": env["MINIO_SECRET_KEY"],
+        _write_dir(creds, {"AWS_ACCESS_KEY_ID": env["MINIO_ACCESS_KEY"],
+                           "AWS_SECRET_ACCESS_KEY": env["MINIO_SECRET_KEY"],
                            "AWS_S3_ENDPOINT": env["MINIO_ENDPOINT"], "AWS_S3_BUCKET": env["MINIO_BUCKET"]})
         job_env = {
             "MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_KEY": PREFIX,

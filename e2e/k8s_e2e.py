@@ -310,11 +310,11 @@ class Run:
     UI_CASES = ("create_model from s3", "create_version from s3", "update_artifact from s3", "create_model from uri")
 
     def ui_job(self, case: str) -> None:
-        """The Job, Secrets and ConfigMap exactly as the Model Registry UI's backend writes them (tests/support/ui_jobs.py),
-        for the local cluster changed only as every e2e Job is (host network, the image imported, the pod's API
-        server and name for its events) plus the modelcar's base image and TLS off for the stack's plain-HTTP
-        registry (public.ecr.aws is out of reach here). LIVE, every custom property typed as written, the
-        model-source fields, and the pod's events."""
+        """The Job, Secrets and ConfigMap exactly as the Model Registry UI's backend writes them
+        (tests/support/ui_jobs.py), for the local cluster changed only as every e2e Job is (host network, the image
+        imported, the pod's API server and name for its events) plus the modelcar's base image and TLS off for the
+        stack's plain-HTTP registry (public.ecr.aws is out of reach here). LIVE, every custom property typed as
+        written, the model-source fields, and the pod's events."""
         from tests.support.ui_jobs import UiJob, typed
         t0 = time.monotonic()
         intent, source = case.split(" from ")

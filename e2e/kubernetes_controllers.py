@@ -24,8 +24,9 @@ PORT_OF = {CONTROLLER_MANAGER: "controller_manager", SCHEDULER: "scheduler"}
 def _common(node: Node, binary: str) -> list[str]:
     kc = node.kubeconfig
     return [need(binary), f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-            f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1", f"--secure-port={node.ports[PORT_OF[binary]]}",
-            "--leader-elect=false", f"--cert-dir={node.dir / 'pki' / binary}"]
+            f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1",
+            f"--secure-port={node.ports[PORT_OF[binary]]}", "--leader-elect=false",
+            f"--cert-dir={node.dir / 'pki' / binary}"]
 
 
 def controller_manager_argv(node: Node) -> list[str]:

@@ -221,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
     config = ProxyConfig(upstream=args.upstream.rstrip("/"), token=token, v1_only=args.v1_only,
                          deprecation_sunset=args.deprecation_sunset, quiet=args.quiet)
     server = make_server(config, args.listen_port)
-    print(f"mrproxy listening on 127.0.0.1:{server.server_address[1]} -> {config.upstream}", file=sys.stderr, flush=True)
+    print(f"mrproxy listening on 127.0.0.1:{server.server_address[1]} -> {config.upstream}", file=sys.stderr,
+          flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -17,6 +17,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # `pytest` without `python -m` does not put the repo root on sys.path
     sys.path.insert(0, str(REPO_ROOT))
+# the helpers in tests/support assert too: rewrite them as pytest rewrites test modules, for the same messages
+pytest.register_assert_rewrite("tests.support")
 
 from e2e.mrproxy import ProxyHandle, start_proxy  # noqa: E402
 from e2e.stack import LocalStack, MissingToolsError, StackEnv, find_tool  # noqa: E402
@@ -144,6 +146,16 @@ def base_image(stack, tmp_path_factory) -> str:
     push_layout(busybox_layout(root / "layout"), "latest", OciLocation(ref, tls_verify=False), "latest", root / "w",
                 "skopeo")
     return ref
+
+
+@pytest.fixture
+def http_root(tmp_path):
+    """A directory served over HTTP on a free local port: (root, url), stopped at the end of the test."""
+    from .support.servers import serve_directory
+    root = tmp_path / "www"
+    root.mkdir()
+    with serve_directory(root) as url:
+        yield root, url
 
 
 @pytest.fixture

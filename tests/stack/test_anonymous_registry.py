@@ -26,9 +26,10 @@ from modelsync.destinations.oci import publish_modelcar
 from modelsync.locations import OciLocation
 from modelsync.sources.oci import fetch_oci
 
+from ..support.jobs import base_env
+from ..support.model_registry import mr_get
 from ..support.models import digests_of
 from ..support.token_registry import SERVICE, Signer, TokenRegistry, TokenServer, start_token_registry
-from .test_job import base_env, mr_get
 
 pytestmark = pytest.mark.stack
 

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
+from ..support.archives import FS_SIZE, SETTING, zeros_zip
 from ..support.mounts import tmpfs
 from ..support.servers import serve_directory
-from ..unit.sources.test_uri_archives import FS_SIZE, SETTING, _zeros_zip
 
 
 @pytest.fixture
@@ -35,7 +35,7 @@ def server(tmp_path):
 @pytest.mark.stack
 def test_cli_zip_bomb_fails_with_one_line_naming_the_storage_path(stack, tmp_path, server, small_fs):
     root, url = server
-    _zeros_zip(root / "bomb.zip")
+    zeros_zip(root / "bomb.zip")
     meta = tmp_path / "metadata"
     meta.mkdir()
     name = f"bomb-{uuid.uuid4().hex[:6]}"

@@ -32,10 +32,10 @@ from pathlib import Path
 import boto3
 import pytest
 
+from ..support.model_registry import mr_get
 from ..support.models import make_model
 from ..support.mounts import tmpfs
 from ..support.servers import serve_directory
-from .test_job import mr_get
 
 pytestmark = pytest.mark.stack
 
@@ -174,7 +174,8 @@ def oci_destination(c: Ctx, **extra: str | None) -> dict[str, str | None]:
 
 def tls_destination(c: Ctx, **extra: str | None) -> dict[str, str | None]:
     """The stack's TLS registry, which answers 401 to anyone without its user and password."""
-    return oci_destination(c, MODEL_SYNC_DESTINATION_OCI_URI=f"{c.stack.oci_tls_registry}/bad/{uuid.uuid4().hex[:8]}:v1",
+    return oci_destination(c,
+                           MODEL_SYNC_DESTINATION_OCI_URI=f"{c.stack.oci_tls_registry}/bad/{uuid.uuid4().hex[:8]}:v1",
                            MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY="true",
                            MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE=c.stack.oci_tls_ca, **extra)
 
@@ -192,7 +193,8 @@ def read_only_storage(c: Ctx) -> dict[str, str]:
 def base_env(c: Ctx) -> dict[str, str]:
     """A valid job: pvc -> pvc, create_model of a name of its own."""
     make_model(c.model_dir)
-    return {"MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_model", "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(metadata_dir(c)),
+    return {"MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_model",
+            "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(metadata_dir(c)),
             "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": c.stack.mr_url, "MODEL_SYNC_REGISTRY_IS_SECURE": "false",
             "MODEL_SYNC_STORAGE_PATH": str(c.storage), "MODEL_SYNC_SOURCE_TYPE": "pvc",
             "MODEL_SYNC_SOURCE_PATH": str(c.model_dir), "MODEL_SYNC_DESTINATION_TYPE": "pvc",
@@ -224,8 +226,9 @@ CASES = [
          "MODEL_SYNC_DESTINATION_TYPE"),
     Case("intent-enum", "unknown upload intent", env(MODEL_SYNC_MODEL_UPLOAD_INTENT="delete_model"), 2,
          "MODEL_SYNC_MODEL_UPLOAD_INTENT"),
-    Case("backend-enum", "unknown OCI backend", lambda c: oci_destination(c, MODEL_SYNC_DESTINATION_OCI_BACKEND="docker"),
-         2, "MODEL_SYNC_DESTINATION_OCI_BACKEND"),
+    Case("backend-enum", "unknown OCI backend",
+         lambda c: oci_destination(c, MODEL_SYNC_DESTINATION_OCI_BACKEND="docker"), 2,
+         "MODEL_SYNC_DESTINATION_OCI_BACKEND"),
     Case("log-format-enum", "log format xml", env(MODEL_SYNC_LOG_FORMAT="xml"), 2, "MODEL_SYNC_LOG_FORMAT"),
     Case("source-date-epoch", "SOURCE_DATE_EPOCH that is not a number of seconds", env(SOURCE_DATE_EPOCH="yesterday"),
          2, "SOURCE_DATE_EPOCH"),
@@ -267,7 +270,8 @@ CASES = [
          lambda c: oci_destination(c, MODEL_SYNC_DESTINATION_OCI_URI=f"{c.stack.oci_registry}/m@sha256:{'a' * 64}"),
          2, "MODEL_SYNC_DESTINATION_OCI_URI"),
     Case("source-ref-bad-tag", "source image tag with a space",
-         env(MODEL_SYNC_SOURCE_TYPE="oci", MODEL_SYNC_SOURCE_PATH=None, MODEL_SYNC_SOURCE_OCI_URI="reg.example/m:bad tag"),
+         env(MODEL_SYNC_SOURCE_TYPE="oci", MODEL_SYNC_SOURCE_PATH=None,
+             MODEL_SYNC_SOURCE_OCI_URI="reg.example/m:bad tag"),
          2, "MODEL_SYNC_SOURCE_OCI_URI"),
     Case("base-image-ref", "base image not a reference",
          lambda c: oci_destination(c, MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE="Not A Ref"), 2,
@@ -295,7 +299,8 @@ CASES = [
     Case("oci-no-uri", "oci destination without a URI",
          lambda c: oci_destination(c, MODEL_SYNC_DESTINATION_OCI_URI=None), 2, "MODEL_SYNC_DESTINATION_OCI_URI"),
     Case("oci-half-pair", "oci username without password",
-         lambda c: oci_destination(c, MODEL_SYNC_DESTINATION_OCI_USERNAME="u"), 2, "MODEL_SYNC_DESTINATION_OCI_PASSWORD"),
+         lambda c: oci_destination(c, MODEL_SYNC_DESTINATION_OCI_USERNAME="u"), 2,
+         "MODEL_SYNC_DESTINATION_OCI_PASSWORD"),
     Case("uri-none", "uri source without a URL", lambda c: uri_source(None), 2, "MODEL_SYNC_SOURCE_URI"),
     Case("update-no-artifact", "update_artifact without the artifact id",
          env(MODEL_SYNC_MODEL_UPLOAD_INTENT="update_artifact", MODEL_SYNC_METADATA_CONFIGMAP_PATH=None), 2,
@@ -357,7 +362,8 @@ CASES = [
     Case("s3-secret-missing-secret-key", "S3 Secret with AWS_ACCESS_KEY_ID only",
          lambda c: {**s3_destination(c, MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID=None,
                                      MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY=None),
-                    "MODEL_SYNC_DESTINATION_S3_CREDENTIALS_PATH": str(write_dir(c.root / "s", {"AWS_ACCESS_KEY_ID": "AK"}))},
+                    "MODEL_SYNC_DESTINATION_S3_CREDENTIALS_PATH":
+                        str(write_dir(c.root / "s", {"AWS_ACCESS_KEY_ID": "AK"}))},
          2, "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY"),
     Case("s3-secret-empty-keys", "S3 Secret whose key files are empty (no bucket given elsewhere)",
          lambda c: {**s3_destination(c, MODEL_SYNC_DESTINATION_AWS_BUCKET=None),
@@ -385,10 +391,12 @@ CASES = [
              c, {"auths": {c.stack.oci_registry: {"username": "u"}}})), 2, "MODEL_SYNC_DESTINATION_OCI_PASSWORD"),
     # -- metadata
     Case("meta-json", "custom properties that are not JSON",
-         lambda c: {"MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(metadata_dir(c, ModelVersion__custom_properties="{a: 1"))},
+         lambda c: {"MODEL_SYNC_METADATA_CONFIGMAP_PATH":
+                    str(metadata_dir(c, ModelVersion__custom_properties="{a: 1"))},
          2, "ModelVersion.custom_properties"),
     Case("meta-list", "custom properties that are a list",
-         lambda c: {"MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(metadata_dir(c, RegisteredModel__custom_properties="[1]"))},
+         lambda c: {"MODEL_SYNC_METADATA_CONFIGMAP_PATH":
+                    str(metadata_dir(c, RegisteredModel__custom_properties="[1]"))},
          2, "RegisteredModel.custom_properties"),
     Case("meta-int64", "an integer beyond int32",
          lambda c: {"MODEL_SYNC_METADATA_CONFIGMAP_PATH":
@@ -439,17 +447,18 @@ CASES = [
     Case("s3-wrong-secret", "S3 source with a secret access key the store refuses",
          lambda c: {**s3_objects(c, {"ok.bin": b"ok"}), "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": "wrong-Secret-Zq9"},
          2, "the secret access key is wrong"),
-    Case("tar-traversal", "tar member ../escape.txt", lambda c: uri_source(serve_tar(c, tar_member("../escape.txt"), b"x")),
-         1, "outside the model directory"),
+    Case("tar-traversal", "tar member ../escape.txt",
+         lambda c: uri_source(serve_tar(c, tar_member("../escape.txt"), b"x")), 1, "outside the model directory"),
     Case("tar-absolute", "tar member /etc/evil", lambda c: uri_source(serve_tar(c, tar_member("/etc/evil"), b"x")), 1,
          "outside the model directory"),
     Case("tar-symlink", "tar symlink to /etc/passwd, onto an artifact made for the case",
          lambda c: {**update_artifact(c), **uri_source(serve_tar(c, tar_member("l", tarfile.SYMTYPE, "/etc/passwd")))},
          1, "absolute path"),
     Case("tar-hardlink", "tar hard link out of the tree",
-         lambda c: uri_source(serve_tar(c, tar_member("h", tarfile.LNKTYPE, "../outside"))), 1, "outside the model directory"),
-    Case("tar-device", "tar character device", lambda c: uri_source(serve_tar(c, tar_member("dev", tarfile.CHRTYPE))), 1,
-         "device or fifo"),
+         lambda c: uri_source(serve_tar(c, tar_member("h", tarfile.LNKTYPE, "../outside"))), 1,
+         "outside the model directory"),
+    Case("tar-device", "tar character device",
+         lambda c: uri_source(serve_tar(c, tar_member("dev", tarfile.CHRTYPE))), 1, "device or fifo"),
     Case("tar-fifo", "tar fifo", lambda c: uri_source(serve_tar(c, tar_member("fifo", tarfile.FIFOTYPE))), 1,
          "device or fifo"),
     Case("zip-traversal", "zip member a/../../escape.txt",

@@ -20,7 +20,7 @@ from modelsync import __main__ as cli
 from modelsync import config
 from modelsync.clients import events
 
-from .test_hostile import pvc_job
+from ..support.jobs import pvc_job
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.podman, pytest.mark.stack]
 

@@ -29,8 +29,9 @@ from modelsync.sources import hf
 from modelsync.workspace import claim
 
 from ..support.hub_server import Hub, serve_hub
+from ..support.jobs import base_env, destination_env, read_back
+from ..support.model_registry import mr_get
 from ..support.models import digests_of, make_model, write_big
-from .test_job import base_env, destination_env, mr_get, read_back
 
 TOKEN = "hf_" + uuid.uuid4().hex  # the private repo's token; must never show up anywhere
 BIG = 3 * 1024 * 1024 + 17
@@ -224,7 +225,8 @@ def test_a_failed_download_is_tried_again_keeping_the_files_already_complete(hub
             if method == "GET" and "/resolve/" in path]
     non_empty = [p for p in hub.expected["main"] if (hub.repos["org/model"].revisions["main"] / p).stat().st_size]
     assert sorted(gets) == sorted([*non_empty, "config.json"])  # only the failed file came twice
-    assert any("trying again in" in r.getMessage() and "(try 2 of 3)" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert any("trying again in" in r.getMessage() and "(try 2 of 3)" in r.getMessage()
+               for r in caplog.records if r.levelno == logging.WARNING)
 
 
 # ---------------------------------------------------------------------------------------------- private repos

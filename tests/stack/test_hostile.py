@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.error
 import uuid
 from pathlib import Path
 
@@ -19,9 +18,11 @@ from modelsync import config, job
 from modelsync.errors import TransferError
 from modelsync.workspace import claim
 
+from ..support.cli import run_cli
+from ..support.jobs import base_env, destination_env, pvc_job, source_env
+from ..support.model_registry import mr_get, registered, the_artifact
 from ..support.models import digests_of
 from ..support.mounts import tmpfs
-from .test_job import base_env, destination_env, mr_get, source_env
 
 pytestmark = pytest.mark.stack
 
@@ -31,36 +32,8 @@ def no_service_account(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
 
 
-def run_cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}
-    return subprocess.run([sys.executable, "-m", "modelsync", *args], env={**clean, **env}, cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-
-
-def registered(stack, name: str) -> bool:
-    try:
-        mr_get(stack, f"registered_model?name={name}")
-        return True
-    except urllib.error.HTTPError as err:
-        assert err.code == 404
-        return False
-
-
-def the_artifact(stack, name: str, version: str = "1.0.0") -> dict:
-    rm = mr_get(stack, f"registered_model?name={name}")
-    mv = mr_get(stack, f"model_version?name={version}&parentResourceId={rm['id']}")
-    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
-    return art
-
-
 def env_name(tmp_path: Path) -> str:
     return (tmp_path / "metadata" / "RegisteredModel.name").read_text()
-
-
-def pvc_job(stack, tmp_path: Path, model_dir: Path, dest: Path, name: str | None = None) -> dict[str, str]:
-    return {**base_env(stack, tmp_path, name or f"vol-{uuid.uuid4().hex[:6]}"), "MODEL_SYNC_SOURCE_TYPE": "pvc",
-            "MODEL_SYNC_SOURCE_PATH": str(model_dir), "MODEL_SYNC_DESTINATION_TYPE": "pvc",
-            "MODEL_SYNC_DESTINATION_PATH": str(dest)}
 
 
 # ---------------------------------------------------------------- 1. a volume destination writes only what it owns
@@ -241,7 +214,8 @@ def test_7_s3_prefix_with_foreign_objects_is_refused_then_replaced_exactly(stack
     assert not registered(stack, name)
 
     published = job.run(config.load([], {**env, "MODEL_SYNC_DESTINATION_REPLACE_EXISTING": "true"}))
-    keys = sorted(o["Key"][len(prefix) + 1:] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/")["Contents"])
+    keys = sorted(o["Key"][len(prefix) + 1:]
+                  for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/")["Contents"])
     assert keys == sorted(expected) == sorted(f.path for f in published.files)
     art = the_artifact(stack, name)
     assert art["state"] == "LIVE" and art["customProperties"]["modelsync.files"]["int_value"] == str(len(keys))

@@ -7,8 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import tarfile
 import time
 import urllib.request
 import uuid
@@ -17,106 +15,17 @@ from pathlib import Path
 import pytest
 
 from modelsync import config, destinations, job
-from modelsync.destinations.local import RECORD
-from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import ModelSyncError
-from modelsync.locations import OciLocation, S3Location
+from modelsync.locations import OciLocation
 from modelsync.oci_copy import push_layout
-from modelsync.secret import Secret
-from modelsync.sources.oci import fetch_oci
-from modelsync.sources.s3 import fetch_s3
 
-from ..support.models import TEST_JOB, digests_of, write_big
+from ..support.cli import start_and_wait_for_pending
+from ..support.jobs import base_env, destination_env, read_back, source_env
+from ..support.model_registry import mr_get
+from ..support.models import write_big
 from ..support.oci_helpers import busybox_layout
-from ..support.servers import serve_directory
 
 pytestmark = pytest.mark.stack
-
-
-@pytest.fixture
-def http_root(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    with serve_directory(root) as url:
-        yield root, url
-
-
-def s3loc(stack, key: str) -> S3Location:
-    return S3Location(bucket=stack.minio_bucket, key=key, endpoint=stack.minio_endpoint,
-                      access_key_id=Secret(stack.minio_access_key), secret_access_key=Secret(stack.minio_secret_key))
-
-
-def mr_get(stack, path: str) -> dict:
-    with urllib.request.urlopen(f"{stack.mr_url}/api/model_registry/v1alpha3/{path}", timeout=10) as resp:
-        return json.load(resp)
-
-
-def base_env(stack, tmp_path: Path, name: str) -> dict[str, str]:
-    meta = tmp_path / "metadata"
-    meta.mkdir()
-    for key, value in {"RegisteredModel.name": name, "ModelVersion.name": "1.0.0", "ModelArtifact.name": name,
-                       "ModelArtifact.model_format_name": "onnx"}.items():
-        (meta / key).write_text(value)
-    return {"MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_model", "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(meta),
-            "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": stack.mr_url, "MODEL_SYNC_REGISTRY_IS_SECURE": "false",
-            "MODEL_SYNC_STORAGE_PATH": str(tmp_path / "storage")}
-
-
-def source_env(kind: str, stack, tmp_path, model_dir: Path, http_root, base_image) -> dict[str, str]:
-    if kind == "s3":
-        prefix = f"job-src-{uuid.uuid4().hex[:8]}"
-        from modelsync.destinations.s3 import publish_s3
-        from modelsync.files import inventory
-        publish_s3(model_dir, inventory(model_dir), s3loc(stack, prefix), TEST_JOB)
-        return {"MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_BUCKET": stack.minio_bucket,
-                "MODEL_SYNC_SOURCE_AWS_KEY": prefix, "MODEL_SYNC_SOURCE_AWS_ENDPOINT": stack.minio_endpoint,
-                "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": stack.minio_access_key,
-                "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
-    if kind == "oci":
-        ref = f"{stack.oci_tls_registry}/job-src/{uuid.uuid4().hex[:8]}:v1"
-        target = OciLocation(ref, username=stack.oci_tls_username, password=Secret(stack.oci_tls_password),
-                             ca_bundle=stack.oci_tls_ca)
-        publish_modelcar(model_dir, target, OciLocation(base_image, tls_verify=False), tmp_path / "pre")
-        return {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": ref,
-                "MODEL_SYNC_SOURCE_OCI_USERNAME": stack.oci_tls_username,
-                "MODEL_SYNC_SOURCE_OCI_PASSWORD": stack.oci_tls_password,
-                "MODEL_SYNC_SOURCE_OCI_CA_BUNDLE": stack.oci_tls_ca}
-    if kind == "uri":
-        root, url = http_root
-        with tarfile.open(root / "model.tar.gz", "w:gz") as tar:
-            tar.add(model_dir, arcname=".")
-        return {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": f"{url}/model.tar.gz"}
-    return {"MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(model_dir)}
-
-
-def destination_env(kind: str, stack, tmp_path, base_image) -> dict[str, str]:
-    if kind == "oci":
-        return {"MODEL_SYNC_DESTINATION_TYPE": "oci",
-                "MODEL_SYNC_DESTINATION_OCI_URI": f"{stack.oci_registry}/job-dst/{uuid.uuid4().hex[:8]}:v1",
-                "MODEL_SYNC_DESTINATION_OCI_USERNAME": "any", "MODEL_SYNC_DESTINATION_OCI_PASSWORD": "unused-pw",
-                "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY": "false",
-                "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": base_image,
-                "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY": "false"}
-    if kind == "s3":
-        return {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": stack.minio_bucket,
-                "MODEL_SYNC_DESTINATION_AWS_KEY": f"job-dst-{uuid.uuid4().hex[:8]}/model",
-                "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": stack.minio_endpoint,
-                "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": stack.minio_access_key,
-                "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
-    return {"MODEL_SYNC_DESTINATION_TYPE": "pvc", "MODEL_SYNC_DESTINATION_PATH": str(tmp_path / "pvc-out" / "model")}
-
-
-def read_back(published, dest_kind: str, stack, tmp_path: Path) -> dict[str, str]:
-    out = tmp_path / "read-back"
-    if dest_kind == "oci":
-        fetch_oci(OciLocation(published.uri[len("oci://"):], tls_verify=False), out, tmp_path / "rb-work")
-    elif dest_kind == "s3":
-        key = published.uri.split("/", 3)[3]
-        fetch_s3(s3loc(stack, key), out)
-    else:
-        out = Path(published.uri[len("file://"):])
-        return {p: d for p, d in digests_of(out).items() if p != RECORD}  # the job's record of what it wrote
-    return digests_of(out)
 
 
 PAIRS = [(s, d) for s in ("s3", "oci", "uri", "pvc") for d in ("oci", "s3", "pvc")]
@@ -278,26 +187,6 @@ def big_job_mid_transfer(stack, tmp_path: Path, base_image: str, label: str):
     time.sleep(1.0)  # into the transfer
     assert proc.poll() is None, "the transfer finished before it could be interrupted"
     return proc, mv, name, env
-
-
-def start_and_wait_for_pending(stack, env: dict[str, str], name: str, tmp_path: Path):
-    """Start the real CLI in its own session; return once its artifact is PENDING (claimed, transfer started)."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}
-    proc = subprocess.Popen([sys.executable, "-m", "modelsync"], env={**clean, **env}, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-        try:
-            rm = mr_get(stack, f"registered_model?name={name}")
-            mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-            items = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
-        except urllib.error.HTTPError:
-            continue
-        if items and items[0]["state"] == "PENDING":
-            return proc, mv
-    proc.kill()
-    pytest.fail("the job never claimed the artifact")
 
 
 @pytest.mark.slow

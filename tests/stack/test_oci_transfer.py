@@ -247,8 +247,9 @@ def test_fetch_oras_artifact_places_files_at_their_titles(tmp_path, plain, stack
     (src / "tree" / "x").mkdir(parents=True)
     (src / "tree" / "x" / "c.txt").write_bytes(b"in a pushed directory")
     ref = f"{stack.oci_registry}/{_repo()}:art"
-    subprocess.run([tools_needed["oras"], "push", "--plain-http", "--no-tty", "--artifact-type", "application/vnd.example.model",
-                    ref, "a.txt", "sub/b.bin", "tree"], cwd=src, check=True, capture_output=True)
+    subprocess.run([tools_needed["oras"], "push", "--plain-http", "--no-tty",
+                    "--artifact-type", "application/vnd.example.model", ref, "a.txt", "sub/b.bin", "tree"],
+                   cwd=src, check=True, capture_output=True)
     files = fetch_oci(plain(ref.split("/", 1)[1]), tmp_path / "dest", tmp_path / "w", backend=backend)
     assert digests_of(tmp_path / "dest") == digests_of(src)
     assert sorted(f.path for f in files) == ["a.txt", "sub/b.bin", "tree/x/c.txt"]

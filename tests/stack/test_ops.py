@@ -14,7 +14,7 @@ import boto3
 import pytest
 import yaml
 
-from .test_registry import Inspect
+from ..support.model_registry import Inspect
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = ("modelsync-from-pod", "modelsync-check", "modelsync-inspect", "modelsync-verify", "modelsync-stack")

@@ -13,7 +13,6 @@ import sys
 import threading
 import time
 import urllib.error
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,12 +20,14 @@ import pytest
 from modelsync import config, job, modelcar_layers, pipeline, s3_download, tools
 from modelsync.clients.aws import cli_env, cli_flags
 from modelsync.errors import ModelSyncError, TransferError
-from modelsync.files import disk_bytes, inventory
+from modelsync.files import disk_bytes
 from modelsync.oci_layout import Layout
 from modelsync.settings import parse_size
 
-from ..support.models import TEST_JOB, make_model, write_big
-from .test_job import base_env, destination_env, mr_get, read_back, s3loc, start_and_wait_for_pending
+from ..support.cli import start_and_wait_for_pending
+from ..support.jobs import job_env, read_back, s3loc, upload
+from ..support.model_registry import mr_get, the_artifact
+from ..support.models import make_model, write_big
 
 MIB = 1 << 20
 PIPELINE_LOGGERS = {f"modelsync.{n}" for n in ("pipeline", "resync", "s3_download", "layer_push", "modelcar_push")}
@@ -107,35 +108,6 @@ def test_a_file_changed_in_a_directory_being_pushed_is_named(tmp_path):
 
 # ---- on the stack -------------------------------------------------------------------------------------------------
 
-def upload(stack, model_dir: Path) -> str:
-    from modelsync.destinations.s3 import publish_s3
-    prefix = f"pipe-src-{uuid.uuid4().hex[:8]}"
-    publish_s3(model_dir, inventory(model_dir), s3loc(stack, prefix), TEST_JOB)
-    return prefix
-
-
-def s3_env(stack, prefix: str) -> dict[str, str]:
-    return {"MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_BUCKET": stack.minio_bucket,
-            "MODEL_SYNC_SOURCE_AWS_KEY": prefix, "MODEL_SYNC_SOURCE_AWS_ENDPOINT": stack.minio_endpoint,
-            "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": stack.minio_access_key,
-            "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
-
-
-def job_env(stack, tmp_path: Path, prefix: str, base_image: str, label: str) -> tuple[dict[str, str], str]:
-    name = f"pipe-{label}-{uuid.uuid4().hex[:6]}"
-    run_dir = tmp_path / name
-    run_dir.mkdir()
-    return {**base_env(stack, run_dir, name), **s3_env(stack, prefix),
-            **destination_env("oci", stack, tmp_path, base_image)}, name
-
-
-def artifact(stack, name: str) -> dict:
-    rm = mr_get(stack, f"registered_model?name={name}")
-    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
-    return art
-
-
 @pytest.mark.stack
 def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base_image, monkeypatch, caplog):
     """A big file and small ones: the same digest as the old path, LIVE, bytes read back."""
@@ -149,7 +121,7 @@ def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base
     with caplog.at_level(logging.INFO, logger="modelsync.pipeline"):
         streamed = job.run(config.load([], env))
     assert any(r.name == "modelsync.pipeline" and "to download" in r.getMessage() for r in caplog.records)
-    assert artifact(stack, name)["state"] == "LIVE"
+    assert the_artifact(stack, name)["state"] == "LIVE"
     assert {f.path: f.sha256 for f in streamed.files} == expected
     assert read_back(streamed, "oci", stack, tmp_path) == expected
 
@@ -210,7 +182,7 @@ def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, monk
     assert {f.path: f.sha256 for f in published.files} == expected
     assert 64 * MIB < peak <= cap, f"peak scratch {peak / MIB:.1f} MiB"
     assert any("the download waits for the push" in r.getMessage() for r in caplog.records)
-    assert artifact(stack, name)["state"] == "LIVE"
+    assert the_artifact(stack, name)["state"] == "LIVE"
 
 
 @pytest.mark.stack
@@ -221,7 +193,7 @@ def test_a_layer_larger_than_the_cap_goes_through_alone(stack, tmp_path, base_im
     assert {f.path: f.sha256 for f in published.files} == expected
     assert any("is over --max-in-flight-bytes" in r.getMessage() for r in caplog.records)
     assert 48 * MIB <= peak < 3 * 48 * MIB, f"peak scratch {peak / MIB:.1f} MiB"
-    assert artifact(stack, name)["state"] == "LIVE"
+    assert the_artifact(stack, name)["state"] == "LIVE"
 
 
 def fake_oras(tmp_path: Path, fail_at: int) -> Path:
@@ -259,7 +231,7 @@ def test_a_failing_push_midway_abandons_and_leaves_nothing(stack, tmp_path, base
     before = set(children_of(os.getpid()))  # the stack's servers, when this session started them
     with pytest.raises(ModelSyncError, match="simulated: the registry refused blob 3"):
         job.run(config.load([], env))
-    art = artifact(stack, name)
+    art = the_artifact(stack, name)
     assert art["state"] == "ABANDONED"
     assert "simulated" in art["customProperties"]["modelsync.error"]["string_value"]
     storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
@@ -303,7 +275,7 @@ def test_sigterm_stops_the_pipeline_within_seconds(stack, tmp_path, base_image):
     assert time.monotonic() - sent < 10, f"took {time.monotonic() - sent:.1f}s to stop"
     assert proc.returncode == 1, err
     assert "stopped by SIGTERM" in err
-    assert artifact(stack, name)["state"] == "ABANDONED"
+    assert the_artifact(stack, name)["state"] == "ABANDONED"
     assert not list(Path(env["MODEL_SYNC_STORAGE_PATH"]).glob(".modelsync-*"))
     leftovers = subprocess.run(["pgrep", "-s", str(proc.pid)], capture_output=True, text=True).stdout.split()
     assert leftovers == [], f"processes of the job's session still running: {leftovers}"

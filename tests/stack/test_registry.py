@@ -30,42 +30,13 @@ from modelsync.metadata import parse_metadata, parse_metadata_dir
 from modelsync.registry import Intent, RegistrySettings, connect
 from modelsync.secret import Secret
 
+from ..support.configmap import write_configmap
+from ..support.model_registry import Inspect
 from ..support.registry_servers import Flaky, NotFoundEverywhere
-from ..unit.test_metadata import write_configmap
 
 FAST = RetryPolicy(attempts=2, first_delay=0.05, timeout=10.0)
 PUBLISHED = Published("oci://127.0.0.1:5000/models/m@sha256:" + "a" * 64, "sha256:" + "a" * 64,
                       (FileEntry("model.onnx", 1234, "b" * 64), FileEntry("config.json", 10, "c" * 64)))
-
-
-class Inspect:
-    """Plain HTTP to the server itself (v1alpha3), for checking what the code under test did."""
-
-    def __init__(self, url: str):
-        self.base = url + "/api/model_registry/v1alpha3"
-        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-    def req(self, method: str, path: str, body: dict | None = None) -> dict:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method,
-                                         headers={"Content-Type": "application/json"})
-        with self.opener.open(request, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def items(self, path: str) -> list[dict]:
-        return self.req("GET", path)["items"]
-
-    def model_by_name(self, name: str) -> dict:
-        return self.req("GET", f"/registered_model?name={name}")
-
-    def one_live_set(self, model_name: str, version_name: str) -> dict:
-        """Assert exactly one model/version/model artifact, LIVE; return the artifact."""
-        model = self.model_by_name(model_name)
-        versions = self.items(f"/registered_models/{model['id']}/versions")
-        assert [v["name"] for v in versions] == [version_name]
-        artifacts = self.items(f"/model_versions/{versions[0]['id']}/artifacts")
-        assert len(artifacts) == 1 and artifacts[0]["state"] == "LIVE", artifacts
-        return artifacts[0]
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from modelsync import config, job, modelcar, tools
 from modelsync.clients import aws
 from modelsync.oci_layout import OCI_MANIFEST
 
+from ..support.jobs import job_env, s3loc, upload
+from ..support.model_registry import the_artifact
 from ..support.models import make_model
-from .test_job import s3loc
-from .test_pipeline import artifact, job_env, upload
 
 MIB = 1 << 20
 BIG = "big/model.safetensors"
@@ -46,7 +46,7 @@ def synced(stack, tmp_path, base_image, monkeypatch):
             if not pipeline:
                 m.setattr(job, "PIPELINES", ())
             published = job.run(config.load([], env))
-        assert artifact(stack, name)["state"] == "LIVE"
+        assert the_artifact(stack, name)["state"] == "LIVE"
         return published, [line.split() for line in log.read_text().splitlines()]
 
     first, calls = sync("first")

@@ -28,8 +28,9 @@ from modelsync.locations import S3Location
 from modelsync.secret import Secret
 from modelsync.sources.s3 import fetch_s3
 
+from ..support.jobs import base_env, destination_env, read_back, s3loc
+from ..support.model_registry import mr_get
 from ..support.models import TEST_JOB, digests_of
-from .test_job import base_env, destination_env, mr_get, read_back, s3loc
 
 # Everything of the chain that the operator's shell (or CI) could have set, plus what would redirect S3 or STS.
 CHAIN_ENV = (*aws.AMBIENT_ENV, "AWS_CONFIG_FILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",

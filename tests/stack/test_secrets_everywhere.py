@@ -25,8 +25,9 @@ from modelsync.locations import OciLocation
 from modelsync.oci_copy import repo_path
 from modelsync.secret import Secret
 
-from .test_job import base_env, mr_get, source_env
-from .test_signing import sigstore_env
+from ..support.jobs import base_env, source_env
+from ..support.model_registry import mr_get
+from ..support.signing import sigstore_env
 
 pytestmark = pytest.mark.stack
 

@@ -18,27 +18,19 @@ from e2e.sigstore import pipe
 from modelsync import config, job
 from modelsync.locations import OciLocation
 
+from ..support.cli import run_cli
+from ..support.jobs import base_env, destination_env, read_back, source_env
+from ..support.model_registry import registered, the_artifact
 from ..support.models import digests_of
-from .test_hostile import run_cli, the_artifact
-from .test_job import base_env, destination_env, read_back, source_env
+from ..support.signing import NO_PROXY, sigstore_env
 
 pytestmark = pytest.mark.stack
 REPO = Path(__file__).resolve().parents[2]
-NO_PROXY = {"NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost"}
 
 
 @pytest.fixture(autouse=True)
 def no_service_account(tmp_path, monkeypatch):
     monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
-
-
-def sigstore_env(sig, **extra: str) -> dict[str, str]:
-    """What a cluster configured for upstream's signer sets, pointed at the stack (TSA as a base URL, as upstream
-    takes it)."""
-    return {"SIGSTORE_TUF_URL": sig.stack_sigstore_tuf_url, "SIGSTORE_FULCIO_URL": sig.stack_sigstore_fulcio_url,
-            "SIGSTORE_REKOR_URL": sig.stack_sigstore_rekor_url,
-            "SIGSTORE_TSA_URL": sig.stack_sigstore_tsa_url.removesuffix("/api/v1/timestamp"),
-            "MODEL_SYNC_SIGNING_IDENTITY_TOKEN_PATH": sig.stack_sigstore_token_path, **NO_PROXY, **extra}
 
 
 def signed_job(sig, tmp_path: Path, model_dir: Path, src: str, dst: str, base_image: str, **extra: str):
@@ -282,7 +274,6 @@ def test_trusted_root_file_needs_the_service_urls(sigstore_stack, base_image, tm
 
 def test_a_tuf_root_with_another_checksum_is_refused_before_anything_is_claimed(sigstore_stack, base_image,
                                                                                tmp_path, model):
-    from .test_hostile import registered
     model_dir, _ = model
     env, name = signed_job(sigstore_stack, tmp_path, model_dir, "pvc", "pvc", base_image,
                            MODEL_SYNC_SIGSTORE_ROOT_CHECKSUM="ab" * 32)

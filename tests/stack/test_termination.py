@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from .test_hostile import pvc_job, run_cli, the_artifact
+from ..support.cli import run_cli
+from ..support.jobs import pvc_job
+from ..support.model_registry import the_artifact
 
 
 @pytest.mark.stack

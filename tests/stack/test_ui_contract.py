@@ -1,5 +1,5 @@
-"""Issue 21: the transfer Job exactly as the Model Registry UI's backend builds it (tests/support/ui_jobs.py: its env vars,
-its two Secrets and its metadata ConfigMap, key for key) runs with modelsync, on the real local stack.
+"""Issue 21: the transfer Job exactly as the Model Registry UI's backend builds it (tests/support/ui_jobs.py: its env
+vars, its two Secrets and its metadata ConfigMap, key for key) runs with modelsync, on the real local stack.
 
 Three settings are added to what the UI writes, because this machine is not a cluster: the modelcar's base image
 (the default, public.ecr.aws/docker/library/busybox, is out of reach here: the stack's own busybox is used), TLS
@@ -22,9 +22,10 @@ import pytest
 from modelsync.destinations.s3 import publish_s3
 from modelsync.files import inventory
 
+from ..support.jobs import s3loc
+from ..support.model_registry import mr_get
 from ..support.models import TEST_JOB, make_model
 from ..support.ui_jobs import UiJob, typed
-from .test_job import http_root, mr_get, s3loc  # noqa: F401 (http_root: a fixture)
 
 pytestmark = pytest.mark.stack
 

@@ -19,9 +19,9 @@ import boto3
 from modelsync.locations import OciLocation
 from modelsync.sources.oci import fetch_oci
 
-from ..stack.test_hostile import registered, the_artifact
-from ..stack.test_job import base_env
 from .faults import dir_bytes, wait_for
+from .jobs import base_env
+from .model_registry import registered, the_artifact
 from .models import digests_of
 
 RESULTS: list[tuple[str, str, str, float]] = []  # (case, what was injected, outcome, seconds the job took)

@@ -1,4 +1,5 @@
-"""Small HTTP servers for tests/stack/test_registry.py: not Model Registries, but what can stand between the job and one."""
+"""Small HTTP servers for tests/stack/test_registry.py: not Model Registries, but what can stand between the job and
+one."""
 
 from __future__ import annotations
 

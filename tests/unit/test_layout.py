@@ -118,3 +118,42 @@ def test_nothing_below_the_job_imports_the_configuration():
     """config -> validate -> the types: the types and every stage take specs and values, never the config module."""
     importers = sorted(m for m, targets in import_graph().items() if "modelsync.config" in targets)
     assert importers == ["modelsync.__main__", "modelsync.ops.check"]  # the two entry points that read settings
+
+
+# ---------------------------------------------------------------- the tests' own shape
+
+TEST_TREES = [PACKAGE.parent / d for d in ("tests", "e2e", "bench")]
+
+
+def _test_modules_imported(source: str) -> list[str]:
+    """Every module named test_* that the source imports: `import a.test_x`, `from .test_x import f`,
+    `from ..stack import test_x`; anywhere in the file."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = "." * node.level + (node.module or "")
+            names = [module] + [f"{module.rstrip('.')}.{a.name}" if node.module else module + a.name
+                                for a in node.names]
+        else:
+            continue
+        found += [n for n in names if n.rsplit(".", 1)[-1].startswith("test_")]
+    return found
+
+
+def test_no_test_file_imports_another_test_file():
+    """What two test files share lives in tests/support (and fixtures in a conftest): a test module imported from
+    elsewhere runs its module-level code, its pytestmark and autouse fixtures are not the importer's, and moving or
+    splitting it breaks files that only wanted a helper."""
+    offenders = [f"{path.relative_to(PACKAGE.parent)}: {name}" for tree in TEST_TREES
+                 for path in sorted(tree.rglob("*.py")) for name in _test_modules_imported(path.read_text())]
+    assert offenders == []
+
+
+def test_the_test_import_finder_finds_each_form():
+    assert _test_modules_imported("import tests.stack.test_job\nfrom .test_job import mr_get\n"
+                                  "from ..stack import test_hostile, other\nfrom ..unit.sources.test_uri import X\n"
+                                  "def f():\n    from .test_signing import s\n") == [
+        "tests.stack.test_job", ".test_job", "..stack.test_hostile", "..unit.sources.test_uri", ".test_signing"]
+    assert _test_modules_imported("from ..support.jobs import base_env\nimport pytest\nfrom . import conftest\n") == []

@@ -5,7 +5,6 @@ Pure parsing, no server. The same failures against the real server (nothing writ
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,7 @@ import pytest
 from modelsync.errors import ConfigError
 from modelsync.metadata import parse_custom_properties, parse_metadata, parse_metadata_dir
 
-
-def write_configmap(root: Path, values: dict[str, str]) -> Path:
-    """Lay files out as the kubelet mounts a ConfigMap: ..<timestamp>/KEY, ..data -> it, KEY -> ..data/KEY."""
-    stamp = root / "..2026_11_25_10_00_00.000000001"
-    stamp.mkdir(parents=True)
-    for key, text in values.items():
-        (stamp / key).write_text(text)
-    os.symlink(stamp.name, root / "..data")
-    for key in values:
-        os.symlink(f"..data/{key}", root / key)
-    return root
-
+from ..support.configmap import write_configmap
 
 SPEC_EXAMPLE = {
     "RegisteredModel.name": "my-model",
@@ -91,7 +79,8 @@ def test_unknown_keys_are_ignored_with_a_warning_naming_them(tmp_path: Path, cap
 
 def test_keys_of_other_entities_are_ignored_for_the_intent(caplog) -> None:
     meta = parse_metadata({"RegisteredModel.name": "m", "ModelVersion.name": "v"}, "create_version")
-    assert not meta.registered_model.fields and "RegisteredModel.name is not used by intent create_version" in caplog.text
+    assert not meta.registered_model.fields
+    assert "RegisteredModel.name is not used by intent create_version" in caplog.text
     meta = parse_metadata({"ModelArtifact.name": "a"}, "update_artifact")
     assert not meta.model_artifact.fields and "ModelArtifact.name is not used by intent update_artifact" in caplog.text
 

@@ -58,7 +58,8 @@ def test_sample_job_is_restricted_bounded_and_fails_fast_on_bad_config(path, doc
     (container,) = pod["containers"]
     assert pod["restartPolicy"] == "Never" and 0 < spec["backoffLimit"] <= 6 and spec["ttlSecondsAfterFinished"] > 0
     rules = spec["podFailurePolicy"]["rules"]
-    assert {"action": "FailJob", "onExitCodes": {"containerName": "modelsync", "operator": "In", "values": [2]}} in rules
+    fail_on_2 = {"action": "FailJob", "onExitCodes": {"containerName": "modelsync", "operator": "In", "values": [2]}}
+    assert fail_on_2 in rules
     ctx, cctx = pod["securityContext"], container["securityContext"]
     assert ctx["runAsNonRoot"] is True and ctx["seccompProfile"] == {"type": "RuntimeDefault"}
     assert cctx["readOnlyRootFilesystem"] is True and cctx["allowPrivilegeEscalation"] is False

@@ -7,7 +7,7 @@ import json
 
 from modelsync import termination
 
-from ..stack.test_hostile import run_cli
+from ..support.cli import run_cli
 
 
 def test_failure_message_is_one_masked_line(tmp_path, monkeypatch):

@@ -19,14 +19,10 @@ from modelsync.errors import TransferError
 from modelsync.locations import UriLocation
 from modelsync.sources.uri import fetch_uri
 
+from ...support.archives import BOMB, FS_SIZE, SETTING, MiB, regular_member, zeros_zip
 from ...support.models import digests_of, make_model
 from ...support.mounts import tmpfs
 from ...support.servers import serve_directory
-
-MiB = 1 << 20
-FS_SIZE = 8 * MiB
-BOMB = 64 * MiB  # zeros: a few dozen KiB compressed, eight times the file system
-SETTING = "MODEL_SYNC_STORAGE_PATH (--storage-path)"
 
 
 @pytest.fixture
@@ -60,20 +56,6 @@ def _assert_space_error(err: pytest.ExceptionInfo, *, declared: str | None = Non
         assert f"needs {declared} (plus 1.0 MiB kept free)" in msg, msg
 
 
-def _reg(name: str) -> zipfile.ZipInfo:
-    """A member typed as a regular file (what `zip` and ZipFile.write store), so the old code accepted it."""
-    info = zipfile.ZipInfo(name)
-    info.external_attr = (stat.S_IFREG | 0o644) << 16
-    info.compress_type = zipfile.ZIP_DEFLATED
-    return info
-
-
-def _zeros_zip(path: Path, name: str = "bomb.bin", size: int = BOMB) -> None:
-    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        zf.writestr(_reg("ok.txt"), b"ok")
-        zf.writestr(_reg(name), bytes(size))
-
-
 def _declare_size(path: Path, name: str, size: int) -> None:
     """Patch the member's uncompressed size in its local header and its central directory entry."""
     data = bytearray(path.read_bytes())
@@ -92,7 +74,7 @@ def _declare_size(path: Path, name: str, size: int) -> None:
 
 def test_zip_bomb_is_refused_before_anything_is_written(tmp_path, server, small_fs):
     root, url = server
-    _zeros_zip(root / "bomb.zip")
+    zeros_zip(root / "bomb.zip")
     with pytest.raises(TransferError) as err:
         _fetch(f"{url}/bomb.zip", small_fs)
     _assert_space_error(err, declared="64.0 MiB")
@@ -118,7 +100,7 @@ def test_tar_gz_bomb_is_refused_before_anything_is_written(tmp_path, server, sma
 def test_zip_member_larger_than_it_declares_leaves_nothing_behind(tmp_path, server, small_fs):
     """The central directory (and local header) say 1000 bytes; the deflated data is 64 MiB of zeros."""
     root, url = server
-    _zeros_zip(root / "liar.zip", "liar.bin")
+    zeros_zip(root / "liar.zip", "liar.bin")
     _declare_size(root / "liar.zip", "liar.bin", 1000)
     with zipfile.ZipFile(root / "liar.zip") as zf:
         assert zf.getinfo("liar.bin").file_size == 1000
@@ -135,7 +117,7 @@ def test_disk_full_while_unpacking_is_one_line_and_leaves_nothing(tmp_path, serv
     root, url = server
     with zipfile.ZipFile(root / "many.zip", "w") as zf:
         for i in range(3000):
-            zf.writestr(_reg(f"shards/{i:05d}.txt"), b"x")
+            zf.writestr(regular_member(f"shards/{i:05d}.txt"), b"x")
     with pytest.raises(TransferError) as err:
         _fetch(f"{url}/many.zip", small_fs)
     msg = str(err.value)
@@ -216,7 +198,7 @@ def test_zip_links_and_special_files_are_still_refused(tmp_path, server, mode):
     info = zipfile.ZipInfo("odd")
     info.external_attr = mode << 16
     with zipfile.ZipFile(root / "odd.zip", "w") as zf:
-        zf.writestr(_reg("ok.txt"), b"ok")
+        zf.writestr(regular_member("ok.txt"), b"ok")
         zf.writestr(info, "/etc/passwd")
     with pytest.raises(TransferError, match="refusing archive member 'odd': not a regular file or dir"):
         _fetch(f"{url}/odd.zip", tmp_path / "storage")

@@ -1,0 +1,120 @@
+"""Environment builders for whole-job tests on the local stack: the MODEL_SYNC_* settings of a job from each source
+and to each destination type (its metadata directory and storage path under the test's tmp_path), the sample model
+uploaded to the stack's S3, and a published model read back byte for byte (sha256 per file)."""
+
+from __future__ import annotations
+
+import tarfile
+import uuid
+from pathlib import Path
+
+from modelsync.destinations.local import RECORD
+from modelsync.destinations.oci import publish_modelcar
+from modelsync.files import inventory
+from modelsync.locations import OciLocation, S3Location
+from modelsync.secret import Secret
+from modelsync.sources.oci import fetch_oci
+from modelsync.sources.s3 import fetch_s3
+
+from .models import TEST_JOB, digests_of
+
+
+def s3loc(stack, key: str) -> S3Location:
+    return S3Location(bucket=stack.minio_bucket, key=key, endpoint=stack.minio_endpoint,
+                      access_key_id=Secret(stack.minio_access_key), secret_access_key=Secret(stack.minio_secret_key))
+
+
+def base_env(stack, tmp_path: Path, name: str) -> dict[str, str]:
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    for key, value in {"RegisteredModel.name": name, "ModelVersion.name": "1.0.0", "ModelArtifact.name": name,
+                       "ModelArtifact.model_format_name": "onnx"}.items():
+        (meta / key).write_text(value)
+    return {"MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_model", "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(meta),
+            "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": stack.mr_url, "MODEL_SYNC_REGISTRY_IS_SECURE": "false",
+            "MODEL_SYNC_STORAGE_PATH": str(tmp_path / "storage")}
+
+
+def source_env(kind: str, stack, tmp_path, model_dir: Path, http_root, base_image) -> dict[str, str]:
+    if kind == "s3":
+        prefix = f"job-src-{uuid.uuid4().hex[:8]}"
+        from modelsync.destinations.s3 import publish_s3
+        from modelsync.files import inventory
+        publish_s3(model_dir, inventory(model_dir), s3loc(stack, prefix), TEST_JOB)
+        return {"MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_BUCKET": stack.minio_bucket,
+                "MODEL_SYNC_SOURCE_AWS_KEY": prefix, "MODEL_SYNC_SOURCE_AWS_ENDPOINT": stack.minio_endpoint,
+                "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": stack.minio_access_key,
+                "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
+    if kind == "oci":
+        ref = f"{stack.oci_tls_registry}/job-src/{uuid.uuid4().hex[:8]}:v1"
+        target = OciLocation(ref, username=stack.oci_tls_username, password=Secret(stack.oci_tls_password),
+                             ca_bundle=stack.oci_tls_ca)
+        publish_modelcar(model_dir, target, OciLocation(base_image, tls_verify=False), tmp_path / "pre")
+        return {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": ref,
+                "MODEL_SYNC_SOURCE_OCI_USERNAME": stack.oci_tls_username,
+                "MODEL_SYNC_SOURCE_OCI_PASSWORD": stack.oci_tls_password,
+                "MODEL_SYNC_SOURCE_OCI_CA_BUNDLE": stack.oci_tls_ca}
+    if kind == "uri":
+        root, url = http_root
+        with tarfile.open(root / "model.tar.gz", "w:gz") as tar:
+            tar.add(model_dir, arcname=".")
+        return {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": f"{url}/model.tar.gz"}
+    return {"MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(model_dir)}
+
+
+def destination_env(kind: str, stack, tmp_path, base_image) -> dict[str, str]:
+    if kind == "oci":
+        return {"MODEL_SYNC_DESTINATION_TYPE": "oci",
+                "MODEL_SYNC_DESTINATION_OCI_URI": f"{stack.oci_registry}/job-dst/{uuid.uuid4().hex[:8]}:v1",
+                "MODEL_SYNC_DESTINATION_OCI_USERNAME": "any", "MODEL_SYNC_DESTINATION_OCI_PASSWORD": "unused-pw",
+                "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY": "false",
+                "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE": base_image,
+                "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY": "false"}
+    if kind == "s3":
+        return {"MODEL_SYNC_DESTINATION_TYPE": "s3", "MODEL_SYNC_DESTINATION_AWS_BUCKET": stack.minio_bucket,
+                "MODEL_SYNC_DESTINATION_AWS_KEY": f"job-dst-{uuid.uuid4().hex[:8]}/model",
+                "MODEL_SYNC_DESTINATION_AWS_ENDPOINT": stack.minio_endpoint,
+                "MODEL_SYNC_DESTINATION_AWS_ACCESS_KEY_ID": stack.minio_access_key,
+                "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
+    return {"MODEL_SYNC_DESTINATION_TYPE": "pvc", "MODEL_SYNC_DESTINATION_PATH": str(tmp_path / "pvc-out" / "model")}
+
+
+def read_back(published, dest_kind: str, stack, tmp_path: Path) -> dict[str, str]:
+    out = tmp_path / "read-back"
+    if dest_kind == "oci":
+        fetch_oci(OciLocation(published.uri[len("oci://"):], tls_verify=False), out, tmp_path / "rb-work")
+    elif dest_kind == "s3":
+        key = published.uri.split("/", 3)[3]
+        fetch_s3(s3loc(stack, key), out)
+    else:
+        out = Path(published.uri[len("file://"):])
+        return {p: d for p, d in digests_of(out).items() if p != RECORD}  # the job's record of what it wrote
+    return digests_of(out)
+
+
+def pvc_job(stack, tmp_path: Path, model_dir: Path, dest: Path, name: str | None = None) -> dict[str, str]:
+    return {**base_env(stack, tmp_path, name or f"vol-{uuid.uuid4().hex[:6]}"), "MODEL_SYNC_SOURCE_TYPE": "pvc",
+            "MODEL_SYNC_SOURCE_PATH": str(model_dir), "MODEL_SYNC_DESTINATION_TYPE": "pvc",
+            "MODEL_SYNC_DESTINATION_PATH": str(dest)}
+
+
+def upload(stack, model_dir: Path) -> str:
+    from modelsync.destinations.s3 import publish_s3
+    prefix = f"pipe-src-{uuid.uuid4().hex[:8]}"
+    publish_s3(model_dir, inventory(model_dir), s3loc(stack, prefix), TEST_JOB)
+    return prefix
+
+
+def s3_env(stack, prefix: str) -> dict[str, str]:
+    return {"MODEL_SYNC_SOURCE_TYPE": "s3", "MODEL_SYNC_SOURCE_AWS_BUCKET": stack.minio_bucket,
+            "MODEL_SYNC_SOURCE_AWS_KEY": prefix, "MODEL_SYNC_SOURCE_AWS_ENDPOINT": stack.minio_endpoint,
+            "MODEL_SYNC_SOURCE_AWS_ACCESS_KEY_ID": stack.minio_access_key,
+            "MODEL_SYNC_SOURCE_AWS_SECRET_ACCESS_KEY": stack.minio_secret_key}
+
+
+def job_env(stack, tmp_path: Path, prefix: str, base_image: str, label: str) -> tuple[dict[str, str], str]:
+    name = f"pipe-{label}-{uuid.uuid4().hex[:6]}"
+    run_dir = tmp_path / name
+    run_dir.mkdir()
+    return {**base_env(stack, run_dir, name), **s3_env(stack, prefix),
+            **destination_env("oci", stack, tmp_path, base_image)}, name
