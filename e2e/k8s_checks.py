@@ -6,10 +6,12 @@
     artifact           the ModelArtifact as the Model Registry holds it (state, URI)
     check_sync         all of the above for a sync that must succeed: LIVE, digest-pinned URI, termination
                        message with the ids, the files read back from the destination byte for byte
+    on_cluster_network the pod ran off the host network, with an IP of its own
     job_events         the job's own Kubernetes Events on its pod (`kubectl get events --field-selector
                        involvedObject.name=<pod>`), each wanted reason there
-    modelcar_files     the modelcar run as KServe runs one: a pod whose container is the image, pulled by digest by
-                       the node's container runtime, printing the sha256 of every file under /models
+    modelcar_files     the modelcar run as KServe runs one: a pod on the cluster network whose container is the
+                       image, pulled by digest by the node's container runtime (so the reference names the registry
+                       as the node reaches it), printing the sha256 of every file under /models
 
 `kubectl` is a callable (*args, input=None) -> CompletedProcess; nothing here knows which cluster it is.
 """
@@ -55,12 +57,14 @@ def pods_of(kubectl: Kubectl, ns: str, job: str) -> list[dict[str, Any]]:
 def newest_pod(kubectl: Kubectl, ns: str, job: str) -> str:
     pods = pods_of(kubectl, ns, job)
     require(bool(pods), f"job {ns}/{job} has no pod")
-    return pods[-1]["metadata"]["name"]
+    name: str = pods[-1]["metadata"]["name"]
+    return name
 
 
 def termination(kubectl: Kubectl, ns: str, pod: str) -> str:
-    return kubectl("-n", ns, "get", "pod", pod, "-o",
-                   "jsonpath={.status.containerStatuses[0].state.terminated.message}").stdout
+    message: str = kubectl("-n", ns, "get", "pod", pod, "-o",
+                           "jsonpath={.status.containerStatuses[0].state.terminated.message}").stdout
+    return message
 
 
 def exit_code(kubectl: Kubectl, ns: str, pod: str) -> int:
@@ -71,7 +75,7 @@ def exit_code(kubectl: Kubectl, ns: str, pod: str) -> int:
 def artifact(mr_url: str, artifact_id: str) -> dict[str, Any]:
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(f"{mr_url}/api/model_registry/v1alpha3/model_artifacts/{artifact_id}", timeout=10) as resp:
-        found = json.load(resp)
+        found: dict[str, Any] = json.load(resp)
     found.setdefault("state", "UNKNOWN")  # the server leaves out a state never set
     return found
 
@@ -89,7 +93,7 @@ def check_sync(kubectl: Kubectl, ns: str, job: str, mr_url: str, read_back: Call
     if intent != "update_artifact":
         require(bool(message.get("RegisteredModel")) and bool(message.get("ModelVersion")),
                 f"{job}: termination message lacks the created model/version ids: {message}")
-    art = artifact(mr_url, art_id)
+    art = artifact(mr_url, str(art_id))
     require(art["state"] == "LIVE", f"{job}: artifact {art_id} is {art['state']}")
     require(art["uri"] == message["uri"], f"{job}: artifact URI {art['uri']} != termination message {message['uri']}")
     if art["uri"].startswith("oci://"):
@@ -99,6 +103,15 @@ def check_sync(kubectl: Kubectl, ns: str, job: str, mr_url: str, read_back: Call
                                      f"{sorted(set(files) ^ set(expected)) or 'same names, other bytes'}")
     return {"job": job, "pod": pod, "artifact": art_id, "uri": art["uri"], "files": len(files),
             "termination": message}
+
+
+def on_cluster_network(kubectl: Kubectl, ns: str, pod: str) -> str:
+    """The pod ran on the cluster network, as users' pods do: not hostNetwork, an address of its own. Its IP."""
+    doc = json.loads(kubectl("-n", ns, "get", "pod", pod, "-o", "json").stdout)
+    require(not doc["spec"].get("hostNetwork"), f"{ns}/{pod}: runs on the host network")
+    ip: str = doc.get("status", {}).get("podIP", "")
+    require(bool(ip) and ip != doc["status"].get("hostIP"), f"{ns}/{pod}: no pod IP of its own ({ip or 'none'})")
+    return ip
 
 
 def job_events(kubectl: Kubectl, ns: str, pod: str, want: tuple[str, ...]) -> list[str]:
@@ -116,7 +129,7 @@ def job_events(kubectl: Kubectl, ns: str, pod: str, want: tuple[str, ...]) -> li
 def modelcar_files(kubectl: Kubectl, ns: str, image: str, name: str, timeout: float = 300) -> dict[str, str]:
     """{path under /models: sha256} printed by a pod running the modelcar image itself (pulled by digest)."""
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
-           "spec": {"restartPolicy": "Never", "hostNetwork": True,
+           "spec": {"restartPolicy": "Never",
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1001,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [{"name": "modelcar", "image": image, "imagePullPolicy": "IfNotPresent",
@@ -134,6 +147,7 @@ def modelcar_files(kubectl: Kubectl, ns: str, image: str, name: str, timeout: fl
         time.sleep(1)
     out = kubectl("-n", ns, "logs", name, check=False).stdout
     require(phase == "Succeeded", f"modelcar pod {name}: {phase or 'not started'}: {out[-1000:]}")
+    on_cluster_network(kubectl, ns, name)
     files = {}
     for line in out.splitlines():
         digest, _, path = line.partition("  ")

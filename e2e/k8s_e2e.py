@@ -14,6 +14,19 @@ Then the failures: a wrong registry password ends the Job at once through its po
 artifact not LIVE), and deleting a Job mid-transfer (SIGTERM) leaves the artifact ABANDONED. A summary goes to
 stdout and DIR/report.json; any failed check exits 1.
 
+The pods run on the cluster network, as users' pods do (no hostNetwork anywhere): they reach the stack's services,
+which listen on the host's 127.0.0.1, by in-cluster names. For each one the samples use (STACK_SERVICES: MinIO, the
+TLS and the plain registry, the Model Registry, TUF, Fulcio, Rekor, the TSA; and the run's HTTP server, `models`)
+the run makes, in namespace STACK_NS, a Service without selector and an EndpointSlice whose endpoint is the address
+Cluster.expose_host_port gives for that port (the cluster's gateway, relaying to 127.0.0.1), so the rendered Jobs
+say `http://minio.modelsync-stack.svc.cluster.local:9000`, `registry.modelsync-stack.svc.cluster.local:5000` (the
+TLS registry's certificate names it, e2e/registry.py), ... resolved by CoreDNS, routed by kube-proxy. The job finds
+the API server through the `kubernetes` Service (10.0.0.1:443) and its pod by its hostname, as in users' clusters.
+The checks, on the host, reach the same services on 127.0.0.1 (`env`; `render_env` is what the pods are given,
+`to_checks` maps a URI back). The modelcar pod's image is pulled by the node's containerd, which runs on the host:
+its reference names the plain registry as the node reaches it (127.0.0.1:P), as a node pulls from the address it
+reaches a registry by.
+
 The cluster's service-account tokens are signed with the stack OIDC issuer's key under its issuer URL, so the
 stack's Fulcio accepts the projected tokens of the signing samples (the apiserver still mints them itself).
 """
@@ -25,32 +38,83 @@ import functools
 import http.server
 import json
 import os
+import re
+import socket
+import ssl
 import subprocess
 import sys
 import tarfile
 import threading
 import time
-import urllib.parse
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from e2e import k8s_checks as checks
-from e2e import k8s_samples
-from e2e.component import REPO_ROOT, free_ports
+from e2e import k8s_samples, registry
+from e2e.component import REPO_ROOT, StackError, free_ports
 from e2e.stack import LocalStack
+
+if TYPE_CHECKING:
+    from modelsync.locations import OciLocation
+
+Job = dict[str, Any]
 
 ORDER = ["s3-to-oci-env", "s3-to-oci-args", "s3-to-oci-mounted-secrets", "create-model-from-configmap",
          "create-version", "s3-to-oci-signed", "oci-to-s3", "uri-to-oci", "kitchen-sink"]
 SIGNER = "modelsync-signer"
 # Not on kind: signing (no sigstore services there) and the archive served from the runner's host.
 KIND_SKIPS = ("s3-to-oci-signed", "kitchen-sink", "uri-to-oci")
+STACK_NS = registry.IN_CLUSTER_NAMESPACE  # the local stack's Services, as kind's stack.yaml has its Deployments'
+# stack env name -> (Service name, its port): the in-cluster name replaces the value's 127.0.0.1:PORT
+STACK_SERVICES = {
+    "MINIO_ENDPOINT": ("minio", 9000),
+    "OCI_TLS_REGISTRY": (registry.IN_CLUSTER_SERVICE, 5000),
+    "OCI_REGISTRY": ("registry-plain", 5000),
+    "MR_URL": ("model-registry", 8080),
+    "STACK_SIGSTORE_TUF_URL": ("tuf", 80),
+    "STACK_SIGSTORE_FULCIO_URL": ("fulcio", 80),
+    "STACK_SIGSTORE_REKOR_URL": ("rekor", 80),
+    "STACK_SIGSTORE_TSA_URL": ("tsa", 80),
+}
+LOOPBACK_PORT = re.compile(r"127\.0\.0\.1:(\d+)")
+
+
+def service_manifests(ns: str, services: dict[str, tuple[int, str]]) -> list[dict[str, Any]]:
+    """The namespace, and for each name -> (port, "ADDRESS:PORT" outside the cluster) a Service without selector on
+    `port` and the EndpointSlice that sends it to ADDRESS:PORT (kube-proxy routes a Service to the slices labelled
+    with its name; the Service's own targetPort plays no part without a selector)."""
+    docs: list[dict[str, Any]] = [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}]
+    for name, (port, target) in services.items():
+        address, _, target_port = target.rpartition(":")
+        docs.append({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": ns},
+                     "spec": {"ports": [{"name": "tcp", "protocol": "TCP", "port": port,
+                                         "targetPort": int(target_port)}]}})
+        docs.append({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                     "metadata": {"name": f"{name}-host", "namespace": ns,
+                                  "labels": {"kubernetes.io/service-name": name,
+                                             "endpointslice.kubernetes.io/managed-by": "modelsync-e2e"}},
+                     "addressType": "IPv4",
+                     "endpoints": [{"addresses": [address], "conditions": {"ready": True}}],
+                     "ports": [{"name": "tcp", "protocol": "TCP", "port": int(target_port)}]})
+    return docs
+
+
+def in_cluster(value: str, service: str, port: int, ns: str = STACK_NS) -> str:
+    """`value` (a URL or HOST:PORT) with its 127.0.0.1:P replaced by the Service's DNS name (and its port, unless 80
+    under http://)."""
+    host = f"{service}.{ns}.svc.cluster.local"
+    if not (port == 80 and value.startswith("http://")):
+        host += f":{port}"
+    return LOOPBACK_PORT.sub(host, value, count=1)
 
 
 class Run:
-    local = True          # the local cluster: host-network pods, the image imported, sigstore and pulls by digest
-    api_server: tuple[str, int] | None = None  # the local cluster's API server, for the pods' events
+    local = True          # the local cluster: the image imported, the stack exposed as Services, sigstore, modelcars
+
+    kubectl: Callable[..., subprocess.CompletedProcess[str]]
 
     def __init__(self, state: Path, image: str):
         self.state, self.image = state, image
@@ -75,10 +139,30 @@ class Run:
         self.cluster.up()
         self.cluster.import_image(self.image)
         self.kubectl = self.cluster.kubectl
-        self.render_env = self.env
-        server = urllib.parse.urlsplit(self.cluster.server_url)
-        self.api_server = (server.hostname, server.port)  # as a host-network pod reaches it (no kube-proxy here)
+        self._check_registry_names()
+        self.render_env = {**self.env}
+        exposed: dict[str, tuple[int, str]] = {}
+        for key, (service, port) in STACK_SERVICES.items():
+            match = LOOPBACK_PORT.search(self.env[key])
+            if match is None:
+                raise StackError(f"{key}={self.env[key]}: not a service on 127.0.0.1")
+            exposed[service] = (port, self.cluster.expose_host_port(int(match.group(1))))
+            self.render_env[key] = in_cluster(self.env[key], service, port)
+        self.kubectl("apply", "-f", "-", input=k8s_samples.to_yaml(service_manifests(STACK_NS, exposed)))
         self.timing = {"stack and cluster up": round(time.monotonic() - t0, 1)}
+
+    def _check_registry_names(self) -> None:
+        """The TLS registry must serve a certificate naming its in-cluster name (a stack started before that name
+        was added serves one without: restart it)."""
+        ctx = ssl.create_default_context(cafile=self.env["OCI_TLS_CA"])
+        host, _, port = self.env["OCI_TLS_REGISTRY"].rpartition(":")
+        try:
+            with socket.create_connection((host, int(port)), timeout=10) as sock, \
+                    ctx.wrap_socket(sock, server_hostname=registry.IN_CLUSTER_NAMES[0]):
+                pass
+        except ssl.SSLCertVerificationError as exc:
+            raise StackError(f"the stack's TLS registry does not serve a certificate for {registry.IN_CLUSTER_NAMES[0]}"
+                             f" ({exc.verify_message}): restart the stack (`bin/modelsync-stack down`)") from None
 
     def up_kind(self, context: str) -> None:
         """kind (e2e/kind/run.sh): the stack is deployed in the cluster; the checks reach it through port-forwards
@@ -90,7 +174,7 @@ class Run:
         self.render_env = {**self.env, **{k.removeprefix("E2E_POD_"): v for k, v in os.environ.items()
                                           if k.startswith("E2E_POD_")}}
 
-        def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        def kubectl(*args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
             return subprocess.run(["kubectl", "--context", context, *args], input=input, capture_output=True,
                                   text=True, check=check, timeout=300)
         self.kubectl = kubectl
@@ -120,8 +204,12 @@ class Run:
         self.http = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
         self.uri_base = f"http://127.0.0.1:{port}"
+        if self.local:  # the pods' name for it, like the stack's services
+            self.kubectl("apply", "-f", "-", input=k8s_samples.to_yaml(
+                service_manifests(STACK_NS, {"models": (80, self.cluster.expose_host_port(port))})))
+            self.uri_base = in_cluster(self.uri_base, "models", 80)
 
-    def _s3(self):
+    def _s3(self) -> Any:
         import boto3
         return boto3.client("s3", endpoint_url=self.env["MINIO_ENDPOINT"], region_name="us-east-1",
                             aws_access_key_id=self.env["MINIO_ACCESS_KEY"],
@@ -132,7 +220,7 @@ class Run:
         for path in sorted(p for p in model.rglob("*") if p.is_file()):
             client.upload_file(str(path), self.env["MINIO_BUCKET"], f"{prefix}/{path.relative_to(model).as_posix()}")
 
-    def _tls(self, reference: str):
+    def _tls(self, reference: str) -> OciLocation:
         from modelsync.locations import OciLocation
         from modelsync.secret import Secret
         return OciLocation(reference, username=self.env["OCI_TLS_USERNAME"],
@@ -148,12 +236,13 @@ class Run:
         push_layout(layout, "latest", OciLocation(f"{self.env['OCI_REGISTRY']}/library/busybox:latest",
                                                   tls_verify=False), "latest", self.work / "push-plain", "skopeo")
 
-    def _mr(self, method: str, path: str, body: dict | None = None) -> dict:
+    def _mr(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         req = urllib.request.Request(f"{self.env['MR_URL']}/api/model_registry/v1alpha3{path}", method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as resp:
-            return json.loads(resp.read())
+            found: dict[str, Any] = json.loads(resp.read())
+            return found
 
     def ids(self, sample: str) -> dict[str, str]:
         """A fresh RegisteredModel (for create_version's id 7) and ModelArtifact (for update_artifact's id 42)."""
@@ -165,10 +254,11 @@ class Run:
 
     # ---- one sample ---------------------------------------------------------------------------------------------
 
-    def apply(self, sample: str, ns: str, edit=None) -> tuple[dict, dict[str, str], dict[str, str]]:
+    def apply(self, sample: str, ns: str, edit: Callable[[Job], None] | None = None
+              ) -> tuple[Job, dict[str, str], dict[str, str]]:
         ids = self.ids(sample)
         docs = k8s_samples.render(REPO_ROOT / "samples" / f"{sample}.yaml", self.render_env, self.image, self.run,
-                                  ids, self.uri_base, local=self.local, edit=edit, api_server=self.api_server)
+                                  ids, self.uri_base, local=self.local, edit=edit)
         self.kubectl("-n", ns, "apply", "-f", "-", input=k8s_samples.to_yaml(docs))
         job = k8s_samples.job_of(docs)
         return job, k8s_samples.env_of(job), ids
@@ -183,6 +273,7 @@ class Run:
         intent = env.get("MODEL_SYNC_MODEL_UPLOAD_INTENT", "update_artifact")
         result = checks.check_sync(self.kubectl, ns, job["metadata"]["name"], self.env["MR_URL"],
                                    functools.partial(self.read_back, signed), self.expected, intent)
+        result["pod_ip"] = checks.on_cluster_network(self.kubectl, ns, result["pod"])
         result["events"] = checks.job_events(self.kubectl, ns, result["pod"], ("TransferStarted", "TransferPublished"))
         uri = self.to_checks(result["uri"])
         if uri.startswith("oci://") and self.local:
@@ -213,8 +304,8 @@ class Run:
         return files
 
     def run_modelcar(self, uri: str, ns: str, signed: bool) -> str:
-        """The image copied by digest to the plain local registry (containerd pulls from it with no set-up), then run
-        the way KServe runs a modelcar."""
+        """The image copied by digest to the plain local registry (the node's containerd, on the host, pulls from it
+        at 127.0.0.1 with no set-up), then run the way KServe runs a modelcar (a pod on the cluster network)."""
         from modelsync.locations import OciLocation
         from modelsync.oci_copy import pull_to_layout, push_layout
         ref = uri.removeprefix("oci://")
@@ -250,7 +341,7 @@ class Run:
         self.kubectl("create", "namespace", ns)
         self.kubectl("-n", ns, "apply", "-f", str(REPO_ROOT / "samples" / "events-rbac.yaml"))
 
-        def break_password(job: dict) -> None:
+        def break_password(job: Job) -> None:
             job["metadata"]["name"] = "modelsync-wrong-password"
             (c,) = job["spec"]["template"]["spec"]["containers"]
             c["env"] = [e if e["name"] != "MODEL_SYNC_DESTINATION_OCI_PASSWORD" else
@@ -267,6 +358,7 @@ class Run:
         checks.require("not-the-password" not in message, "wrong password: the password is in the message")
         state = checks.artifact(self.env["MR_URL"], ids["artifact"])["state"]
         checks.require(state == "ABANDONED", f"wrong password: artifact {state}, not ABANDONED")
+        checks.on_cluster_network(self.kubectl, ns, pod)
         events = checks.job_events(self.kubectl, ns, pod, ("TransferFailed",))
         self.results.append({"sample": "s3-to-oci-env with a wrong password", "outcome": outcome, "exit": 2,
                              "pods": 1, "artifact": state, "events": events,
@@ -282,7 +374,7 @@ class Run:
         write_big(big / "weights.bin", 256 << 20)
         self._upload(big, f"sentiment-{self.run}/big")
 
-        def big_model(job: dict) -> None:
+        def big_model(job: Job) -> None:
             job["metadata"]["name"] = "modelsync-deleted"
             (c,) = job["spec"]["template"]["spec"]["containers"]
             for e in c["env"]:
@@ -311,10 +403,9 @@ class Run:
 
     def ui_job(self, case: str) -> None:
         """The Job, Secrets and ConfigMap exactly as the Model Registry UI's backend writes them
-        (tests/support/ui_jobs.py), for the local cluster changed only as every e2e Job is (host network, the image
-        imported, the pod's API server and name for its events) plus the modelcar's base image and TLS off for the
-        stack's plain-HTTP registry (public.ecr.aws is out of reach here). LIVE, every custom property typed as
-        written, the model-source fields, and the pod's events."""
+        (tests/support/ui_jobs.py), for the local cluster changed only as every e2e Job is (the image imported) plus
+        the modelcar's base image and TLS off for the stack's plain-HTTP registry (public.ecr.aws is out of reach
+        here). LIVE, every custom property typed as written, the model-source fields, and the pod's events."""
         from tests.support.ui_jobs import UiJob, typed
         t0 = time.monotonic()
         intent, source = case.split(" from ")
@@ -348,9 +439,7 @@ class Run:
         docs = job.manifests(self.image)
         (container,) = docs[-1]["spec"]["template"]["spec"]["containers"]
         if self.local:
-            docs[-1]["spec"]["template"]["spec"]["hostNetwork"] = True
             container["imagePullPolicy"] = "Never"
-            container["env"] += k8s_samples.pod_identity(*self.api_server)
         container["env"] += [
             {"name": "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE",
              "value": f"{self.render_env['OCI_REGISTRY']}/library/busybox:latest"},
@@ -381,11 +470,12 @@ class Run:
                          art.get("modelSourceName"))
         checks.require(source_fields == ("transfer_job", "async-upload", ns, job.name),
                        f"{case}: model source fields {source_fields}")
+        pod_ip = checks.on_cluster_network(self.kubectl, ns, pod)
         events = checks.job_events(self.kubectl, ns, pod, ("TransferStarted", "TransferPublished"))
-        self.results.append({"sample": f"the Model Registry UI's Job: {case}", "uri": art["uri"],
+        self.results.append({"sample": f"the Model Registry UI's Job: {case}", "uri": art["uri"], "pod_ip": pod_ip,
                              "properties": len(want), "events": events, "seconds": round(time.monotonic() - t0, 1)})
 
-    def guarded(self, name: str, fn, *args) -> None:
+    def guarded(self, name: str, fn: Callable[..., object], *args: Any) -> None:
         try:
             fn(*args)
             print(f"ok    {name}", flush=True)

@@ -5,11 +5,13 @@ is what users copy.
        the one built here, `sentiment` gets the run's suffix (names, keys and repositories unique per run) and the
        ids 42 (a ModelArtifact) and 7 (a RegisteredModel) become ones the run created;
     2. Secrets, by name and key: the placeholder credentials become the stack's (SECRETS below);
-    3. each Job's pod: hostNetwork: true and imagePullPolicy: Never (no cluster DNS and no registry for the job
-       image here; kind's script skips this step); and, given api_server, the API server as the pod reaches it on
-       the host network (KUBERNETES_SERVICE_HOST/PORT: the `kubernetes` Service's address needs kube-proxy) and
-       POD_NAME / POD_NAMESPACE from the downward API (a host-network pod's hostname is the node's), for the job's
-       Kubernetes Events.
+    3. each Job's container: imagePullPolicy: Never on the local cluster (the job image is imported into its
+       containerd, not pulled; kind's script skips this step and loads the image with `kind load`).
+
+The pods stay on the cluster network, as users' pods: the stack values given (`stack`, `uri_base`) are the names
+the pods reach the services by (on the local cluster `<service>.modelsync-stack.svc.cluster.local`, Services
+without selector whose endpoints relay to the host's 127.0.0.1, e2e/k8s_e2e.py), and the job finds the API server
+through the `kubernetes` Service and its pod by its hostname, with nothing set for it.
 
 Standard library plus PyYAML (a test dependency).
 """
@@ -65,8 +67,7 @@ def secret_values(stack: Mapping[str, str]) -> dict[str, dict[str, str]]:
 
 
 def render(path: Path, stack: Mapping[str, str], image: str, run: str, ids: Mapping[str, str], uri_base: str,
-           local: bool = True, edit: Callable[[dict[str, Any]], None] | None = None,
-           api_server: tuple[str, int] | None = None) -> list[dict[str, Any]]:
+           local: bool = True, edit: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """The sample's objects, ready for `kubectl apply`; `edit` may change a Job further (a test's wrong credential)."""
     text = path.read_text()
     for placeholder, value in text_substitutions(stack, image, run, ids, uri_base):
@@ -78,23 +79,12 @@ def render(path: Path, stack: Mapping[str, str], image: str, run: str, ids: Mapp
             doc.setdefault("stringData", {}).update(
                 {k: v for k, v in secrets[doc["metadata"]["name"]].items() if k in doc["stringData"]})
         if doc["kind"] == "Job":
-            pod = doc["spec"]["template"]["spec"]
             if local:
-                pod["hostNetwork"] = True
-                for container in pod["containers"]:
+                for container in doc["spec"]["template"]["spec"]["containers"]:
                     container["imagePullPolicy"] = "Never"
-                    if api_server is not None:
-                        container.setdefault("env", []).extend(pod_identity(*api_server))
             if edit is not None:
                 edit(doc)
     return docs
-
-
-def pod_identity(host: str, port: int) -> list[dict[str, Any]]:
-    """What a host-network pod needs to post events about itself (step 3)."""
-    return [{"name": "KUBERNETES_SERVICE_HOST", "value": host}, {"name": "KUBERNETES_SERVICE_PORT", "value": str(port)},
-            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}]
 
 
 def job_of(docs: list[dict[str, Any]]) -> dict[str, Any]:

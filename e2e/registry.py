@@ -4,7 +4,11 @@
     registry_tls    second registry: TLS (own CA in state dir), basic auth  GET /v2/ = 401 without credentials
 
 Each keeps its config (0600, it holds the http secret) and data in DIR/<name>. The TLS one has a throwaway CA and a
-server certificate for 127.0.0.1 / localhost in DIR/tls, and an htpasswd file whose password goes in on stdin.
+server certificate in DIR/tls, and an htpasswd file whose password goes in on stdin. The certificate names 127.0.0.1,
+localhost and IN_CLUSTER_NAMES: the names the Kubernetes e2e gives this registry in its cluster (e2e/k8s_e2e.py: a
+Service without selector, `registry` in namespace `modelsync-stack`, whose endpoint relays to 127.0.0.1), so pods
+verify it by a DNS name as users' pods verify theirs. A state dir whose certificate lacks a name gets a new one
+(same CA) at the next start.
 
 env:
     OCI_REGISTRY            127.0.0.1:P (plain HTTP)
@@ -28,6 +32,14 @@ TOOLS = {"registry": ("registry",), "registry_tls": ("registry", "openssl", "htp
 DIRS = ("registry", "registry_tls", "tls")
 TLS_USERNAME = "modelsync"
 SERVE_ENV = {"OTEL_TRACES_EXPORTER": "none"}  # v3 exports OpenTelemetry traces by default; there is no collector here
+IN_CLUSTER_SERVICE, IN_CLUSTER_NAMESPACE = "registry", "modelsync-stack"
+IN_CLUSTER_NAMES = (f"{IN_CLUSTER_SERVICE}.{IN_CLUSTER_NAMESPACE}.svc.cluster.local",
+                    f"{IN_CLUSTER_SERVICE}.{IN_CLUSTER_NAMESPACE}.svc")
+
+
+def _tool(name: str) -> str:
+    """The binary's path (the stack checks TOOLS are there before it starts a component)."""
+    return find_tool(name) or name
 
 
 def ca_cert(site: Site) -> Path:
@@ -67,7 +79,7 @@ def _config(site: Site, name: str, extra: str = "") -> Path:
 
 def start_plain(site: Site) -> None:
     config = _config(site, "registry")
-    site.spawn("registry", [find_tool("registry"), "serve", str(config)], SERVE_ENV)
+    site.spawn("registry", [_tool("registry"), "serve", str(config)], SERVE_ENV)
     site.wait_healthy("registry")
 
 
@@ -77,7 +89,7 @@ def start_tls(site: Site) -> None:
     htpasswd = site.dir / "registry_tls" / "htpasswd"
     if not htpasswd.exists():
         # -i: password from stdin, so it never shows in argv
-        subprocess.run([find_tool("htpasswd"), "-B", "-i", "-c", str(htpasswd), TLS_USERNAME],
+        subprocess.run([_tool("htpasswd"), "-B", "-i", "-c", str(htpasswd), TLS_USERNAME],
                        input=tls_password(site), text=True, check=True, capture_output=True)
     config = _config(site, "registry_tls", f"""  tls:
     certificate: {tls / 'server.crt'}
@@ -87,28 +99,32 @@ auth:
     realm: modelsync
     path: {htpasswd}
 """)
-    site.spawn("registry_tls", [find_tool("registry"), "serve", str(config)], SERVE_ENV)
+    site.spawn("registry_tls", [_tool("registry"), "serve", str(config)], SERVE_ENV)
     site.wait_healthy("registry_tls")
 
 
 def _make_certs(tls: Path) -> None:
-    """A throwaway CA and a server certificate for 127.0.0.1 / localhost signed by it (kept per state dir)."""
-    if (tls / "server.crt").exists():
+    """A throwaway CA (kept per state dir) and a server certificate signed by it for 127.0.0.1, localhost and
+    IN_CLUSTER_NAMES (made again when its extensions file differs: an older state dir's certificate lacks names)."""
+    ext = ("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+           "extendedKeyUsage=serverAuth\n"
+           f"subjectAltName=IP:127.0.0.1,DNS:localhost,{','.join(f'DNS:{n}' for n in IN_CLUSTER_NAMES)}\n"
+           "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    if (tls / "server.crt").exists() and (tls / "server.ext").exists() and (tls / "server.ext").read_text() == ext:
         return
-    openssl = find_tool("openssl")
+    openssl = _tool("openssl")
     ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    (tls / "server.ext").write_text(
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-        "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n"
-        "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n")
+    (tls / "server.ext").write_text(ext)
     steps = [
-        [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
-         "-subj", "/CN=modelsync local test CA",
-         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
         [openssl, "req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"],
         [openssl, "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
          "-CAcreateserial", "-days", "3650", "-extfile", "server.ext", "-out", "server.crt"],
     ]
+    if not ((tls / "ca.crt").exists() and (tls / "ca.key").exists()):
+        steps.insert(0, [openssl, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+                         "-subj", "/CN=modelsync local test CA",
+                         "-addext", "basicConstraints=critical,CA:TRUE",
+                         "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
     for argv in steps:
         subprocess.run(argv, cwd=tls, check=True, capture_output=True)
     for key in ("ca.key", "server.key"):
