@@ -26,9 +26,9 @@ for tool in "aws --version" "skopeo --version" "oras version"; do
   v=$("${JOB[@]}" --entrypoint sh "$IMAGE" -c "$tool" 2>&1) || fail "$tool inside the image: $v"
   ok "$tool: $(printf '%s' "$v" | head -1)"
 done
-# the aws CLI plugin (package data under modelsync/awscli_plugin) is installed and loaded the way modelsync.aws loads it
+# the aws CLI plugin (package data under modelsync/awscli_plugin) is installed and loaded the way modelsync.clients.aws loads it
 plugin=$("${JOB[@]}" -e AWS_ACCESS_KEY_ID=x -e AWS_SECRET_ACCESS_KEY=y --entrypoint sh "$IMAGE" -c '
-  D=$(python -c "from modelsync.aws import PLUGIN_DIR; print(PLUGIN_DIR)")
+  D=$(python -c "from modelsync.clients.aws import PLUGIN_DIR; print(PLUGIN_DIR)")
   AWS_CONFIG_FILE=$D/config PYTHONPATH=$D aws --debug --cli-connect-timeout 1 --endpoint-url http://127.0.0.1:1 s3 ls 2>&1' || true)
 [[ $plugin == *"before-send.s3.ListBuckets: calling handler <function drop_expect"* ]] || fail "the aws CLI plugin is not loaded"
 ok "aws CLI plugin modelsync_no_expect loaded"
