@@ -31,8 +31,10 @@ deselected by id (DESELECTED, with the reason): upstream's sample empties the po
 reach the internet here, and the pod would not trust a stand-in's CA.
 
 Output: pytest's own, then each upstream test id with passed/failed/skipped/deselected (and why), the stand-in
-requests, and the time of each step; DIR/report.json holds the same. Exit status: pytest's (1 also when the suite's
-files changed or a deselected id no longer exists). The cluster is stopped at the end unless --keep.
+requests, whether the host's own iptables rules (nft and legacy) are the same after the run as before (reported,
+not failed on: another process may change them), and the time of each step; DIR/report.json holds the same.
+Exit status: pytest's (1 also when the suite's files changed or a deselected id no longer exists). The cluster is
+stopped at the end unless --keep.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -117,6 +120,19 @@ def http_ok(url: str) -> bool:
 def suite_listing(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file() or p.is_dir()}
+
+
+def host_rules() -> dict[str, list[str]]:
+    """The host's own iptables rules (nft and legacy), without comments and counters: the cluster must not change
+    them (its rules live in its network namespace, e2e/kubernetes_network.py)."""
+    rules = {}
+    for save in ("iptables-nft-save", "iptables-legacy-save"):
+        path = shutil.which(save, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+        if path is None:
+            continue
+        out = subprocess.run([path], check=False, capture_output=True, text=True).stdout
+        rules[save] = [re.sub(r"\[\d+:\d+\]", "", line) for line in out.splitlines() if not line.startswith("#")]
+    return rules
 
 
 class Timer:
@@ -227,6 +243,7 @@ def run(state: Path, image: str, suite: Path, keep: bool, pytest_args: list[str]
                          f"http://localhost:{MINIO_LOCAL_PORT} (hard-coded in upload_to_minio), so the port-forward "
                          f"must use it; free it and run again")
     before = suite_listing(suite)
+    rules_before = host_rules()
     work = state / "run"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
@@ -298,6 +315,11 @@ def run(state: Path, image: str, suite: Path, keep: bool, pytest_args: list[str]
         for row in rows:
             print(f"  {row['outcome'].upper():10} {row['id']}" + (f"\n             {row['detail']}"
                                                                    if row["detail"] else ""))
+        if any(r["outcome"] == "failed" for r in rows) and base.startswith(services.REGISTRY_SERVICE):
+            print("   note: the base image is on the plain-HTTP in-cluster registry; the job reads it with "
+                  "MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE_TLS_VERIFY (default true), which upstream's suite does not "
+                  "forward: a failure reading the base (WRONG_VERSION_NUMBER) is that; UPSTREAM_BASE_IMAGE=scratch "
+                  "runs without a base")
         print(f"== stand-in proxy ({HTTP_SOURCE}): " +
               ", ".join(f"{m} {h}{p if m != 'CONNECT' else ''} -> {s}" for h, m, p, s in proxy.served) or "unused")
         return code
@@ -308,6 +330,13 @@ def run(state: Path, image: str, suite: Path, keep: bool, pytest_args: list[str]
         if not keep:
             with timer.step("cluster down"):
                 cluster.down()
+        rules_after = host_rules()
+        report["host iptables unchanged"] = rules_after == rules_before
+        print(f"== host iptables rules ({', '.join(rules_before) or 'no iptables-save'}): " +
+              ("unchanged by the run, " + ", ".join(f"{len(v)} lines in {k}" for k, v in rules_after.items())
+               if rules_after == rules_before else
+               f"CHANGED during the run (by this run or another process): before {rules_before}, "
+               f"after {rules_after}"), flush=True)
         timer.steps["total"] = round(time.monotonic() - timer.t0, 1)
         report["timings"] = timer.steps
         (state / "report.json").write_text(json.dumps(report, indent=2))
