@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 MODELSYNC_CACHE ?= $(HOME)/.cache/modelsync
 PYTEST_ARGS ?=
+# e2e-upstream: more arguments for e2e/upstream_suite.py (e.g. --keep, --state-dir DIR, -- -k update_artifact)
+UPSTREAM_SUITE_ARGS ?=
 # what ruff checks (mypy checks what pyproject.toml's [tool.mypy] files names: modelsync/)
 RUFF_PATHS ?= modelsync tests e2e bench
 BASE_TOOLS := apt oras registry minio model-registry awscli
@@ -16,7 +18,7 @@ GO_VERSION := $(shell sed -n 's/^GO_VERSION=//p' e2e/versions.env)
 export PATH := $(abspath $(VENV))/bin:$(HOME)/go/bin:$(MODELSYNC_CACHE)/go-$(GO_VERSION)/bin:/usr/local/go/bin:$(PATH)
 export MODELSYNC_CACHE
 
-.PHONY: venv install lint tools tools-base test demo bench image image-smoke stack-up stack-down e2e-local cluster-up cluster-down clean
+.PHONY: venv install lint tools tools-base test demo bench image image-smoke stack-up stack-down e2e-local e2e-upstream cluster-up cluster-down clean
 
 venv:               ## .venv/ from $(PYTHON) (installs python3-venv on Debian/Ubuntu when missing, as root)
 	@bash e2e/venv.sh '$(PYTHON)' '$(VENV)'
@@ -60,6 +62,14 @@ stack-down: install
 
 e2e-local: install tools image ## every sample Job on a local single-node Kubernetes (e2e/k8s_e2e.py)
 	$(VPY) -m e2e.k8s_e2e
+
+# what e2e-upstream's services are made of (static Go binaries; MariaDB's image from apt's mmdebstrap), the cluster,
+# skopeo (pushes its base image) and the aws CLI (makes its bucket)
+UPSTREAM_TOOLS := apt registry minio model-registry awscli kubernetes
+
+e2e-upstream: install image ## upstream's own integration suite, unmodified, against our image (e2e/upstream_suite.py)
+	PYTHON='$(VPY)' bash e2e/install-tools.sh $(UPSTREAM_TOOLS)
+	$(VPY) -m e2e.upstream_suite $(UPSTREAM_SUITE_ARGS)
 
 cluster-up: venv    ## a local single-node Kubernetes in $(MODELSYNC_CACHE)/kubernetes (reused when up; KUBECONFIG printed)
 	bash e2e/install-tools.sh kubernetes
