@@ -62,7 +62,21 @@ from e2e.kubernetes import Cluster
 from e2e.kubernetes_node import CACHE, tool
 from e2e.standin_proxy import StandinProxy, start_standin_proxy
 
-SUITE = Path(os.environ.get("UPSTREAM_ASYNC_UPLOAD_DIR") or REPO_ROOT.parent / "shared" / "upstream-async-upload")
+
+def find_suite() -> Path | None:
+    """Upstream's files: $UPSTREAM_ASYNC_UPLOAD_DIR, else shared/upstream-async-upload beside the checkout or beside
+    one of its parent directories (the team's workspace keeps shared/ next to its clones)."""
+    named = os.environ.get("UPSTREAM_ASYNC_UPLOAD_DIR")
+    if named:
+        return Path(named)
+    for parent in REPO_ROOT.resolve().parents:
+        found = parent / "shared" / "upstream-async-upload"
+        if (found / "tests" / "integration").is_dir():
+            return found
+    return None
+
+
+SUITE = find_suite()
 DEFAULT_STATE_DIR = CACHE / "e2e-upstream"
 TEST_FILE = "tests/integration/test_integration_async_upload.py"
 HTTP_SOURCE = ("https://github.com/onnx/models/raw/refs/heads/main/validated/vision/classification/mnist/model/"
@@ -348,12 +362,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     parser.add_argument("--image", default=os.environ.get("MODELSYNC_IMAGE") or "localhost/modelsync:dev")
     parser.add_argument("--suite", type=Path, default=SUITE)
+    parser.add_argument("--where", action="store_true", help="print where upstream's suite is and exit (3: not found)")
     parser.add_argument("--keep", action="store_true", help="leave the cluster and its services up")
     parser.add_argument("--base", default=os.environ.get("UPSTREAM_BASE_IMAGE") or "registry",
                         help="MODEL_SYNC_DESTINATION_OCI_BASE_IMAGE for the Jobs: `registry` (default: a busybox "
                              "pushed into the in-cluster registry), `scratch`, or any image reference")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args(argv)
+    if args.where or args.suite is None:
+        if args.suite is None:
+            print("e2e.upstream_suite: upstream's files are not beside this checkout (shared/upstream-async-upload in "
+                  "a parent directory); set UPSTREAM_ASYNC_UPLOAD_DIR or --suite", file=sys.stderr)
+            return 3
+        print(args.suite)
+        return 0
     try:
         return run(args.state_dir.resolve(), args.image, args.suite.resolve(), args.keep, args.pytest_args, args.base)
     except StackError as err:
