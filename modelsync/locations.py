@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from .secret import Secret
@@ -129,13 +128,20 @@ class FileEntry:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where a file's bytes came from: the object's URL and the ETag the listing gave (size: the layer's)."""
+    url: str
+    etag: str
+
+
+@dataclass(frozen=True)
 class Fetched:
     """What a source brought into the workspace (or reads in place): the model's directory, its files, and for
-    each file it can name, where its bytes came from (modelcar.Origin: object URL and ETag), which a destination
+    each file it can name, where its bytes came from (object URL and ETag), which a destination
     records so a later run can tell an unchanged file without reading it."""
     model_dir: Path
     files: tuple[FileEntry, ...]
-    origins: Mapping[str, Any] = field(default_factory=dict)
+    origins: Mapping[str, Origin] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import TransferError
-from .locations import FileEntry
+from .locations import FileEntry, Origin
 from .modelcar_layers import (
     MAX_IMAGE_LAYERS,
     MODEL_LAYER_BUDGET,
@@ -153,13 +153,6 @@ def build_modelcar(model_dir: Path, out_dir: Path, base_dir: Path | None = None,
         layers.append(layer)
     sig_layer = write_layer([(SIGNATURE_FILE, signature)], out, SIGNATURE_FILE) if signature is not None else None
     return finish_image(out, tag, config, base_layers, layers, created_at, source, origins, sig_layer)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Where a file's bytes came from: the object's URL and the ETag the listing gave (size: the layer's)."""
-    url: str
-    etag: str
 
 
 def source_record(files: Sequence[FileEntry], origins: Mapping[str, Origin]) -> str | None:

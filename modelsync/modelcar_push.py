@@ -27,8 +27,8 @@ from .clients.distribution import RegistryClient
 from .errors import TransferError
 from .files import human
 from .layer_push import Download, LayerPusher
-from .locations import FileEntry, OciLocation, Published
-from .modelcar import SIGNATURE_FILE, ModelcarImage, Origin, base_image, created_time, finish_image
+from .locations import FileEntry, OciLocation, Origin, Published
+from .modelcar import SIGNATURE_FILE, ModelcarImage, base_image, created_time, finish_image
 from .modelcar_layers import (
     MAX_IMAGE_LAYERS,
     MODEL_LAYER_BUDGET,

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 from .destinations.oci import OciDestination
 from .files import human, require_free_space
 from .layer_push import Download
-from .locations import FileEntry, OciLocation, Published, S3Location
-from .modelcar import SIGNATURE_FILE, Origin
+from .locations import FileEntry, OciLocation, Origin, Published, S3Location
+from .modelcar import SIGNATURE_FILE
 from .modelcar_layers import MODEL_LAYER_BUDGET, ModelcarLayer, plan_layers
 from .modelcar_push import Planned, push_modelcar
 from .oci_copy import push_tag

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from .clients.distribution import RegistryClient
 from .errors import TransferError
 from .files import human
-from .locations import FileEntry, OciLocation
-from .modelcar import SOURCE_RECORD, Origin
+from .locations import FileEntry, OciLocation, Origin
+from .modelcar import SOURCE_RECORD
 from .modelcar_layers import ModelcarLayer, layer_tar_size
 from .oci_copy import repo_path
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from .beneath import Beneath, LinkRefused
 from .errors import TransferError
-from .modelcar import Origin
 
 log = logging.getLogger("modelsync.workspace")
 LOCK = ".lock"
@@ -33,7 +32,6 @@ class Workspace:
         self.root = root
         self._fd: int | None = lock_fd
         # where each fetched file came from, when the source knows (S3: URL + ETag); an OCI destination records it
-        self.origins: dict[str, Origin] = {}
 
     @property
     def model(self) -> Path:

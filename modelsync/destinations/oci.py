@@ -26,8 +26,8 @@ from .. import credentials, oci_copy
 from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
-from ..locations import Fetched, OciLocation, Published, qualify_reference, strip_scheme
-from ..modelcar import Origin, build_modelcar
+from ..locations import Fetched, OciLocation, Origin, Published, qualify_reference, strip_scheme
+from ..modelcar import build_modelcar
 from ..modelcar_layers import check_layer_count
 from ..modelcar_push import dir_to_modelcar
 from ..oci_access import check_backend

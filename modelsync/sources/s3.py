@@ -17,8 +17,7 @@ from .. import tools
 from ..clients import aws
 from ..errors import TransferError
 from ..files import check_listing, dir_bytes, inventory, model_path, require_free_space
-from ..locations import Fetched, FileEntry, S3Location
-from ..modelcar import Origin
+from ..locations import Fetched, FileEntry, Origin, S3Location
 from ..progress import watch
 from ..setting import Given
 from ..stores import Filled

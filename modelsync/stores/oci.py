@@ -11,7 +11,6 @@ from pathlib import Path
 from .. import credentials
 from ..errors import ConfigError
 from ..locations import OciLocation, qualify_reference, strip_scheme
-from ..secret import Secret
 from ..setting import Given, Setting, missing, problem, require
 from . import Filled
 
@@ -87,9 +86,7 @@ def trusted_ca(setting: str | None, reference: str) -> str | None:
 def location(given: Given, side: str) -> OciLocation:
     v, s = given.values, _BY_SIDE[side]
     reference = strip_scheme(v[s["oci_uri"].name])
-    password = v[s["oci_password"].name]
-    return OciLocation(reference=reference, username=v[s["oci_username"].name],
-                       password=password if isinstance(password, Secret) or password is None else Secret(password),
+    return OciLocation(reference=reference, username=v[s["oci_username"].name], password=v[s["oci_password"].name],
                        tls_verify=v[s["oci_enable_tls_verify"].name],
                        ca_bundle=trusted_ca(v[s["oci_ca_bundle"].name], reference))
 

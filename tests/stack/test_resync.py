@@ -15,6 +15,7 @@ import pytest
 
 from modelsync import config, job, modelcar, tools
 from modelsync.clients import aws
+from modelsync.locations import Origin
 from modelsync.oci_layout import OCI_MANIFEST
 
 from ..support.jobs import job_env, s3loc, upload
@@ -163,7 +164,7 @@ def test_a_record_with_another_etag_is_not_trusted(synced):
 def test_source_record_is_deterministic_and_bounded():
     from modelsync.locations import FileEntry
     files = (FileEntry("a.bin", 3, "0" * 64), FileEntry("b/c.bin", 5, "1" * 64))
-    origins = {"a.bin": modelcar.Origin("s3://b/p/a.bin", "e1"), "b/c.bin": modelcar.Origin("s3://b/p/b/c.bin", "e2")}
+    origins = {"a.bin": Origin("s3://b/p/a.bin", "e1"), "b/c.bin": Origin("s3://b/p/b/c.bin", "e2")}
     text = modelcar.source_record(files, origins)
     assert text == modelcar.source_record(files, dict(reversed(origins.items())))
     assert json.loads(text) == [{"etag": "e1", "path": "a.bin", "sha256": "0" * 64, "size": 3, "url": "s3://b/p/a.bin"},
@@ -171,4 +172,4 @@ def test_source_record_is_deterministic_and_bounded():
                                  "url": "s3://b/p/b/c.bin"}]
     assert modelcar.source_record(files, {"a.bin": origins["a.bin"]}) is None  # a file of unknown origin: none
     many = tuple(FileEntry(f"f{i:05d}", 1, "0" * 64) for i in range(400))
-    assert modelcar.source_record(many, {f.path: modelcar.Origin(f"s3://b/{f.path}", "e") for f in many}) is None
+    assert modelcar.source_record(many, {f.path: Origin(f"s3://b/{f.path}", "e") for f in many}) is None
