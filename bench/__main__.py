@@ -1,6 +1,6 @@
 """`make bench`: whole-job throughput on the local stack, next to the floors of the raw tools on the same data.
 
-    python -m bench [--files 8] [--size 512Mi] [--json bench/results.json]
+    python -m bench [--files 8] [--size 512Mi] [--json bench/results.json] [--shaped 800mbit]
     python -m bench --compare-backends [--size-mib 1024]
 
 Default (JobsAgainstFloors): a model of --files x --size incompressible files plus a few small ones, in MinIO. One run
@@ -11,6 +11,12 @@ shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a new prefix)
 same tag again), S3 -> S3 and a URL source (the files as one tar archive served by a thread of the bench, whose CPU is
 not counted) -> OCI. Then the ratios to the targets: S3->OCI / (1.2 x max(D,P) + 1 s), peak scratch / (2 x largest file
 + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first + 1 s). A table is printed (Markdown) and the figures written as JSON.
+
+--shaped RATE (e.g. 800mbit; root, iproute2): the same runs, but MinIO and the registry are reached through a link
+limited to RATE each way (a veth pair into a network namespace made for the run, a `tc` `tbf` qdisc on each end; see
+bench/shaped.py for the wiring), as a pod's NIC would limit them: D, P and the jobs all cross it. A raw TCP transfer
+each way first measures the link. The S3 -> OCI target is then the issue's shaped one, J <= 1.1 x max(D, P) + 2 s,
+printed with J / max(D, P); the figures go to bench/results-shaped.json unless --json says otherwise.
 
 --compare-backends: the earlier scenarios below (skopeo vs oras).
 
@@ -30,6 +36,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -37,8 +44,11 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from bench.shaped import ShapedLink, parse_rate
 from e2e.stack import DEFAULT_STATE_DIR, LocalStack
 from modelsync import config, job, tools
 from modelsync.clients import aws
@@ -53,7 +63,7 @@ from tests.support.oci_helpers import busybox_layout
 MIB = 1024 * 1024
 
 
-def timed(fn) -> float:
+def timed(fn: Callable[[], object]) -> float:
     start = time.monotonic()
     fn()
     return time.monotonic() - start
@@ -170,8 +180,10 @@ class JobsAgainstFloors:
     """The default run: floors D and P, a naive by-hand S3 -> OCI, modelsync S3 -> OCI, OCI -> S3 and an
     unchanged re-sync, each one process tree sampled every 50 ms (scratch bytes, summed RSS); then the ratios."""
 
-    def __init__(self, bench: Bench, count: int, size: int, server_pids: list[int] = ()):
-        self.b, self.count, self.size = bench, count, size
+    def __init__(self, bench: Bench, count: int, size: int, server_pids: Sequence[int] = (),
+                 link: ShapedLink | None = None):
+        self.b, self.count, self.size, self.link = bench, count, size, link
+        self.probe: dict[str, float] = {}
         self.server_pids = list(server_pids)  # MinIO and the registry: their CPU is counted per run too
         self.model = bench.work / "floors-model"
         for i in range(count):
@@ -181,7 +193,7 @@ class JobsAgainstFloors:
             (self.model / rel).write_bytes(data)
         self.files = sorted(p.relative_to(self.model).as_posix() for p in self.model.rglob("*") if p.is_file())
         self.total = sum((self.model / rel).stat().st_size for rel in self.files)
-        self.rows: list[dict] = []
+        self.rows: list[dict[str, Any]] = []
 
     def run(self) -> None:
         from modelsync.destinations.s3 import publish_s3
@@ -219,13 +231,18 @@ class JobsAgainstFloors:
                   "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false"}, self.dst_s3())
         self.job("modelsync S3 -> OCI, unchanged re-sync", self.b.src_s3(key), self.b.dst_oci(ref, "oras"))
         self.job("modelsync S3 -> S3", self.b.src_s3(key), self.dst_s3())
-        handler = functools.partial(_QuietFiles, directory=str(archive.parent))
-        with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as www:
-            threading.Thread(target=www.serve_forever, daemon=True).start()
-            url = f"http://127.0.0.1:{www.server_address[1]}/model.tar"
+        if self.link is not None:  # the URL source behind the link too
+            url = self.link.serve_directory(archive.parent) + "model.tar"
             self.job("modelsync URI (tar) -> OCI", {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": url},
                      self.b.dst_oci(f"{repo}-uri:v1", "oras"))
-            www.shutdown()
+        else:
+            handler = functools.partial(_QuietFiles, directory=str(archive.parent))
+            with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as www:
+                threading.Thread(target=www.serve_forever, daemon=True).start()
+                url = f"http://127.0.0.1:{www.server_address[1]}/model.tar"
+                self.job("modelsync URI (tar) -> OCI", {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": url},
+                         self.b.dst_oci(f"{repo}-uri:v1", "oras"))
+                www.shutdown()
         archive.unlink()
 
     def dst_s3(self) -> dict[str, str]:
@@ -240,8 +257,14 @@ class JobsAgainstFloors:
                 cwd: Path | None = None) -> None:
         servers = {pid: _cpu(pid) or 0.0 for pid in self.server_pids}
         start = time.monotonic()
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL)
-        peak_scratch, peak_rss, cpu = _sample(proc, scratch)
+        # its own process group: on Ctrl-C / SIGTERM of the bench the whole tree is killed, not left running
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, start_new_session=True)
+        try:
+            peak_scratch, peak_rss, cpu = _sample(proc, scratch)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         elapsed = time.monotonic() - start
         server_cpu = sum((_cpu(pid) or 0.0) - before for pid, before in servers.items())
         if proc.returncode != 0:
@@ -267,13 +290,17 @@ class JobsAgainstFloors:
         self.measure(label, [sys.executable, "-m", "modelsync"], storage, env=env)
         shutil.rmtree(storage, ignore_errors=True)
 
-    def targets(self) -> list[dict]:
+    def targets(self) -> list[dict[str, Any]]:
         row = {r["name"]: r for r in self.rows}
         d, p = row["D: aws s3 cp --recursive (download)"], row["P: oras push (the same files)"]
         first, again = row["modelsync S3 -> OCI"], row["modelsync S3 -> OCI, unchanged re-sync"]
         jobs = [r for r in self.rows if r["name"].startswith("modelsync")]
         largest = self.size
-        out = [("S3->OCI time / (1.2 x max(D,P) + 1 s)", first["seconds"], 1.2 * max(d["seconds"], p["seconds"]) + 1),
+        floor = max(d["seconds"], p["seconds"])
+        time_target = (("shaped S3->OCI time / (1.1 x max(D,P) + 2 s)", first["seconds"], 1.1 * floor + 2)
+                       if self.link is not None else
+                       ("S3->OCI time / (1.2 x max(D,P) + 1 s)", first["seconds"], 1.2 * floor + 1))
+        out = [time_target,
                ("S3->OCI peak scratch / (2 x largest file + 64 MiB)", first["peak_scratch_bytes"],
                 2 * largest + 64 * MIB),
                ("peak RSS, all processes, of any modelsync job / 300 MiB", max(r["peak_rss_bytes"] for r in jobs),
@@ -282,9 +309,26 @@ class JobsAgainstFloors:
         return [{"name": n, "value": v, "limit": round(lim, 2), "ratio": round(v / lim, 2), "met": v <= lim}
                 for n, v, lim in out]
 
+    def shaped_summary(self) -> dict[str, Any] | None:
+        """Through the link: J / max(D, P) for S3 -> OCI beside the issue's target J <= 1.1 x max(D, P) + 2 s."""
+        if self.link is None:
+            return None
+        row = {r["name"]: r for r in self.rows}
+        d, p = row["D: aws s3 cp --recursive (download)"]["seconds"], row["P: oras push (the same files)"]["seconds"]
+        j = row["modelsync S3 -> OCI"]["seconds"]
+        limit = 1.1 * max(d, p) + 2
+        return {**self.link.describe(), "probe": self.probe, "d_seconds": d, "p_seconds": p, "j_seconds": j,
+                "j_over_max_dp": round(j / max(d, p), 2), "target": "J <= 1.1 x max(D, P) + 2 s",
+                "target_seconds": round(limit, 2), "met": j <= limit}
+
     def report(self, json_path: Path | None) -> None:
+        where = "loopback stack"
+        if self.link is not None:
+            where = (f"MinIO and registry behind a {self.link.rate} link each way (tbf, veth into netns "
+                     f"{self.link.netns}; raw TCP measured {self.probe['down_mib_per_s']:.0f} MiB/s down, "
+                     f"{self.probe['up_mib_per_s']:.0f} MiB/s up)")
         print(f"\nmodel: {self.count} x {self.size / MIB:.0f} MiB + {len(SMALL_FILES)} small files = "
-              f"{self.total / MIB:.0f} MiB; {os.cpu_count()} cores; loopback stack\n")
+              f"{self.total / MIB:.0f} MiB; {os.cpu_count()} cores; {where}\n")
         print(f"| {'run':40} | {'s':>6} | {'MB/s':>6} | {'peak scratch MiB':>16} | {'peak RSS MiB':>12} | "
               f"{'CPU-s':>5} | {'+ servers':>9} |")
         print(f"|{'-' * 42}|{'-' * 7}:|{'-' * 7}:|{'-' * 17}:|{'-' * 13}:|{'-' * 6}:|{'-' * 10}:|")
@@ -299,20 +343,28 @@ class JobsAgainstFloors:
         print(f"|{'-' * 58}|{'-' * 6}:|-----|")
         for t in targets:
             print(f"| {t['name']:56} | {t['ratio']:5.2f} | {'yes' if t['met'] else 'NO ':3} |")
+        shaped = self.shaped_summary()
+        if shaped is not None:
+            print(f"\nS3 -> OCI through the link: J / max(D, P) = {shaped['j_seconds']:.1f} / "
+                  f"{max(shaped['d_seconds'], shaped['p_seconds']):.1f} s = {shaped['j_over_max_dp']:.2f}; "
+                  f"target J <= 1.1 x max(D, P) + 2 s = {shaped['target_seconds']:.1f} s: "
+                  f"{'met' if shaped['met'] else 'NOT met'}")
         if json_path is not None:
-            json_path.write_text(json.dumps({"model": {"files": self.count, "file_bytes": self.size,
-                                                       "small_files": len(SMALL_FILES), "total_bytes": self.total},
-                                             "cores": os.cpu_count(), "runs": self.rows, "targets": targets},
-                                            indent=2) + "\n")
+            figures = {"model": {"files": self.count, "file_bytes": self.size, "small_files": len(SMALL_FILES),
+                                 "total_bytes": self.total},
+                       "cores": os.cpu_count(), "runs": self.rows, "targets": targets}
+            if shaped is not None:
+                figures["shaped"] = shaped
+            json_path.write_text(json.dumps(figures, indent=2) + "\n")
             print(f"\nwritten: {json_path}")
 
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
+    def log_message(self, *args: Any) -> None:
         pass
 
 
-def _sample(proc: subprocess.Popen, storage: Path | None, every: float = 0.05) -> tuple[int, int, float]:
+def _sample(proc: subprocess.Popen[bytes], storage: Path | None, every: float = 0.05) -> tuple[int, int, float]:
     """Run proc to its end; the peak disk bytes under storage (allocated blocks: a file aws fills by ranges is
     sparse until done), the peak summed RSS of proc and its descendants, and their CPU seconds (each process's
     last reading)."""
@@ -390,12 +442,19 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8, help="large files of the model (default 8)")
     parser.add_argument("--size", type=parse_size, default=parse_size("512Mi"),
                         help="bytes of each, e.g. 128Mi (default 512Mi)")
-    parser.add_argument("--json", type=Path, default=Path(__file__).parent / "results.json",
-                        help="where the figures go (default bench/results.json)")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="where the figures go (default bench/results.json, bench/results-shaped.json)")
+    parser.add_argument("--shaped", metavar="RATE", default=None,
+                        help="reach MinIO and the registry through a veth link limited to RATE each way (tc tbf, "
+                             "e.g. 800mbit; root): bench/shaped.py")
     parser.add_argument("--compare-backends", action="store_true",
                         help="instead: the skopeo/oras comparison of earlier versions (--size-mib big file)")
     parser.add_argument("--size-mib", type=int, default=1024, help="--compare-backends: the big file's MiB")
     args = parser.parse_args()
+    if args.json is None:
+        args.json = Path(__file__).parent / ("results-shaped.json" if args.shaped else "results.json")
+    if args.shaped:
+        parse_rate(args.shaped)  # a wrong rate fails before the stack starts
     stack = LocalStack(DEFAULT_STATE_DIR)
     stack.up()
     with tempfile.TemporaryDirectory(prefix="modelsync-bench-") as tmp:
@@ -403,6 +462,9 @@ def main() -> None:
             bench = Bench(stack.env(), Path(tmp), args.size_mib * MIB)
             bench.run()
             bench.print()
+            return
+        if args.shaped:
+            _run_shaped(stack, Path(tmp), args)
             return
         bench = Bench(stack.env(), Path(tmp), 0)
         status = stack.status()
@@ -412,6 +474,31 @@ def main() -> None:
         finally:
             _remove_bench_objects(bench)
         run.report(args.json)
+
+
+def _run_shaped(stack: LocalStack, work: Path, args: argparse.Namespace) -> None:
+    """The floors and jobs with MinIO and the registry behind the shaped link (bench/shaped.py); the Model Registry
+    stays the stack's. The link, its servers and their data (the run's objects and images) go at the end, also on
+    Ctrl-C, SIGTERM (made KeyboardInterrupt here) or a failure."""
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with ShapedLink(args.shaped, work) as link:
+            print(f"shaped link: {link.rate} each way; netns {link.netns} ({link.ns_addr}: MinIO, registry) <-> "
+                  f"host {link.host_veth} ({link.host_addr}); measuring it with raw TCP ...", flush=True)
+            probe = link.probe()
+            print(f"raw TCP through the link: {probe['down_mib_per_s']:.1f} MiB/s down (netns -> host), "
+                  f"{probe['up_mib_per_s']:.1f} MiB/s up; set rate {link.bits_per_second / 8 / MIB:.1f} MiB/s",
+                  flush=True)
+            bench = Bench({**stack.env(), **link.env()}, work, 0)
+            run = JobsAgainstFloors(bench, args.files, args.size, link.server_pids(), link)
+            run.probe = probe
+            run.run()
+        run.report(args.json)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _remove_bench_objects(bench: Bench) -> None:
