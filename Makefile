@@ -7,6 +7,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 MODELSYNC_CACHE ?= $(HOME)/.cache/modelsync
 PYTEST_ARGS ?=
+# bench: more arguments for python -m bench (e.g. --shaped 800mbit, --files 8 --size 128Mi)
+BENCH_ARGS ?=
 # e2e-upstream: more arguments for e2e/upstream_suite.py (e.g. --keep, --state-dir DIR, -- -k update_artifact)
 UPSTREAM_SUITE_ARGS ?=
 # what ruff checks (mypy checks what pyproject.toml's [tool.mypy] files names: modelsync/)
@@ -45,7 +47,7 @@ demo: install tools-base ## a real end-to-end sync on the local stack: S3 (MinIO
 	$(VPY) -m e2e.demo
 
 bench: install tools-base ## throughput figures on the local stack (not part of make test)
-	$(VPY) -m bench
+	$(VPY) -m bench $(BENCH_ARGS)
 
 image:              ## the job image localhost/modelsync:dev with podman (bases made locally; see e2e/image.sh)
 	bash e2e/image.sh
