@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 from e2e import k8s_checks as checks
 from e2e import k8s_samples, registry
 from e2e.component import REPO_ROOT, StackError, free_ports
+from e2e.kubernetes_network import host_rules
 from e2e.stack import LocalStack
 
 if TYPE_CHECKING:
@@ -499,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
     args.state_dir.mkdir(parents=True, exist_ok=True)
     run = Run(args.state_dir, args.image)
     started = time.monotonic()
+    rules_before = host_rules()
     try:
         if args.kind:
             run.up_kind(args.kind)
@@ -525,9 +527,15 @@ def main(argv: list[str] | None = None) -> int:
             run.cluster.down()
         if not args.keep and not args.stack_dir and hasattr(run, "stack"):
             run.stack.down()
+    unchanged = host_rules() == rules_before  # the cluster's rules live in its own network namespace
+    if not unchanged:
+        run.failures.append("the host's own iptables rules changed during the run")
+    print(f"host iptables rules ({', '.join(rules_before) or 'no iptables-save'}): "
+          f"{'unchanged' if unchanged else 'CHANGED'} by the run, "
+          + ", ".join(f"{len(lines)} lines in {save}" for save, lines in rules_before.items()))
     report = {"run": run.run, "timing": {**getattr(run, "timing", {}),
                                         "total": round(time.monotonic() - started, 1)},
-              "results": run.results, "failures": run.failures}
+              "results": run.results, "failures": run.failures, "host iptables unchanged": unchanged}
     (args.state_dir / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps({"jobs": len(run.results), "failures": run.failures, "timing": report["timing"]}, indent=2))
     return 1 if run.failures else 0

@@ -36,6 +36,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -155,3 +157,16 @@ def remove(node: Node) -> None:
         sandbox = path.name.removeprefix(f"{network}-").rsplit("-", 1)[0]
         for entry in (path, CNI_RESULTS / f"cni-loopback-{sandbox}-lo"):
             entry.unlink(missing_ok=True)
+
+
+def host_rules() -> dict[str, list[str]]:
+    """The host's own iptables rules (nft and legacy), without comments and counters: the cluster must not change
+    them (its rules live in its network namespace, e2e/kubernetes_network.py)."""
+    rules = {}
+    for save in ("iptables-nft-save", "iptables-legacy-save"):
+        path = shutil.which(save, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+        if path is None:
+            continue
+        out = subprocess.run([path], check=False, capture_output=True, text=True).stdout
+        rules[save] = [re.sub(r"\[\d+:\d+\]", "", line) for line in out.splitlines() if not line.startswith("#")]
+    return rules

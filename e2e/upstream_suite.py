@@ -43,7 +43,6 @@ import argparse
 import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -59,6 +58,7 @@ from typing import Any
 from e2e import upstream_services as services
 from e2e.component import REPO_ROOT, StackError, free_ports
 from e2e.kubernetes import Cluster
+from e2e.kubernetes_network import host_rules
 from e2e.kubernetes_node import CACHE, tool
 from e2e.standin_proxy import StandinProxy, start_standin_proxy
 
@@ -134,19 +134,6 @@ def http_ok(url: str) -> bool:
 def suite_listing(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
             for p in sorted(root.rglob("*")) if p.is_file() or p.is_dir()}
-
-
-def host_rules() -> dict[str, list[str]]:
-    """The host's own iptables rules (nft and legacy), without comments and counters: the cluster must not change
-    them (its rules live in its network namespace, e2e/kubernetes_network.py)."""
-    rules = {}
-    for save in ("iptables-nft-save", "iptables-legacy-save"):
-        path = shutil.which(save, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
-        if path is None:
-            continue
-        out = subprocess.run([path], check=False, capture_output=True, text=True).stdout
-        rules[save] = [re.sub(r"\[\d+:\d+\]", "", line) for line in out.splitlines() if not line.startswith("#")]
-    return rules
 
 
 class Timer:
