@@ -159,20 +159,13 @@ class Child:
             else:
                 io = {"_err": self._stderr_line, "_err_bufsize": 1}
                 if stdin:
-                    read_end, write_end = os.pipe()
-                    theirs.append(read_end)
-                    self.stdin = os.fdopen(write_end, "wb", buffering=0)
-                    _widen_pipe(self.stdin)
-                    io["_in"] = read_end
+                    self.stdin, io["_in"] = _pipe("wb")
                 else:
                     io["_in"] = os.open(os.devnull, os.O_RDONLY)
-                    theirs.append(io["_in"])
+                theirs.append(io["_in"])
                 if stream:
-                    read_end, write_end = os.pipe()
-                    theirs.append(write_end)
-                    self.stdout = os.fdopen(read_end, "rb", buffering=0)
-                    _widen_pipe(self.stdout)
-                    io["_out"] = write_end
+                    self.stdout, io["_out"] = _pipe("rb")
+                    theirs.append(io["_out"])
                 else:
                     io.update(_out=self._stdout_line, _out_bufsize=1)
             with _SPAWN:
@@ -386,6 +379,16 @@ def _io_bytes(pid: int) -> int | None:
         return int(fields["rchar"]) + int(fields["wchar"])
     except (OSError, KeyError, ValueError):
         return None
+
+
+def _pipe(mode: str) -> tuple[IO[bytes], int]:
+    """A pipe to or from a child: our end opened unbuffered in `mode` ("wb": we write, the child reads; "rb": the
+    child writes, we read) and widened, and the child's end as a descriptor."""
+    read_end, write_end = os.pipe()
+    ours, child = (write_end, read_end) if mode == "wb" else (read_end, write_end)
+    pipe = os.fdopen(ours, mode, buffering=0)
+    _widen_pipe(pipe)
+    return pipe, child
 
 
 def _widen_pipe(pipe: IO[bytes] | None, size: int = 1 << 20) -> None:

@@ -23,37 +23,25 @@ and the job find it here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..locations import Fetched, OciLocation, Published
-from ..setting import Given, Setting
-from ..stores import Filled
+from ..setting import Given
+from ..stores import StorageType
 from . import local, oci, s3
 
 if TYPE_CHECKING:
     from ..workspace import Workspace
 
 
-class DestinationType(Protocol):
-    """What the job asks of a destination type's module (mypy checks each module in TYPES against it)."""
-    @property
-    def WRITTEN_AS(self) -> tuple[str, ...]: ...  # noqa: N802 -- a module constant
-    @property
-    def SETTINGS(self) -> tuple[Setting, ...]: ...  # noqa: N802
-    @property
-    def __name__(self) -> str: ...
-
-    def read_files(self, raw: Mapping[str, str]) -> Filled: ...
-    def validate(self, given: Given) -> list[str]: ...
-    def spec(self, given: Given) -> Any: ...
+class DestinationType(StorageType, Protocol):
+    """What the job asks of a destination type's module, besides what every type has (stores.StorageType)."""
     def storage_parts(self, spec: Any) -> tuple[str, ...]: ...
     def preflight(self, spec: Any, job: str, files: dict[str, int] | None,
                   reads_from: Path | None) -> dict[str, Any]: ...
     def publish(self, spec: Any, fetched: Fetched, ws: Workspace, job: str, source: str | None,
                 signature: Path | None = None) -> Published: ...
-    def describe(self, spec: Any) -> str: ...
     def model_name(self, spec: Any) -> str: ...
     def image(self, spec: Any) -> OciLocation | None: ...
 

@@ -34,7 +34,7 @@ from ..oci_access import check_backend
 from ..oci_copy import is_scratch, pull_base, push_layout, push_tag, repo_path, verify_pushed
 from ..progress import watch
 from ..secret import Secret
-from ..setting import Given, Setting, explicit
+from ..setting import Given, Setting, explicit, problem
 from ..stores import Filled
 from ..stores import oci as oci_store
 
@@ -132,10 +132,11 @@ def read_files(raw: Mapping[str, str]) -> Filled:
 
 def validate(given: Given) -> list[str]:
     problems = oci_store.validate(given, "destination")
-    ref = given.values.get("destination_oci_uri")
-    if ref and "@" in ref:
-        problems.append(f"--destination-oci-uri / MODEL_SYNC_DESTINATION_OCI_URI: '{ref}' is pinned by digest; give "
-                        f"a tag or just the repository (the job computes the digest and records it)")
+    uri = oci_store.setting("destination", "oci_uri")
+    ref = given.values.get(uri.name)
+    if ref and OciLocation(strip_scheme(ref)).digest:  # the rule push_tag applies, said before anything moves
+        problems.append(problem(uri, f"'{ref}' is pinned by digest; give a tag or just the repository (the job "
+                                     f"computes the digest and records it)"))
     bad_base = oci_store.base_reference_problem(BASE_IMAGE, given.values.get(BASE_IMAGE.name))
     return problems + ([bad_base] if bad_base else [])
 

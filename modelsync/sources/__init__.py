@@ -24,13 +24,12 @@ and the job find it here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..locations import Fetched
-from ..setting import Given, Setting
-from ..stores import Filled
+from ..setting import Given
+from ..stores import StorageType
 from . import hf, local, oci, s3, uri
 
 if TYPE_CHECKING:
@@ -38,24 +37,13 @@ if TYPE_CHECKING:
     from ..workspace import Workspace
 
 
-class SourceType(Protocol):
-    """What the job asks of a source type's module (mypy checks each module in TYPES against it)."""
-    @property
-    def WRITTEN_AS(self) -> tuple[str, ...]: ...  # noqa: N802 -- a module constant
-    @property
-    def SETTINGS(self) -> tuple[Setting, ...]: ...  # noqa: N802
-    @property
-    def __name__(self) -> str: ...
-
+class SourceType(StorageType, Protocol):
+    """What the job asks of a source type's module, besides what every type has (stores.StorageType)."""
     def claims(self, given: Given) -> bool: ...
-    def read_files(self, raw: Mapping[str, str]) -> Filled: ...
-    def validate(self, given: Given) -> list[str]: ...
-    def spec(self, given: Given) -> Any: ...
     def in_place(self, spec: Any) -> Path | None: ...
     def listing(self, spec: Any) -> dict[str, int] | None: ...
     def facts(self, spec: Any) -> dict[str, object]: ...
     def fetch(self, spec: Any, ws: Workspace) -> Fetched: ...
-    def describe(self, spec: Any) -> str: ...
     def public_source(self, spec: Any) -> str | None: ...
     def metadata(self, spec: Any, meta: Metadata, kind: str, scratch: Path) -> Metadata: ...
 

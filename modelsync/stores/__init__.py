@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from ..setting import Setting
+from ..setting import Given, Setting
 
 
 @dataclass(frozen=True)
@@ -39,3 +40,19 @@ REPLACE_EXISTING = Setting(
     "pvc/local destination; objects under an s3 destination prefix, which then ends holding exactly the synced "
     "files. Default false: such a destination is refused before anything moves", default="false", kind="bool",
     group="destination")
+
+
+class StorageType(Protocol):
+    """What every storage type's module has, source or destination (sources.SourceType and
+    destinations.DestinationType add each side's operations; mypy checks each module in TYPES against them)."""
+    @property
+    def WRITTEN_AS(self) -> tuple[str, ...]: ...  # noqa: N802 -- a module constant
+    @property
+    def SETTINGS(self) -> tuple[Setting, ...]: ...  # noqa: N802
+    @property
+    def __name__(self) -> str: ...
+
+    def read_files(self, raw: Mapping[str, str]) -> Filled: ...
+    def validate(self, given: Given) -> list[str]: ...
+    def spec(self, given: Given) -> Any: ...
+    def describe(self, spec: Any) -> str: ...

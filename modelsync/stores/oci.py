@@ -47,6 +47,11 @@ def settings(side: str) -> tuple[Setting, ...]:
     return tuple(_BY_SIDE[side].values())
 
 
+def setting(side: str, suffix: str) -> Setting:
+    """One of them by its name without the side, e.g. setting("destination", "oci_uri")."""
+    return _BY_SIDE[side][suffix]
+
+
 def host_of(reference: str | None) -> str | None:
     if not reference:
         return None
