@@ -46,6 +46,17 @@ class Site(Protocol):
         """Return once the component's health check passes; StackError when it exits or times out."""
 
 
+def beside_checkout(relative: str) -> Path | None:
+    """`shared/<relative>` beside the checkout or beside one of its parent directories (the team's workspace keeps
+    shared/ next to its clones; a CI clone may sit a level deeper), or None: the user's documents and upstream's
+    files live there, never in the repository."""
+    for parent in REPO_ROOT.parents:
+        found = parent / "shared" / relative
+        if found.exists():
+            return found
+    return None
+
+
 def find_tool(name: str) -> str | None:
     """Locate a binary: GOBIN / ~/go/bin first (the pinned Go builds), then PATH, then sbin (mariadbd)."""
     gobin = os.environ.get("GOBIN") or str(Path.home() / "go" / "bin")

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from e2e import upstream_services as services
-from e2e.component import REPO_ROOT, StackError, free_ports
+from e2e.component import REPO_ROOT, StackError, beside_checkout, free_ports
 from e2e.kubernetes import Cluster
 from e2e.kubernetes_network import host_rules
 from e2e.kubernetes_node import CACHE, tool
@@ -69,11 +69,8 @@ def find_suite() -> Path | None:
     named = os.environ.get("UPSTREAM_ASYNC_UPLOAD_DIR")
     if named:
         return Path(named)
-    for parent in REPO_ROOT.resolve().parents:
-        found = parent / "shared" / "upstream-async-upload"
-        if (found / "tests" / "integration").is_dir():
-            return found
-    return None
+    found = beside_checkout("upstream-async-upload/tests/integration")
+    return found.parent.parent if found is not None else None
 
 
 SUITE = find_suite()

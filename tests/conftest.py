@@ -164,3 +164,13 @@ def model(tmp_path) -> tuple[Path, dict[str, str]]:
     from .support.models import make_model
     root = tmp_path / "model-src"
     return root, make_model(root)
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """An 8 MiB tmpfs (tests.support.archives.FS_SIZE): shutil.disk_usage and ENOSPC are the real ones. Needs root
+    (mount); skipped locally without."""
+    from .support.archives import FS_SIZE
+    from .support.mounts import tmpfs
+    with tmpfs(tmp_path / "small", size=str(FS_SIZE)) as mnt:
+        yield mnt

@@ -27,7 +27,7 @@ from modelsync.locations import OciLocation
 from modelsync.sources.oci import fetch_oci
 
 from ..support.jobs import base_env
-from ..support.model_registry import mr_get
+from ..support.model_registry import the_artifact
 from ..support.models import digests_of
 from ..support.token_registry import SERVICE, Signer, TokenRegistry, TokenServer, start_token_registry
 
@@ -83,13 +83,6 @@ def destination(reg: TokenRegistry, base_image: str, backend: str, tmp_path: Pat
 
 def pvc_source(model_dir: Path) -> dict[str, str]:
     return {"MODEL_SYNC_SOURCE_TYPE": "pvc", "MODEL_SYNC_SOURCE_PATH": str(model_dir)}
-
-
-def the_artifact(stack, name: str) -> dict:
-    rm = mr_get(stack, f"registered_model?name={name}")
-    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
-    return art
 
 
 def assert_anonymous_token_auth(tokens: TokenServer, repo: str, action: str) -> None:

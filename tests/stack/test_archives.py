@@ -10,31 +10,13 @@ import uuid
 
 import pytest
 
-from ..support.archives import FS_SIZE, SETTING, zeros_zip
-from ..support.mounts import tmpfs
-from ..support.servers import serve_directory
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """An 8 MiB tmpfs (needs root: mount; skipped locally without)."""
-    with tmpfs(tmp_path / "small", size=str(FS_SIZE)) as mnt:
-        yield mnt
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    with serve_directory(root) as url:
-        yield root, url
-
+from ..support.archives import SETTING, zeros_zip
 
 # ---- the whole job, as users run it -------------------------------------------------------------------------------
 
 @pytest.mark.stack
-def test_cli_zip_bomb_fails_with_one_line_naming_the_storage_path(stack, tmp_path, server, small_fs):
-    root, url = server
+def test_cli_zip_bomb_fails_with_one_line_naming_the_storage_path(stack, tmp_path, http_root, small_fs):
+    root, url = http_root
     zeros_zip(root / "bomb.zip")
     meta = tmp_path / "metadata"
     meta.mkdir()

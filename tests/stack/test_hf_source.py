@@ -30,7 +30,7 @@ from modelsync.workspace import claim
 
 from ..support.hub_server import Hub, serve_hub
 from ..support.jobs import base_env, destination_env, read_back
-from ..support.model_registry import mr_get
+from ..support.model_registry import mr_get, the_artifact
 from ..support.models import digests_of, make_model, write_big
 
 TOKEN = "hf_" + uuid.uuid4().hex  # the private repo's token; must never show up anywhere
@@ -286,9 +286,7 @@ def test_job_from_hf_registers_live(dst, hub, stack, tmp_path, base_image, caplo
     expected = hub.expected["main"]
     assert read_back(published, dst, stack, tmp_path) == expected
     assert {f.path: f.sha256 for f in published.files} == expected
-    rm = mr_get(stack, f"registered_model?name={name}")
-    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    art = the_artifact(stack, name)
     assert art["state"] == "LIVE" and art["uri"] == published.uri
     assert not list((tmp_path / "storage").glob(".modelsync-*"))
     # plain HTTP on the stand-in's routes only: no Xet route was asked for, nothing else was contacted

@@ -21,7 +21,7 @@ from modelsync.oci_copy import push_layout
 
 from ..support.cli import start_and_wait_for_pending
 from ..support.jobs import base_env, destination_env, read_back, source_env
-from ..support.model_registry import mr_get
+from ..support.model_registry import mr_get, the_artifact
 from ..support.models import write_big
 from ..support.oci_helpers import busybox_layout
 
@@ -43,9 +43,7 @@ def test_every_source_to_every_destination(src, dst, stack, tmp_path, model, htt
 
     assert read_back(published, dst, stack, tmp_path) == expected
     assert {f.path: f.sha256 for f in published.files} == expected
-    rm = mr_get(stack, f"registered_model?name={name}")
-    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    art = the_artifact(stack, name)
     assert art["state"] == "LIVE" and art["uri"] == published.uri
     if dst == "oci":
         assert published.uri.startswith(f"oci://{stack.oci_registry}/job-dst/") and "@sha256:" in published.uri
@@ -170,9 +168,7 @@ def test_whole_job_against_each_api_generation(generation, stack, tmp_path, mode
     assert ok and report["preflight"]["registry"]["api_version"] == generation
     published = job.run(config.load([], env))
     assert read_back(published, "oci", stack, tmp_path) == expected
-    rm = mr_get(stack, f"registered_model?name={name}")
-    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    art = the_artifact(stack, name)
     assert art["state"] == "LIVE" and art["uri"] == published.uri
 
 

@@ -29,7 +29,7 @@ from modelsync.secret import Secret
 from modelsync.sources.s3 import fetch_s3
 
 from ..support.jobs import base_env, destination_env, read_back, s3loc
-from ..support.model_registry import mr_get
+from ..support.model_registry import mr_get, the_artifact
 from ..support.models import TEST_JOB, digests_of
 
 # Everything of the chain that the operator's shell (or CI) could have set, plus what would redirect S3 or STS.
@@ -137,9 +137,7 @@ def test_web_identity_whole_job_ends_live(dst, stack, tmp_path, model, base_imag
     ran = list(children)
 
     assert read_back(published, dst, stack, tmp_path) == expected
-    rm = mr_get(stack, f"registered_model?name={name}")
-    mv = mr_get(stack, f"model_version?name=1.0.0&parentResourceId={rm['id']}")
-    (art,) = mr_get(stack, f"model_versions/{mv['id']}/artifacts")["items"]
+    art = the_artifact(stack, name)
     assert art["state"] == "LIVE" and art["uri"] == published.uri
     assert f"credentials web identity (AWS_ROLE_ARN {stack.oidc_role_arn}" in own_log(caplog)
     # the aws CLI got the chain (it assumes the role itself), never credentials, and the plugin config

@@ -83,11 +83,11 @@ def test_spec_file_names_all_known_when_present():
     """A second check against the user's document itself, when it sits beside the checkout (the team's
     workspace). The suite needs nothing outside the repository: SPEC above holds the same facts, so a clone on
     its own skips only this duplicate."""
-    import pathlib
     import re
-    found = [p / "shared/spec/async-upload-job-README.txt" for p in pathlib.Path(__file__).resolve().parents[3:]]
-    spec = next((s for s in found if s.exists()), found[0])
-    if not spec.exists():
+
+    from e2e.component import beside_checkout
+    spec = beside_checkout("spec/async-upload-job-README.txt")
+    if spec is None:
         pytest.skip("the spec document is not beside this checkout; SPEC above carries its table")
     names = set(re.findall(r"\bMODEL_SYNC_[A-Z0-9_]+[A-Z]", spec.read_text()))
     assert names <= {s.env for s in SETTINGS}

@@ -21,23 +21,6 @@ from modelsync.sources.uri import fetch_uri
 
 from ...support.archives import BOMB, FS_SIZE, SETTING, MiB, regular_member, zeros_zip
 from ...support.models import digests_of, make_model
-from ...support.mounts import tmpfs
-from ...support.servers import serve_directory
-
-
-@pytest.fixture
-def small_fs(tmp_path):
-    """An 8 MiB tmpfs: shutil.disk_usage and ENOSPC are the real ones. Needs root (mount); skipped locally without."""
-    with tmpfs(tmp_path / "small", size=str(FS_SIZE)) as mnt:
-        yield mnt
-
-
-@pytest.fixture
-def server(tmp_path):
-    root = tmp_path / "www"
-    root.mkdir()
-    with serve_directory(root) as url:
-        yield root, url
 
 
 def _fetch(url: str, storage: Path):
@@ -72,8 +55,8 @@ def _declare_size(path: Path, name: str, size: int) -> None:
 
 # ---- size limits ------------------------------------------------------------------------------------------------
 
-def test_zip_bomb_is_refused_before_anything_is_written(tmp_path, server, small_fs):
-    root, url = server
+def test_zip_bomb_is_refused_before_anything_is_written(tmp_path, http_root, small_fs):
+    root, url = http_root
     zeros_zip(root / "bomb.zip")
     with pytest.raises(TransferError) as err:
         _fetch(f"{url}/bomb.zip", small_fs)
@@ -81,8 +64,8 @@ def test_zip_bomb_is_refused_before_anything_is_written(tmp_path, server, small_
     assert _left_in(small_fs) == []
 
 
-def test_tar_gz_bomb_is_refused_before_anything_is_written(tmp_path, server, small_fs):
-    root, url = server
+def test_tar_gz_bomb_is_refused_before_anything_is_written(tmp_path, http_root, small_fs):
+    root, url = http_root
     with tarfile.open(root / "bomb.tar.gz", "w:gz", compresslevel=1) as tar:
         ok = tarfile.TarInfo("ok.txt")
         ok.size = 2
@@ -97,9 +80,9 @@ def test_tar_gz_bomb_is_refused_before_anything_is_written(tmp_path, server, sma
     assert _left_in(small_fs) == []
 
 
-def test_zip_member_larger_than_it_declares_leaves_nothing_behind(tmp_path, server, small_fs):
+def test_zip_member_larger_than_it_declares_leaves_nothing_behind(tmp_path, http_root, small_fs):
     """The central directory (and local header) say 1000 bytes; the deflated data is 64 MiB of zeros."""
-    root, url = server
+    root, url = http_root
     zeros_zip(root / "liar.zip", "liar.bin")
     _declare_size(root / "liar.zip", "liar.bin", 1000)
     with zipfile.ZipFile(root / "liar.zip") as zf:
@@ -112,9 +95,9 @@ def test_zip_member_larger_than_it_declares_leaves_nothing_behind(tmp_path, serv
     assert _left_in(small_fs) == []  # not even ok.txt, written before the liar
 
 
-def test_disk_full_while_unpacking_is_one_line_and_leaves_nothing(tmp_path, server, small_fs):
+def test_disk_full_while_unpacking_is_one_line_and_leaves_nothing(tmp_path, http_root, small_fs):
     """3000 one-byte files declare 3000 bytes but take a 4 KiB page each on tmpfs: ENOSPC part way through."""
-    root, url = server
+    root, url = http_root
     with zipfile.ZipFile(root / "many.zip", "w") as zf:
         for i in range(3000):
             zf.writestr(regular_member(f"shards/{i:05d}.txt"), b"x")
@@ -156,8 +139,8 @@ def test_download_without_length_stopped_when_the_disk_is_full(tmp_path, small_f
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
-def test_archive_that_fits_unpacks(tmp_path, server, small_fs, kind):
-    root, url = server
+def test_archive_that_fits_unpacks(tmp_path, http_root, small_fs, kind):
+    root, url = http_root
     expected = make_model(tmp_path / "m")
     if kind == "zip":
         with zipfile.ZipFile(root / "m.zip", "w", zipfile.ZIP_DEFLATED) as zf:
@@ -173,9 +156,9 @@ def test_archive_that_fits_unpacks(tmp_path, server, small_fs, kind):
 
 # ---- zip member types -------------------------------------------------------------------------------------------
 
-def test_zip_members_without_type_bits_unpack(tmp_path, server):
+def test_zip_members_without_type_bits_unpack(tmp_path, http_root):
     """writestr(name, data) stores mode 0o600 without S_IFREG; some Windows zippers store 0."""
-    root, url = server
+    root, url = http_root
     with zipfile.ZipFile(root / "plain.zip", "w") as zf:
         zf.writestr("config.json", b"{}")
         bare = zipfile.ZipInfo("weights/w.bin")
@@ -193,8 +176,8 @@ def test_zip_members_without_type_bits_unpack(tmp_path, server):
 
 @pytest.mark.parametrize("mode", [stat.S_IFLNK | 0o777, stat.S_IFIFO | 0o644, stat.S_IFCHR | 0o644,
                                   stat.S_IFBLK | 0o644, stat.S_IFSOCK | 0o644])
-def test_zip_links_and_special_files_are_still_refused(tmp_path, server, mode):
-    root, url = server
+def test_zip_links_and_special_files_are_still_refused(tmp_path, http_root, mode):
+    root, url = http_root
     info = zipfile.ZipInfo("odd")
     info.external_attr = mode << 16
     with zipfile.ZipFile(root / "odd.zip", "w") as zf:
