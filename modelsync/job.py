@@ -33,6 +33,7 @@ from .errors import ConfigError, CredentialsRefused, ModelSyncError
 from .files import human, require_free_space, total_size
 from .locations import Published
 from .metadata import ids_in, parse_metadata_dir
+from .resume import Resume
 from .secret import mask, redact_url
 from .validate import signing_decision
 from .values import Config
@@ -171,7 +172,7 @@ def preflight_destination(cfg: Config, job: str, files: dict[str, int] | None) -
 #     applies(source, destination) -> bool      whether it takes these two specs (else fetch-then-publish)
 #     storage_needed(destination, files, max_in_flight) -> int
 #                                               the least the storage path must hold (what is in flight at most)
-#     transfer(source, destination, ws, job, public_source, max_in_flight, sign_model) -> Published
+#     transfer(source, destination, ws, job, public_source, max_in_flight, sign_model, resume) -> Published
 PIPELINES: tuple[ModuleType, ...] = (pipeline,)
 
 
@@ -238,7 +239,7 @@ def run(cfg: Config) -> Published:
         events.emit("TransferStarted", f"{job_key(cfg)}{size}; {cfg.model_upload_intent}, ModelArtifact "
                                        f"{claim.artifact_id}")
         try:
-            published = transfer(cfg, ws, job, signer)
+            published = transfer(cfg, ws, job, signer, _resume(cfg, reg, claim, job))
             if signer is not None:
                 published = sign_published(cfg, signer, published)
         except BaseException as exc:
@@ -263,14 +264,27 @@ def run(cfg: Config) -> Published:
     return published
 
 
-def transfer(cfg: Config, ws: workspace.Workspace, job: str, signer: signing.Signing | None = None) -> Published:
+def _resume(cfg: Config, reg: registry.Registry, claim: registry.Claim, job: str) -> Resume | None:
+    """For a pipeline: what an interrupted attempt of this Job finished (on its artifact), the model's earlier
+    images, and how to record this attempt's progress (resume.py)."""
+    if pipeline_of(cfg) is None:
+        return None
+    plan = claim.plan
+    return Resume(job=job, recorded=plan.artifact.resume, hints=tuple(reg.earlier_images(plan)),
+                  save=lambda value: reg.record_progress(claim, value))
+
+
+def transfer(cfg: Config, ws: workspace.Workspace, job: str, signer: signing.Signing | None = None,
+             resume: Resume | None = None) -> Published:
     """The model moved and verified; with signer, its model.sig made from the files' digests before they are
-    published (a pipeline: once every model layer is up, before the manifest) and published with them."""
+    published (a pipeline: once every model layer is up, before the manifest) and published with them. resume:
+    for a pipeline, earlier work to start from and where to record its own (resume.py)."""
     source = sources.of(cfg)
     fast = pipeline_of(cfg)
     if fast is not None:
         published: Published = fast.transfer(cfg.source, cfg.destination, ws, job, source.public_source(cfg.source),
-                             cfg.max_in_flight_bytes, sign_model=signer.sign_model if signer is not None else None)
+                             cfg.max_in_flight_bytes, sign_model=signer.sign_model if signer is not None else None,
+                             resume=resume)
         return published
     fetched = source.fetch(cfg.source, ws)
     files = fetched.files

@@ -91,8 +91,10 @@ class LayerPusher:
     """One push's state: the layer and push threads (and a Download's), their children, what is in flight."""
 
     def __init__(self, files: dict[str, int], target: OciLocation, access: RegistryAccess, client: RegistryClient,
-                 job_dir: Path, *, landed: Path | None = None, download: Download | None = None):
+                 job_dir: Path, *, landed: Path | None = None, download: Download | None = None,
+                 on_pushed: Callable[[ModelcarLayer], None] | None = None):
         self.files, self.target, self.access, self.client = files, target, access, client
+        self.on_pushed = on_pushed  # called (push thread) once a model layer's blob is in the repository
         self.layout = Layout(job_dir / "image")  # config, manifest, the signature layer (model layers never)
         self.layout.init()
         self.download = download
@@ -277,6 +279,8 @@ class LayerPusher:
                 with self.lock:
                     self.unpushed -= 1
                 self.layers[layer.title] = layer
+                if self.on_pushed is not None:
+                    self.on_pushed(layer)
                 size = layer.size
             self.pushed_bytes += size
 

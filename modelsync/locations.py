@@ -129,9 +129,11 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a file's bytes came from: the object's URL and the ETag the listing gave (size: the layer's)."""
+    """Where a file's bytes came from: the object's URL and the ETag the listing gave (size: the layer's), and
+    when the object was last modified (POSIX seconds, as listed; None if the store does not say)."""
     url: str
     etag: str
+    modified: float | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,16 @@ class Fetched:
     model_dir: Path
     files: tuple[FileEntry, ...]
     origins: Mapping[str, Origin] = field(default_factory=dict)
+
+    def newest(self) -> float | None:
+        """When the source's content last changed, as far as it says: the newest modification time of its files
+        (the listing's where there is one, else the file's on disk: `aws s3 cp` and tar extraction keep the
+        source's), None for no files. An image built from the same content gets the same `created`."""
+        times: list[float] = []
+        for f in self.files:
+            listed = self.origins[f.path].modified if f.path in self.origins else None
+            times.append(listed if listed is not None else (self.model_dir / f.path).stat().st_mtime)
+        return max(times, default=None)
 
 
 @dataclass(frozen=True)

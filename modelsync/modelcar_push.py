@@ -83,12 +83,14 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                   origins: Mapping[str, Origin], *, landed: Path | None = None, fetch: Fetch | None = None,
                   source_annotation: str | None = None, platform: str = "linux/amd64",
                   created: dt.datetime | None = None,
-                  sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
+                  sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
+                  on_pushed: Callable[[ModelcarLayer], None] | None = None) -> Published:
     """Plan, (fetch,) hash and push the layers of files, then config and manifest; verified. With landed the
     files are there already (nothing fetched, nothing reused, nothing deleted); else fetch brings them.
 
     sign_model: called with every file's sha256 once all model layers are pushed (their bytes hashed on the way),
-    it returns model.sig, which goes up in a layer of its own before the manifest."""
+    it returns model.sig, which goes up in a layer of its own before the manifest.
+    on_pushed: called with each model layer pushed by this run, once its blob is in the repository."""
     tag = push_tag(target)
     signing = sign_model is not None
     created_at = created_time(created)
@@ -114,7 +116,8 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
         todo = [(group, title) for group, title in zip(groups, titles, strict=True) if title not in reused]
         start = time.monotonic()
         with registry_access(target, work_dir) as access:
-            pusher = LayerPusher(files, target, access, client, job_dir, landed=landed, download=download)
+            pusher = LayerPusher(files, target, access, client, job_dir, landed=landed, download=download,
+                                 on_pushed=on_pushed)
             base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers
                           if client.find_blob(repo_path(target), d["digest"]) != d["size"]] \
                 if base_dir is not None else []

@@ -37,6 +37,7 @@ from .locations import Published
 from .metadata import EntityMetadata, PropertyValue, Struct
 
 MARKER = "modelsync.job"  # the job's fingerprint on every entity it creates (registry.py's docstring: re-runs)
+RESUME = "modelsync.resume"  # on a PENDING artifact: what an interrupted attempt finished (resume.py)
 
 Entity = RegisteredModel | ModelVersion | ModelArtifact
 
@@ -150,7 +151,12 @@ def published_fact(key: str) -> bool:
 
 def marker_of(entity: Entity) -> str | None:
     """The ``modelsync.job`` marker an entity carries, if any."""
-    value = (entity.custom_properties or {}).get(MARKER)
+    return string_property(entity, MARKER)
+
+
+def string_property(entity: Entity, name: str) -> str | None:
+    """A string custom property of an entity, if it has one."""
+    value = (entity.custom_properties or {}).get(name)
     inner = value.actual_instance if value is not None else None
     return inner.string_value if isinstance(inner, MetadataStringValue) else None
 

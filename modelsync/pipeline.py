@@ -1,13 +1,16 @@
 """S3 -> OCI as one pipeline: a sync costs about the slower of download and push, not their sum, and the storage
 path holds only what is in flight.
 
-    S3 listing -> plan_layers -> re-sync: the layers the target has already (resync.py) -> one `aws s3 cp`
-    downloads the other layers' files, paced (s3_download.py) -> as each layer's files land: file and layer hashed
-    in one read -> `oras blob push --size N repo@digest -` fed the layer tar, then the files are deleted
-    (layer_push.py) -> every blob HEAD-verified -> config + manifest pushed last -> verify_pushed (modelcar_push.py)
+    S3 listing -> plan_layers -> re-sync: the layers the target tag, an interrupted attempt of this Job or an
+    earlier image of the model has already (resync.py, resume.py) -> one `aws s3 cp` downloads the other layers'
+    files, paced (s3_download.py) -> as each layer's files land: file and layer hashed in one read -> `oras blob
+    push --size N repo@digest -` fed the layer tar, then the files are deleted and the layer recorded for a restart
+    (layer_push.py, resume.py) -> every blob HEAD-verified -> config + manifest pushed last -> verify_pushed
+    (modelcar_push.py). The image's `created` is the newest object's LastModified (or SOURCE_DATE_EPOCH): the same
+    objects give the same manifest digest.
 
-Contract: applies(cfg), storage_needed(cfg, files) and transfer(cfg, ws, job, source, sign_model=...) are the
-pair's entry points (job.PIPELINES); transfer returns what publish would for the same files. The image, config
+Contract: applies(cfg), storage_needed(cfg, files) and transfer(cfg, ws, job, source, sign_model=..., resume=...)
+are the pair's entry points (job.PIPELINES); transfer returns what publish would for the same files. The image, config
 and manifest are byte for byte those build_modelcar makes of the same files (same plan, modelcar_layers.
 layer_parts), so the manifest digest is the one of the fetch-then-publish path.
 
@@ -23,19 +26,23 @@ already there (modelcar_push.dir_to_modelcar: nothing downloaded, nothing reused
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .clients.distribution import RegistryClient
 from .destinations.oci import OciDestination
 from .files import human, require_free_space
 from .layer_push import Download
 from .locations import FileEntry, OciLocation, Origin, Published, S3Location
-from .modelcar import SIGNATURE_FILE
+from .modelcar import SIGNATURE_FILE, layer_record
 from .modelcar_layers import MODEL_LAYER_BUDGET, ModelcarLayer, plan_layers
 from .modelcar_push import Planned, push_modelcar
 from .oci_copy import push_tag
+from .oci_layout import OCI_LAYER_TAR, TITLE, descriptor
+from .resume import Progress, Resume
 from .resync import reusable_layers
 from .s3_download import S3Download, in_flight_cap
 from .sources.s3 import list_s3
@@ -68,9 +75,10 @@ def _largest_layer(files: Mapping[str, int], groups: Sequence[Sequence[str]]) ->
 
 def transfer(source: S3Location, destination: OciDestination, ws: Workspace, job: str, public_source: str | None,
              max_in_flight: int | None,
-             sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
+             sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
+             resume: Resume | None = None) -> Published:
     return s3_to_modelcar(source, destination.image, destination.base, ws.work, max_in_flight,
-                          source_annotation=public_source, sign_model=sign_model)
+                          source_annotation=public_source, sign_model=sign_model, resume=resume)
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------------------
@@ -79,9 +87,13 @@ def transfer(source: S3Location, destination: OciDestination, ws: Workspace, job
 def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | None, work_dir: Path,
                    max_in_flight: int | None = None, source_annotation: str | None = None, *,
                    platform: str = "linux/amd64",
-                   sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
+                   sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
+                   resume: Resume | None = None) -> Published:
     """The modelcar of the S3 files at loc pushed to target (tag: target's, default latest) and verified; the
     same image, digest and result as fetch_s3 + publish_modelcar.
+
+    resume: what an interrupted attempt of this Job finished and the model's earlier images (their layers are
+    reused when unchanged), and where this run records each layer it finishes (resume.py).
 
     sign_model: called with every file's sha256 once all model layers are pushed (their bytes hashed on the way),
     it returns model.sig, which goes up in a layer of its own before the manifest (a model.sig at the source's
@@ -91,18 +103,31 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
     if sign_model is not None and files.pop(SIGNATURE_FILE, None) is not None:
         log.warning("the source's %s is left out: this job's signature replaces it", SIGNATURE_FILE)
 
-    def fetch(plan: Planned) -> tuple[dict[str, ModelcarLayer], Download]:
-        return _plan_download(plan, loc, kind, files, origins, target, max_in_flight)
+    progress = Progress(resume or Resume(), RegistryClient(target), target)
 
-    return push_modelcar(target, base, work_dir, files, origins, fetch=fetch, source_annotation=source_annotation,
-                         platform=platform, sign_model=sign_model)
+    def fetch(plan: Planned) -> tuple[dict[str, ModelcarLayer], Download]:
+        return _plan_download(plan, loc, kind, files, origins, target, max_in_flight, progress)
+
+    def pushed(layer: ModelcarLayer) -> None:
+        progress.layer_done(descriptor(OCI_LAYER_TAR, layer.digest, layer.size,
+                                       {TITLE: layer.title, **layer_record(layer, origins)}))
+
+    times = [o.modified for o in origins.values() if o.modified is not None]  # as Fetched.newest() would say
+    try:
+        return push_modelcar(target, base, work_dir, files, origins, fetch=fetch, source_annotation=source_annotation,
+                             platform=platform, sign_model=sign_model, on_pushed=pushed,
+                             created=dt.datetime.fromtimestamp(max(times), dt.UTC) if times else None)
+    finally:
+        progress.close()  # every record written before the artifact goes LIVE or ABANDONED
 
 
 def _plan_download(plan: Planned, loc: S3Location, kind: str, files: dict[str, int], origins: Mapping[str, Origin],
-                   target: OciLocation, max_in_flight: int | None) -> tuple[dict[str, ModelcarLayer], S3Download]:
+                   target: OciLocation, max_in_flight: int | None,
+                   progress: Progress) -> tuple[dict[str, ModelcarLayer], S3Download]:
     """The layers a re-sync reuses, and the paced download of the others' files into the push's directory, once
     the storage path is known to hold the largest of them."""
-    reused = reusable_layers(plan.client, target, plan.tag, plan.layers, files, origins)
+    reused = reusable_layers(plan.client, target, plan.tag, plan.layers, files, origins,
+                             progress=progress.earlier, hints=progress.hints())
     todo = [group for title, group in plan.layers.items() if title not in reused]
     need = _largest_layer(files, todo)
     require_free_space(plan.job_dir, need, "the pipeline's largest layer in flight")

@@ -53,6 +53,7 @@ from mr_openapi.api.model_registry_service_api import ModelRegistryServiceApi
 from mr_openapi.configuration import Configuration
 from mr_openapi.models import (
     Artifact,
+    ArtifactList,
     ArtifactState,
     MetadataValue,
     ModelArtifact,
@@ -61,10 +62,12 @@ from mr_openapi.models import (
     ModelVersionCreate,
     ModelVersionState,
     ModelVersionUpdate,
+    OrderByField,
     RegisteredModel,
     RegisteredModelCreate,
     RegisteredModelState,
     RegisteredModelUpdate,
+    SortOrder,
 )
 
 from .clients.mr_api import Conflict, Connection, NotFound, RetryPolicy, check_client_prefix, detect
@@ -73,6 +76,7 @@ from .locations import Published, split_registry_address
 from .metadata import Metadata, PropertyValue
 from .mr_values import (
     MARKER,
+    RESUME,
     ArtifactFields,
     Entity,
     artifact_fields,
@@ -86,6 +90,7 @@ from .mr_values import (
     resendable,
     resent,
     state_of,
+    string_property,
 )
 from .registry_plan import Claim, Intent, Plan, RegistrySettings, Step, existing_id, job_fingerprint, new_name, planned
 from .secret import mask
@@ -96,6 +101,7 @@ __all__ = ["Claim", "Intent", "Plan", "Registry", "RegistrySettings", "Step", "b
 log = logging.getLogger("modelsync.registry")
 
 ERROR_PROPERTY = "modelsync.error"
+PROGRESS_TIMEOUT = 10.0  # seconds for each request recording a finished layer (record_progress)
 MAX_ERROR_CHARS = 2000
 INTENTS = ("update_artifact", "create_model", "create_version")
 
@@ -186,7 +192,7 @@ class Registry:
             version = Step("ModelVersion", found_version.name, found_version.id, "use")
         art = self._get_artifact(intent.artifact_id)
         return Plan(intent, self.api_version, fingerprint, model, version,
-                    Step("ModelArtifact", art.name, art.id, "use", state_of(art)))
+                    Step("ModelArtifact", art.name, art.id, "use", state_of(art), string_property(art, RESUME)))
 
     def _lookup(self, entity: str, name: str | None, parent_id: str | None, fingerprint: str) -> Step:
         """Find an entity by name under its parent: free (create), ours (resume) or taken (error)."""
@@ -206,7 +212,9 @@ class Registry:
             return Step(entity, name, None, "create")
         if marker_of(found) != fingerprint:
             raise RegistryError(_taken(entity, name, found.id, parent_id))
-        return Step(entity, name, found.id, "resume", state_of(found) if entity == "ModelArtifact" else None)
+        if entity != "ModelArtifact":
+            return Step(entity, name, found.id, "resume")
+        return Step(entity, name, found.id, "resume", state_of(found), string_property(found, RESUME))
 
     # ------------------------------------------------------------ begin: create what is missing, PENDING
 
@@ -268,8 +276,9 @@ class Registry:
     def _ensure_artifact(self, plan: Plan, version_id: str) -> str:
         meta = _meta(plan).model_artifact
         if plan.artifact.id:  # ours from an earlier attempt: PENDING again for this one, with today's metadata
-            self._patch_artifact(plan.artifact.id, ArtifactState.PENDING, replace=props(meta, plan.fingerprint),
-                                 fields=artifact_fields(meta))
+            kept = {RESUME: metadata_value(plan.artifact.resume)} if plan.artifact.resume else {}
+            self._patch_artifact(plan.artifact.id, ArtifactState.PENDING,
+                                 replace={**props(meta, plan.fingerprint), **kept}, fields=artifact_fields(meta))
             return plan.artifact.id
         name = new_name(plan.artifact)
         body = ModelArtifact(name=name, state=ArtifactState.PENDING,
@@ -293,6 +302,50 @@ class Registry:
         if created is None:
             raise RegistryError(f"create {entity} {name!r}: the server's answer has no id")
         return created
+
+    # ------------------------------------------------------------ during the transfer (resume.py)
+
+    def record_progress(self, claim: Claim, value: str) -> None:
+        """What this attempt has finished, on its PENDING artifact, for a restarted Job (resume.py). Best effort:
+        one try of each request, at most PROGRESS_TIMEOUT seconds, so a Model Registry that stalls mid-transfer
+        costs seconds, not the retries of a step that matters (the caller stops recording after a failure)."""
+        artifact_id, timeout = claim.artifact_id, min(self._timeout, PROGRESS_TIMEOUT)
+        current = self._conn.call_once(f"ModelArtifact id {artifact_id}", lambda api: api.get_model_artifact(
+            artifact_id, _request_timeout=timeout))
+        merged = {k: resendable(v) for k, v in (current.custom_properties or {}).items()}
+        merged[RESUME] = metadata_value(value)
+        body = ModelArtifactUpdate(state=ArtifactState.PENDING, custom_properties=merged)
+        self._conn.call_once(f"update ModelArtifact {artifact_id}", lambda api: api.update_model_artifact(
+            artifact_id, body, _request_timeout=timeout))
+
+    def earlier_images(self, plan: Plan, versions: int = 3) -> list[str]:
+        """The URIs of the LIVE artifacts of the model's most recently updated versions (at most `versions`), newest
+        first: images a new version can reuse layers of. Nothing for a new model; a failed lookup only costs the
+        reuse (logged)."""
+        model_id = plan.model.id if plan.model else None
+        if not model_id:
+            return []
+        uris: list[str] = []
+        try:
+            found = self._conn.call(f"versions of RegisteredModel {model_id}", lambda api: api.
+                                    get_registered_model_versions(model_id, page_size=str(versions),
+                                                                  order_by=OrderByField.LAST_UPDATE_TIME,
+                                                                  sort_order=SortOrder.DESC,
+                                                                  _request_timeout=self._timeout))
+            for version in found.items or []:
+                if version.id is None or (plan.version is not None and version.id == plan.version.id):
+                    continue
+                arts = self._conn.call(f"artifacts of ModelVersion {version.id}", self._artifacts_of(version.id))
+                for item in arts.items or []:
+                    art = item.actual_instance
+                    if isinstance(art, ModelArtifact) and state_of(art) == "LIVE" and art.uri:
+                        uris.append(art.uri)
+        except RegistryError as exc:
+            log.warning("the model's earlier versions could not be read (%s): no layers reused from them", exc)
+        return uris
+
+    def _artifacts_of(self, version_id: str) -> Callable[[Api], Awaitable[ArtifactList]]:
+        return lambda api: api.get_model_version_artifacts(version_id, _request_timeout=self._timeout)
 
     # ------------------------------------------------------------ the end: LIVE or ABANDONED
 

@@ -48,6 +48,7 @@ class Step:
     id: str | None                # None: to be created
     action: str                   # create | resume (ours, earlier attempt) | use (given by id)
     state: str | None = None      # current artifact state, when it exists
+    resume: str | None = None     # the artifact's mr_values.RESUME: what an interrupted attempt finished
 
     def describe(self) -> str:
         where = f"id {self.id}" if self.id else "new"

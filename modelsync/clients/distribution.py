@@ -148,6 +148,18 @@ class RegistryClient:
         except _NotFound:
             pass
 
+    def tags(self, repo: str, limit: int = 1000) -> list[str]:
+        """The repository's tags (at most limit, in the registry's order), [] when it does not exist yet."""
+        try:
+            data, _ = self._request("GET", f"/v2/{repo}/tags/list?n={limit}", repo, {}, missing_ok=True)
+        except _NotFound:
+            return []
+        try:
+            found = json.loads(data).get("tags") or []
+        except (ValueError, AttributeError):
+            raise TransferError(f"{self._where(repo)}: tag list is not JSON") from None
+        return [str(t) for t in found][:limit]
+
     def blob(self, repo: str, digest: str, limit: int = 16 << 20) -> bytes:
         """A small blob's bytes (at most limit), checked against its digest."""
         data, _ = self._request("GET", f"/v2/{repo}/blobs/{digest}", repo, {})

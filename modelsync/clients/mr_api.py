@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -153,6 +154,7 @@ class Connection:
         self.loop = asyncio.new_event_loop()
         self.client: PrefixedApiClient | None = None
         self._deprecation_warned = False
+        self._lock = threading.RLock()
 
     @property
     def api_version(self) -> str:
@@ -172,6 +174,11 @@ class Connection:
         """Run ``make(api)`` with retries; ``what`` names the request in errors ("get model artifact 7")."""
         return self._with_retries(what, lambda: make(self.api))
 
+    def call_once(self, what: str, make: Callable[[ModelRegistryServiceApi], Awaitable[T]]) -> T:
+        """``make(api)`` tried once: for best-effort writes that must not hold the job up (resume.py)."""
+        with self._lock:
+            return self.loop.run_until_complete(self._once(what, lambda: make(self.api)))
+
     def probe(self, api_version: str) -> tuple[int, str]:
         """Status and body of the detection request under ``api_version``'s prefix."""
         self.use(api_version)
@@ -188,6 +195,10 @@ class Connection:
     # ------------------------------------------------------------ internals
 
     def _with_retries(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
+        with self._lock:  # the job's main thread and a pipeline's push thread (resume.py) share the one loop
+            return self._call(what, make)
+
+    def _call(self, what: str, make: Callable[[], Awaitable[T]]) -> T:
         return self.retry.call(
             f"Model Registry: {what}", lambda: self.loop.run_until_complete(self._once(what, make)), logger=log,
             give_up=lambda err, tries: RegistryError(mask(f"{what}: {err} (gave up after {tries} tries)")))

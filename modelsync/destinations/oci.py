@@ -185,8 +185,10 @@ def preflight(dest: OciDestination, job: str, files: dict[str, int] | None,
 
 def publish(dest: OciDestination, fetched: Fetched, ws: Workspace, job: str, source: str | None,
             signature: Path | None = None) -> Published:
+    newest = fetched.newest()
     return publish_modelcar(fetched.model_dir, dest.image, dest.base, ws.work, dest.backend,
-                            source_annotation=source, origins=fetched.origins or None, signature=signature)
+                            source_annotation=source, origins=fetched.origins or None, signature=signature,
+                            created=dt.datetime.fromtimestamp(newest, dt.UTC) if newest is not None else None)
 
 
 def describe(dest: OciDestination) -> str:

@@ -6,6 +6,7 @@ so none can land outside the storage path. After the copy every file's size is c
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
@@ -64,7 +65,9 @@ def list_s3(loc: S3Location) -> tuple[str, dict[str, int], dict[str, Origin]]:
 def _origin(loc: S3Location, obj: Mapping[str, Any], rel: str) -> dict[str, Origin]:
     """A listed object's origin; none without an ETag (some stores omit it): such a file is always downloaded."""
     etag = str(obj.get("ETag") or "").strip('"')
-    return {rel: Origin(f"s3://{loc.bucket}/{obj['Key']}", etag)} if etag else {}
+    when = obj.get("LastModified")
+    modified = when.timestamp() if isinstance(when, dt.datetime) else None
+    return {rel: Origin(f"s3://{loc.bucket}/{obj['Key']}", etag, modified)} if etag else {}
 
 
 def fetch_s3(loc: S3Location, dest: Path, origins: dict[str, Origin] | None = None) -> tuple[FileEntry, ...]:

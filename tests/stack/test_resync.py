@@ -6,20 +6,18 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import urllib.request
 import uuid
-from pathlib import Path
 
 import pytest
 
-from modelsync import config, job, modelcar, tools
+from modelsync import config, job, modelcar, resync
 from modelsync.clients import aws
 from modelsync.locations import Origin
 from modelsync.oci_layout import OCI_MANIFEST
 
-from ..support.jobs import job_env, s3loc, upload
-from ..support.model_registry import the_artifact
+from ..support.jobs import counting_aws, downloads, job_env, s3loc, upload
+from ..support.model_registry import mr_get, the_artifact
 from ..support.models import make_model
 
 MIB = 1 << 20
@@ -38,33 +36,28 @@ def synced(stack, tmp_path, base_image, monkeypatch):
     log = tmp_path / "aws-calls"
     bin_dir = counting_aws(tmp_path, log)
 
-    def sync(label: str, *, pipeline: bool = True, target: str = ref):
+    names: list[str] = []
+
+    def sync(label: str, *, pipeline: bool = True, target: str = ref, version: str = "1.0.0",
+             extra: dict[str, str] | None = None):
         env, name = job_env(stack, tmp_path, prefix, base_image, label)
         env["MODEL_SYNC_DESTINATION_OCI_URI"] = target
+        env.update(extra or {})
+        names.append(name)
         log.write_text("")
         with monkeypatch.context() as m:
             m.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
             if not pipeline:
                 m.setattr(job, "PIPELINES", ())
             published = job.run(config.load([], env))
-        assert the_artifact(stack, name)["state"] == "LIVE"
+        assert the_artifact(stack, names[0] if extra else name, version)["state"] == "LIVE"
         return published, [line.split() for line in log.read_text().splitlines()]
 
     first, calls = sync("first")
     assert calls, "the first sync downloads"
     assert {f.path: f.sha256 for f in first.files} == expected
-    return {"sync": sync, "first": first, "prefix": prefix, "ref": ref, "expected": expected, "stack": stack}
-
-
-def counting_aws(tmp_path: Path, log: Path) -> Path:
-    """A directory holding an `aws` that logs its arguments (one line a process) and runs the real one."""
-    real = tools.which("aws")
-    bin_dir = tmp_path / "counting-bin"
-    bin_dir.mkdir()
-    script = bin_dir / "aws"
-    script.write_text(f"#!/bin/sh\necho \"$*\" >> '{log}'\nexec '{real}' \"$@\"\n")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return bin_dir
+    return {"sync": sync, "first": first, "prefix": prefix, "ref": ref, "expected": expected, "stack": stack,
+            "name": names[0], "tmp": tmp_path}
 
 
 def registry_url(stack, ref: str, kind: str, what: str) -> str:
@@ -84,12 +77,6 @@ def model_layer(manifest: dict, path: str) -> dict:
     return layer
 
 
-def downloads(calls: list[list[str]]) -> list[str]:
-    """What each aws process fetched: the URL, or the files named by --include."""
-    assert all(call[:2] == ["s3", "cp"] for call in calls), calls
-    return [" ".join(c for c in call[2:] if not c.startswith("-")) for call in calls]
-
-
 @pytest.mark.stack
 def test_unchanged_resync_downloads_nothing(synced):
     stack, first = synced["stack"], synced["first"]
@@ -102,6 +89,43 @@ def test_unchanged_resync_downloads_nothing(synced):
     assert calls == [], f"an unchanged re-sync ran aws: {calls}"
     assert again.digest == first.digest
     assert again.files == first.files
+
+
+@pytest.mark.stack
+def test_a_new_tag_of_the_same_repository_reuses_every_layer(synced):
+    """Not the same tag: the repository's other tags are read (resync.MAX_TAGS), their layers reused."""
+    again, calls = synced["sync"]("new-tag", target=synced["ref"].rsplit(":", 1)[0] + ":v2")
+    assert calls == [], f"a new tag of an unchanged model ran aws: {calls}"
+    assert again.digest == synced["first"].digest and again.files == synced["first"].files
+
+
+@pytest.mark.stack
+def test_a_new_version_reuses_the_image_the_model_registry_names(synced, monkeypatch):
+    """create_version of the synced model to a new tag, with the repository's tags not read (MAX_TAGS 0): only the
+    Model Registry's answer (the model's latest LIVE version's artifact URI) can name the earlier image, and every
+    layer is reused from it. Then one object changed: only its layer is downloaded."""
+    stack = synced["stack"]
+    monkeypatch.setattr(resync, "MAX_TAGS", 0)
+    model_id = mr_get(stack, f"registered_model?name={synced['name']}")["id"]
+    repo = synced["ref"].rsplit(":", 1)[0]
+
+    def version(number: str, tag: str) -> tuple:
+        meta = synced["tmp"] / f"meta-{number}"
+        meta.mkdir()
+        (meta / "ModelVersion.name").write_text(number)
+        return synced["sync"](f"v{number}", target=f"{repo}:{tag}", version=number, extra={
+            "MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_version", "MODEL_SYNC_MODEL_ID": model_id,
+            "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(meta)})
+
+    second, calls = version("2.0.0", "v2")
+    assert calls == [], f"a new version of an unchanged model ran aws: {calls}"
+    assert second.digest == synced["first"].digest
+    loc = s3loc(stack, synced["prefix"])
+    aws.client(loc).put_object(Bucket=stack.minio_bucket, Key=f"{synced['prefix']}/config.json",
+                               Body=b'{"architectures": ["Tiny"], "hidden": 32}\n')
+    third, calls = version("3.0.0", "v3")
+    assert len(calls) == 1 and "config.json" in downloads(calls)[0] and BIG not in downloads(calls)[0], calls
+    assert third.digest != second.digest
 
 
 @pytest.mark.stack

@@ -4,10 +4,12 @@ uploaded to the stack's S3, and a published model read back byte for byte (sha25
 
 from __future__ import annotations
 
+import stat
 import tarfile
 import uuid
 from pathlib import Path
 
+from modelsync import tools
 from modelsync.destinations.local import RECORD
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.files import inventory
@@ -118,3 +120,20 @@ def job_env(stack, tmp_path: Path, prefix: str, base_image: str, label: str) -> 
     run_dir.mkdir()
     return {**base_env(stack, run_dir, name), **s3_env(stack, prefix),
             **destination_env("oci", stack, tmp_path, base_image)}, name
+
+
+def counting_aws(tmp_path: Path, log: Path) -> Path:
+    """A directory holding an `aws` that logs its arguments (one line a process) and runs the real one."""
+    real = tools.which("aws")
+    bin_dir = tmp_path / "counting-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "aws"
+    script.write_text(f"#!/bin/sh\necho \"$*\" >> '{log}'\nexec '{real}' \"$@\"\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+def downloads(calls: list[list[str]]) -> list[str]:
+    """What each aws process fetched: the URL, or the files named by --include."""
+    assert all(call[:2] == ["s3", "cp"] for call in calls), calls
+    return [" ".join(c for c in call[2:] if not c.startswith("-")) for call in calls]
