@@ -24,6 +24,7 @@ Job, so a restarted Job starts from nothing.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -313,7 +314,19 @@ def fetch(src: HfSource, ws: Workspace) -> Fetched:
                            for what, names in (("missing", missing), ("wrong size", wrong), ("unexpected", extra))
                            if names)
         raise TransferError(f"download of {ref} is incomplete ({detail})")
+    _date_files(model, expected.files, getattr(expected.info, "last_modified", None))
     return Fetched(model, inventory(model))
+
+
+def _date_files(model: Path, files: Mapping[str, object], when: object) -> None:
+    """The downloaded files get the revision's date (the Hub's lastModified) as their modification time, which an
+    image built from them takes as its `created` (locations.Fetched.newest): the same revision, the same image.
+    Without a date they keep the download's time."""
+    if not isinstance(when, dt.datetime):
+        return
+    stamp = when.timestamp()
+    for name in files:
+        os.utime(model / name, (stamp, stamp))
 
 
 def metadata(src: HfSource, meta: Metadata, kind: str, scratch: Path) -> Metadata:

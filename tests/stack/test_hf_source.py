@@ -17,6 +17,7 @@ import fnmatch
 import hashlib
 import logging
 import shutil
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import unquote
@@ -292,6 +293,23 @@ def test_job_from_hf_registers_live(dst, hub, stack, tmp_path, base_image, caplo
     # plain HTTP on the stand-in's routes only: no Xet route was asked for, nothing else was contacted
     assert hub.requests and all(path.startswith(ROUTES) for _, path, _ in hub.requests)
     assert not any("xet" in path.lower() for _, path, _ in hub.requests)
+
+
+@pytest.mark.stack
+def test_the_same_revision_gives_the_same_image(hub, stack, tmp_path, base_image, monkeypatch):
+    """SOURCE_DATE_EPOCH unset: two syncs of one revision to two repositories a second apart give one manifest
+    digest, whose `created` is the revision's date (the Hub's lastModified)."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    digests = []
+    for run in ("a", "b"):
+        name = f"job-hf-same-{run}-{uuid.uuid4().hex[:6]}"
+        run_dir = tmp_path / run
+        run_dir.mkdir()
+        env = {**base_env(stack, run_dir, name), "MODEL_SYNC_SOURCE_TYPE": "uri",
+               "MODEL_SYNC_SOURCE_URI": "hf://org/model@v1.0", **destination_env("oci", stack, run_dir, base_image)}
+        digests.append(job.run(config.load([], env)).digest)
+        time.sleep(1.1)  # a `created` of the run's time would differ
+    assert digests[0] == digests[1]
 
 
 CARD = {"author": "org", "library_name": "transformers", "pipeline_tag": "text-classification",

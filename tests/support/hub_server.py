@@ -3,7 +3,8 @@
 It answers the routes the unmodified ``huggingface_hub`` client calls for ``HfApi.model_info`` and
 ``snapshot_download`` (found by reading the client's source), with the headers the client relies on:
 
-    GET  /api/models/{org}/{model}[/revision/{rev}]      model info: id, sha, private, siblings (size, blobId, lfs)
+    GET  /api/models/{org}/{model}[/revision/{rev}]      model info: id, sha, private, lastModified, siblings
+                                                         (size, blobId, lfs)
     GET  /api/models/{org}/{model}/tree/{rev}[/{path}]   recursive tree listing (files and directories)
     HEAD /{org}/{model}/resolve/{rev}/{path}             X-Repo-Commit, ETag (git blob sha1), for LFS files
                                                          X-Linked-Etag (sha256) + X-Linked-Size; Content-Length
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -174,8 +176,10 @@ def serve_hub(hub: Hub) -> Iterator[Hub]:
                          **({"lfs": {"sha256": e["lfs"]["oid"], "size": e["lfs"]["size"], "pointerSize": 134}}
                             if "lfs" in e else {})} for e in entries]
             siblings += [{"rfilename": name, "size": 1, "blobId": "0" * 40} for name in hub.listed_only]
+            newest = max((p.stat().st_mtime for p in _files(root).values()), default=0.0)  # the commit's date
             info = {"_id": commit[:24], "id": repo_id, "modelId": repo_id, "sha": commit, "private": repo.private,
-                    "disabled": False, "gated": False, "tags": [], "siblings": siblings, **repo.info}
+                    "disabled": False, "gated": False, "tags": [], "siblings": siblings,
+                    "lastModified": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(newest)), **repo.info}
             self._send(200, json.dumps(info).encode())
 
         def _resolve(self, repo_id: str, rev: str, rel: str) -> None:
