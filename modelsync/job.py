@@ -5,7 +5,8 @@
     -> fetch into the storage path -> publish to the destination (verified) -> LIVE with URI + digest
 
 A (source, destination) pair listed in PIPELINES replaces fetch-then-publish with a pipeline of its own (download,
-layer and push overlapped, the storage path holding only what is in flight): today S3 -> OCI (pipeline.py).
+layer and push overlapped, the storage path holding only what is in flight): S3 -> OCI (pipeline.py) and hf:// -> OCI
+(hf_pipeline.py), both with the oras backend.
 
 Any failure after the claim marks the artifact ABANDONED with the (masked) error, so the registry never shows a
 LIVE artifact whose files are not there. The job works in a locked directory of its own under the storage path
@@ -26,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import destinations, pipeline, registry, signing, sources, termination, workspace
+from . import destinations, hf_pipeline, pipeline, registry, signing, sources, termination, workspace
 from .clients import events
 from .clients.mr_api import TokenRejected
 from .errors import ConfigError, CredentialsRefused, ModelSyncError
@@ -172,8 +173,9 @@ def preflight_destination(cfg: Config, job: str, files: dict[str, int] | None) -
 #     applies(source, destination) -> bool      whether it takes these two specs (else fetch-then-publish)
 #     storage_needed(destination, files, max_in_flight) -> int
 #                                               the least the storage path must hold (what is in flight at most)
-#     transfer(source, destination, ws, job, public_source, max_in_flight, sign_model, resume) -> Published
-PIPELINES: tuple[ModuleType, ...] = (pipeline,)
+#     transfer(source, destination, ws, job, public_source, max_in_flight, sign_model, resume) -> Published | None
+#                                               None: these files cannot be pipelined after all (fetch-then-publish)
+PIPELINES: tuple[ModuleType, ...] = (pipeline, hf_pipeline)
 
 
 def pipeline_of(cfg: Config) -> ModuleType | None:
@@ -282,10 +284,12 @@ def transfer(cfg: Config, ws: workspace.Workspace, job: str, signer: signing.Sig
     source = sources.of(cfg)
     fast = pipeline_of(cfg)
     if fast is not None:
-        published: Published = fast.transfer(cfg.source, cfg.destination, ws, job, source.public_source(cfg.source),
-                             cfg.max_in_flight_bytes, sign_model=signer.sign_model if signer is not None else None,
-                             resume=resume)
-        return published
+        piped: Published | None = fast.transfer(cfg.source, cfg.destination, ws, job,
+                                                source.public_source(cfg.source), cfg.max_in_flight_bytes,
+                                                sign_model=signer.sign_model if signer is not None else None,
+                                                resume=resume)
+        if piped is not None:
+            return piped
     fetched = source.fetch(cfg.source, ws)
     files = fetched.files
     log.info("fetched %d file(s), %s", len(files), human(total_size(files)))

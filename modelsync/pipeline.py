@@ -102,28 +102,43 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
     kind, files, origins = list_s3(loc)
     if sign_model is not None and files.pop(SIGNATURE_FILE, None) is not None:
         log.warning("the source's %s is left out: this job's signature replaces it", SIGNATURE_FILE)
+    times = [o.modified for o in origins.values() if o.modified is not None]  # as Fetched.newest() would say
+    return push_through(target, base, work_dir, files, origins, max(times) if times else None, max_in_flight,
+                        lambda dest, cap: S3Download(loc, kind, files, dest, cap),
+                        source_annotation=source_annotation, platform=platform, sign_model=sign_model, resume=resume)
 
+
+# One sync's paced download into dest, given the cap on in-flight bytes (s3_download.S3Download, hf_pipeline.py).
+MakeDownload = Callable[[Path, int], Download]
+
+
+def push_through(target: OciLocation, base: OciLocation | None, work_dir: Path, files: dict[str, int],
+                 origins: Mapping[str, Origin], created: float | None, max_in_flight: int | None,
+                 make_download: MakeDownload, *, source_annotation: str | None, platform: str,
+                 sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None, resume: Resume | None) -> Published:
+    """Any listed source whose files a Download brings one by one: the layers earlier images or an interrupted
+    attempt have (resync.py, resume.py) reused, the others downloaded paced and pushed as they land, each
+    finished layer recorded for a restart; created: the source's newest modification (POSIX seconds)."""
     progress = Progress(resume or Resume(), RegistryClient(target), target)
 
     def fetch(plan: Planned) -> tuple[dict[str, ModelcarLayer], Download]:
-        return _plan_download(plan, loc, kind, files, origins, target, max_in_flight, progress)
+        return _plan_download(plan, files, origins, target, max_in_flight, progress, make_download)
 
     def pushed(layer: ModelcarLayer) -> None:
         progress.layer_done(descriptor(OCI_LAYER_TAR, layer.digest, layer.size,
                                        {TITLE: layer.title, **layer_record(layer, origins)}))
 
-    times = [o.modified for o in origins.values() if o.modified is not None]  # as Fetched.newest() would say
     try:
         return push_modelcar(target, base, work_dir, files, origins, fetch=fetch, source_annotation=source_annotation,
                              platform=platform, sign_model=sign_model, on_pushed=pushed,
-                             created=dt.datetime.fromtimestamp(max(times), dt.UTC) if times else None)
+                             created=dt.datetime.fromtimestamp(created, dt.UTC) if created is not None else None)
     finally:
         progress.close()  # every record written before the artifact goes LIVE or ABANDONED
 
 
-def _plan_download(plan: Planned, loc: S3Location, kind: str, files: dict[str, int], origins: Mapping[str, Origin],
-                   target: OciLocation, max_in_flight: int | None,
-                   progress: Progress) -> tuple[dict[str, ModelcarLayer], S3Download]:
+def _plan_download(plan: Planned, files: dict[str, int], origins: Mapping[str, Origin], target: OciLocation,
+                   max_in_flight: int | None, progress: Progress,
+                   make_download: MakeDownload) -> tuple[dict[str, ModelcarLayer], Download]:
     """The layers a re-sync reuses, and the paced download of the others' files into the push's directory, once
     the storage path is known to hold the largest of them."""
     reused = reusable_layers(plan.client, target, plan.tag, plan.layers, files, origins,
@@ -138,4 +153,4 @@ def _plan_download(plan: Planned, loc: S3Location, kind: str, files: dict[str, i
     if need > cap:
         log.warning("the largest layer (%s) is over --max-in-flight-bytes (%s): it goes alone", human(need),
                     human(cap))
-    return reused, S3Download(loc, kind, files, plan.job_dir / "download", cap)
+    return reused, make_download(plan.job_dir / "download", cap)

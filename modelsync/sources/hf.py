@@ -30,16 +30,19 @@ import logging
 import os
 import re
 import shutil
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from ..errors import TransferError
 from ..files import SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, require_free_space
 from ..files import listing as list_dir
-from ..locations import Fetched
+from ..locations import Fetched, Origin
 from ..metadata import Metadata
 from ..progress import watch
 from ..retry import RETRY_AFTER_STATUSES, TRANSIENT_STATUSES, Policy, Transient, retry_after
@@ -224,6 +227,8 @@ def snapshot(src: HfSource, doing: str = "listing") -> Snapshot:
             ref.repo_id, revision=ref.revision, files_metadata=True)
     except Exception as exc:  # noqa: BLE001 -- every client error becomes one line
         raise _error(ref, exc, bool(secret), doing) from None
+    finally:
+        client.close_session()  # see download_file: nothing left for the client's at-fork hook to close
     sizes: dict[str, int | None] = {}
     for sibling in info.siblings or []:
         sizes[sibling.rfilename] = sibling.lfs.size if sibling.lfs else sibling.size
@@ -314,19 +319,78 @@ def fetch(src: HfSource, ws: Workspace) -> Fetched:
                            for what, names in (("missing", missing), ("wrong size", wrong), ("unexpected", extra))
                            if names)
         raise TransferError(f"download of {ref} is incomplete ({detail})")
-    _date_files(model, expected.files, getattr(expected.info, "last_modified", None))
-    return Fetched(model, inventory(model))
+    _date_files(model, expected.files, revision_time(expected))
+    return Fetched(model, inventory(model), origins_of(src, expected))
 
 
-def _date_files(model: Path, files: Mapping[str, object], when: object) -> None:
+def revision_time(snap: Snapshot) -> float | None:
+    """The revision's date (the Hub's lastModified), POSIX seconds; None if the Hub did not say."""
+    when = getattr(snap.info, "last_modified", None)
+    return when.timestamp() if isinstance(when, dt.datetime) else None
+
+
+def origins_of(src: HfSource, snap: Snapshot) -> dict[str, Origin]:
+    """Where each chosen file's bytes come from, as a modelcar layer records it (modelcar.SOURCE_RECORD): the file
+    in the repository (no revision: an unchanged file of a new revision is the same bytes) and, as its ETag, what
+    names its content on the Hub (the LFS sha256, else the git blob id). Files the Hub gives neither get none."""
+    out: dict[str, Origin] = {}
+    for sibling in getattr(snap.info, "siblings", None) or []:
+        name = sibling.rfilename
+        content = (sibling.lfs.sha256 if sibling.lfs else None) or getattr(sibling, "blob_id", None)
+        if name in snap.files and content:
+            out[name] = Origin(f"{PREFIX}{src.ref.repo_id}/{name}", str(content), revision_time(snap))
+    return out
+
+
+def _date_files(model: Path, files: Mapping[str, object], when: float | None) -> None:
     """The downloaded files get the revision's date (the Hub's lastModified) as their modification time, which an
     image built from them takes as its `created` (locations.Fetched.newest): the same revision, the same image.
     Without a date they keep the download's time."""
-    if not isinstance(when, dt.datetime):
+    if when is None:
         return
-    stamp = when.timestamp()
     for name in files:
-        os.utime(model / name, (stamp, stamp))
+        os.utime(model / name, (when, when))
+
+
+def download_file(src: HfSource, commit: str | None, name: str, dest: Path, size: int) -> None:
+    """One file of the revision into dest/name, written aside and moved into place whole (hf_pipeline's download,
+    file by file in layer order), tried again after a transient failure. A plain GET of the Hub's resolve route
+    (the token only to the Hub itself, never to where it redirects), not the Hub client: that client closes its
+    session in every forked child (os.register_at_fork), which deadlocks a child forked while another thread is
+    inside it -- and the pipeline forks oras while the download runs."""
+    ref = src.ref
+    url = f"{_where()}/{ref.repo_id}/resolve/{quote(commit or ref.revision or 'main', safe='')}/{quote(name)}"
+    final = dest / name
+    part = final.with_name(final.name + ".part")
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    def once() -> None:
+        request = urllib.request.Request(url, headers={"User-Agent": "modelsync"})
+        if src.token:
+            request.add_unredirected_header("Authorization", f"Bearer {src.token}")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as resp, open(part, "wb") as out:
+                shutil.copyfileobj(resp, out, 1 << 20)
+        except urllib.error.HTTPError as err:
+            if err.code in TRANSIENT_STATUSES:
+                raise Transient(f"HTTP {err.code} from {_where()}", retry_after(err.headers.get("Retry-After"))
+                                if err.code in RETRY_AFTER_STATUSES else None) from None
+            why = " (check the token)" if err.code in (401, 403) else ""
+            raise TransferError(mask(f"download of {ref}: HTTP {err.code} for {name}{why}")) from None
+        except OSError as err:  # urllib.error.URLError is one
+            if is_no_space(err):
+                raise TransferError(mask(f"download of {ref}: the storage path is full ({err}); give "
+                                         f"MODEL_SYNC_STORAGE_PATH (--storage-path) a larger volume")) from None
+            raise Transient(mask(f"download of {ref}/{name}: {err}")) from None
+        got = part.stat().st_size
+        if got != size:
+            raise Transient(f"download of {ref}/{name}: {got} bytes, {size} listed")
+        os.replace(part, final)
+
+    try:
+        POLICY.call(f"download of {ref}/{name}", once, logger=log)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def metadata(src: HfSource, meta: Metadata, kind: str, scratch: Path) -> Metadata:
@@ -372,19 +436,22 @@ def _download(src: HfSource, expected: Snapshot, model: Path, cache: Path) -> No
         "allow_patterns": src.include, "ignore_patterns": src.exclude,
         "token": secret or False, "endpoint": endpoint()}
 
-    def transient(exc: BaseException) -> Transient | None:
-        if not _transient(exc):
-            return None
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None) or {}
-        after = retry_after(headers.get("Retry-After")) if _status(exc) in RETRY_AFTER_STATUSES else None
-        return Transient(f"{_first_line(exc)} (the files already complete are kept)", after)
-
     try:
-        POLICY.call(f"download of {ref}", lambda: snapshot_download(ref.repo_id, **kwargs), transient=transient,
-                    logger=log)
+        POLICY.call(f"download of {ref}", lambda: snapshot_download(ref.repo_id, **kwargs),
+                    transient=_download_transient, logger=log)
     except Exception as exc:  # noqa: BLE001 -- every client error becomes one line
         raise _error(ref, exc, bool(secret), "download of") from None
+    finally:
+        _client().close_session()  # see download_file
+
+
+def _download_transient(exc: BaseException) -> Transient | None:
+    if not _transient(exc):
+        return None
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None) or {}
+    after = retry_after(headers.get("Retry-After")) if _status(exc) in RETRY_AFTER_STATUSES else None
+    return Transient(f"{_first_line(exc)} (the files already complete are kept)", after)
 
 
 def describe(src: HfSource) -> str:

@@ -312,6 +312,38 @@ def test_the_same_revision_gives_the_same_image(hub, stack, tmp_path, base_image
     assert digests[0] == digests[1]
 
 
+@pytest.mark.stack
+def test_the_hf_pipeline_gives_the_fetched_image_and_a_new_tag_downloads_nothing(hub, stack, tmp_path, base_image,
+                                                                                  monkeypatch, caplog):
+    """hf:// -> OCI (oras) goes through hf_pipeline (download and push overlapped): the same manifest as
+    fetch-then-publish of the same revision; then a new tag of the same repository reuses every layer (their
+    source records name the files' content ids): no file is asked of the Hub again."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    repo = f"{stack.oci_registry}/hf-pipe/{uuid.uuid4().hex[:8]}"
+    results = {}
+    for label, tag, pipelines in (("fetched", "fetched", ()), ("piped", "v1", job.PIPELINES),
+                                  ("again", "v2", job.PIPELINES)):
+        run_dir = tmp_path / label
+        run_dir.mkdir()
+        env = {**base_env(stack, run_dir, f"job-hf-{label}-{uuid.uuid4().hex[:6]}"), "MODEL_SYNC_SOURCE_TYPE": "uri",
+               "MODEL_SYNC_SOURCE_URI": "hf://org/model", **destination_env("oci", stack, run_dir, base_image),
+               "MODEL_SYNC_DESTINATION_OCI_URI": f"{repo}{'-fetched' if label == 'fetched' else ''}:{tag}"}
+        hub.requests.clear()
+        caplog.clear()
+        with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="modelsync.pipeline"):
+            m.setattr(job, "PIPELINES", pipelines)
+            results[label] = job.run(config.load([], env))
+        results[label + "-gets"] = [p for method, p, _ in hub.requests if method == "GET" and "/resolve/" in p]
+        results[label + "-piped"] = any(r.name == "modelsync.pipeline" and "to download" in r.getMessage()
+                                        for r in caplog.records)
+    assert not results["fetched-piped"] and results["piped-piped"]
+    assert results["piped"].digest == results["fetched"].digest
+    assert {f.path: f.sha256 for f in results["piped"].files} == hub.expected["main"]
+    assert results["piped-gets"], "the first pipelined sync downloads"
+    assert results["again-gets"] == [], results["again-gets"]
+    assert results["again"].digest == results["piped"].digest
+
+
 CARD = {"author": "org", "library_name": "transformers", "pipeline_tag": "text-classification",
         "tags": ["transformers", "license:apache-2.0", "en"],
         "cardData": {"language": ["en", "de"], "license": "apache-2.0",
