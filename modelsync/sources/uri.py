@@ -99,15 +99,18 @@ class _Body:
 
     def read(self, n: int = -1, /) -> bytes:
         data: bytes = self._guard(lambda: self._resp.read(n))
-        self._advance(len(data))
+        self._advance(len(data), n != 0)
         return data
 
     def readinto(self, view: memoryview, /) -> int:
         n: int = self._guard(lambda: self._resp.readinto(view)) or 0
-        self._advance(n)
+        self._advance(n, len(view) > 0)
         return n
 
-    def _advance(self, n: int) -> None:
+    def _advance(self, n: int, asked: bool) -> None:
+        """n more bytes came; none when some were asked for is the end, short of Content-Length or not."""
+        if not n and asked and self.count < self.total:
+            raise self._truncated()
         self.count += n
         self._progress.advance(n)
 
