@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +92,10 @@ class LayerPusher:
 
     def __init__(self, files: dict[str, int], target: OciLocation, access: RegistryAccess, client: RegistryClient,
                  job_dir: Path, *, landed: Path | None = None, download: Download | None = None,
-                 on_pushed: Callable[[ModelcarLayer], None] | None = None):
+                 on_pushed: Callable[[ModelcarLayer], None] | None = None, hashes: Mapping[str, str] | None = None):
         self.files, self.target, self.access, self.client = files, target, access, client
         self.on_pushed = on_pushed  # called (push thread) once a model layer's blob is in the repository
+        self.hashes = dict(hashes or {})  # files' sha256 known already (taken as a fetch wrote them): not taken again
         self.layout = Layout(job_dir / "image")  # config, manifest, the signature layer (model layers never)
         self.layout.init()
         self.download = download
@@ -230,7 +231,8 @@ class LayerPusher:
 
     def _hash(self, parts: list[Part], title: str, second: ThreadPoolExecutor) -> ModelcarLayer:
         """The layer's digest and size and each file's sha256, in one read of each file (the two hashes on two
-        cores: hashlib lets go of the GIL)."""
+        cores: hashlib lets go of the GIL); a file whose sha256 is known (self.hashes) is hashed for the layer
+        only."""
         layer_sha, size, entries = hashlib.sha256(), 0, []
         buf = memoryview(bytearray(READ_BUF))
         for part in parts:
@@ -238,7 +240,8 @@ class LayerPusher:
                 layer_sha.update(part)
                 size += len(part)
                 continue
-            file_sha, left = hashlib.sha256(), self.files[part]
+            known = self.hashes.get(part)
+            file_sha, left = (None if known else hashlib.sha256()), self.files[part]
             with open(self.dest / part, "rb") as f:
                 while left > 0:
                     self.check()
@@ -246,12 +249,14 @@ class LayerPusher:
                     if not n:
                         raise TransferError(f"{self.source}: {part} shrank while being read")
                     chunk = buf[:n]
-                    other = second.submit(file_sha.update, chunk)
+                    other = second.submit(file_sha.update, chunk) if file_sha is not None else None
                     layer_sha.update(chunk)
-                    other.result()
+                    if other is not None:
+                        other.result()
                     left -= n
             size += self.files[part]
-            entries.append(FileEntry(part, self.files[part], file_sha.hexdigest()))
+            digest = file_sha.hexdigest() if file_sha is not None else str(known)
+            entries.append(FileEntry(part, self.files[part], digest))
         return ModelcarLayer(title, "sha256:" + layer_sha.hexdigest(), size, tuple(entries))
 
     # ---- push -------------------------------------------------------------------------------------------------

@@ -32,6 +32,15 @@ class Stream(Protocol):
     def readinto(self, buffer: memoryview, /) -> int | None: ...
 
 
+class TarReader(Protocol):
+    """What plain_tar reads by: HashingReader, or any stream that hands out exact reads and data reads (the
+    returned future, if any, is waited for before the view is read into again)."""
+
+    def read_exact(self, n: int) -> bytes: ...
+
+    def readinto_hashed(self, view: memoryview) -> tuple[int, Future[None] | None]: ...
+
+
 class HashingReader:
     """Reads through fp, hashing what passes in a thread of its own (hashlib lets go of the GIL), so the blob's
     hash and the files' run on two cores. `digest()` waits for the last update."""
@@ -96,7 +105,7 @@ def tarfile_data(tar: tarfile.TarFile, member: tarfile.TarInfo) -> Chunks:
 _SPARSE = (tarfile.GNUTYPE_SPARSE,)
 
 
-def plain_tar(reader: HashingReader) -> Iterator[tuple[tarfile.TarInfo, Chunks]]:
+def plain_tar(reader: TarReader) -> Iterator[tuple[tarfile.TarInfo, Chunks]]:
     """The members of an uncompressed tar stream, each with its data as chunks read straight into one buffer
     (tarfile's stream mode copies every byte several times on the way). Headers are parsed by tarfile itself
     (TarInfo.frombuf: checksums, base-256 sizes); GNU long names and links and pax path, linkpath and size
@@ -156,7 +165,7 @@ def plain_tar(reader: HashingReader) -> Iterator[tuple[tarfile.TarInfo, Chunks]]
                 raise tarfile.ReadError("unexpected end of data")
 
 
-def _payload(reader: HashingReader, size: int) -> bytes:
+def _payload(reader: TarReader, size: int) -> bytes:
     """A long name's or pax header's data, with its padding read past."""
     if size > 1 << 20:
         raise tarfile.ReadError("a tar extended header over 1 MiB")

@@ -65,18 +65,19 @@ Fetch = Callable[[Planned], tuple[dict[str, ModelcarLayer], Download]]
 def dir_to_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | None, work_dir: Path,
                     source_annotation: str | None = None, *, platform: str = "linux/amd64",
                     created: dt.datetime | None = None, origins: Mapping[str, Origin] | None = None,
-                    signature: Path | None = None) -> Published:
+                    signature: Path | None = None, hashes: Mapping[str, str] | None = None) -> Published:
     """The modelcar of the files already in model_dir (a fetched source, or a volume read in place) pushed: each
     layer hashed from the files, then fed to `oras blob push` from them, so no layer tar is written and model_dir
     is left as it was. The same image, byte for byte, as build_modelcar + push_layout.
-    signature: the model's model.sig, in a layer of its own (a model.sig at the model's root is left out)."""
+    signature: the model's model.sig, in a layer of its own (a model.sig at the model's root is left out).
+    hashes: the files' sha256 if the fetch that wrote them took them (LayerPusher: not read for them again)."""
     push_tag(target)  # refused before the model is read
     files = {rel: path.stat().st_size for rel, path in model_files(model_dir)
              if signature is None or rel != SIGNATURE_FILE}
     sign_model = (lambda _files: signature.read_bytes()) if signature is not None else None
     return push_modelcar(target, base, work_dir, files, dict(origins or {}), landed=model_dir,
                          source_annotation=source_annotation, platform=platform, sign_model=sign_model,
-                         created=created)
+                         created=created, hashes=hashes)
 
 
 def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path, files: dict[str, int],
@@ -84,7 +85,8 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                   source_annotation: str | None = None, platform: str = "linux/amd64",
                   created: dt.datetime | None = None,
                   sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
-                  on_pushed: Callable[[ModelcarLayer], None] | None = None) -> Published:
+                  on_pushed: Callable[[ModelcarLayer], None] | None = None,
+                  hashes: Mapping[str, str] | None = None) -> Published:
     """Plan, (fetch,) hash and push the layers of files, then config and manifest; verified. With landed the
     files are there already (nothing fetched, nothing reused, nothing deleted); else fetch brings them.
 
@@ -117,7 +119,7 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
         start = time.monotonic()
         with registry_access(target, work_dir) as access:
             pusher = LayerPusher(files, target, access, client, job_dir, landed=landed, download=download,
-                                 on_pushed=on_pushed)
+                                 on_pushed=on_pushed, hashes=hashes)
             base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers
                           if client.find_blob(repo_path(target), d["digest"]) != d["size"]] \
                 if base_dir is not None else []

@@ -49,19 +49,22 @@ _REF = "modelsync"
 def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | None, work_dir: Path,
                      backend: str = "skopeo", source_annotation: str | None = None, *,
                      platform: str = "linux/amd64", created: dt.datetime | None = None,
-                     origins: Mapping[str, Origin] | None = None, signature: Path | None = None) -> Published:
+                     origins: Mapping[str, Origin] | None = None, signature: Path | None = None,
+                     hashes: Mapping[str, str] | None = None) -> Published:
     """Build and push the modelcar of model_dir to target; return its digest URI and files. With oras each
     layer goes up straight from the files (modelcar_push.dir_to_modelcar); with skopeo the image is written as an
     OCI layout first (build_modelcar), then copied.
 
     base None / "scratch" / "" means no base layers (the image then has no shell: KServe cannot run it).
     signature: the model's model.sig, put at /models/model.sig in a layer of its own.
+    hashes: the files' sha256 (relative path -> hex) when the fetch that wrote them hashed them (oras: each layer
+    is then hashed without its files' own sha256 again).
     """
     check_backend(backend)
     tag = push_tag(target)
     if backend == "oras":  # each layer fed to oras from the files: no layer tars written (modelcar_push.py)
         return dir_to_modelcar(model_dir, target, base, work_dir, source_annotation, platform=platform,
-                               created=created, origins=origins, signature=signature)
+                               created=created, origins=origins, signature=signature, hashes=hashes)
     work_dir.mkdir(parents=True, exist_ok=True)
     job_dir = Path(tempfile.mkdtemp(prefix="modelcar-", dir=work_dir))
     try:
@@ -188,7 +191,17 @@ def publish(dest: OciDestination, fetched: Fetched, ws: Workspace, job: str, sou
     newest = fetched.newest()
     return publish_modelcar(fetched.model_dir, dest.image, dest.base, ws.work, dest.backend,
                             source_annotation=source, origins=fetched.origins or None, signature=signature,
-                            created=dt.datetime.fromtimestamp(newest, dt.UTC) if newest is not None else None)
+                            created=dt.datetime.fromtimestamp(newest, dt.UTC) if newest is not None else None,
+                            hashes=_own_hashes(fetched, ws))
+
+
+def _own_hashes(fetched: Fetched, ws: Workspace) -> dict[str, str] | None:
+    """The fetched files' sha256, when the fetch wrote them into the job's own workspace (the fetch hashed them,
+    the URI source as it wrote them: the layers need not hash the files for them again); None for a model read in
+    place (a volume), whose files are the user's and are hashed as they are pushed."""
+    if fetched.model_dir != ws.model:
+        return None
+    return {f.path: f.sha256 for f in fetched.files}
 
 
 def describe(dest: OciDestination) -> str:

@@ -1,52 +1,44 @@
-"""Download a model over HTTP(S); unpack .zip, .tar, .tar.gz/.tgz archives safely.
+"""Download a model over HTTP(S); unpack .zip, .tar, .tar.gz/.tgz archives safely (uri_archive.py).
 
-Safe means: no member lands outside the storage path (no '..', no absolute names), no link points outside it,
-no device or fifo is created. A refused member stops the job and names the member.
+A tar is unpacked as it arrives, read once from the response (never written whole to disk); a zip is downloaded
+into the work directory first (it needs its central directory), any other file downloaded, then moved into place.
+Each file's sha256 is taken as it is written, so listing the model reads nothing again.
 
 Space: the download and the unpacked files are counted against the storage path's free space (less a small
-reserve): an archive's declared sizes before anything is written, then the bytes as they are written (a zip member
-may not write more than it declares). A file system that fills anyway (ENOSPC) gives the same one-line error. On
+reserve): a download's Content-Length and an archive's declared sizes before they are written (uri_archive.py),
+then the bytes as they are written. A file system that fills anyway (ENOSPC) gives the same one-line error. On
 any failure what was partly downloaded or unpacked is removed.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import email.utils
+import hashlib
+import http.client
 import json
 import logging
 import os
 import re
-import shutil
 import ssl
-import stat
-import tarfile
 import urllib.error
 import urllib.request
-import zipfile
-import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from .. import credentials
-from ..beneath import Beneath, LinkRefused
 from ..errors import ConfigError, TransferError
-from ..files import (
-    SPACE_RESERVE,
-    SpaceBudget,
-    check_listing,
-    inventory,
-    is_no_space,
-    require_free_space,
-    safe_relative,
-    shown,
-)
+from ..files import SPACE_RESERVE, SpaceBudget, is_no_space, require_free_space, safe_relative, sha256_file
+from ..files import listing as files_in
 from ..locations import Fetched, FileEntry, UriLocation
 from ..progress import Progress
 from ..secret import Secret, redact_url, register
 from ..setting import Given, Setting, problem, require
 from ..stores import Filled
+from .uri_archive import TARS, unpack, unpack_tar
 
 if TYPE_CHECKING:
     from ..metadata import Metadata
@@ -54,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("modelsync.sources.uri")
 _CHUNK = 1024 * 1024
-_ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
+T = TypeVar("T")
 
 
 def _context(loc: UriLocation) -> ssl.SSLContext:
@@ -71,206 +63,124 @@ def public_url(url: str) -> str:
 
 
 def fetch_uri(loc: UriLocation, dest: Path, work: Path) -> tuple[FileEntry, ...]:
+    """The file at loc.url into dest (a tar unpacked as it arrives; a zip downloaded into work, then unpacked; any
+    other file downloaded, then moved into dest under its name); the files with their sha256, taken as they were
+    written."""
     name = PurePosixPath(urlsplit(loc.url).path).name or "model"
-    download = work / f"download-{safe_relative(name, 'URL file name')}"
+    rel = safe_relative(name, "URL file name")
     work.mkdir(parents=True, exist_ok=True)
+    if name.lower().endswith(TARS):
+        with _response(loc) as body:
+            known = unpack_tar(body, dest, body.total, body.finish)
+        return _entries(dest, known)
+    download = work / f"download-{rel}"
     try:
-        _download(loc, download, work)
+        sha256 = _download(loc, download, work, hashed=not name.lower().endswith(".zip"))
     except BaseException:
         download.unlink(missing_ok=True)
         raise
-    unpack(download, name, dest)
-    return inventory(dest)
+    return _entries(dest, unpack(download, name, dest, sha256))
 
 
-def _download(loc: UriLocation, download: Path, work: Path) -> None:
+def _entries(dest: Path, known: Mapping[str, str]) -> tuple[FileEntry, ...]:
+    """inventory(dest), each file's sha256 taken from known when it was hashed as it was written (a link, a hard
+    link's copy: read again)."""
+    return tuple(FileEntry(path=rel, size=size, sha256=known.get(rel) or sha256_file(dest / rel))
+                 for rel, size in files_in(dest).items())
+
+
+class _Body:
+    """The response's bytes, counted and shown as progress; a failed or short read is the download's one-line
+    error (TransferError), never an OSError the unpacking would take for its own."""
+
+    def __init__(self, resp: http.client.HTTPResponse, url: str):
+        self._resp, self.url, self.headers = resp, url, resp.headers
+        self.total = int(resp.headers.get("Content-Length") or 0)
+        self.count = 0
+        self._progress = Progress("download", self.total)
+
+    def read(self, n: int = -1, /) -> bytes:
+        data: bytes = self._guard(lambda: self._resp.read(n))
+        self._advance(len(data), n != 0)
+        return data
+
+    def readinto(self, view: memoryview, /) -> int:
+        n: int = self._guard(lambda: self._resp.readinto(view)) or 0
+        self._advance(n, len(view) > 0)
+        return n
+
+    def _advance(self, n: int, asked: bool) -> None:
+        """n more bytes came; none when some were asked for is the end, short of Content-Length or not."""
+        if not n and asked and self.count < self.total:
+            raise self._truncated()
+        self.count += n
+        self._progress.advance(n)
+
+    def _guard(self, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except http.client.IncompleteRead:
+            raise self._truncated() from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise TransferError(f"download of {self.url} failed: {getattr(exc, 'reason', exc)}") from None
+
+    def _truncated(self) -> TransferError:
+        return TransferError(f"download of {self.url} is truncated: {self.count} of {self.total} bytes")
+
+    def finish(self) -> None:
+        """The rest read (what follows a tar's end blocks); TransferError unless all Content-Length bytes came."""
+        while self.read(_CHUNK):
+            pass
+        self._progress.close()
+        if self.total and self.count != self.total:
+            raise self._truncated()
+
+
+@contextlib.contextmanager
+def _response(loc: UriLocation) -> Iterator[_Body]:
+    """The GET of loc.url; an HTTP error status, an unreachable server or a TLS failure is one line."""
     request = urllib.request.Request(loc.url, headers={k: v.reveal() for k, v in loc.headers.items()})
-    budget = SpaceBudget(work, "the download")
     try:
-        with urllib.request.urlopen(request, context=_context(loc), timeout=60) as resp, open(download, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0)
-            if total:
-                require_free_space(work, total, "the download", reserve=SPACE_RESERVE)
-            progress = Progress("download", total)
-            while chunk := resp.read(_CHUNK):
-                budget.add(len(chunk))
-                out.write(chunk)
-                progress.advance(len(chunk))
-            progress.close()
+        resp = urllib.request.urlopen(request, context=_context(loc), timeout=60)
     except urllib.error.HTTPError as exc:
         hint = " (check the credentials in --source-uri-credentials-path)" if exc.code in (401, 403) else ""
         raise TransferError(f"download of {public_url(loc.url)} failed: HTTP {exc.code} {exc.reason}{hint}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        if is_no_space(exc):
-            raise budget.error(exc) from None
-        reason = getattr(exc, "reason", exc)
-        raise TransferError(f"download of {public_url(loc.url)} failed: {reason}") from None
-    if total and download.stat().st_size != total:
-        raise TransferError(f"download of {public_url(loc.url)} is truncated: {download.stat().st_size} of {total} "
-                            f"bytes")
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        raise TransferError(f"download of {public_url(loc.url)} failed: {getattr(exc, 'reason', exc)}") from None
+    with resp:
+        yield _Body(resp, public_url(loc.url))
 
 
-def unpack(download: Path, name: str, dest: Path) -> None:
-    """Unpack (or move) the download into dest; on failure, whatever this added to dest is removed again."""
-    dest.mkdir(parents=True, exist_ok=True)
-    before = set(os.listdir(dest))
-    budget = SpaceBudget(dest, "the unpacked archive")
-    lower = name.lower()
+def _download(loc: UriLocation, download: Path, work: Path, hashed: bool) -> str | None:
+    """The file at loc.url into download; with hashed, its sha256 (taken as it comes)."""
+    budget = SpaceBudget(work, "the download")
+    sha = hashlib.sha256()
+    with _response(loc) as body:
+        if body.total:
+            require_free_space(work, body.total, "the download", reserve=SPACE_RESERVE)
+        try:
+            with open(download, "wb") as out:
+                while chunk := body.read(_CHUNK):
+                    budget.add(len(chunk))
+                    out.write(chunk)
+                    if hashed:
+                        sha.update(chunk)
+        except OSError as exc:
+            if is_no_space(exc):
+                raise budget.error(exc) from None
+            raise TransferError(f"download of {body.url} failed: {exc}") from None
+        body.finish()
+        when = _last_modified(body.headers.get("Last-Modified"))
+    if when is not None:  # the server's date of the file: the same file gives the same image (Fetched.newest)
+        os.utime(download, (when, when))
+    return sha.hexdigest() if hashed else None
+
+
+def _last_modified(value: str | None) -> float | None:
     try:
-        if lower.endswith(".zip") or (not lower.endswith(_ARCHIVES) and zipfile.is_zipfile(download)):
-            _unzip(download, dest, budget)
-        elif lower.endswith((".tar", ".tar.gz", ".tgz")):
-            _untar(download, dest, budget)
-        else:
-            with Beneath(dest, "the download") as tree, Beneath(download.parent, "the download") as work:
-                tree.replace_from(work, download.name, safe_relative(name, "URL file name"))
-    except OSError as exc:
-        _remove_new(dest, before)
-        if is_no_space(exc):
-            raise budget.error(exc) from None
-        raise TransferError(f"unpacking the download into '{dest}' failed: {exc}") from None
-    except BaseException:
-        _remove_new(dest, before)
-        raise
-    download.unlink(missing_ok=True)  # unpacked: the archive's space is free for what follows
-
-
-def _remove_new(dest: Path, before: set[str]) -> None:
-    for name in set(os.listdir(dest)) - before:
-        path = dest / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def _tree(dest: Path) -> Beneath:
-    return Beneath(dest, "the unpacked archive", hint="the archive is refused")
-
-
-def _untar(archive: Path, dest: Path, budget: SpaceBudget) -> None:
-    """Member by member, by our own rules (tarfile's extraction filters are missing from Debian 12's Python
-    3.11.2): only files, directories and links that stay inside dest, never written through a link (beneath.py);
-    modes 0644/0755, no owners, no setuid; a hard link becomes a copy. A member's data is exactly member.size
-    bytes, counted as it is written."""
-    try:
-        with tarfile.open(archive) as tar:
-            members = tar.getmembers()
-            for member in members:
-                _check_tar_member(member)
-            check_listing({safe_relative(m.name, "archive member") for m in members if m.isreg() or m.islnk()},
-                          "archive member")
-            budget.need(sum(m.size for m in members if m.isreg()))
-            with _tree(dest) as tree:
-                links: set[str] = set()
-                for member in members:
-                    try:
-                        _extract_member(tar, member, tree, budget, links)
-                    except LinkRefused as exc:
-                        raise TransferError(f"refusing archive member '{shown(member.name)}': {exc}") from None
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
-        raise TransferError(f"the downloaded archive is not a readable tar: {exc}") from None
-
-
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, tree: Beneath, budget: SpaceBudget,
-                    links: set[str]) -> None:
-    if member.isdir() and member.name.strip("/.") == "":
-        return
-    rel = safe_relative(member.name, "archive member")
-    if rel in links:  # a later member of the same name wins, as tar(1) does; only the archive's own link goes
-        tree.remove_link(rel)
-        links.discard(rel)
-    if member.isdir():
-        with tree.directory(rel, create=True) as fd:
-            os.fchmod(fd, 0o755)
-        return
-    if member.issym():
-        if tree.check_file(rel) is not None:
-            tree.unlink(rel)
-        tree.symlink(rel, member.linkname)
-        links.add(rel)
-        return
-    if member.islnk():  # a copy: a later write to one must not change the other
-        source = safe_relative(member.linkname, f"link target of archive member '{member.name}'")
-        if source in links or tree.check_file(source) is None:
-            raise TransferError(f"refusing archive member '{member.name}': hard link to no file")
-        src_fd = tree.open_read(source)
-        with os.fdopen(src_fd, "rb") as src, os.fdopen(tree.create(rel), "wb") as out:
-            budget.add(os.fstat(src_fd).st_size)
-            shutil.copyfileobj(src, out, _CHUNK)
-        return
-    data = tar.extractfile(member)
-    if data is None:
-        raise TransferError(f"refusing archive member '{member.name}': not a regular file, directory or link")
-    with os.fdopen(tree.create(rel, 0o755 if member.mode & 0o100 else 0o644), "wb") as out:
-        while chunk := data.read(_CHUNK):
-            budget.add(len(chunk))
-            out.write(chunk)
-
-
-def _check_tar_member(member: tarfile.TarInfo) -> None:
-    if member.isdir() and member.name.strip("/.") == "":
-        return  # the archive's own root, "./"
-    safe_relative(member.name, "archive member")
-    if member.isdev() or member.isfifo():
-        raise TransferError(f"refusing archive member '{member.name}': device or fifo")
-    if member.issym() or member.islnk():
-        target = PurePosixPath(member.name).parent / member.linkname if member.issym() else PurePosixPath(
-            member.linkname)
-        if PurePosixPath(member.linkname).is_absolute():
-            raise TransferError(f"refusing archive member '{member.name}': link to an absolute path")
-        safe_relative(str(target), f"link target of archive member '{member.name}'")
-
-
-def _zip_member_is_dir(info: zipfile.ZipInfo) -> bool:
-    """Whether the member is a directory; refuses anything but regular files and directories.
-
-    The file type sits in the Unix mode (external_attr >> 16). Members without one (zipfile's writestr(), many
-    Windows zippers: permission bits only, or 0) are files, or directories when the name ends in '/'.
-    """
-    if info.flag_bits & 0x1:
-        raise TransferError(f"refusing archive member '{info.filename}': encrypted")
-    kind = stat.S_IFMT(info.external_attr >> 16)
-    if kind == stat.S_IFDIR:
-        return True
-    if kind in (0, stat.S_IFREG):
-        return info.is_dir()
-    raise TransferError(f"refusing archive member '{info.filename}': not a regular file or dir")
-
-
-def _unzip(archive: Path, dest: Path, budget: SpaceBudget) -> None:
-    try:
-        with zipfile.ZipFile(archive) as zf, _tree(dest) as tree:
-            members = []
-            for info in zf.infolist():
-                if info.is_dir() and info.filename.strip("/.") == "":
-                    continue
-                members.append((info, safe_relative(info.filename, "archive member"), _zip_member_is_dir(info)))
-            check_listing({rel for _, rel, is_dir in members if not is_dir}, "archive member")
-            budget.need(sum(info.file_size for info, _, is_dir in members if not is_dir))
-            for info, rel, is_dir in members:
-                try:
-                    _unzip_member(zf, info, rel, is_dir, tree, budget)
-                except LinkRefused as exc:
-                    raise TransferError(f"refusing archive member '{shown(info.filename)}': {exc}") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
-        raise TransferError(f"the downloaded archive is not a readable zip: {exc}") from None
-
-
-def _unzip_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, rel: str, is_dir: bool, tree: Beneath,
-                  budget: SpaceBudget) -> None:
-    if is_dir:
-        with tree.directory(rel, create=True):
-            return
-    written = 0
-    with zf.open(info) as src, os.fdopen(tree.create(rel), "wb") as out:
-        while chunk := src.read(_CHUNK):
-            written += len(chunk)
-            if written > info.file_size:
-                raise TransferError(f"refusing archive member '{info.filename}': it holds more than the "
-                                    f"{info.file_size} bytes it declares")
-            budget.add(len(chunk))
-            out.write(chunk)
+        return email.utils.parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError):
+        return None
 
 
 # ---- the source type (see sources/__init__.py) -------------------------------------------------------------------

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tarfile
+import time
 import uuid
+import zipfile
 
 import pytest
 
@@ -38,3 +41,55 @@ def test_cli_zip_bomb_fails_with_one_line_naming_the_storage_path(stack, tmp_pat
     assert len(errors) == 1 and "needs 64.0 MiB" in errors[0], out.stderr
     assert not [p for p in small_fs.rglob("*") if p.name in ("ok.txt", "bomb.bin")]
     assert not list(small_fs.glob(".modelsync-*")) and not (tmp_path / "pvc-out" / "model").exists()
+
+
+# ---- the same archive, the same image -----------------------------------------------------------------------------
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("kind", ["tar", "zip", "file"])
+def test_the_same_url_gives_the_same_image(kind, stack, tmp_path, http_root, model, base_image, monkeypatch):
+    """SOURCE_DATE_EPOCH unset, the model's files dated 2024: a tar or zip (members' times) or a single file (the
+    server's Last-Modified) synced twice, a second apart, to two repositories gives one manifest digest, whose
+    `created` is the newest file's date, not the run's."""
+    from modelsync import config, job
+    from modelsync.clients.distribution import RegistryClient
+    from modelsync.locations import OciLocation
+
+    from ..support.jobs import base_env, destination_env
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    root, url = http_root
+    src, _ = model
+    newest = 1717171717  # 2024-05-31T16:08:37Z
+    for i, path in enumerate(sorted(p for p in src.rglob("*") if p.is_file())):
+        os.utime(path, (newest - i, newest - i))
+    if kind == "tar":
+        with tarfile.open(root / "model.tar", "w") as tar:
+            tar.add(src, ".")
+        name = "model.tar"
+    elif kind == "zip":
+        with zipfile.ZipFile(root / "model.zip", "w") as zf:
+            for path in sorted(p for p in src.rglob("*") if p.is_file()):
+                zf.write(path, path.relative_to(src).as_posix())
+        name = "model.zip"
+    else:
+        name = "model.safetensors"
+        (root / name).write_bytes(b"\0" * 4096)
+        os.utime(root / name, (newest, newest))
+    digests, created = set(), set()
+    for run in ("a", "b"):
+        run_dir = tmp_path / run
+        run_dir.mkdir()
+        env = {**base_env(stack, run_dir, f"same-url-{kind}-{uuid.uuid4().hex[:6]}"), "MODEL_SYNC_SOURCE_TYPE": "uri",
+               "MODEL_SYNC_SOURCE_URI": f"{url}/{name}", **destination_env("oci", stack, run_dir, base_image)}
+        published = job.run(config.load([], env))
+        target = OciLocation(env["MODEL_SYNC_DESTINATION_OCI_URI"], tls_verify=False)
+        manifest = RegistryClient(target).manifest(target.repository.split("/", 1)[1], published.digest).json()
+        digests.add(published.digest)
+        created.add(manifest["annotations"]["org.opencontainers.image.created"])
+        time.sleep(1.1)
+    assert len(digests) == 1, digests
+    # a zip stores local times with 2-second steps and no zone; read as UTC, the newest file's time to 2 s
+    assert created == {"2024-05-31T16:08:37Z" if kind != "zip" else "2024-05-31T16:08:36Z"}, created

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import io
 import json
 import tarfile
+import threading
 import zipfile
 from pathlib import Path
 
@@ -46,6 +48,38 @@ def test_tar_archives_unpack_to_the_same_tree(tmp_path, server, name, mode):
     _tar_of(tmp_path / "model", root / name, mode)
     entries = fetch_uri(UriLocation(url=f"{url}/{name}"), tmp_path / "out", tmp_path / "work")
     assert digests_of(tmp_path / "out") == expected == {e.path: e.sha256 for e in entries}
+    assert list((tmp_path / "work").iterdir()) == []  # unpacked as it came: the archive was never stored
+
+
+@pytest.mark.parametrize("mode", ["w", "w:gz"])
+def test_a_tar_download_cut_short_is_one_line_and_leaves_nothing(tmp_path, mode):
+    """The server announces the whole archive, sends part of it and closes: the files unpacked so far go."""
+    make_model(tmp_path / "model")
+    _tar_of(tmp_path / "model", tmp_path / "model.tar", mode)
+    whole = (tmp_path / "model.tar").read_bytes()
+
+    class Cut(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(whole)))
+            self.end_headers()
+            self.wfile.write(whole[:len(whole) * 2 // 3])
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cut)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        with pytest.raises(TransferError) as err:
+            fetch_uri(UriLocation(url=f"http://127.0.0.1:{httpd.server_address[1]}/m.tar"), tmp_path / "out",
+                      tmp_path / "work")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    msg = str(err.value)
+    assert "\n" not in msg and "download of http://127.0.0.1:" in msg and "/m.tar is truncated: " in msg, msg
+    assert list((tmp_path / "out").iterdir()) == [] and list((tmp_path / "work").iterdir()) == []
 
 
 def test_zip_archive_unpacks(tmp_path, server):
