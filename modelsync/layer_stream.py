@@ -24,6 +24,15 @@ Chunk = bytes | memoryview
 Chunks = Callable[[], Iterator[Chunk]]
 
 
+
+def read_exact(read: Callable[[int], bytes], n: int) -> bytes:
+    """n bytes from read, fewer only at the end of the stream (a pipe or a response returns what it has)."""
+    parts, left = [], n
+    while left > 0 and (data := read(left)):
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
 class Stream(Protocol):
     """What a blob is read from: a file opened "rb", a child's stdout, io.BytesIO (all io.BufferedIOBase)."""
 
@@ -59,12 +68,7 @@ class HashingReader:
         return data
 
     def read_exact(self, n: int) -> bytes:
-        """n bytes, fewer only at the end of the stream (a pipe returns what it has)."""
-        parts, left = [], n
-        while left > 0 and (data := self.read(left)):
-            parts.append(data)
-            left -= len(data)
-        return b"".join(parts)
+        return read_exact(self.read, n)
 
     def readinto_hashed(self, view: memoryview) -> tuple[int, Future[None] | None]:
         """Up to len(view) bytes read into view; their hash is under way in the returned future, which must be

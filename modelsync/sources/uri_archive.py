@@ -40,7 +40,7 @@ from typing import IO, Protocol, TypeVar
 from ..beneath import Beneath, LinkRefused
 from ..errors import TransferError
 from ..files import SpaceBudget, check_listing, is_no_space, model_path, safe_relative, shown
-from ..layer_stream import Chunk, Chunks, plain_tar, tarfile_data
+from ..layer_stream import Chunk, Chunks, plain_tar, read_exact, tarfile_data
 
 _CHUNK = 1024 * 1024
 ARCHIVES = (".zip", ".tar", ".tar.gz", ".tgz")
@@ -178,11 +178,7 @@ class _Stream:
         return self._raw.readinto(view) or 0
 
     def read_exact(self, n: int) -> bytes:
-        parts, left = [], n
-        while left > 0 and (data := self.read(left)):
-            parts.append(data)
-            left -= len(data)
-        return b"".join(parts)
+        return read_exact(self.read, n)
 
     def readinto_hashed(self, view: memoryview) -> tuple[int, Future[None] | None]:
         return self.readinto(view), None  # the files are hashed as they are written (_Hashes), not the stream
