@@ -83,12 +83,15 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                   origins: Mapping[str, Origin], *, landed: Path | None = None, fetch: Fetch | None = None,
                   source_annotation: str | None = None, platform: str = "linux/amd64",
                   created: dt.datetime | None = None,
-                  sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
+                  sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
+                  scan_file: Callable[[str, Path], None] | None = None) -> Published:
     """Plan, (fetch,) hash and push the layers of files, then config and manifest; verified. With landed the
     files are there already (nothing fetched, nothing reused, nothing deleted); else fetch brings them.
 
     sign_model: called with every file's sha256 once all model layers are pushed (their bytes hashed on the way),
-    it returns model.sig, which goes up in a layer of its own before the manifest."""
+    it returns model.sig, which goes up in a layer of its own before the manifest.
+    scan_file(rel, path): called on each file once it is on disk, before its layer is hashed and pushed (the
+    pickle check; it raises to stop the push)."""
     tag = push_tag(target)
     signing = sign_model is not None
     created_at = created_time(created)
@@ -114,7 +117,8 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
         todo = [(group, title) for group, title in zip(groups, titles, strict=True) if title not in reused]
         start = time.monotonic()
         with registry_access(target, work_dir) as access:
-            pusher = LayerPusher(files, target, access, client, job_dir, landed=landed, download=download)
+            pusher = LayerPusher(files, target, access, client, job_dir, landed=landed, download=download,
+                                 check_file=scan_file)
             base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers
                           if client.find_blob(repo_path(target), d["digest"]) != d["size"]] \
                 if base_dir is not None else []

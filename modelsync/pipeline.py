@@ -68,9 +68,10 @@ def _largest_layer(files: Mapping[str, int], groups: Sequence[Sequence[str]]) ->
 
 def transfer(source: S3Location, destination: OciDestination, ws: Workspace, job: str, public_source: str | None,
              max_in_flight: int | None,
-             sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
+             sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
+             scan_file: Callable[[str, Path], None] | None = None) -> Published:
     return s3_to_modelcar(source, destination.image, destination.base, ws.work, max_in_flight,
-                          source_annotation=public_source, sign_model=sign_model)
+                          source_annotation=public_source, sign_model=sign_model, scan_file=scan_file)
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------------------
@@ -79,13 +80,14 @@ def transfer(source: S3Location, destination: OciDestination, ws: Workspace, job
 def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | None, work_dir: Path,
                    max_in_flight: int | None = None, source_annotation: str | None = None, *,
                    platform: str = "linux/amd64",
-                   sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None) -> Published:
+                   sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
+                   scan_file: Callable[[str, Path], None] | None = None) -> Published:
     """The modelcar of the S3 files at loc pushed to target (tag: target's, default latest) and verified; the
     same image, digest and result as fetch_s3 + publish_modelcar.
 
     sign_model: called with every file's sha256 once all model layers are pushed (their bytes hashed on the way),
     it returns model.sig, which goes up in a layer of its own before the manifest (a model.sig at the source's
-    root is left out: this signature replaces it)."""
+    root is left out: this signature replaces it). scan_file: see push_modelcar."""
     push_tag(target)  # refused before the source is listed
     kind, files, origins = list_s3(loc)
     if sign_model is not None and files.pop(SIGNATURE_FILE, None) is not None:
@@ -95,7 +97,7 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
         return _plan_download(plan, loc, kind, files, origins, target, max_in_flight)
 
     return push_modelcar(target, base, work_dir, files, origins, fetch=fetch, source_annotation=source_annotation,
-                         platform=platform, sign_model=sign_model)
+                         platform=platform, sign_model=sign_model, scan_file=scan_file)
 
 
 def _plan_download(plan: Planned, loc: S3Location, kind: str, files: dict[str, int], origins: Mapping[str, Origin],
