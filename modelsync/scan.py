@@ -205,32 +205,34 @@ class _Reader:
 
     def __init__(self, raw: IO[bytes], size: int | None):
         self.raw, self.left = raw, size if size is not None else 1 << 62
-        self.pos, self.back = 0, b""
+        self.start, self.back = self.left, b""
 
-    def _took(self, data: bytes) -> bytes:
-        self.pos += len(data)
+    def read(self, n: int = -1) -> bytes:  # genops' hot path: one call per opcode at least
+        if n < 0 or n > self.left:
+            n = self.left
+        if self.back:
+            head, self.back = self.back[:n], self.back[n:]
+            data = head + self.raw.read(n - len(head)) if n > len(head) else head
+        else:
+            data = self.raw.read(n)
         self.left -= len(data)
         return data
-
-    def read(self, n: int = -1) -> bytes:
-        n = self.left if n < 0 else min(n, self.left)
-        head, self.back = self.back[:n], self.back[n:]
-        return self._took(head + self.raw.read(n - len(head)) if n > len(head) else head)
 
     def readline(self) -> bytes:
         if b"\n" in self.back:
             line, _, self.back = self.back.partition(b"\n")
-            return self._took(line + b"\n")
-        head, self.back = self.back, b""
-        return self._took(head + self.raw.readline(self.left - len(head)))
+            line += b"\n"
+        else:
+            line, self.back = self.back + self.raw.readline(self.left - len(self.back)), b""
+        self.left -= len(line)
+        return line
 
     def tell(self) -> int:
-        return self.pos
+        return self.start - self.left
 
     def peek2(self) -> bytes:
         data = self.read(2)
         self.back = data + self.back
-        self.pos -= len(data)
         self.left += len(data)
         return data
 
@@ -247,7 +249,6 @@ class _Reader:
                 if not got:
                     raise _Malformed("joblib array data runs past the end")
                 left -= got
-        self.pos += n
         self.left -= n
 
 
@@ -489,6 +490,7 @@ _CONSTANTS: dict[str, Any] = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False, 
 
 _PROTO_MAGIC = tuple(bytes([0x80, v]) for v in range(2, 6))
 _ZIP_MAGIC = b"PK\x03\x04"
+_WHOLE = 256 << 20
 
 
 def _is_proto(head: bytes) -> bool:
@@ -600,8 +602,9 @@ def _scan_zip(f: IO[bytes], rel: str, allowed: Allowed, named: bool) -> list[Fin
         for info in members:
             where = f"{rel}!{info.filename}"
             try:
-                with zf.open(info) as member:
-                    findings += _pickles(_Reader(member, info.file_size), where, allowed, strict=True)[1]
+                with zf.open(info) as member:  # a pickle of a few MiB is read at once: genops reads by the byte
+                    stream = io.BytesIO(member.read()) if info.file_size <= _WHOLE else member
+                    findings += _pickles(_Reader(stream, info.file_size), where, allowed, strict=True)[1]
             except (zipfile.BadZipFile, NotImplementedError, RuntimeError) as exc:
                 findings.append(Finding(where, f"cannot be read from the zip ({exc})", "malformed"))
         return findings

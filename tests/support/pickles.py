@@ -107,13 +107,15 @@ def torch_checkpoint(path: Path, shapes: dict[str, tuple[int, ...]], extra: dict
     """A PyTorch zip checkpoint at path (stored, as torch.save writes it); each storage's bytes are fill repeated
     (default zeros), written in 64 MiB pieces so a big one needs no big buffer."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    unit = fill or b"\0"
+    biggest = max((_prod(shape) * 4 for shape in shapes.values()), default=0)
+    piece = unit * (min(64 << 20, biggest) // len(unit) + 1)
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr("archive/data.pkl", torch_pickle(shapes, extra))
         zf.writestr("archive/byteorder", "little")
         for i, shape in enumerate(shapes.values()):
             size = _prod(shape) * 4
             with zf.open(f"archive/data/{i}", "w", force_zip64=size > (1 << 31)) as member:
-                piece = (fill or b"\0") * ((64 << 20) // len(fill or b"\0"))
                 left = size
                 while left:
                     n = min(left, len(piece))
