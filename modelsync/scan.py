@@ -491,6 +491,7 @@ _CONSTANTS: dict[str, Any] = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False, 
 _PROTO_MAGIC = tuple(bytes([0x80, v]) for v in range(2, 6))
 _ZIP_MAGIC = b"PK\x03\x04"
 _WHOLE = 256 << 20
+_LZ4_MAGIC = b"\x04\x22\x4d\x18"
 
 
 def _is_proto(head: bytes) -> bool:
@@ -573,6 +574,9 @@ def scan_file(path: Path, rel: str, allowed: Allowed) -> list[Finding] | None:
             return _pickles(_Reader(f, path.stat().st_size), rel, allowed, strict=True)[1]
         if not named or not head:
             return None
+        if head.startswith(_LZ4_MAGIC):  # joblib's compress="lz4" (the lz4 package is not a dependency)
+            return [Finding(rel, "lz4-compressed (joblib): it cannot be checked here; decompress it or use another "
+                                 "compression", "malformed")]
         inner = _decompressed(f, head)
         if inner is not None:
             with inner:

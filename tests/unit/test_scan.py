@@ -237,3 +237,8 @@ def test_off_reads_nothing(tmp_path, marker):
 def test_a_forged_length_allocates_nothing(tmp_path):
     data = b"\x80\x04\x8e" + struct.pack("<Q", 1 << 60) + b"xx"  # BINBYTES8 claiming an exabyte
     assert [f.kind for f in scan_file(_write(tmp_path / "m.pkl", data), "m.pkl", Allowed())] == ["malformed"]
+
+
+def test_an_lz4_joblib_file_cannot_be_checked_so_it_is_a_finding(tmp_path):
+    path = _write(tmp_path / "model.joblib", b"\x04\x22\x4d\x18" + os.urandom(256))
+    assert [f.kind for f in scan_file(path, "model.joblib", Allowed())] == ["malformed"]
