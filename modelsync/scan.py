@@ -14,8 +14,8 @@ unpickle):
 - a zip (PK\\x03\\x04; PyTorch's checkpoints since 1.6: archive/data.pkl beside archive/data/<n>): each *.pkl
   member, read streaming from the zip (the tensors' bytes are never read);
 - a file named *.pkl .pickle .joblib .bin .pt .pth .ckpt: also protocols 0/1 (no PROTO), and joblib's compressed
-  forms (zlib, gzip, bz2, xz, lzma by their magic); read leniently: bytes that are not a pickle (a raw .bin of
-  weights) are no finding, unless a disallowed import was read before they broke off;
+  forms (zlib, gzip, bz2, xz, lzma by their magic; lz4, unreadable here, is a finding); read leniently: bytes
+  that are not a pickle (a raw .bin of weights) are no finding, unless an import was read before they broke off;
 - pickles one after another (PyTorch's legacy format writes five before the raw storages), each checked.
 
 How: pickletools.genops walks the opcodes while a small stack machine follows the values, so STACK_GLOBAL's module
