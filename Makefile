@@ -48,6 +48,7 @@ demo: install tools-base ## a real end-to-end sync on the local stack: S3 (MinIO
 
 bench: install tools-base ## throughput figures on the local stack (not part of make test)
 	$(VPY) -m bench $(BENCH_ARGS)
+	$(VPY) -m bench.scan
 
 image:              ## the job image localhost/modelsync:dev with podman (bases made locally; see e2e/image.sh)
 	bash e2e/image.sh

@@ -53,7 +53,8 @@ def storage_needed(destination: OciDestination, files: dict[str, int], max_in_fl
 def transfer(source: HfSource, destination: OciDestination, ws: Workspace, job: str, public_source: str | None,
              max_in_flight: int | None,
              sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
-             resume: Resume | None = None) -> Published | None:
+             resume: Resume | None = None,
+             scan_file: Callable[[str, Path], None] | None = None) -> Published | None:
     """The pipeline; None when the Hub did not give every file's size (the job then fetches, then publishes)."""
     target = destination.image
     push_tag(target)
@@ -68,7 +69,8 @@ def transfer(source: HfSource, destination: OciDestination, ws: Workspace, job: 
     return pipeline.push_through(
         target, destination.base, ws.work, files, origins, hf.revision_time(snap), max_in_flight,
         lambda dest, cap: HfDownload(source, snap.commit, files, dest, cap),
-        source_annotation=public_source, platform="linux/amd64", sign_model=sign_model, resume=resume)
+        source_annotation=public_source, platform="linux/amd64", sign_model=sign_model, resume=resume,
+        scan_file=scan_file)
 
 
 class HfDownload:

@@ -27,7 +27,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import destinations, hf_pipeline, pipeline, registry, signing, sources, termination, workspace
+from . import destinations, hf_pipeline, pipeline, registry, scan, signing, sources, termination, workspace
 from .clients import events
 from .clients.mr_api import TokenRejected
 from .errors import ConfigError, CredentialsRefused, ModelSyncError
@@ -173,8 +173,11 @@ def preflight_destination(cfg: Config, job: str, files: dict[str, int] | None) -
 #     applies(source, destination) -> bool      whether it takes these two specs (else fetch-then-publish)
 #     storage_needed(destination, files, max_in_flight) -> int
 #                                               the least the storage path must hold (what is in flight at most)
-#     transfer(source, destination, ws, job, public_source, max_in_flight, sign_model, resume) -> Published | None
+#     transfer(source, destination, ws, job, public_source, max_in_flight, sign_model, resume, scan_file)
+#                                   -> Published | None
 #                                               None: these files cannot be pipelined after all (fetch-then-publish)
+#                                               scan_file(rel, path): called on each file once it is on disk,
+#                                               before anything of it is published (the pickle check)
 PIPELINES: tuple[ModuleType, ...] = (pipeline, hf_pipeline)
 
 
@@ -280,19 +283,23 @@ def transfer(cfg: Config, ws: workspace.Workspace, job: str, signer: signing.Sig
              resume: Resume | None = None) -> Published:
     """The model moved and verified; with signer, its model.sig made from the files' digests before they are
     published (a pipeline: once every model layer is up, before the manifest) and published with them. resume:
-    for a pipeline, earlier work to start from and where to record its own (resume.py)."""
+    for a pipeline, earlier work to start from and where to record its own (resume.py). Each file is checked by
+    the pickle scan (scan.py) while it is on disk, before anything of it is published: a refused pickle fails the
+    transfer, so the artifact ends ABANDONED. The scan's verdicts go onto the artifact."""
     source = sources.of(cfg)
+    scanner = scan.Scanner(cfg.values.get("scan") or "refuse", scan.parse_allow(cfg.values.get("scan_allow")))
     fast = pipeline_of(cfg)
     if fast is not None:
         piped: Published | None = fast.transfer(cfg.source, cfg.destination, ws, job,
                                                 source.public_source(cfg.source), cfg.max_in_flight_bytes,
                                                 sign_model=signer.sign_model if signer is not None else None,
-                                                resume=resume)
+                                                resume=resume, scan_file=scanner if scanner.enabled else None)
         if piped is not None:
-            return piped
+            return _scanned(piped, scanner)
     fetched = source.fetch(cfg.source, ws)
     files = fetched.files
     log.info("fetched %d file(s), %s", len(files), human(total_size(files)))
+    scanner.check_all(fetched.model_dir, (f.path for f in files))
     signature = None
     if signer is not None:
         if any(f.path == signing.SIGNATURE_NAME for f in files):
@@ -301,8 +308,18 @@ def transfer(cfg: Config, ws: workspace.Workspace, job: str, signer: signing.Sig
         signature = ws.work / "signature" / signing.SIGNATURE_NAME
         signature.parent.mkdir(parents=True, exist_ok=True)
         signature.write_bytes(signer.sign_model(fetched.files))
-    return destinations.of(cfg).publish(cfg.destination, fetched, ws, job, source.public_source(cfg.source),
-                                        signature=signature)
+    return _scanned(destinations.of(cfg).publish(cfg.destination, fetched, ws, job,
+                                                 source.public_source(cfg.source), signature=signature), scanner)
+
+
+def _scanned(published: Published, scanner: scan.Scanner) -> Published:
+    """The scan's verdicts onto the artifact's properties."""
+    model = sum(1 for f in published.files if f.path != signing.SIGNATURE_NAME)
+    if scanner.enabled:
+        log.info("scan: %d file(s) read, %d pickle-based, %d finding(s)", scanner.checked, scanner.pickles,
+                 len(scanner.findings), extra={"fields": {"scan_files": scanner.checked, "scan_pickles":
+                                                          scanner.pickles, "scan_findings": len(scanner.findings)}})
+    return dataclasses.replace(published, facts={**published.facts, **scanner.facts(model)})
 
 
 def sign_published(cfg: Config, signer: signing.Signing, published: Published) -> Published:

@@ -5,9 +5,10 @@ padding).
 Contract: LayerPusher.go(layers, base_blobs) hashes the planned layers in plan order and pushes them (and the base
 image's blobs the registry lacks) on two threads, the main thread supervising; it returns the layers made, by
 title. The files are either there already (landed: nothing downloaded, nothing deleted) or brought by a Download
-(s3_download.py) running on a third thread: a file is hashed once it has landed whole and deleted once its layer
-is pushed; the Download reads the pusher's state (taken, stuck()) to pace itself. Any error (or SIGTERM, raised
-in the main thread) stops every child tool of the Group and all threads; the caller removes the job directory.
+(s3_download.py) running on a third thread: a file is checked (check_file: the job's pickle scan) and hashed
+once it has landed whole, and deleted once its layer is pushed; the Download reads the pusher's state (taken,
+stuck()) to pace itself. Any error (or SIGTERM, raised in the main thread) stops every child tool of the Group
+and all threads; the caller removes the job directory.
 push_blob() and oras() (retried after a transient failure, stopped with the rest) then serve the rest of the
 image: modelcar_push.py pushes the signature layer, config and manifest through them.
 
@@ -92,10 +93,12 @@ class LayerPusher:
 
     def __init__(self, files: dict[str, int], target: OciLocation, access: RegistryAccess, client: RegistryClient,
                  job_dir: Path, *, landed: Path | None = None, download: Download | None = None,
-                 on_pushed: Callable[[ModelcarLayer], None] | None = None, hashes: Mapping[str, str] | None = None):
+                 on_pushed: Callable[[ModelcarLayer], None] | None = None, hashes: Mapping[str, str] | None = None,
+                 check_file: Callable[[str, Path], None] | None = None):
         self.files, self.target, self.access, self.client = files, target, access, client
         self.on_pushed = on_pushed  # called (push thread) once a model layer's blob is in the repository
         self.hashes = dict(hashes or {})  # files' sha256 known already (taken as a fetch wrote them): not taken again
+        self.check_file = check_file  # each file once it has landed, before its layer is hashed (job's pickle scan)
         self.layout = Layout(job_dir / "image")  # config, manifest, the signature layer (model layers never)
         self.layout.init()
         self.download = download
@@ -195,6 +198,8 @@ class LayerPusher:
             for group, title in layers:
                 for rel in group:
                     self._await(rel)
+                    if self.check_file is not None:  # raises to stop the push: nothing of this layer goes up
+                        self.check_file(rel, self.dest / rel)
                 parts = layer_parts([(rel, self.files[rel]) for rel in group])
                 layer = self._hash(parts, title, second)
                 planned = layer_tar_size([(rel, self.files[rel]) for rel in group])

@@ -86,13 +86,16 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                   created: dt.datetime | None = None,
                   sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
                   on_pushed: Callable[[ModelcarLayer], None] | None = None,
-                  hashes: Mapping[str, str] | None = None) -> Published:
+                  hashes: Mapping[str, str] | None = None,
+                  scan_file: Callable[[str, Path], None] | None = None) -> Published:
     """Plan, (fetch,) hash and push the layers of files, then config and manifest; verified. With landed the
     files are there already (nothing fetched, nothing reused, nothing deleted); else fetch brings them.
 
     sign_model: called with every file's sha256 once all model layers are pushed (their bytes hashed on the way),
     it returns model.sig, which goes up in a layer of its own before the manifest.
-    on_pushed: called with each model layer pushed by this run, once its blob is in the repository."""
+    on_pushed: called with each model layer pushed by this run, once its blob is in the repository.
+    scan_file(rel, path): called on each file once it is on disk, before its layer is hashed and pushed (the
+    pickle check; it raises to stop the push)."""
     tag = push_tag(target)
     signing = sign_model is not None
     created_at = created_time(created)
@@ -119,7 +122,7 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
         start = time.monotonic()
         with registry_access(target, work_dir) as access:
             pusher = LayerPusher(files, target, access, client, job_dir, landed=landed, download=download,
-                                 on_pushed=on_pushed, hashes=hashes)
+                                 on_pushed=on_pushed, hashes=hashes, check_file=scan_file)
             base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers
                           if client.find_blob(repo_path(target), d["digest"]) != d["size"]] \
                 if base_dir is not None else []

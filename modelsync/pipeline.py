@@ -76,9 +76,10 @@ def _largest_layer(files: Mapping[str, int], groups: Sequence[Sequence[str]]) ->
 def transfer(source: S3Location, destination: OciDestination, ws: Workspace, job: str, public_source: str | None,
              max_in_flight: int | None,
              sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
-             resume: Resume | None = None) -> Published:
+             resume: Resume | None = None,
+             scan_file: Callable[[str, Path], None] | None = None) -> Published:
     return s3_to_modelcar(source, destination.image, destination.base, ws.work, max_in_flight,
-                          source_annotation=public_source, sign_model=sign_model, resume=resume)
+                          source_annotation=public_source, sign_model=sign_model, resume=resume, scan_file=scan_file)
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------------------
@@ -88,7 +89,8 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
                    max_in_flight: int | None = None, source_annotation: str | None = None, *,
                    platform: str = "linux/amd64",
                    sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
-                   resume: Resume | None = None) -> Published:
+                   resume: Resume | None = None,
+                   scan_file: Callable[[str, Path], None] | None = None) -> Published:
     """The modelcar of the S3 files at loc pushed to target (tag: target's, default latest) and verified; the
     same image, digest and result as fetch_s3 + publish_modelcar.
 
@@ -97,7 +99,7 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
 
     sign_model: called with every file's sha256 once all model layers are pushed (their bytes hashed on the way),
     it returns model.sig, which goes up in a layer of its own before the manifest (a model.sig at the source's
-    root is left out: this signature replaces it)."""
+    root is left out: this signature replaces it). scan_file: see push_modelcar."""
     push_tag(target)  # refused before the source is listed
     kind, files, origins = list_s3(loc)
     if sign_model is not None and files.pop(SIGNATURE_FILE, None) is not None:
@@ -105,7 +107,8 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
     times = [o.modified for o in origins.values() if o.modified is not None]  # as Fetched.newest() would say
     return push_through(target, base, work_dir, files, origins, max(times) if times else None, max_in_flight,
                         lambda dest, cap: S3Download(loc, kind, files, dest, cap),
-                        source_annotation=source_annotation, platform=platform, sign_model=sign_model, resume=resume)
+                        source_annotation=source_annotation, platform=platform, sign_model=sign_model, resume=resume,
+                        scan_file=scan_file)
 
 
 # One sync's paced download into dest, given the cap on in-flight bytes (s3_download.S3Download, hf_pipeline.py).
@@ -115,7 +118,8 @@ MakeDownload = Callable[[Path, int], Download]
 def push_through(target: OciLocation, base: OciLocation | None, work_dir: Path, files: dict[str, int],
                  origins: Mapping[str, Origin], created: float | None, max_in_flight: int | None,
                  make_download: MakeDownload, *, source_annotation: str | None, platform: str,
-                 sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None, resume: Resume | None) -> Published:
+                 sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None, resume: Resume | None,
+                 scan_file: Callable[[str, Path], None] | None = None) -> Published:
     """Any listed source whose files a Download brings one by one: the layers earlier images or an interrupted
     attempt have (resync.py, resume.py) reused, the others downloaded paced and pushed as they land, each
     finished layer recorded for a restart; created: the source's newest modification (POSIX seconds)."""
@@ -130,7 +134,7 @@ def push_through(target: OciLocation, base: OciLocation | None, work_dir: Path, 
 
     try:
         return push_modelcar(target, base, work_dir, files, origins, fetch=fetch, source_annotation=source_annotation,
-                             platform=platform, sign_model=sign_model, on_pushed=pushed,
+                             platform=platform, sign_model=sign_model, on_pushed=pushed, scan_file=scan_file,
                              created=dt.datetime.fromtimestamp(created, dt.UTC) if created is not None else None)
     finally:
         progress.close()  # every record written before the artifact goes LIVE or ABANDONED

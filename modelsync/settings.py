@@ -15,6 +15,7 @@ INTENTS = ("update_artifact", "create_model", "create_version")
 API_VERSIONS = ("auto", "v1", "v1alpha3")
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+SCAN_MODES = ("refuse", "warn", "off")  # modelsync.scan.MODES
 
 SIGSTORE_VARS = ("SIGSTORE_TUF_URL", "SIGSTORE_FULCIO_URL", "SIGSTORE_REKOR_URL")
 SIGSTORE_OPTIONAL = ("SIGSTORE_TSA_URL",)
@@ -78,6 +79,13 @@ SETTINGS: tuple[Setting, ...] = (
             "(not yet pushed), e.g. 512Mi, 2Gi, 4G or a number of bytes; default two of the model's largest layer "
             "plus 64 MiB",
             kind="size"),
+    Setting("scan", "Check every pickle-based file (.bin .pt .pth .pkl .joblib ..., by content, PyTorch zip "
+            "checkpoints too) before the model goes LIVE: refuse fails the job (exit 1, ABANDONED) when a pickle "
+            "imports a global off the allow-list (PyTorch tensors and storages, numpy arrays, collections."
+            "OrderedDict, ...); warn logs it and goes on", default="refuse", choices=SCAN_MODES),
+    Setting("scan_allow", "Comma-separated prefixes of module.name a pickle may import beyond the default "
+            "allow-list, e.g. sklearn. for a scikit-learn joblib model (os, subprocess, builtins.eval and the like "
+            "are never allowed)"),
     Setting("log_format", "text (for people) or json (one object per line)", default="text", choices=LOG_FORMATS),
     Setting("log_level", "Log level of the job", default="info", choices=LOG_LEVELS),
     Setting("env_file", "A .env file read below real env vars (default ./.env if present)", kind="path"),
@@ -89,8 +97,8 @@ BY_ENV = {s.env: s for s in SETTINGS}
 OF_TYPES = frozenset(s.name for s in _TYPES)
 
 __all__ = ["API_VERSIONS", "BY_ENV", "BY_NAME", "DESTINATION_TYPES", "INTENTS", "LOG_FORMATS", "LOG_LEVELS",
-           "OF_TYPES", "SETTINGS", "SIGSTORE_OPTIONAL", "SIGSTORE_VARS", "SOURCE_TYPES", "Setting", "markdown_table",
-           "parse_size"]
+           "OF_TYPES", "SCAN_MODES", "SETTINGS", "SIGSTORE_OPTIONAL", "SIGSTORE_VARS", "SOURCE_TYPES", "Setting",
+           "markdown_table", "parse_size"]
 
 
 def markdown_table() -> str:

@@ -19,8 +19,9 @@ from .errors import ConfigError, TransferError
 from .locations import split_registry_address
 from .metadata import ids_in
 from .modelcar import source_date_epoch
+from .scan import parse_allow
 from .secret import redact_url
-from .setting import explicit, require
+from .setting import explicit, problem, require
 from .settings import BY_NAME, OF_TYPES, SETTINGS, SIGSTORE_VARS
 from .signing.trust import read_local
 
@@ -45,8 +46,17 @@ def validate(cfg: Config) -> list[str]:
     problems += _check_files(cfg)
     problems += _check_signing(cfg)
     problems += _check_source_date_epoch()
+    problems += _check_scan_allow(cfg)
     _warn_unused(cfg)
     return problems
+
+
+def _check_scan_allow(cfg: Config) -> list[str]:
+    try:
+        parse_allow(cfg.values.get("scan_allow"))
+    except ValueError as exc:
+        return [problem(BY_NAME["scan_allow"], str(exc))]
+    return []
 
 
 def _check_source_date_epoch() -> list[str]:
