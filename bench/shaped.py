@@ -51,6 +51,7 @@ PREFIX = "msbench"  # namespace msbench<PID>, host veth end msb<PID>h
 NS_VETH = "link0"
 LINK_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 MINIO_PORT, CONSOLE_PORT, REGISTRY_PORT, WWW_PORT = 9000, 9001, 5000, 8000
+HUB_PORT = 8090
 BUCKET = "models"
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(kbit|mbit|gbit)$")
 _UNIT = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}  # tc's units: SI, bits per second
@@ -201,6 +202,15 @@ http:
                             str(WWW_PORT)])
         url = f"http://{self.ns_addr}:{WWW_PORT}/"
         self._wait(url, 200, "www")
+        return url
+
+    def serve_hub(self, directory: Path, repo_id: str) -> str:
+        """The stand-in Hugging Face Hub (tests/support/hub_server.py) in the namespace, serving directory as
+        repo_id's main revision (an hf:// source across the link); its URL (HF_ENDPOINT)."""
+        self._spawn("hub", [sys.executable, "-m", "tests.support.hub_server", str(directory), repo_id, self.ns_addr,
+                            str(HUB_PORT)], env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        url = f"http://{self.ns_addr}:{HUB_PORT}"
+        self._wait(f"{url}/api/models/{repo_id}", 200, "hub", timeout=600)  # it hashes the files once
         return url
 
     def close(self) -> None:

@@ -20,11 +20,13 @@ HTTP. Each revision of a repo is a directory on disk; its commit hash is derived
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import http.server
 import json
 import os
 import re
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -70,25 +72,42 @@ def _files(root: Path) -> dict[str, Path]:
     return out
 
 
-def _blob_id(data: bytes) -> str:
-    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
-
-
 def _entry(rel: str, path: Path) -> dict:
-    data = path.read_bytes()
-    entry = {"type": "file", "path": rel, "size": len(data), "oid": _blob_id(data)}
-    if len(data) >= LFS_THRESHOLD:
-        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
-    return entry
+    st = path.stat()
+    return dict(_entry_of(rel, str(path), st.st_size, st.st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=4096)
+def _entry_of(rel: str, path: str, size: int, mtime_ns: int) -> tuple[tuple[str, object], ...]:
+    """A file's tree entry, hashed once per (size, mtime) in 8 MiB blocks (the bench serves GiBs)."""
+    blob, sha = hashlib.sha1(b"blob %d\0" % size), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            blob.update(chunk)
+            sha.update(chunk)
+    entry: dict[str, object] = {"type": "file", "path": rel, "size": size, "oid": blob.hexdigest()}
+    if size >= LFS_THRESHOLD:
+        entry["lfs"] = {"oid": sha.hexdigest(), "size": size, "pointerSize": 134}
+    return tuple(entry.items())
 
 
 _API = re.compile(r"^/api/models/([^/]+/[^/]+)(?:/(revision|tree)/([^/]+)(?:/(.*))?)?$")
 _RESOLVE = re.compile(r"^/([^/]+/[^/]+)/resolve/([^/]+)/(.+)$")
 
 
+STREAM_OVER = 16 << 20  # bodies bigger than this are copied from the file in blocks
+
+
+def _copy_range(f, out, start: int, count: int) -> None:
+    f.seek(start)
+    while count > 0 and (chunk := f.read(min(count, 1 << 20))):
+        out.write(chunk)
+        count -= len(chunk)
+
+
 @contextmanager
-def serve_hub(hub: Hub) -> Iterator[Hub]:
-    """Run the stand-in on 127.0.0.1:<free port>; hub.url is its base URL (HF_ENDPOINT)."""
+def serve_hub(hub: Hub, bind: str = "127.0.0.1", port: int = 0) -> Iterator[Hub]:
+    """Run the stand-in on bind:port (default a free loopback port); hub.url is its base URL (HF_ENDPOINT)."""
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -106,6 +125,19 @@ def serve_hub(hub: Hub) -> Iterator[Hub]:
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(body)
+
+        def _stream(self, path: Path, start: int, end: int, code: int, headers: dict[str, str]) -> None:
+            """A big body from the file, never whole in memory (the bench's GiB shards)."""
+            self.send_response(code)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(end - start))
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            with open(path, "rb") as f:
+                _copy_range(f, self.wfile, start, end - start)
 
         def _error(self, code: int, error_code: str | None, message: str, commit: str | None = None) -> None:
             headers = {"X-Error-Message": message}
@@ -194,17 +226,21 @@ def serve_hub(hub: Hub) -> Iterator[Hub]:
             files = _files(root)
             if rel not in files:
                 return self._error(404, "EntryNotFound", f"{rel} does not exist on \"{rev}\"", commit)
-            data = files[rel].read_bytes()
             entry = _entry(rel, files[rel])
+            size = entry["size"]
             headers = {"X-Repo-Commit": commit, "ETag": f'"{entry["oid"]}"', "Accept-Ranges": "bytes"}
             if "lfs" in entry:
-                headers.update({"X-Linked-Etag": f'"{entry["lfs"]["oid"]}"', "X-Linked-Size": str(len(data))})
-            start, end, code = 0, len(data), 200
+                headers.update({"X-Linked-Etag": f'"{entry["lfs"]["oid"]}"', "X-Linked-Size": str(size)})
+            start, end, code = 0, size, 200
             rng = self.headers.get("Range")
             if rng and self.command == "GET" and (r := re.fullmatch(r"bytes=(\d+)-(\d*)", rng)):
-                start, end, code = int(r.group(1)), (int(r.group(2)) + 1 if r.group(2) else len(data)), 206
-                headers["Content-Range"] = f"bytes {start}-{end - 1}/{len(data)}"
-            body = data[start:end]
+                start, end, code = int(r.group(1)), (int(r.group(2)) + 1 if r.group(2) else size), 206
+                headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            if end - start > STREAM_OVER and not (hub.fail_once or hub.drop_once):
+                return self._stream(files[rel], start, end, code, headers)
+            with open(files[rel], "rb") as f:
+                f.seek(start)
+                body = f.read(end - start)
             if self.command == "GET" and rel in hub.fail_once:
                 hub.fail_once.discard(rel)
                 return self._error(503, None, "Service Unavailable", commit)
@@ -222,12 +258,26 @@ def serve_hub(hub: Hub) -> Iterator[Hub]:
                 return
             self._send(code, body, headers, content_type="application/octet-stream")
 
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd = http.server.ThreadingHTTPServer((bind, port), Handler)
     httpd.daemon_threads = True
     threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    hub.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    hub.url = f"http://{bind}:{httpd.server_address[1]}"
     try:
         yield hub
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def main() -> None:
+    """`python -m tests.support.hub_server DIR REPO_ID BIND PORT`: DIR served as REPO_ID's main revision until
+    killed (the shaped bench runs it inside its network namespace)."""
+    directory, repo_id, bind, port = sys.argv[1:5]
+    hub = Hub()
+    hub.add(repo_id, {"main": Path(directory)})
+    with serve_hub(hub, bind, int(port)):
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()
