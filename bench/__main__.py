@@ -8,9 +8,13 @@ measures, each as one process tree sampled every 50 ms (wall time, MB/s, peak di
 RSS summed over the tree, the tree's CPU seconds and MinIO's and the registry's during the run): D,
 `aws s3 cp --recursive` of the model; P, `oras push` of the same files; a naive S3 -> OCI by hand (D then P in one
 shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a new prefix), an unchanged re-sync (S3 -> OCI to the
-same tag again), S3 -> S3 and a URL source (the files as one tar archive served by a thread of the bench, whose CPU is
-not counted) -> OCI. Then the ratios to the targets: S3->OCI / (1.2 x max(D,P) + 1 s), peak scratch / (2 x largest file
-+ 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first + 1 s). A table is printed (Markdown) and the figures written as JSON.
+same tag again), a new tag of the unchanged model, the job SIGKILLed once 60 % of the bytes are pushed and its re-run
+(the next pod: resume.py), a new tag after one shard changed, S3 -> S3, a URL source (the files as one tar archive
+served by a thread of the bench, whose CPU is not counted) -> OCI and hf:// -> OCI from the stand-in Hub
+(tests/support/hub_server.py). Then the ratios to the targets: S3->OCI / (1.2 x max(D,P) + 1 s), peak scratch /
+(2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first + 1 s), new tag / (0.1 x first + 2 s), one shard
+changed / (0.25 x first + 2 s), resumed / (0.5 x first + 2 s), on loopback S3 -> OCI / (D + P), and whether v1, the
+new tag and the resumed run have one manifest digest. A table is printed (Markdown) and the figures written as JSON.
 
 --shaped RATE (e.g. 800mbit; root, iproute2): the same runs, but MinIO and the registry are reached through a link
 limited to RATE each way (a veth pair into a network namespace made for the run, a `tc` `tbf` qdisc on each end; see
@@ -54,6 +58,7 @@ from e2e.stack import DEFAULT_STATE_DIR, LocalStack
 from modelsync import config, job, tools
 from modelsync.clients import aws
 from modelsync.clients.distribution import RegistryClient
+from modelsync.errors import TransferError
 from modelsync.files import disk_bytes, inventory
 from modelsync.locations import OciLocation, S3Location
 from modelsync.oci_copy import push_layout
@@ -198,6 +203,7 @@ class JobsAgainstFloors:
         self.total = sum((self.model / rel).stat().st_size for rel in self.files)
         self.rows: list[dict[str, Any]] = []
         self.digests: dict[str, str] = {}
+        self.resume_killed_at = 0  # bytes the killed run had recorded as pushed when it was killed
 
     def run(self) -> None:
         from modelsync.destinations.s3 import publish_s3
@@ -266,14 +272,17 @@ class JobsAgainstFloors:
             self.job("modelsync hf:// -> OCI", {**src, "HF_ENDPOINT": served.url}, self.b.dst_oci(ref, "oras"))
 
     def new_versions(self, key: str, repo: str) -> None:
-        """A new tag of the unchanged model; the Job SIGKILLed at 60 % of the first sync's time and run again (same
-        metadata: the same Job; a new storage path: the next pod's); then one shard changed and a new tag. The
-        manifest digests of v1, the new tag and the resumed run are compared (same objects, same image)."""
+        """A new tag of the unchanged model; the Job SIGKILLed once its progress record (resume.py) lists 60 % of
+        the model's bytes as pushed, and run again (same metadata: the same Job; a new storage path: the next
+        pod's); then one shard changed and a new tag. The manifest digests of v1, the new tag and the resumed run
+        are compared (same objects, same image)."""
         self.job("new version, nothing changed, new tag", self.b.src_s3(key), self.b.dst_oci(f"{repo}:v2", "oras"))
-        first = next(r for r in self.rows if r["name"] == "modelsync S3 -> OCI")["seconds"]
         meta = self._meta()
-        self.job("(killed at 60 % of the first's time)", self.b.src_s3(key),
-                 self.b.dst_oci(f"{repo}-resume:v1", "oras"), meta=meta, kill_after=0.6 * first)
+        watch = ResumeWatch(self.b.env["MR_URL"], (meta / "RegisteredModel.name").read_text(),
+                            OciLocation(f"{repo}-resume:v1", tls_verify=False), 0.6 * self.total)
+        self.job("(killed once 60 % of the bytes are pushed)", self.b.src_s3(key),
+                 self.b.dst_oci(f"{repo}-resume:v1", "oras"), meta=meta, kill_when=watch.reached)
+        self.resume_killed_at = watch.seen
         self.job("Job killed at 60 %, re-run", self.b.src_s3(key), self.b.dst_oci(f"{repo}-resume:v1", "oras"),
                  meta=meta)
         client = RegistryClient(OciLocation(f"{repo}:v1", tls_verify=False))
@@ -303,14 +312,14 @@ class JobsAgainstFloors:
                 "MODEL_SYNC_DESTINATION_AWS_SECRET_ACCESS_KEY": e["MINIO_SECRET_KEY"]}
 
     def measure(self, label: str, argv: list[str], scratch: Path | None, env: dict[str, str] | None = None,
-                cwd: Path | None = None, kill_after: float | None = None) -> None:
+                cwd: Path | None = None, kill_when: Callable[[], bool] | None = None) -> None:
         servers = {pid: _cpu(pid) or 0.0 for pid in self.server_pids}
         start = time.monotonic()
         # its own process group: on Ctrl-C / SIGTERM of the bench the whole tree is killed, not left running
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, start_new_session=True)
         killer = None
-        if kill_after is not None:  # SIGKILL, as when a node dies: no handler runs
-            killer = threading.Timer(kill_after, os.killpg, (proc.pid, signal.SIGKILL))
+        if kill_when is not None:  # SIGKILL, as when a node dies: no handler runs
+            killer = threading.Thread(target=_kill_when, args=(proc, kill_when), daemon=True)
             killer.start()
         try:
             peak_scratch, peak_rss, cpu = _sample(proc, scratch)
@@ -320,12 +329,12 @@ class JobsAgainstFloors:
             raise
         finally:
             if killer is not None:
-                killer.cancel()
+                killer.join(5)
         elapsed = time.monotonic() - start
         server_cpu = sum((_cpu(pid) or 0.0) - before for pid, before in servers.items())
-        if kill_after is not None and proc.returncode != -signal.SIGKILL:
+        if kill_when is not None and proc.returncode != -signal.SIGKILL:
             raise SystemExit(f"{label}: ended (exit {proc.returncode}) before it was killed")
-        if proc.returncode != 0 and kill_after is None:
+        if proc.returncode != 0 and kill_when is None:
             raise SystemExit(f"{label}: failed (exit {proc.returncode})")
         self.rows.append({"name": label, "seconds": round(elapsed, 2),
                           "mb_per_s": round(self.total / 1e6 / elapsed, 1),
@@ -334,7 +343,7 @@ class JobsAgainstFloors:
                           "server_cpu_seconds": round(server_cpu, 2)})
 
     def job(self, label: str, src: dict[str, str], dst: dict[str, str], meta: Path | None = None,
-            kill_after: float | None = None) -> None:
+            kill_when: Callable[[], bool] | None = None) -> None:
         e = self.b.env
         meta = meta or self._meta()
         storage = self.b.work / f"storage-{uuid.uuid4().hex[:6]}"
@@ -343,7 +352,7 @@ class JobsAgainstFloors:
                "MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_model", "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(meta),
                "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": e["MR_URL"], "MODEL_SYNC_REGISTRY_IS_SECURE": "false",
                "MODEL_SYNC_STORAGE_PATH": str(storage), "MODEL_SYNC_LOG_LEVEL": "warning", **src, **dst}
-        self.measure(label, [sys.executable, "-m", "modelsync"], storage, env=env, kill_after=kill_after)
+        self.measure(label, [sys.executable, "-m", "modelsync"], storage, env=env, kill_when=kill_when)
         shutil.rmtree(storage, ignore_errors=True)
 
     def targets(self) -> list[dict[str, Any]]:
@@ -414,6 +423,8 @@ class JobsAgainstFloors:
         print(f"|{'-' * 58}|{'-' * 6}:|-----|")
         for t in targets:
             print(f"| {t['name']:56} | {t['ratio']:5.2f} | {'yes' if t['met'] else 'NO ':3} |")
+        print(f"\nthe killed run had pushed {self.resume_killed_at / MIB:.0f} of {self.total / MIB:.0f} MiB (its "
+              f"progress record) when it was SIGKILLed")
         shaped = self.shaped_summary()
         if shaped is not None:
             print(f"\nS3 -> OCI through the link: J / max(D, P) = {shaped['j_seconds']:.1f} / "
@@ -423,7 +434,8 @@ class JobsAgainstFloors:
         if json_path is not None:
             figures = {"model": {"files": self.count, "file_bytes": self.size, "small_files": len(SMALL_FILES),
                                  "total_bytes": self.total},
-                       "cores": os.cpu_count(), "runs": self.rows, "targets": targets}
+                       "cores": os.cpu_count(), "runs": self.rows, "targets": targets,
+                       "resume_killed_at_bytes": self.resume_killed_at}
             if shaped is not None:
                 figures["shaped"] = shaped
             json_path.write_text(json.dumps(figures, indent=2) + "\n")
@@ -489,6 +501,41 @@ def _rss(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _kill_when(proc: subprocess.Popen[bytes], reached: Callable[[], bool]) -> None:
+    while proc.poll() is None:
+        if reached():
+            os.killpg(proc.pid, signal.SIGKILL)
+            return
+        time.sleep(0.1)
+
+
+class ResumeWatch:
+    """Whether a job has pushed a fraction of the model: the finished layers its PENDING artifact's progress record
+    lists (resume.py), read from the Model Registry and the registry every poll."""
+
+    def __init__(self, mr_url: str, model: str, target: OciLocation, at_bytes: float):
+        self.api = f"{mr_url}/api/model_registry/v1alpha3"
+        self.model, self.target, self.at_bytes = model, target, at_bytes
+        self.client = RegistryClient(target)
+        self.seen = 0
+
+    def _get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"{self.api}/{path}", timeout=5) as resp:
+            return json.load(resp)
+
+    def reached(self) -> bool:
+        try:
+            rm = self._get(f"registered_model?name={self.model}")
+            mv = self._get(f"model_version?name=1&parentResourceId={rm['id']}")
+            (art,) = self._get(f"model_versions/{mv['id']}/artifacts")["items"]
+            digest = art["customProperties"]["modelsync.resume"]["string_value"]
+            doc = json.loads(self.client.blob(self.target.repository.split("/", 1)[1], digest))
+        except (OSError, KeyError, ValueError, TransferError):
+            return False  # not claimed or nothing recorded yet
+        self.seen = sum(int(d["size"]) for d in doc["layers"])
+        return self.seen >= self.at_bytes
 
 
 def _write_random(path: Path, size: int) -> None:

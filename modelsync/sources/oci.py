@@ -14,7 +14,9 @@ skopeo (1.9) cannot copy artifacts, so with backend "skopeo" an artifact is fetc
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -31,7 +33,7 @@ from ..files import check_listing, human, safe_relative
 from ..layer_extract import TreeWriter, write_blob
 from ..layer_stream import Stream
 from ..locations import Fetched, FileEntry, OciLocation
-from ..modelcar import MODELS_DIR
+from ..modelcar import CREATED, MODELS_DIR
 from ..oci_access import check_backend, registry_access
 from ..oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, qualified, repo_path
 from ..oci_layout import IMAGE_CONFIG_TYPES, INDEX_TYPES, TITLE, Layout, match_platform, to_oci_manifest
@@ -266,7 +268,23 @@ def facts(src: OciSource) -> dict[str, object]:
 
 def fetch(src: OciSource, ws: Workspace) -> Fetched:
     ws.model.mkdir(parents=True, exist_ok=True)
-    return Fetched(ws.model, tuple(fetch_oci(src.image, ws.model, ws.work, src.backend)))
+    files = tuple(fetch_oci(src.image, ws.model, ws.work, src.backend))
+    when = image_time(src.image)
+    if when is not None:  # the image's date onto its files: an image made of them gets it as `created`
+        for f in files:
+            os.utime(ws.model / f.path, (when, when))
+    return Fetched(ws.model, files)
+
+
+def image_time(src: OciLocation, platform: str = "linux/amd64") -> float | None:
+    """The source image's `org.opencontainers.image.created` annotation (modelcars and most images carry it),
+    POSIX seconds; None when it has none or it cannot be read (the files then keep their extraction time)."""
+    try:
+        manifest = remote_manifest(RegistryClient(src), repo_path(src), src.lookup, platform, src.reference)
+        value = str((manifest.get("annotations") or {}).get(CREATED) or "")
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+    except (TransferError, ValueError):
+        return None
 
 
 def describe(src: OciSource) -> str:

@@ -1,4 +1,5 @@
-"""A killed Job resumes where it stopped, and the same source gives the same image (issue #24).
+"""A killed Job resumes where it stopped, and the same source gives the same image (issue #24; URL and hf:// sources:
+test_archives.py, test_hf_source.py).
 
 Resume: the real CLI, S3 -> OCI, its `oras blob push` slowed by a wrapper (1.5 s before each layer, so the kill
 lands mid-sync), SIGKILLed -- no handler runs, as when a node dies -- once the PENDING artifact on the real Model
@@ -26,9 +27,10 @@ from modelsync import config, job, tools
 from modelsync.clients.distribution import RegistryClient
 from modelsync.locations import OciLocation
 from modelsync.resume import PROPERTY, Progress, Resume
+from modelsync.secret import Secret
 from modelsync.sources.s3 import list_s3
 
-from ..support.jobs import counting_aws, downloads, job_env, s3loc, upload
+from ..support.jobs import base_env, counting_aws, destination_env, downloads, job_env, s3loc, source_env, upload
 from ..support.model_registry import the_artifact
 from ..support.models import write_big
 
@@ -143,3 +145,32 @@ def test_the_same_objects_give_the_same_image(stack, tmp_path, base_image, shard
     _, _, origins = list_s3(s3loc(stack, sharded))
     newest = max(o.modified for o in origins.values() if o.modified is not None)
     assert created[0] == time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(newest))
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("backend", ["oras", "skopeo"])
+def test_the_same_source_image_gives_the_same_image(backend, stack, tmp_path, base_image, model, monkeypatch):
+    """OCI -> OCI, SOURCE_DATE_EPOCH unset, twice a second apart: the files take the source image's `created`,
+    so both copies have one manifest digest and that `created`."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    model_dir, _ = model
+    src = source_env("oci", stack, tmp_path, model_dir, None, base_image)
+    source = OciLocation(src["MODEL_SYNC_SOURCE_OCI_URI"], ca_bundle=stack.oci_tls_ca,
+                         username=stack.oci_tls_username, password=Secret(stack.oci_tls_password))
+    source_created = RegistryClient(source).manifest(source.repository.split("/", 1)[1], "v1").json()[
+        "annotations"]["org.opencontainers.image.created"]
+    digests, created = set(), set()
+    for run in ("a", "b"):
+        run_dir = tmp_path / run
+        run_dir.mkdir()
+        env = {**base_env(stack, run_dir, f"same-oci-{uuid.uuid4().hex[:6]}"), **src,
+               **destination_env("oci", stack, run_dir, base_image), "MODEL_SYNC_DESTINATION_OCI_BACKEND": backend}
+        published = job.run(config.load([], env))
+        target = OciLocation(env["MODEL_SYNC_DESTINATION_OCI_URI"], tls_verify=False)
+        manifest = RegistryClient(target).manifest(target.repository.split("/", 1)[1], published.digest).json()
+        digests.add(published.digest)
+        created.add(manifest["annotations"]["org.opencontainers.image.created"])
+        time.sleep(1.1)
+    assert len(digests) == 1, digests
+    assert created == {source_created}
