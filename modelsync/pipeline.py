@@ -32,6 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from . import scan
 from .clients.distribution import RegistryClient
 from .destinations.oci import OciDestination
 from .files import human, require_free_space
@@ -126,7 +127,8 @@ def push_through(target: OciLocation, base: OciLocation | None, work_dir: Path, 
     progress = Progress(resume or Resume(), RegistryClient(target), target)
 
     def fetch(plan: Planned) -> tuple[dict[str, ModelcarLayer], Download]:
-        return _plan_download(plan, files, origins, target, max_in_flight, progress, make_download)
+        return _plan_download(plan, files, origins, target, max_in_flight, progress, make_download,
+                              scan.needs_reading if scan_file is not None else None)
 
     def pushed(layer: ModelcarLayer) -> None:
         progress.layer_done(descriptor(OCI_LAYER_TAR, layer.digest, layer.size,
@@ -142,11 +144,12 @@ def push_through(target: OciLocation, base: OciLocation | None, work_dir: Path, 
 
 def _plan_download(plan: Planned, files: dict[str, int], origins: Mapping[str, Origin], target: OciLocation,
                    max_in_flight: int | None, progress: Progress,
-                   make_download: MakeDownload) -> tuple[dict[str, ModelcarLayer], Download]:
+                   make_download: MakeDownload,
+                   must_read: Callable[[str], bool] | None) -> tuple[dict[str, ModelcarLayer], Download]:
     """The layers a re-sync reuses, and the paced download of the others' files into the push's directory, once
     the storage path is known to hold the largest of them."""
     reused = reusable_layers(plan.client, target, plan.tag, plan.layers, files, origins,
-                             progress=progress.earlier, hints=progress.hints())
+                             progress=progress.earlier, hints=progress.hints(), must_read=must_read)
     todo = [group for title, group in plan.layers.items() if title not in reused]
     need = _largest_layer(files, todo)
     require_free_space(plan.job_dir, need, "the pipeline's largest layer in flight")

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,19 +56,27 @@ class _Record:
 
 def reusable_layers(client: RegistryClient, target: OciLocation, tag: str, groups: Mapping[str, tuple[str, ...]],
                     files: Mapping[str, int], origins: Mapping[str, Origin], *,
-                    progress: Sequence[Mapping[str, Any]] = (), hints: Sequence[str] = ()) -> dict[str, ModelcarLayer]:
+                    progress: Sequence[Mapping[str, Any]] = (), hints: Sequence[str] = (),
+                    must_read: Callable[[str], bool] | None = None) -> dict[str, ModelcarLayer]:
     """The planned layers (by title) that need no download: an earlier image or attempt recorded the same files
     from the same objects (path, URL, size and ETag all equal: modelcar.SOURCE_RECORD), and the repository still
     has that blob, of the planned size. The files' sha256 come from the record.
     progress: layer descriptors an interrupted attempt recorded; hints: manifest references (digests or tags) in
-    the target repository to look at after the tag."""
+    the target repository to look at after the tag; must_read: files whose bytes must be read in this run (the
+    pickle check, scan.needs_reading): a layer holding one is downloaded whatever an earlier image recorded."""
     repo = repo_path(target)
     wanted: dict[_Key, str] = {}
+    unread = 0
     for title, group in groups.items():
-        if all(rel in origins for rel in group):
+        if must_read is not None and any(must_read(rel) for rel in group):
+            unread += 1
+        elif all(rel in origins for rel in group):
             wanted[tuple((rel, origins[rel].url, files[rel], origins[rel].etag) for rel in sorted(group))] = title
+    if unread:
+        log.info("re-sync: %d layer(s) hold files the pickle check must read (not .safetensors, .json, ...): "
+                 "downloaded whatever an earlier image holds", unread)
     if not wanted:
-        return {}  # no layer whose every file has an origin: nothing could match
+        return {}  # no layer whose every file has an origin (and may go unread): nothing could match
     reused: dict[str, ModelcarLayer] = {}
     gone: set[str] = set()  # blobs found missing: not asked again for another record of them
     for where, descriptors in _earlier(client, repo, target.repository, tag, progress, hints):

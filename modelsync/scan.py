@@ -559,6 +559,12 @@ class _ZlibReader(io.RawIOBase):
         return n
 
 
+def needs_reading(rel: str) -> bool:
+    """Whether the check must read this file's bytes (it may hold a pickle); a layer holding one is never reused
+    from an earlier image unread (resync.py), since that image may have been made with --scan off."""
+    return not rel.lower().endswith(SAFE_SUFFIXES)
+
+
 def scan_file(path: Path, rel: str, allowed: Allowed) -> list[Finding] | None:
     """The findings of one file on disk, or None if it is not pickle-based."""
     lower = rel.lower()

@@ -42,6 +42,7 @@ def synced(stack, tmp_path, base_image, monkeypatch):
              extra: dict[str, str] | None = None):
         env, name = job_env(stack, tmp_path, prefix, base_image, label)
         env["MODEL_SYNC_DESTINATION_OCI_URI"] = target
+        env["MODEL_SYNC_SCAN"] = "off"  # reuse alone; with the pickle check: test_the_pickle_check_reads_...
         env.update(extra or {})
         names.append(name)
         log.write_text("")
@@ -50,7 +51,8 @@ def synced(stack, tmp_path, base_image, monkeypatch):
             if not pipeline:
                 m.setattr(job, "PIPELINES", ())
             published = job.run(config.load([], env))
-        assert the_artifact(stack, names[0] if extra else name, version)["state"] == "LIVE"
+        owner = names[0] if "MODEL_SYNC_MODEL_ID" in (extra or {}) else name  # create_version: the first's model
+        assert the_artifact(stack, owner, version)["state"] == "LIVE"
         return published, [line.split() for line in log.read_text().splitlines()]
 
     first, calls = sync("first")
@@ -96,6 +98,18 @@ def test_a_new_tag_of_the_same_repository_reuses_every_layer(synced):
     """Not the same tag: the repository's other tags are read (resync.MAX_TAGS), their layers reused."""
     again, calls = synced["sync"]("new-tag", target=synced["ref"].rsplit(":", 1)[0] + ":v2")
     assert calls == [], f"a new tag of an unchanged model ran aws: {calls}"
+    assert again.digest == synced["first"].digest and again.files == synced["first"].files
+
+
+@pytest.mark.stack
+def test_the_pickle_check_reads_again_what_it_cannot_trust_unread(synced):
+    """With the pickle check on (the default), a layer holding a file it must read (weights/*.bin, not
+    .safetensors or .json) is downloaded and checked whatever an earlier image recorded (that image may have been
+    made with --scan off); the big .safetensors layer is reused. Same digest."""
+    again, calls = synced["sync"]("scanned", extra={"MODEL_SYNC_SCAN": "refuse"})
+    fetched = " ".join(downloads(calls))
+    assert len(calls) == 1 and "part-00001.bin" in fetched and "part-00002.bin" in fetched, calls
+    assert BIG not in fetched, calls
     assert again.digest == synced["first"].digest and again.files == synced["first"].files
 
 
