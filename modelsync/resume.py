@@ -60,6 +60,7 @@ class Progress:
         self.finished: list[dict[str, Any]] = []
         self.writer: ThreadPoolExecutor | None = None
         self.failed = False  # a record failed (the Model Registry or the registry is unwell): no more tries
+        self.closed = False  # close() has begun: no new record is taken
         self.earlier = self._read(resume.recorded) if resume.recorded else []
 
     def hints(self) -> list[str]:
@@ -76,8 +77,8 @@ class Progress:
         no source record (nothing a later run could match it by). On a thread of its own, so the push goes on
         meanwhile; close() waits for it. After a failed record none is tried again (logged, never raised): a
         restart then moves those layers again."""
-        if self.resume.save is None or not (descriptor.get("annotations") or {}).get(SOURCE_RECORD):
-            return
+        if self.closed or self.resume.save is None or not (descriptor.get("annotations") or {}).get(SOURCE_RECORD):
+            return  # closed: a push thread that outlived a failed push must not write after the job marks it
         if self.writer is None:
             self.writer = ThreadPoolExecutor(1, thread_name_prefix="pipeline-progress")
         self.writer.submit(self._record, dict(descriptor))
@@ -85,8 +86,15 @@ class Progress:
     def close(self) -> None:
         """Wait for every record to be written: none may land after the artifact goes LIVE (a record sets
         PENDING)."""
-        if self.writer is not None:
+        self.closed = True
+        if self.writer is None:
+            return
+        try:
             self.writer.shutdown(wait=True)
+        except BaseException:  # SIGTERM meanwhile: the job marks the artifact next; no record may follow that mark
+            self.failed = True  # (one under way ends first: registry calls take turns on one connection)
+            raise
+        finally:
             self.writer = None
 
     def _record(self, descriptor: dict[str, Any]) -> None:
