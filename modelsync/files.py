@@ -82,6 +82,15 @@ def check_listing(names: Iterable[str], what: str) -> None:
             head = head.rpartition("/")[0]
 
 
+def date_files(root: Path, names: Iterable[str], when: float | None) -> None:
+    """The source's date (POSIX seconds) onto the files it brought under root, which an image built from them takes
+    as its `created` (locations.Fetched.newest): the same source, the same image. None: they keep their own."""
+    if when is None:
+        return
+    for name in names:
+        os.utime(root / name, (when, when))
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:

@@ -171,12 +171,10 @@ def layer_record(layer: ModelcarLayer, origins: Mapping[str, Origin] | None) -> 
     return {SOURCE_RECORD: record} if record else {}
 
 
-def created_time(created: dt.datetime | float | None = None) -> str:
+def created_time(created: dt.datetime | None = None) -> str:
     """The image's `created` (RFC 3339, UTC, seconds): SOURCE_DATE_EPOCH when set, else the given time (the
     source's newest modification: locations.Fetched.newest), else now. Only the last makes a new digest for the
     same content: every source that knows its files' times gives them."""
-    if isinstance(created, (int, float)):
-        created = dt.datetime.fromtimestamp(created, dt.UTC)
     return _rfc3339(source_date_epoch() or created or dt.datetime.now(dt.UTC))
 
 

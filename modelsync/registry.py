@@ -309,14 +309,7 @@ class Registry:
         """What this attempt has finished, on its PENDING artifact, for a restarted Job (resume.py). Best effort:
         one try of each request, at most PROGRESS_TIMEOUT seconds, so a Model Registry that stalls mid-transfer
         costs seconds, not the retries of a step that matters (the caller stops recording after a failure)."""
-        artifact_id, timeout = claim.artifact_id, min(self._timeout, PROGRESS_TIMEOUT)
-        current = self._conn.call_once(f"ModelArtifact id {artifact_id}", lambda api: api.get_model_artifact(
-            artifact_id, _request_timeout=timeout))
-        merged = {k: resendable(v) for k, v in (current.custom_properties or {}).items()}
-        merged[RESUME] = metadata_value(value)
-        body = ModelArtifactUpdate(state=ArtifactState.PENDING, custom_properties=merged)
-        self._conn.call_once(f"update ModelArtifact {artifact_id}", lambda api: api.update_model_artifact(
-            artifact_id, body, _request_timeout=timeout))
+        self._patch_artifact(claim.artifact_id, ArtifactState.PENDING, add={RESUME: value}, best_effort=True)
 
     def earlier_images(self, plan: Plan, versions: int = 3) -> list[str]:
         """The URIs of the LIVE artifacts of the model's most recently updated versions (at most `versions`), newest
@@ -392,21 +385,27 @@ class Registry:
     def _patch_artifact(self, artifact_id: str, state: ArtifactState, add: Mapping[str, PropertyValue] | None = None,
                         drop: tuple[str, ...] | Callable[[str], bool] = (), uri: str | None = None,
                         fields: ArtifactFields | None = None,
-                        replace: dict[str, MetadataValue] | None = None) -> ModelArtifact:
+                        replace: dict[str, MetadataValue] | None = None, best_effort: bool = False) -> ModelArtifact:
         """PATCH state (always sent: the update model's default state is UNKNOWN) and custom properties: the
-        server's merged with add, minus drop (names, or a test on the name); or exactly `replace`."""
+        server's merged with add, minus drop (names, or a test on the name); or exactly `replace`. best_effort: each
+        request tried once, at most PROGRESS_TIMEOUT seconds (record_progress)."""
+        send = self._conn.call_once if best_effort else self._conn.call
+        timeout = self._best_effort_timeout if best_effort else self._timeout
         if replace is not None:
             merged = dict(replace)
         else:
-            current = self._get_artifact(artifact_id).custom_properties or {}
+            current = self._get_artifact(artifact_id, best_effort).custom_properties or {}
             dropped = drop if callable(drop) else (lambda key: key in drop)
             merged = {k: resendable(v) for k, v in current.items() if not dropped(k)}
         merged.update({k: metadata_value(v) for k, v in (add or {}).items()})
         body = ModelArtifactUpdate(state=state, uri=uri, custom_properties=merged, **(fields or {}))
-        return self._conn.call(f"update ModelArtifact {artifact_id}",
-                               lambda api: api.update_model_artifact(artifact_id, body, _request_timeout=self._timeout))
+        return send(f"update ModelArtifact {artifact_id}",
+                    lambda api: api.update_model_artifact(artifact_id, body, _request_timeout=timeout))
 
-    def _get_artifact(self, artifact_id: str) -> ModelArtifact:
+    def _get_artifact(self, artifact_id: str, best_effort: bool = False) -> ModelArtifact:
+        if best_effort:
+            return self._conn.call_once(f"get ModelArtifact id {artifact_id}", lambda api: api.get_model_artifact(
+                artifact_id, _request_timeout=self._best_effort_timeout))
         return self._call_found(f"ModelArtifact id {artifact_id}",
                                 lambda api: api.get_model_artifact(artifact_id, _request_timeout=self._timeout))
 
@@ -423,6 +422,10 @@ class Registry:
             return self._conn.call(f"get {what}", make)
         except NotFound:
             raise RegistryError(f"{what} not found in the Model Registry at {self._conn.address}") from None
+
+    @property
+    def _best_effort_timeout(self) -> float:
+        return min(self._timeout, PROGRESS_TIMEOUT)
 
     @property
     def _timeout(self) -> float:

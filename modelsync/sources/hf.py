@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from ..errors import TransferError
-from ..files import SPACE_RESERVE, check_listing, dir_bytes, inventory, is_no_space, require_free_space
+from ..files import SPACE_RESERVE, check_listing, date_files, dir_bytes, inventory, is_no_space, require_free_space
 from ..files import listing as list_dir
 from ..locations import Fetched, Origin
 from ..metadata import Metadata
@@ -319,7 +319,7 @@ def fetch(src: HfSource, ws: Workspace) -> Fetched:
                            for what, names in (("missing", missing), ("wrong size", wrong), ("unexpected", extra))
                            if names)
         raise TransferError(f"download of {ref} is incomplete ({detail})")
-    _date_files(model, expected.files, revision_time(expected))
+    date_files(model, expected.files, revision_time(expected))  # the revision's date: the same image
     return Fetched(model, inventory(model), origins_of(src, expected))
 
 
@@ -340,16 +340,6 @@ def origins_of(src: HfSource, snap: Snapshot) -> dict[str, Origin]:
         if name in snap.files and content:
             out[name] = Origin(f"{PREFIX}{src.ref.repo_id}/{name}", str(content), revision_time(snap))
     return out
-
-
-def _date_files(model: Path, files: Mapping[str, object], when: float | None) -> None:
-    """The downloaded files get the revision's date (the Hub's lastModified) as their modification time, which an
-    image built from them takes as its `created` (locations.Fetched.newest): the same revision, the same image.
-    Without a date they keep the download's time."""
-    if when is None:
-        return
-    for name in files:
-        os.utime(model / name, (when, when))
 
 
 def download_file(src: HfSource, commit: str | None, name: str, dest: Path, size: int) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -29,7 +28,7 @@ from typing import TYPE_CHECKING, Any, cast
 from .. import tools
 from ..clients.distribution import RegistryClient
 from ..errors import TransferError
-from ..files import check_listing, human, safe_relative
+from ..files import check_listing, date_files, human, safe_relative
 from ..layer_extract import TreeWriter, write_blob
 from ..layer_stream import Stream
 from ..locations import Fetched, FileEntry, OciLocation
@@ -269,10 +268,7 @@ def facts(src: OciSource) -> dict[str, object]:
 def fetch(src: OciSource, ws: Workspace) -> Fetched:
     ws.model.mkdir(parents=True, exist_ok=True)
     files = tuple(fetch_oci(src.image, ws.model, ws.work, src.backend))
-    when = image_time(src.image)
-    if when is not None:  # the image's date onto its files: an image made of them gets it as `created`
-        for f in files:
-            os.utime(ws.model / f.path, (when, when))
+    date_files(ws.model, (f.path for f in files), image_time(src.image))  # the image's date: the same image
     return Fetched(ws.model, files)
 
 
