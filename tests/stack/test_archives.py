@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import time
 import uuid
 import zipfile
 
@@ -52,11 +51,9 @@ def test_the_same_url_gives_the_same_image(kind, stack, tmp_path, http_root, mod
     """SOURCE_DATE_EPOCH unset, the model's files dated 2024: a tar or zip (members' times) or a single file (the
     server's Last-Modified) synced twice, a second apart, to two repositories gives one manifest digest, whose
     `created` is the newest file's date, not the run's."""
-    from modelsync import config, job
-    from modelsync.clients.distribution import RegistryClient
-    from modelsync.locations import OciLocation
+    from modelsync import config
 
-    from ..support.jobs import base_env, destination_env
+    from ..support.jobs import synced_twice
 
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
@@ -78,18 +75,8 @@ def test_the_same_url_gives_the_same_image(kind, stack, tmp_path, http_root, mod
         name = "model.safetensors"
         (root / name).write_bytes(b"\0" * 4096)
         os.utime(root / name, (newest, newest))
-    digests, created = set(), set()
-    for run in ("a", "b"):
-        run_dir = tmp_path / run
-        run_dir.mkdir()
-        env = {**base_env(stack, run_dir, f"same-url-{kind}-{uuid.uuid4().hex[:6]}"), "MODEL_SYNC_SOURCE_TYPE": "uri",
-               "MODEL_SYNC_SOURCE_URI": f"{url}/{name}", **destination_env("oci", stack, run_dir, base_image)}
-        published = job.run(config.load([], env))
-        target = OciLocation(env["MODEL_SYNC_DESTINATION_OCI_URI"], tls_verify=False)
-        manifest = RegistryClient(target).manifest(target.repository.split("/", 1)[1], published.digest).json()
-        digests.add(published.digest)
-        created.add(manifest["annotations"]["org.opencontainers.image.created"])
-        time.sleep(1.1)
+    digests, created = synced_twice(stack, tmp_path, base_image, f"same-url-{kind}",
+                                    {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": f"{url}/{name}"})
     assert len(digests) == 1, digests
     # a zip stores local times with 2-second steps and no zone; read as UTC, the newest file's time to 2 s
     assert created == {"2024-05-31T16:08:37Z" if kind != "zip" else "2024-05-31T16:08:36Z"}, created

@@ -30,7 +30,7 @@ from modelsync.resume import PROPERTY, Progress, Resume
 from modelsync.secret import Secret
 from modelsync.sources.s3 import list_s3
 
-from ..support.jobs import base_env, counting_aws, destination_env, downloads, job_env, s3loc, source_env, upload
+from ..support.jobs import counting_aws, downloads, job_env, s3loc, source_env, synced_twice, upload
 from ..support.model_registry import the_artifact
 from ..support.models import write_big
 
@@ -160,17 +160,7 @@ def test_the_same_source_image_gives_the_same_image(backend, stack, tmp_path, ba
                          username=stack.oci_tls_username, password=Secret(stack.oci_tls_password))
     source_created = RegistryClient(source).manifest(source.repository.split("/", 1)[1], "v1").json()[
         "annotations"]["org.opencontainers.image.created"]
-    digests, created = set(), set()
-    for run in ("a", "b"):
-        run_dir = tmp_path / run
-        run_dir.mkdir()
-        env = {**base_env(stack, run_dir, f"same-oci-{uuid.uuid4().hex[:6]}"), **src,
-               **destination_env("oci", stack, run_dir, base_image), "MODEL_SYNC_DESTINATION_OCI_BACKEND": backend}
-        published = job.run(config.load([], env))
-        target = OciLocation(env["MODEL_SYNC_DESTINATION_OCI_URI"], tls_verify=False)
-        manifest = RegistryClient(target).manifest(target.repository.split("/", 1)[1], published.digest).json()
-        digests.add(published.digest)
-        created.add(manifest["annotations"]["org.opencontainers.image.created"])
-        time.sleep(1.1)
+    digests, created = synced_twice(stack, tmp_path, base_image, "same-oci", src,
+                                    {"MODEL_SYNC_DESTINATION_OCI_BACKEND": backend})
     assert len(digests) == 1, digests
     assert created == {source_created}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import stat
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
@@ -137,3 +138,25 @@ def downloads(calls: list[list[str]]) -> list[str]:
     """What each aws process fetched: the URL, or the files named by --include."""
     assert all(call[:2] == ["s3", "cp"] for call in calls), calls
     return [" ".join(c for c in call[2:] if not c.startswith("-")) for call in calls]
+
+
+def synced_twice(stack, tmp_path: Path, base_image: str, label: str, source: dict[str, str],
+                 extra: dict[str, str] | None = None) -> tuple[set[str], set[str]]:
+    """Two whole jobs of one source (its MODEL_SYNC_* settings) to two new OCI repositories, a second apart (a
+    `created` of the run's time would differ): the manifest digests they pushed and the images' `created`."""
+    from modelsync import config, job
+    from modelsync.clients.distribution import RegistryClient
+
+    digests, created = set(), set()
+    for run in ("a", "b"):
+        run_dir = tmp_path / f"{label}-{run}"
+        run_dir.mkdir()
+        env = {**base_env(stack, run_dir, f"{label}-{uuid.uuid4().hex[:6]}"), **source,
+               **destination_env("oci", stack, run_dir, base_image), **(extra or {})}
+        published = job.run(config.load([], env))
+        target = OciLocation(env["MODEL_SYNC_DESTINATION_OCI_URI"], tls_verify=False)
+        manifest = RegistryClient(target).manifest(target.repository.split("/", 1)[1], published.digest).json()
+        digests.add(str(published.digest))
+        created.add(manifest["annotations"]["org.opencontainers.image.created"])
+        time.sleep(1.1)
+    return digests, created
