@@ -84,11 +84,12 @@ def check_listing(names: Iterable[str], what: str) -> None:
 
 def date_files(root: Path, names: Iterable[str], when: float | None) -> None:
     """The source's date (POSIX seconds) onto the files it brought under root, which an image built from them takes
-    as its `created` (locations.Fetched.newest): the same source, the same image. None: they keep their own."""
+    as its `created` (locations.Fetched.newest): the same source, the same image. None: they keep their own. A
+    link's own time is set, never its target's (a link in a model may point anywhere)."""
     if when is None:
         return
     for name in names:
-        os.utime(root / name, (when, when))
+        os.utime(root / name, (when, when), follow_symlinks=False)
 
 
 def sha256_file(path: Path) -> str:

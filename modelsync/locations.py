@@ -152,7 +152,8 @@ class Fetched:
         times: list[float] = []
         for f in self.files:
             listed = self.origins[f.path].modified if f.path in self.origins else None
-            times.append(listed if listed is not None else (self.model_dir / f.path).stat().st_mtime)
+            times.append(listed if listed is not None else  # a link's own time, not its target's
+                         (self.model_dir / f.path).lstat().st_mtime)
         return max(times, default=None)
 
 
