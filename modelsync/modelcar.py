@@ -56,6 +56,11 @@ log = logging.getLogger("modelsync.modelcar")
 SIGNATURE_FILE = SIGNATURE_NAME  # /models/model.sig: its own, last layer
 CREATED = "org.opencontainers.image.created"
 SOURCE = "org.opencontainers.image.source"
+# olot's per-layer content annotations (olot/constants.py, olot 1.2.1): the file a layer holds, as olot writes them.
+CONTENT_DIGEST = "olot.layer.content.digest"      # sha256 of the file itself, not of the layer tar
+CONTENT_TYPE = "olot.layer.content.type"          # file | directory
+CONTENT_PATH = "olot.layer.content.inlayerpath"   # where it lands in the container, /models/<path>
+CONTENT_NAME = "olot.layer.content.name"          # the file's name
 # A multi-file layer's config history entry lists its paths up to about this many characters.
 HISTORY_CHARS = 400
 # Where a layer's bytes came from (S3 sources): a compact JSON list, one object per file in path order,
@@ -171,6 +176,20 @@ def layer_record(layer: ModelcarLayer, origins: Mapping[str, Origin] | None) -> 
     return {SOURCE_RECORD: record} if record else {}
 
 
+def layer_annotations(layer: ModelcarLayer, origins: Mapping[str, Origin] | None) -> dict[str, str]:
+    """A model layer's annotations: its title, the content keys olot writes (so tools that read them, e.g.
+    rh-model-signing's image verification, find each file's sha256 without pulling the layer) and, with origins,
+    its source record. A one-file layer is olot's `file` (its sha256, `/models/<path>`, its name); a shared layer
+    is a `directory` under /models/ with no single digest, as olot marks a directory's tarball."""
+    if len(layer.files) == 1:
+        only = layer.files[0]
+        content = {CONTENT_DIGEST: f"sha256:{only.sha256}", CONTENT_TYPE: "file",
+                   CONTENT_PATH: f"/{MODELS_DIR}/{only.path}", CONTENT_NAME: only.path.rsplit("/", 1)[-1]}
+    else:
+        content = {CONTENT_TYPE: "directory", CONTENT_PATH: f"/{MODELS_DIR}/", CONTENT_NAME: layer.title}
+    return {TITLE: layer.title, **content, **layer_record(layer, origins)}
+
+
 def created_time(created: dt.datetime | None = None) -> str:
     """The image's `created` (RFC 3339, UTC, seconds): SOURCE_DATE_EPOCH when set, else the given time (the
     source's newest modification: locations.Fetched.newest), else now. Only the last makes a new digest for the
@@ -204,8 +223,8 @@ def finish_image(out: Layout, tag: str, config: dict[str, Any], base_layers: lis
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": config_desc,
-        "layers": base_layers + [descriptor(OCI_LAYER_TAR, lay.digest, lay.size,
-                                            {TITLE: lay.title, **layer_record(lay, origins)}) for lay in layers],
+        "layers": base_layers + [descriptor(OCI_LAYER_TAR, lay.digest, lay.size, layer_annotations(lay, origins))
+                                 for lay in layers],
         "annotations": annotations,
     }
     manifest_desc = out.add_bytes(canonical_json(manifest), OCI_MANIFEST)

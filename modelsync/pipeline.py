@@ -38,11 +38,11 @@ from .destinations.oci import OciDestination
 from .files import human, require_free_space
 from .layer_push import Download
 from .locations import FileEntry, OciLocation, Origin, Published, S3Location
-from .modelcar import SIGNATURE_FILE, layer_record
+from .modelcar import SIGNATURE_FILE, layer_annotations
 from .modelcar_layers import MODEL_LAYER_BUDGET, ModelcarLayer, plan_layers
 from .modelcar_push import Planned, push_modelcar
 from .oci_copy import push_tag
-from .oci_layout import OCI_LAYER_TAR, TITLE, descriptor
+from .oci_layout import OCI_LAYER_TAR, descriptor
 from .resume import Progress, Resume
 from .resync import reusable_layers
 from .s3_download import S3Download, in_flight_cap
@@ -131,8 +131,7 @@ def push_through(target: OciLocation, base: OciLocation | None, work_dir: Path, 
                               scan.needs_reading if scan_file is not None else None)
 
     def pushed(layer: ModelcarLayer) -> None:
-        progress.layer_done(descriptor(OCI_LAYER_TAR, layer.digest, layer.size,
-                                       {TITLE: layer.title, **layer_record(layer, origins)}))
+        progress.layer_done(descriptor(OCI_LAYER_TAR, layer.digest, layer.size, layer_annotations(layer, origins)))
 
     try:
         return push_modelcar(target, base, work_dir, files, origins, fetch=fetch, source_annotation=source_annotation,

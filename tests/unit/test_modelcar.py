@@ -222,6 +222,9 @@ def test_shared_layer_tar_title_history_and_extraction(tmp_path):
     image = build_modelcar(model, tmp_path / "out", created=WHEN)
     assert len(image.layers) == 1 and image.layers[0].title == PACK_TITLE.format(index=1)
     assert {f.path: f.sha256 for f in image.files} == expected and len(image.files) == 150
+    assert image.manifest["layers"][0]["annotations"] == {  # olot marks a tarball of many files a directory
+        TITLE: PACK_TITLE.format(index=1), "olot.layer.content.type": "directory",
+        "olot.layer.content.inlayerpath": "/models/", "olot.layer.content.name": PACK_TITLE.format(index=1)}
     with tarfile.open(fileobj=io.BytesIO(_layers(image)[image.layers[0].title])) as tar:
         names = tar.getnames()
     dirs = ["models"] + [f"models/sub{i}{d}" for i in range(3) for d in ("", "/deeper")]
@@ -264,7 +267,12 @@ def test_config_and_manifest_on_scratch(tmp_path):
     assert manifest["annotations"] == {"org.opencontainers.image.created": "2026-11-25T12:00:00Z",
                                        "org.opencontainers.image.source": "s3://bucket/model"}
     for desc, lay in zip(manifest["layers"], image.layers, strict=True):
-        assert desc["mediaType"] == OCI_LAYER_TAR and desc["annotations"] == {TITLE: lay.title}
+        (rel,) = [f.path for f in lay.files]
+        sha = hashlib.sha256((tmp_path / "m" / rel).read_bytes()).hexdigest()
+        # olot's content keys, so rh-model-signing and olot-aware tools find the file without pulling the layer
+        assert desc["mediaType"] == OCI_LAYER_TAR and desc["annotations"] == {
+            TITLE: lay.title, "olot.layer.content.digest": f"sha256:{sha}", "olot.layer.content.type": "file",
+            "olot.layer.content.inlayerpath": f"/models/{rel}", "olot.layer.content.name": rel.rsplit("/", 1)[-1]}
         assert desc["size"] == layout.blob_path(desc["digest"]).stat().st_size
     config = layout.read_json(manifest["config"]["digest"])
     assert (config["os"], config["architecture"]) == ("linux", "amd64")
