@@ -459,6 +459,60 @@ class JobsAgainstFloors:
             print(f"\nwritten: {json_path}")
 
 
+class ScaleRun:
+    """--scale: does the time per GiB hold as the model grows? S3 -> OCI alone, on loopback, for FILES files of a
+    quarter of SIZE and then FILES of SIZE (the issue's 4 x 1 GiB against 4 x 4 GiB), each model written, uploaded
+    and deleted locally before its job so the disk holds at most the objects, the image and the scratch (about
+    2.5 x the model). The target: the larger run's seconds per GiB within 15 % of the smaller's; scratch and RSS
+    as in every regime."""
+
+    def __init__(self, bench: Bench, count: int, size: int, server_pids: Sequence[int]):
+        self.b, self.count, self.size = bench, count, size
+        self.floors = JobsAgainstFloors.__new__(JobsAgainstFloors)  # only its measure() and job(): no model written
+        self.floors.b, self.floors.server_pids, self.floors.rows = bench, list(server_pids), []
+        self.floors.link = None
+
+    def run(self) -> None:
+        from modelsync.destinations.s3 import publish_s3
+        for size in (self.size // 4, self.size):
+            model = self.b.work / "scale-model"
+            for i in range(self.count):
+                _write_random(model / f"shard-{i:02d}.safetensors", size)
+            key = f"bench-floors/scale-{uuid.uuid4().hex[:8]}"
+            publish_s3(model, inventory(model), self.b.s3(key), "b" * 32)
+            shutil.rmtree(model)
+            self.floors.total = self.count * size
+            ref = f"{self.b.env['OCI_REGISTRY']}/bench/scale-{uuid.uuid4().hex[:8]}:v1"
+            self.floors.job(f"S3 -> OCI, {self.count} x {size / MIB:.0f} MiB", self.b.src_s3(key),
+                            self.b.dst_oci(ref, "oras"))
+            self.floors.rows[-1]["file_bytes"] = size
+            _remove_bench_objects(self.b)
+
+    def report(self, json_path: Path) -> None:
+        small, big = self.floors.rows
+        per_gib = [r["seconds"] / (self.count * r["file_bytes"] / (1 << 30)) for r in (small, big)]
+        targets = [("seconds per GiB, larger / smaller run (<= 1.15)", per_gib[1] / per_gib[0], 1.15),
+                   ("larger run's peak scratch / (2 x its file + 64 MiB)", big["peak_scratch_bytes"],
+                    2 * self.size + 64 * MIB),
+                   ("peak RSS, all processes, either run / 300 MiB",
+                    max(small["peak_rss_bytes"], big["peak_rss_bytes"]), 300 * MIB)]
+        result = [{"name": n, "value": round(v, 3), "limit": lim, "ratio": round(v / lim, 2), "met": v <= lim}
+                  for n, v, lim in targets]
+        print(f"\n{os.cpu_count()} cores, loopback stack; S3 -> OCI only\n")
+        print(f"| {'run':32} | {'s':>6} | {'s/GiB':>6} | {'peak scratch MiB':>16} | {'peak RSS MiB':>12} | "
+              f"{'CPU-s':>5} | {'+ servers':>9} |")
+        print(f"|{'-' * 34}|{'-' * 7}:|{'-' * 7}:|{'-' * 17}:|{'-' * 13}:|{'-' * 6}:|{'-' * 10}:|")
+        for r, each in zip((small, big), per_gib, strict=True):
+            print(f"| {r['name']:32} | {r['seconds']:6.1f} | {each:6.2f} | {r['peak_scratch_bytes'] / MIB:16.0f} | "
+                  f"{r['peak_rss_bytes'] / MIB:12.0f} | {r['cpu_seconds']:5.1f} | {r['server_cpu_seconds']:9.1f} |")
+        print()
+        for t in result:
+            print(f"{t['name']}: {t['ratio']:.2f} {'met' if t['met'] else 'NOT met'}")
+        json_path.write_text(json.dumps({"cores": os.cpu_count(), "files": self.count, "runs": self.floors.rows,
+                                         "seconds_per_gib": per_gib, "targets": result}, indent=2) + "\n")
+        print(f"\nwritten: {json_path}")
+
+
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
@@ -582,12 +636,17 @@ def main() -> None:
     parser.add_argument("--shaped", metavar="RATE", default=None,
                         help="reach MinIO and the registry through a veth link limited to RATE each way (tc tbf, "
                              "e.g. 800mbit; root): bench/shaped.py")
+    parser.add_argument("--scale", action="store_true",
+                        help="instead: S3 -> OCI alone for --files x --size/4 and --files x --size (e.g. --files 4 "
+                             "--size 4Gi: 4 and 16 GiB; about 2.5 x the larger model of free disk), time per GiB "
+                             "compared; figures to bench/results-scale.json")
     parser.add_argument("--compare-backends", action="store_true",
                         help="instead: the skopeo/oras comparison of earlier versions (--size-mib big file)")
     parser.add_argument("--size-mib", type=int, default=1024, help="--compare-backends: the big file's MiB")
     args = parser.parse_args()
     if args.json is None:
-        args.json = Path(__file__).parent / ("results-shaped.json" if args.shaped else "results.json")
+        args.json = Path(__file__).parent / ("results-scale.json" if args.scale else
+                                             "results-shaped.json" if args.shaped else "results.json")
     if args.shaped:
         parse_rate(args.shaped)  # a wrong rate fails before the stack starts
     stack = LocalStack(DEFAULT_STATE_DIR)
@@ -603,6 +662,14 @@ def main() -> None:
             return
         bench = Bench(stack.env(), Path(tmp), 0)
         status = stack.status()
+        if args.scale:
+            scale = ScaleRun(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")])
+            try:
+                scale.run()
+            finally:
+                _remove_bench_objects(bench)
+            scale.report(args.json)
+            return
         run = JobsAgainstFloors(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")])
         try:
             run.run()
