@@ -5,6 +5,9 @@ for byte by the OCI source with both backends, and re-synced without a download.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -17,10 +20,12 @@ from modelsync.sources.oci import fetch_oci
 from ..support.jobs import base_env, destination_env, s3_env, upload
 from ..support.model_registry import the_artifact
 from ..support.models import digests_of, make_model
+from ..support.signing import NO_PROXY, sigstore_env
 
 pytestmark = pytest.mark.stack
 MIB = 1 << 20
 FORMATS = ["modelcar", "modelpack", "hybrid"]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -106,3 +111,26 @@ def test_each_format_from_s3_is_live_pinned_and_reads_back(oci_format, stack, tm
     reuse = [r.getMessage() for r in caplog.records if r.name == "modelsync.resync" and "unchanged" in r.getMessage()]
     assert reuse, [r.getMessage() for r in caplog.records if r.name.startswith("modelsync.pipeline")]
     assert any("(0 to download)" in r.getMessage() for r in caplog.records), reuse
+
+
+@pytest.mark.parametrize("oci_format", ["modelpack", "hybrid"])
+def test_a_signed_sync_of_each_new_format_verifies(oci_format, sigstore_stack, tmp_path, base_image):
+    """model.sig rides in the artifact (a raw layer of ModelPack; the modelcar's last layer, shared by the hybrid's
+    ModelPack manifest) and the image signature is bound to what the URI pins: modelsync-verify accepts both."""
+    model_dir = tmp_path / "model"
+    expected = make_model(model_dir)
+    prefix = upload(sigstore_stack, model_dir)
+    published, name, uri = run_job(sigstore_stack, tmp_path, prefix, base_image, oci_format, f"{oci_format}-sig",
+                                   **sigstore_env(sigstore_stack))
+    art = the_artifact(sigstore_stack, name)
+    assert art["state"] == "LIVE" and art["uri"] == published.uri
+    props = {k: v["string_value"] for k, v in art["customProperties"].items() if "string_value" in v}
+    assert props["modelsync.signature.model_files"] == str(len(expected))
+    files = read_back(published, tmp_path, "oras")
+    assert files.pop("model.sig") and files == expected
+    run = subprocess.run([str(REPO / "bin" / "modelsync-verify"), published.uri,
+                          "--identity", sigstore_stack.stack_sigstore_identity,
+                          "--issuer", sigstore_stack.stack_sigstore_issuer,
+                          "--trust-config", sigstore_stack.stack_sigstore_trust_config, "--registry-insecure"],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, **NO_PROXY})
+    assert run.returncode == 0, run.stdout + run.stderr
