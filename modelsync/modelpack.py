@@ -33,9 +33,14 @@ Differences from olot 1.2.1, each on purpose:
 - olot annotates a layer with its title only; here also `org.cncf.model.filepath`: the layer's path in the tar
   (`models/<path>` of a one-file layer, `models/` of a shared one), since that is where a ModelPack tool unpacking
   the tar puts the file (a raw ModelPack layer could not be the modelcar's blob: the modelcar needs a tar).
-- olot puts `io.opendatahub.author: olot` on the index entry; here `modelsync`, which is what wrote it.
+- olot puts `io.opendatahub.author: olot` on the index entry (and on the modelcar manifest); here `modelsync` on
+  the entry, which is what wrote it, and the entry also names the manifest's `artifactType` (OCI 1.1 descriptors).
 - olot needs a multi-platform base and adds the ModelPack manifest to every index of it; here the modelcar is built
   for one platform, so the index has exactly two entries.
+"Same blobs" holds inside one index (the ModelPack manifest lists the modelcar's layer digests). An olot image and
+a modelsync image of the same files do not share layer digests: olot's tar of a file keeps its mtime, mode 0664
+and no directory entries, modelsync's (modelcar_layers.py) is mtime 0, 0644, with /models and each parent dir; the
+files' own sha256 (olot.layer.content.digest) are the same.
 
 modelpack and hybrid are pushed with oras only: skopeo 1.9 cannot copy an artifact (a config that is not an image
 config), so config validation refuses them with the skopeo backend (destinations/oci.py).
