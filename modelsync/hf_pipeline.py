@@ -70,7 +70,7 @@ def transfer(source: HfSource, destination: OciDestination, ws: Workspace, job: 
         target, destination.base, ws.work, files, origins, hf.revision_time(snap), max_in_flight,
         lambda dest, cap: HfDownload(source, snap.commit, files, dest, cap),
         source_annotation=public_source, platform="linux/amd64", sign_model=sign_model, resume=resume,
-        scan_file=scan_file)
+        scan_file=scan_file, oci_format=destination.format)
 
 
 class HfDownload:

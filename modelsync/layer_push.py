@@ -17,6 +17,8 @@ straight into oras's stdin around the file's bytes, so a file is read twice from
 never copied. The file's and the layer's sha256 are taken in one read, on two cores (hashlib lets go of the
 GIL). oras is given the digest (`repo@digest`) so it does not hash again. The bytes are those modelcar_layers
 writes of the same files (layer_parts), so the manifest digest is the one of build_modelcar + push_layout.
+With raw (a ModelPack artifact, modelpack.py) a layer is one file as it is: its sha256 is the layer digest,
+taken in one read (none when the fetch took it already), and oras is fed the file alone.
 """
 
 from __future__ import annotations
@@ -94,8 +96,9 @@ class LayerPusher:
     def __init__(self, files: dict[str, int], target: OciLocation, access: RegistryAccess, client: RegistryClient,
                  job_dir: Path, *, landed: Path | None = None, download: Download | None = None,
                  on_pushed: Callable[[ModelcarLayer], None] | None = None, hashes: Mapping[str, str] | None = None,
-                 check_file: Callable[[str, Path], None] | None = None):
+                 check_file: Callable[[str, Path], None] | None = None, raw: bool = False):
         self.files, self.target, self.access, self.client = files, target, access, client
+        self.raw = raw  # ModelPack: each layer is one file as it is (no tar), its digest the file's sha256
         self.on_pushed = on_pushed  # called (push thread) once a model layer's blob is in the repository
         self.hashes = dict(hashes or {})  # files' sha256 known already (taken as a fetch wrote them): not taken again
         self.check_file = check_file  # each file once it has landed, before its layer is hashed (job's pickle scan)
@@ -136,7 +139,7 @@ class LayerPusher:
         if self.download is not None:
             threads.append(threading.Thread(target=self._guard(self._download, wanted), name="pipeline-download",
                                             daemon=True))
-        total = sum(layer_tar_size([(rel, self.files[rel]) for rel in group]) for group, _ in layers) \
+        total = sum(self.layer_size(group) for group, _ in layers) \
             + sum(size for _, size, _ in base_blobs)
         try:
             label = f"push {self.repo}:{self.target.tag or 'latest'}" if self.download is None else "download + push"
@@ -200,9 +203,9 @@ class LayerPusher:
                     self._await(rel)
                     if self.check_file is not None:  # raises to stop the push: nothing of this layer goes up
                         self.check_file(rel, self.dest / rel)
-                parts = layer_parts([(rel, self.files[rel]) for rel in group])
+                parts: list[Part] = list(group) if self.raw else layer_parts([(rel, self.files[rel]) for rel in group])
                 layer = self._hash(parts, title, second)
-                planned = layer_tar_size([(rel, self.files[rel]) for rel in group])
+                planned = self.layer_size(group)
                 if layer.size != planned:
                     raise TransferError(f"layer {title}: {layer.size} bytes, {planned} planned (the source changed "
                                         f"during the sync?)")
@@ -211,6 +214,12 @@ class LayerPusher:
                     self.unpushed += 1
                 self.pushes.put(_Layer(layer, parts))
         self.pushes.put(None)  # after the last layer: the pusher ends once the queue is drained
+
+    def layer_size(self, group: tuple[str, ...]) -> int:
+        """Bytes of the layer of group: its tar, or (raw) the one file."""
+        if self.raw:
+            return sum(self.files[rel] for rel in group)
+        return layer_tar_size([(rel, self.files[rel]) for rel in group])
 
     def _await(self, rel: str) -> None:
         """Until rel has landed whole (aws renames a file into place once it is complete)."""
@@ -238,6 +247,8 @@ class LayerPusher:
         """The layer's digest and size and each file's sha256, in one read of each file (the two hashes on two
         cores: hashlib lets go of the GIL); a file whose sha256 is known (self.hashes) is hashed for the layer
         only."""
+        if self.raw:
+            return self._hash_raw(str(parts[0]), title)
         layer_sha, size, entries = hashlib.sha256(), 0, []
         buf = memoryview(bytearray(READ_BUF))
         for part in parts:
@@ -263,6 +274,25 @@ class LayerPusher:
             digest = file_sha.hexdigest() if file_sha is not None else str(known)
             entries.append(FileEntry(part, self.files[part], digest))
         return ModelcarLayer(title, "sha256:" + layer_sha.hexdigest(), size, tuple(entries))
+
+    def _hash_raw(self, rel: str, title: str) -> ModelcarLayer:
+        """A raw layer: the file's sha256 is the layer's digest, so it is taken once, and not at all when the
+        fetch that wrote the file took it (self.hashes)."""
+        known = self.hashes.get(rel)
+        if known is None:
+            file_sha, left = hashlib.sha256(), self.files[rel]
+            buf = memoryview(bytearray(READ_BUF))
+            with open(self.dest / rel, "rb") as f:
+                while left > 0:
+                    self.check()
+                    n = f.readinto(buf[:min(READ_BUF, left)])
+                    if not n:
+                        raise TransferError(f"{self.source}: {rel} shrank while being read")
+                    file_sha.update(buf[:n])
+                    left -= n
+            known = file_sha.hexdigest()
+        size = self.files[rel]
+        return ModelcarLayer(title, "sha256:" + known, size, (FileEntry(rel, size, known),))
 
     # ---- push -------------------------------------------------------------------------------------------------
 

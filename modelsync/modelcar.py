@@ -80,6 +80,13 @@ class ModelcarImage:
     manifest: dict[str, Any]
     layers: tuple[ModelcarLayer, ...]   # the model layers only (base layers come first in the manifest)
     signature: ModelcarLayer | None = None  # /models/model.sig, the last layer, when the job signs
+    media_type: str = OCI_MANIFEST          # of manifest_digest's document: an index for a hybrid (modelpack.py)
+    parts: tuple[tuple[str, dict[str, Any]], ...] = ()  # an index's manifests (digest, document), in its order
+
+    @property
+    def manifests(self) -> tuple[tuple[str, dict[str, Any]], ...]:
+        """Every image manifest pushed: the index's parts, or the one manifest."""
+        return self.parts or ((self.manifest_digest, self.manifest),)
 
     @property
     def files(self) -> tuple[FileEntry, ...]:

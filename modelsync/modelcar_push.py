@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import modelpack
 from .clients.distribution import RegistryClient
 from .errors import TransferError
 from .files import human
@@ -65,7 +66,8 @@ Fetch = Callable[[Planned], tuple[dict[str, ModelcarLayer], Download]]
 def dir_to_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | None, work_dir: Path,
                     source_annotation: str | None = None, *, platform: str = "linux/amd64",
                     created: dt.datetime | None = None, origins: Mapping[str, Origin] | None = None,
-                    signature: Path | None = None, hashes: Mapping[str, str] | None = None) -> Published:
+                    signature: Path | None = None, hashes: Mapping[str, str] | None = None,
+                    oci_format: str = "modelcar") -> Published:
     """The modelcar of the files already in model_dir (a fetched source, or a volume read in place) pushed: each
     layer hashed from the files, then fed to `oras blob push` from them, so no layer tar is written and model_dir
     is left as it was. The same image, byte for byte, as build_modelcar + push_layout.
@@ -77,7 +79,7 @@ def dir_to_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | No
     sign_model = (lambda _files: signature.read_bytes()) if signature is not None else None
     return push_modelcar(target, base, work_dir, files, dict(origins or {}), landed=model_dir,
                          source_annotation=source_annotation, platform=platform, sign_model=sign_model,
-                         created=created, hashes=hashes)
+                         created=created, hashes=hashes, oci_format=oci_format)
 
 
 def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path, files: dict[str, int],
@@ -87,7 +89,7 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                   sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
                   on_pushed: Callable[[ModelcarLayer], None] | None = None,
                   hashes: Mapping[str, str] | None = None,
-                  scan_file: Callable[[str, Path], None] | None = None) -> Published:
+                  scan_file: Callable[[str, Path], None] | None = None, oci_format: str = "modelcar") -> Published:
     """Plan, (fetch,) hash and push the layers of files, then config and manifest; verified. With landed the
     files are there already (nothing fetched, nothing reused, nothing deleted); else fetch brings them.
 
@@ -95,19 +97,26 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
     it returns model.sig, which goes up in a layer of its own before the manifest.
     on_pushed: called with each model layer pushed by this run, once its blob is in the repository.
     scan_file(rel, path): called on each file once it is on disk, before its layer is hashed and pushed (the
-    pickle check; it raises to stop the push)."""
+    pickle check; it raises to stop the push).
+    oci_format: modelcar, modelpack (raw layers, no base image) or hybrid (the modelcar and a ModelPack manifest
+    over its layers in one index, which the result names): modelpack.py."""
     tag = push_tag(target)
     signing = sign_model is not None
     created_at = created_time(created)
     work_dir.mkdir(parents=True, exist_ok=True)
     job_dir = Path(tempfile.mkdtemp(prefix="pipeline-", dir=work_dir))
     try:
-        base_dir = pull_base(base, job_dir, work_dir, "oras", platform)
+        raw = oci_format == "modelpack"  # an artifact of raw files: no base image, one layer per file
+        base_dir = None if raw else pull_base(base, job_dir, work_dir, "oras", platform)
         base_layers, config = base_image(base_dir, platform)
-        budget = max(1, min(MODEL_LAYER_BUDGET, MAX_IMAGE_LAYERS - len(base_layers) - signing))
-        groups = plan_layers(sorted(files.items()), budget)
-        titles = layer_titles(groups)
-        check_layer_count(len(base_layers), len(groups) + signing)
+        if raw:
+            groups = modelpack.plan_raw(files)
+            titles = [group[0] for group in groups]
+        else:
+            budget = max(1, min(MODEL_LAYER_BUDGET, MAX_IMAGE_LAYERS - len(base_layers) - signing))
+            groups = plan_layers(sorted(files.items()), budget)
+            titles = layer_titles(groups)
+            check_layer_count(len(base_layers), len(groups) + signing)
         client = RegistryClient(target)
         download: Download | None = None
         reused: dict[str, ModelcarLayer] = {}
@@ -122,15 +131,22 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
         start = time.monotonic()
         with registry_access(target, work_dir) as access:
             pusher = LayerPusher(files, target, access, client, job_dir, landed=landed, download=download,
-                                 on_pushed=on_pushed, hashes=hashes, check_file=scan_file)
+                                 on_pushed=on_pushed, hashes=hashes, check_file=scan_file, raw=raw)
             base_blobs = [(d["digest"], d["size"], Layout(base_dir).blob_path(d["digest"])) for d in base_layers
                           if client.find_blob(repo_path(target), d["digest"]) != d["size"]] \
                 if base_dir is not None else []
             done = {**pusher.go(todo, base_blobs), **reused}
             layers = [done[title] for title in titles]
-            signature = _signature_layer(pusher, sign_model, layers) if sign_model is not None else None
-            image = finish_image(pusher.layout, _REF, config, base_layers, layers, created_at, source_annotation,
-                                 origins or None, signature)
+            signature = _signature_layer(pusher, sign_model, layers, raw) if sign_model is not None else None
+            if raw:
+                image = modelpack.finish_modelpack(pusher.layout, _REF, layers, created_at, source_annotation,
+                                                   origins or None, signature)
+            else:
+                image = finish_image(pusher.layout, _REF, config, base_layers, layers, created_at,
+                                     source_annotation, origins or None, signature)
+                if oci_format == "hybrid":
+                    image = modelpack.finish_hybrid(pusher.layout, _REF, image, platform, created_at,
+                                                    source_annotation)
             _finish(pusher, image, tag)
         total = sum(files.values())
         elapsed = time.monotonic() - start
@@ -146,10 +162,19 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
 
 
 def _signature_layer(pusher: LayerPusher, sign_model: Callable[[tuple[FileEntry, ...]], bytes],
-                     layers: list[ModelcarLayer]) -> ModelcarLayer:
-    """model.sig over every file's sha256 (hashed as the layers were written), in its own layer, pushed."""
+                     layers: list[ModelcarLayer], raw: bool = False) -> ModelcarLayer:
+    """model.sig over every file's sha256 (hashed as the layers were written), in its own layer, pushed: a tar
+    of /models/model.sig, or (raw, ModelPack) the file itself."""
+    signed = tuple(f for layer in layers for f in layer.files)
+    if raw:
+        data = sign_model(signed)
+        desc = pusher.layout.add_bytes(data, "application/octet-stream")
+        layer = ModelcarLayer(SIGNATURE_FILE, desc["digest"], len(data),
+                              (FileEntry(SIGNATURE_FILE, len(data), desc["digest"].split(":", 1)[1]),))
+        pusher.push_blob(layer.digest, pusher.layout.blob_path(layer.digest))
+        return layer
     path = pusher.layout.root.parent / SIGNATURE_FILE
-    path.write_bytes(sign_model(tuple(f for layer in layers for f in layer.files)))
+    path.write_bytes(sign_model(signed))
     layer = write_layer([(SIGNATURE_FILE, path)], pusher.layout, SIGNATURE_FILE)
     path.unlink()
     pusher.push_blob(layer.digest, pusher.layout.blob_path(layer.digest))
@@ -157,19 +182,25 @@ def _signature_layer(pusher: LayerPusher, sign_model: Callable[[tuple[FileEntry,
 
 
 def _finish(pusher: LayerPusher, image: ModelcarImage, tag: str) -> None:
-    """Config blob pushed, every blob HEAD-verified in the registry, then the manifest pushed under tag."""
-    config = image.manifest["config"]
+    """Config blobs pushed, every blob HEAD-verified in the registry, then the manifest pushed under tag (a
+    hybrid: its two manifests by digest, then the index under tag)."""
     try:
         client, repo = pusher.client, repo_path(pusher.target)
-        if client.find_blob(repo, config["digest"]) != config["size"]:  # a re-sync's may be there already
-            pusher.push_blob(config["digest"], pusher.layout.blob_path(config["digest"]))
-        for blob in (config, *image.manifest["layers"]):
-            size = client.blob_size(repo, blob["digest"])
-            if size != blob["size"]:
-                raise TransferError(f"{pusher.repo}: blob {blob['digest'][:19]} is {size} bytes, expected "
-                                    f"{blob['size']}")
+        for _, manifest in image.manifests:
+            config = manifest["config"]
+            if client.find_blob(repo, config["digest"]) != config["size"]:  # a re-sync's may be there already
+                pusher.push_blob(config["digest"], pusher.layout.blob_path(config["digest"]))
+            for blob in (config, *manifest["layers"]):
+                size = client.blob_size(repo, blob["digest"])
+                if size != blob["size"]:
+                    raise TransferError(f"{pusher.repo}: blob {blob['digest'][:19]} is {size} bytes, expected "
+                                        f"{blob['size']}")
+        for digest, _ in image.parts:
+            pusher.oras("push of a manifest", ["manifest", "push", *pusher.access.oras_args(), "--media-type",
+                                               OCI_MANIFEST, f"{pusher.repo}@{digest}",
+                                               str(pusher.layout.blob_path(digest))])
         pusher.oras("push of the manifest", ["manifest", "push", *pusher.access.oras_args(), "--media-type",
-                                             OCI_MANIFEST, f"{pusher.repo}:{tag}",
+                                             image.media_type, f"{pusher.repo}:{tag}",
                                              str(pusher.layout.blob_path(image.manifest_digest))])
     except BaseException:
         pusher.group.stop()

@@ -217,12 +217,17 @@ def verify_pushed(image: ModelcarImage, target: OciLocation, tag: str) -> None:
     if tagged != image.manifest_digest:
         log.warning("%s:%s now points at %s, pushed by someone else meanwhile; this sync is recorded by its digest "
                     "%s", target.repository, tag, tagged, image.manifest_digest)
-    layers = remote.json().get("layers") or []
-    built = image.manifest["layers"]
-    if [(x["digest"], x["size"]) for x in layers] != [(x["digest"], x["size"]) for x in built]:
-        raise TransferError(f"{target.repository}:{tag}: the registry's layer list differs from the one built")
-    for layer in built:
-        size = client.blob_size(repo, layer["digest"])
-        if size != layer["size"]:
-            raise TransferError(f"{target.repository}: blob {layer['digest'][:19]} is {size} bytes, "
-                                f"expected {layer['size']}")
+    for digest, manifest in image.manifests:  # a hybrid index: each of its manifests, fetched by digest
+        if digest != image.manifest_digest:
+            found = client.manifest(repo, digest)
+            if found.digest != digest:
+                raise TransferError(f"{target.repository}: the manifest served as {digest} hashes to {found.digest}")
+        layers = (remote if digest == image.manifest_digest else found).json().get("layers") or []
+        built = manifest["layers"]
+        if [(x["digest"], x["size"]) for x in layers] != [(x["digest"], x["size"]) for x in built]:
+            raise TransferError(f"{target.repository}:{tag}: the registry's layer list differs from the one built")
+        for layer in built:
+            size = client.blob_size(repo, layer["digest"])
+            if size != layer["size"]:
+                raise TransferError(f"{target.repository}: blob {layer['digest'][:19]} is {size} bytes, "
+                                    f"expected {layer['size']}")

@@ -32,14 +32,14 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import scan
+from . import modelpack, scan
 from .clients.distribution import RegistryClient
 from .destinations.oci import OciDestination
 from .files import human, require_free_space
 from .layer_push import Download
 from .locations import FileEntry, OciLocation, Origin, Published, S3Location
 from .modelcar import SIGNATURE_FILE, layer_annotations
-from .modelcar_layers import MODEL_LAYER_BUDGET, ModelcarLayer, plan_layers
+from .modelcar_layers import MODEL_LAYER_BUDGET, ModelcarLayer, layer_tar_size, plan_layers
 from .modelcar_push import Planned, push_modelcar
 from .oci_copy import push_tag
 from .oci_layout import OCI_LAYER_TAR, descriptor
@@ -80,7 +80,8 @@ def transfer(source: S3Location, destination: OciDestination, ws: Workspace, job
              resume: Resume | None = None,
              scan_file: Callable[[str, Path], None] | None = None) -> Published:
     return s3_to_modelcar(source, destination.image, destination.base, ws.work, max_in_flight,
-                          source_annotation=public_source, sign_model=sign_model, resume=resume, scan_file=scan_file)
+                          source_annotation=public_source, sign_model=sign_model, resume=resume, scan_file=scan_file,
+                          oci_format=destination.format)
 
 
 # ---- the pipeline -------------------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
                    platform: str = "linux/amd64",
                    sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None = None,
                    resume: Resume | None = None,
-                   scan_file: Callable[[str, Path], None] | None = None) -> Published:
+                   scan_file: Callable[[str, Path], None] | None = None, oci_format: str = "modelcar") -> Published:
     """The modelcar of the S3 files at loc pushed to target (tag: target's, default latest) and verified; the
     same image, digest and result as fetch_s3 + publish_modelcar.
 
@@ -109,7 +110,7 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
     return push_through(target, base, work_dir, files, origins, max(times) if times else None, max_in_flight,
                         lambda dest, cap: S3Download(loc, kind, files, dest, cap),
                         source_annotation=source_annotation, platform=platform, sign_model=sign_model, resume=resume,
-                        scan_file=scan_file)
+                        scan_file=scan_file, oci_format=oci_format)
 
 
 # One sync's paced download into dest, given the cap on in-flight bytes (s3_download.S3Download, hf_pipeline.py).
@@ -120,23 +121,27 @@ def push_through(target: OciLocation, base: OciLocation | None, work_dir: Path, 
                  origins: Mapping[str, Origin], created: float | None, max_in_flight: int | None,
                  make_download: MakeDownload, *, source_annotation: str | None, platform: str,
                  sign_model: Callable[[tuple[FileEntry, ...]], bytes] | None, resume: Resume | None,
-                 scan_file: Callable[[str, Path], None] | None = None) -> Published:
+                 scan_file: Callable[[str, Path], None] | None = None, oci_format: str = "modelcar") -> Published:
     """Any listed source whose files a Download brings one by one: the layers earlier images or an interrupted
     attempt have (resync.py, resume.py) reused, the others downloaded paced and pushed as they land, each
-    finished layer recorded for a restart; created: the source's newest modification (POSIX seconds)."""
+    finished layer recorded for a restart; created: the source's newest modification (POSIX seconds).
+    oci_format: modelcar, modelpack or hybrid (modelpack.py); a ModelPack layer is the file itself."""
+    raw = oci_format == "modelpack"
     progress = Progress(resume or Resume(), RegistryClient(target), target)
 
     def fetch(plan: Planned) -> tuple[dict[str, ModelcarLayer], Download]:
         return _plan_download(plan, files, origins, target, max_in_flight, progress, make_download,
-                              scan.needs_reading if scan_file is not None else None)
+                              scan.needs_reading if scan_file is not None else None, raw)
 
     def pushed(layer: ModelcarLayer) -> None:
-        progress.layer_done(descriptor(OCI_LAYER_TAR, layer.digest, layer.size, layer_annotations(layer, origins)))
+        progress.layer_done(modelpack.raw_descriptor(layer, "", origins) if raw else
+                            descriptor(OCI_LAYER_TAR, layer.digest, layer.size, layer_annotations(layer, origins)))
 
     try:
         return push_modelcar(target, base, work_dir, files, origins, fetch=fetch, source_annotation=source_annotation,
                              platform=platform, sign_model=sign_model, on_pushed=pushed, scan_file=scan_file,
-                             created=dt.datetime.fromtimestamp(created, dt.UTC) if created is not None else None)
+                             created=dt.datetime.fromtimestamp(created, dt.UTC) if created is not None else None,
+                             oci_format=oci_format)
     finally:
         progress.close()  # every record written before the artifact goes LIVE or ABANDONED
 
@@ -144,11 +149,13 @@ def push_through(target: OciLocation, base: OciLocation | None, work_dir: Path, 
 def _plan_download(plan: Planned, files: dict[str, int], origins: Mapping[str, Origin], target: OciLocation,
                    max_in_flight: int | None, progress: Progress,
                    make_download: MakeDownload,
-                   must_read: Callable[[str], bool] | None) -> tuple[dict[str, ModelcarLayer], Download]:
+                   must_read: Callable[[str], bool] | None,
+                   raw: bool = False) -> tuple[dict[str, ModelcarLayer], Download]:
     """The layers a re-sync reuses, and the paced download of the others' files into the push's directory, once
     the storage path is known to hold the largest of them."""
     reused = reusable_layers(plan.client, target, plan.tag, plan.layers, files, origins,
-                             progress=progress.earlier, hints=progress.hints(), must_read=must_read)
+                             progress=progress.earlier, hints=progress.hints(), must_read=must_read,
+                             layer_size=modelpack.raw_size if raw else layer_tar_size)
     todo = [group for title, group in plan.layers.items() if title not in reused]
     need = _largest_layer(files, todo)
     require_free_space(plan.job_dir, need, "the pipeline's largest layer in flight")

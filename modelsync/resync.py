@@ -36,7 +36,7 @@ from .locations import FileEntry, OciLocation, Origin
 from .modelcar import SOURCE_RECORD
 from .modelcar_layers import ModelcarLayer, layer_tar_size
 from .oci_copy import repo_path
-from .oci_layout import OCI_MANIFEST
+from .oci_layout import OCI_INDEX, OCI_MANIFEST
 
 log = logging.getLogger("modelsync.resync")
 
@@ -57,13 +57,17 @@ class _Record:
 def reusable_layers(client: RegistryClient, target: OciLocation, tag: str, groups: Mapping[str, tuple[str, ...]],
                     files: Mapping[str, int], origins: Mapping[str, Origin], *,
                     progress: Sequence[Mapping[str, Any]] = (), hints: Sequence[str] = (),
-                    must_read: Callable[[str], bool] | None = None) -> dict[str, ModelcarLayer]:
+                    must_read: Callable[[str], bool] | None = None,
+                    layer_size: Callable[[Sequence[tuple[str, int]]], int] = layer_tar_size,
+                    ) -> dict[str, ModelcarLayer]:
     """The planned layers (by title) that need no download: an earlier image or attempt recorded the same files
     from the same objects (path, URL, size and ETag all equal: modelcar.SOURCE_RECORD), and the repository still
     has that blob, of the planned size. The files' sha256 come from the record.
     progress: layer descriptors an interrupted attempt recorded; hints: manifest references (digests or tags) in
     the target repository to look at after the tag; must_read: files whose bytes must be read in this run (the
-    pickle check, scan.needs_reading): a layer holding one is downloaded whatever an earlier image recorded."""
+    pickle check, scan.needs_reading): a layer holding one is downloaded whatever an earlier image recorded.
+    layer_size: the planned layer's bytes from its files (a modelcar's tar; modelpack.raw_size for a raw
+    ModelPack layer): a record of another size (a layer of the other format) is not this layer."""
     repo = repo_path(target)
     wanted: dict[_Key, str] = {}
     unread = 0
@@ -81,7 +85,7 @@ def reusable_layers(client: RegistryClient, target: OciLocation, tag: str, group
     gone: set[str] = set()  # blobs found missing: not asked again for another record of them
     for where, descriptors in _earlier(client, repo, target.repository, tag, progress, hints):
         for key, record in _records(descriptors, where).items():
-            if (hit := wanted.get(key)) is None or hit in reused or record.size != layer_tar_size(
+            if (hit := wanted.get(key)) is None or hit in reused or record.size != layer_size(
                     [(rel, files[rel]) for rel in groups[hit]]):
                 continue
             if record.digest in gone:
@@ -113,18 +117,26 @@ def _earlier(client: RegistryClient, repo: str, name: str, tag: str, progress: S
     manifests are read lazily, so a search that is done early reads no more."""
     read: set[str] = set()
 
-    def layers_at(ref: str) -> tuple[str, Sequence[Any]] | None:
+    def layers_at(ref: str, depth: int = 0) -> tuple[str, Sequence[Any]] | None:
+        """The layers of the manifest at ref; of an index's manifests (a hybrid: modelcar and ModelPack), all."""
         try:
             found = client.find_manifest(repo, ref)
         except TransferError as exc:
             log.warning("re-sync: cannot read %s:%s (%s); its layers are not reused", name, ref, exc)
             return None
-        if found is None or found.digest in read or found.media_type != OCI_MANIFEST:
+        if found is None or found.digest in read or found.media_type not in (OCI_MANIFEST, OCI_INDEX):
             return None
         read.add(found.digest)
         try:
-            return f"{name}@{found.digest}", list(found.json().get("layers") or [])
-        except (ValueError, AttributeError):
+            doc = found.json()
+            if found.media_type == OCI_MANIFEST:
+                return f"{name}@{found.digest}", list(doc.get("layers") or [])
+            layers: list[Any] = []
+            for entry in (doc.get("manifests") or [])[:4] if depth == 0 else []:
+                if (inner := layers_at(str(entry["digest"]), 1)) is not None:
+                    layers += inner[1]
+            return f"{name}@{found.digest}", layers
+        except (ValueError, AttributeError, KeyError, TypeError):
             return None
 
     first = layers_at(tag)

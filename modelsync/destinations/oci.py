@@ -5,6 +5,7 @@ check its layer count (base + model) against modelcar_layers.MAX_IMAGE_LAYERS ->
 push it with skopeo, digests unchanged -> read the manifest back over HTTP and compare the digest and
 every layer's digest and size. The result names the image by digest; the tag (target's, default `latest`)
 is pushed too, for people. With oras no layout is built: modelcar_push.py feeds each layer from the files.
+--destination-oci-format modelpack / hybrid (modelpack.py) go the oras way only; validation refuses skopeo.
 
 A re-push of the same model uploads nothing: the layers are deterministic and both tools skip blobs the
 registry already has.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import credentials, oci_copy
+from .. import credentials, modelpack, oci_copy
 from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..files import dir_bytes, require_free_space
@@ -50,7 +51,7 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
                      backend: str = "skopeo", source_annotation: str | None = None, *,
                      platform: str = "linux/amd64", created: dt.datetime | None = None,
                      origins: Mapping[str, Origin] | None = None, signature: Path | None = None,
-                     hashes: Mapping[str, str] | None = None) -> Published:
+                     hashes: Mapping[str, str] | None = None, oci_format: str = "modelcar") -> Published:
     """Build and push the modelcar of model_dir to target; return its digest URI and files. With oras each
     layer goes up straight from the files (modelcar_push.dir_to_modelcar); with skopeo the image is written as an
     OCI layout first (build_modelcar), then copied.
@@ -59,12 +60,16 @@ def publish_modelcar(model_dir: Path, target: OciLocation, base: OciLocation | N
     signature: the model's model.sig, put at /models/model.sig in a layer of its own.
     hashes: the files' sha256 (relative path -> hex) when the fetch that wrote them hashed them (oras: each layer
     is then hashed without its files' own sha256 again).
+    oci_format: modelcar, or (oras only) modelpack / hybrid: modelpack.py.
     """
     check_backend(backend)
     tag = push_tag(target)
     if backend == "oras":  # each layer fed to oras from the files: no layer tars written (modelcar_push.py)
         return dir_to_modelcar(model_dir, target, base, work_dir, source_annotation, platform=platform,
-                               created=created, origins=origins, signature=signature, hashes=hashes)
+                               created=created, origins=origins, signature=signature, hashes=hashes,
+                               oci_format=oci_format)
+    if oci_format != "modelcar":
+        raise TransferError(f"{FORMAT.label}: {oci_format} is pushed with oras only")
     work_dir.mkdir(parents=True, exist_ok=True)
     job_dir = Path(tempfile.mkdtemp(prefix="modelcar-", dir=work_dir))
     try:
@@ -118,8 +123,12 @@ BASE_CREDENTIALS = Setting("destination_oci_base_image_credentials_path", "A .do
                            "registry", kind="path", group="destination")
 BASE_CA_BUNDLE = Setting("destination_oci_base_image_ca_bundle", "PEM file trusted for the base image's registry "
                          "only", kind="path", group="destination")
+FORMAT = Setting("destination_oci_format", "What is pushed: a KServe modelcar image, a CNCF ModelPack artifact (raw "
+                 "file layers), or hybrid (one index holding both over the same layers, as olot writes it); "
+                 "modelpack and hybrid need the oras backend", default="modelcar", choices=modelpack.FORMATS,
+                 group="destination")
 SETTINGS = (*oci_store.settings("destination"), BASE_IMAGE, BASE_TLS_VERIFY, BASE_CREDENTIALS, BASE_CA_BUNDLE,
-            oci_store.BACKEND)
+            oci_store.BACKEND, FORMAT)
 
 
 @dataclass(frozen=True)
@@ -127,6 +136,7 @@ class OciDestination:
     image: OciLocation
     base: OciLocation | None  # None: scratch
     backend: str
+    format: str = "modelcar"  # modelcar | modelpack | hybrid (modelpack.py)
 
 
 def read_files(raw: Mapping[str, str]) -> Filled:
@@ -141,12 +151,17 @@ def validate(given: Given) -> list[str]:
         problems.append(problem(uri, f"'{ref}' is pinned by digest; give a tag or just the repository (the job "
                                      f"computes the digest and records it)"))
     bad_base = oci_store.base_reference_problem(BASE_IMAGE, given.values.get(BASE_IMAGE.name))
+    oci_format = given.values.get(FORMAT.name) or "modelcar"
+    if oci_format != "modelcar" and given.values.get(oci_store.BACKEND.name) == "skopeo":
+        problems.append(problem(FORMAT, f"{oci_format} is pushed with oras only (skopeo 1.9 cannot copy an "
+                                        f"artifact); give {oci_store.BACKEND.arg} oras"))
     return problems + ([bad_base] if bad_base else [])
 
 
 def spec(given: Given) -> OciDestination:
     target = oci_store.location(given, "destination")
-    return OciDestination(target, base_image(given, target), given.values[oci_store.BACKEND.name])
+    return OciDestination(target, base_image(given, target), given.values[oci_store.BACKEND.name],
+                          given.values.get(FORMAT.name) or "modelcar")
 
 
 def base_image(given: Given, dest: OciLocation) -> OciLocation | None:
@@ -183,7 +198,7 @@ def storage_parts(dest: OciDestination) -> tuple[str, ...]:
 
 def preflight(dest: OciDestination, job: str, files: dict[str, int] | None,
               reads_from: Path | None) -> dict[str, object]:
-    return preflight_oci(dest.image, dest.base)
+    return preflight_oci(dest.image, None if dest.format == "modelpack" else dest.base)  # no base under ModelPack
 
 
 def publish(dest: OciDestination, fetched: Fetched, ws: Workspace, job: str, source: str | None,
@@ -192,7 +207,7 @@ def publish(dest: OciDestination, fetched: Fetched, ws: Workspace, job: str, sou
     return publish_modelcar(fetched.model_dir, dest.image, dest.base, ws.work, dest.backend,
                             source_annotation=source, origins=fetched.origins or None, signature=signature,
                             created=dt.datetime.fromtimestamp(newest, dt.UTC) if newest is not None else None,
-                            hashes=_own_hashes(fetched, ws))
+                            hashes=_own_hashes(fetched, ws), oci_format=dest.format)
 
 
 def _own_hashes(fetched: Fetched, ws: Workspace) -> dict[str, str] | None:

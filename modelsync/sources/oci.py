@@ -8,7 +8,9 @@ layout in the work dir first. Python then reads the blobs:
   `models/` tree, which becomes dest_dir (layer_extract.py refuses anything that would escape it);
 - an artifact (any other config type, e.g. what `oras push` makes): each layer annotated with
   `org.opencontainers.image.title` is written at that path under dest_dir; a layer oras marked for unpacking
-  (`io.deis.oras.content.unpack`, a pushed directory) is extracted there instead.
+  (`io.deis.oras.content.unpack`, a pushed directory) is extracted there instead. A CNCF ModelPack artifact
+  (modelpack.py) is one: a raw layer is the file itself, written at its `org.cncf.model.filepath`; a ModelPack
+  tar layer is extracted. A hybrid index (modelcar + ModelPack) is narrowed to the platform: the modelcar.
 skopeo (1.9) cannot copy artifacts, so with backend "skopeo" an artifact is fetched with oras.
 """
 
@@ -25,7 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from .. import tools
+from .. import modelpack, tools
 from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..files import check_listing, date_files, human, safe_relative
@@ -191,7 +193,10 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
     files: list[FileEntry] = []
     for layer in manifest.get("layers") or []:
         annotations = layer.get("annotations") or {}
-        title = annotations.get(TITLE)
+        if layer.get("mediaType") in modelpack.MEDIA_TYPES and layer["mediaType"] not in modelpack.RAW_TYPES:
+            blob(layer, partial(_apply, tree, layer))  # a ModelPack tar layer: its entries name the files
+            continue
+        title = _layer_path(annotations)
         if not title:
             log.warning("%s: layer %s has no title annotation: skipped", src.reference, layer["digest"][:19])
             continue
@@ -210,6 +215,11 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
     if not files:
         raise TransferError(f"{src.reference}: the artifact has no titled layers to fetch")
     return files
+
+
+def _layer_path(annotations: Mapping[str, str]) -> str | None:
+    """Where an artifact layer's file goes: a ModelPack layer's `org.cncf.model.filepath`, else its title."""
+    return annotations.get(modelpack.FILEPATH) or annotations.get(TITLE)
 
 
 # ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
@@ -260,7 +270,8 @@ def facts(src: OciSource) -> dict[str, object]:
         described["bytes"] = sum(int(layer.get("size", 0)) for layer in doc["layers"])
         # an artifact names its files in the manifest: their names are checked now, a modelcar's as it is read
         if (doc.get("config") or {}).get("mediaType") not in IMAGE_CONFIG_TYPES:
-            titles = [(layer.get("annotations") or {}).get(TITLE) for layer in doc["layers"]]
+            titles = [_layer_path(layer.get("annotations") or {}) for layer in doc["layers"]
+                      if layer.get("mediaType") not in modelpack.MEDIA_TYPES - modelpack.RAW_TYPES]
             check_listing([safe_relative(t, "layer title") for t in titles if t], "layer title")
     return described
 

@@ -341,6 +341,31 @@ def test_the_hf_pipeline_gives_the_fetched_image_and_a_new_tag_reuses_its_layers
     assert results["again"].digest == results["piped"].digest
 
 
+@pytest.mark.stack
+@pytest.mark.parametrize("oci_format", ["modelpack", "hybrid"])
+def test_the_hf_pipeline_pushes_each_oci_format_as_fetch_then_publish_does(oci_format, hub, stack, tmp_path,
+                                                                            base_image, monkeypatch, caplog):
+    """--destination-oci-format through hf_pipeline: the same digest (a ModelPack manifest, or the hybrid's index)
+    as fetch-then-publish of the same revision, the files read back byte for byte."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    results = {}
+    for label, pipelines in (("fetched", ()), ("piped", job.PIPELINES)):
+        run_dir = tmp_path / label
+        run_dir.mkdir()
+        env = {**base_env(stack, run_dir, f"job-hf-{oci_format}-{label}-{uuid.uuid4().hex[:6]}"),
+               "MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": "hf://org/model",
+               **destination_env("oci", stack, run_dir, base_image), "MODEL_SYNC_DESTINATION_OCI_FORMAT": oci_format}
+        caplog.clear()
+        with monkeypatch.context() as m, caplog.at_level(logging.INFO, logger="modelsync.pipeline"):
+            m.setattr(job, "PIPELINES", pipelines)
+            results[label] = job.run(config.load([], env))
+        results[label + "-piped"] = any(r.name == "modelsync.pipeline" and "to download" in r.getMessage()
+                                        for r in caplog.records)
+    assert not results["fetched-piped"] and results["piped-piped"]
+    assert results["piped"].digest == results["fetched"].digest
+    assert read_back(results["piped"], "oci", stack, tmp_path) == hub.expected["main"]
+
+
 CARD = {"author": "org", "library_name": "transformers", "pipeline_tag": "text-classification",
         "tags": ["transformers", "license:apache-2.0", "en"],
         "cardData": {"language": ["en", "de"], "license": "apache-2.0",
