@@ -32,9 +32,9 @@ from modelsync.signing import oci_model
 
 from ..conftest import unavailable
 from ..support.cli import run_cli
+from ..support.jobs import base_env, destination_env, source_env
 from ..support.models import make_model
-from ..support.signing import NO_PROXY
-from .test_signing import signed_job
+from ..support.signing import NO_PROXY, sigstore_env
 
 pytestmark = pytest.mark.stack
 MANY = 70  # files: more than the layer budget (64), so small files share layers
@@ -57,12 +57,13 @@ def _token_location(sig, ref: str) -> OciLocation:
 
 def _sync(sig, base_image: str, tmp: Path, model_dir: Path) -> dict:
     ref = f"{sig.oci_token_registry}/rh/{uuid.uuid4().hex[:8]}:v1"
-    env, _ = signed_job(sig, tmp, model_dir, "s3", "oci", base_image,
-                        MODEL_SYNC_DESTINATION_OCI_URI=ref,
-                        MODEL_SYNC_DESTINATION_OCI_USERNAME=sig.oci_token_username,
-                        MODEL_SYNC_DESTINATION_OCI_PASSWORD=sig.oci_token_password,
-                        MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE=sig.oci_token_ca,
-                        MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY="true")
+    env = {**base_env(sig, tmp, f"rh-{uuid.uuid4().hex[:8]}"),
+           **source_env("s3", sig, tmp, model_dir, None, base_image),
+           **destination_env("oci", sig, tmp, base_image), **sigstore_env(sig),
+           "MODEL_SYNC_DESTINATION_OCI_URI": ref, "MODEL_SYNC_DESTINATION_OCI_USERNAME": sig.oci_token_username,
+           "MODEL_SYNC_DESTINATION_OCI_PASSWORD": sig.oci_token_password,
+           "MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE": sig.oci_token_ca,
+           "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY": "true"}
     result = run_cli(env, tmp)
     assert result.returncode == 0, result.stderr
     assert sig.oci_token_password not in result.stderr + result.stdout
