@@ -3,9 +3,11 @@
 #
 #   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli toxiproxy
 #                                           fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign
-#                                           kubernetes
+#                                           rh-model-signing kubernetes
 #                                           (default: all; `sigstore` = fulcio … cosign: the signing servers of
-#                                           e2e/sigstore.py; rekor-v1 = rekor-server, trillian = trillian_log_server,
+#                                           e2e/sigstore.py, and rh-model-signing: the verifier of the signing
+#                                           tests, in its own venv $MODELSYNC_CACHE/rh-model-signing-VERSION;
+#                                           rekor-v1 = rekor-server, trillian = trillian_log_server,
 #                                           trillian_log_signer and the module's MySQL schema in the module cache;
 #                                           kubernetes = containerd, runc and CNI plugins from apt, and
 #                                           kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl,
@@ -306,6 +308,22 @@ install_awscli() {
   report awscli "installed $AWSCLI_VERSION" "$t"
 }
 
+# rh-model-signing's CLI in its own venv (its module `model_signing` clashes with model-signing in the project's);
+# every package pinned by e2e/rh-model-signing.txt (pyOpenSSL among them: it imports it without declaring it).
+install_rh_model_signing() {
+  local t venv="$CACHE/rh-model-signing-$RH_MODEL_SIGNING_VERSION"
+  t=$(now)
+  if [ -x "$venv/bin/rh_model_signing" ] &&
+    [ "$("$venv/bin/python" -m pip show rh-model-signing 2>/dev/null | awk '$1 == "Version:" { print $2 }')" = "$RH_MODEL_SIGNING_VERSION" ] &&
+    "$venv/bin/python" -c 'import OpenSSL, model_signing._cli' 2>/dev/null; then
+    report rh-model-signing "already present" "$t"; return
+  fi
+  rm -rf "$venv"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q -c "$here/rh-model-signing.txt" "rh-model-signing==$RH_MODEL_SIGNING_VERSION" pyOpenSSL
+  report rh-model-signing "installed $RH_MODEL_SIGNING_VERSION in $venv" "$t"
+}
+
 run() {
   case "$1" in
     apt) install_apt ;;
@@ -329,7 +347,9 @@ run() {
     trillian) install_trillian ;;
     cosign) sigstore_tool cosign github.com/sigstore/cosign/v3 github.com/sigstore/cosign/v3/cmd/cosign "$COSIGN_VERSION" ;;
     kubernetes) install_kubernetes ;;
-    sigstore) for c in fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign; do run "$c"; done ;;
+    rh-model-signing) install_rh_model_signing ;;
+    sigstore) for c in fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign rh-model-signing; do
+      run "$c"; done ;;
     *) die "unknown component: $1" ;;
   esac
 }

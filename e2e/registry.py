@@ -1,7 +1,9 @@
-"""The local stack's two OCI registries: one distribution v3 binary (``registry``), two configs.
+"""The local stack's three OCI registries: one distribution v3 binary (``registry``), three configs.
 
     registry        distribution v3 registry, plain HTTP, delete enabled   GET /v2/ = 200
     registry_tls    second registry: TLS (own CA in state dir), basic auth  GET /v2/ = 401 without credentials
+    token_auth      e2e/token_auth.py: the token server (HTTPS, same CA)   GET /healthz = 200
+    registry_token  third registry: TLS, token auth (`auth.token`)         GET /v2/ = 401, a Bearer challenge
 
 Each keeps its config (0600, it holds the http secret) and data in DIR/<name>. The TLS one has a throwaway CA and a
 server certificate in DIR/tls, and an htpasswd file whose password goes in on stdin. The certificate names 127.0.0.1,
@@ -10,11 +12,21 @@ Service without selector, `registry` in namespace `modelsync-stack`, whose endpo
 verify it by a DNS name as users' pods verify theirs. A state dir whose certificate lacks a name gets a new one
 (same CA) at the next start.
 
+The token registry is what clients that speak only the Bearer token dance need (rh-model-signing's oras-py takes a
+Basic realm for a token URL and has no plain-HTTP switch): it trusts tokens signed by the key whose self-signed
+certificate is DIR/registry_token/token.crt (its `rootcertbundle`; key and certificate made here with openssl), and
+e2e/token_auth.py issues them: pull-only to anonymous requests, pull/push/delete to OCI_TOKEN_USERNAME with
+OCI_TOKEN_PASSWORD (read by the server from DIR/secrets, never from argv). It serves the same server certificate
+as registry_tls (so OCI_TOKEN_CA is the same CA file).
+
 env:
     OCI_REGISTRY            127.0.0.1:P (plain HTTP)
     OCI_TLS_REGISTRY        127.0.0.1:P (HTTPS, basic auth)
     OCI_TLS_CA              path of the CA certificate that signed its server certificate
     OCI_TLS_USERNAME, OCI_TLS_PASSWORD
+    OCI_TOKEN_REGISTRY      127.0.0.1:P (HTTPS, token auth: anonymous pull, the user below pushes)
+    OCI_TOKEN_CA            the CA certificate of its (and its token server's) server certificate
+    OCI_TOKEN_USERNAME, OCI_TOKEN_PASSWORD
 """
 
 from __future__ import annotations
@@ -22,15 +34,20 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from e2e.component import Site, find_tool, http_status, write_private
+from e2e.component import REPO_ROOT, Site, find_tool, http_status, write_private
 
-COMPONENTS = ("registry", "registry_tls")
-TOOLS = {"registry": ("registry",), "registry_tls": ("registry", "openssl", "htpasswd")}
-DIRS = ("registry", "registry_tls", "tls")
+COMPONENTS = ("registry", "registry_tls", "token_auth", "registry_token")
+TOOLS = {"registry": ("registry",), "registry_tls": ("registry", "openssl", "htpasswd"),
+         "token_auth": ("openssl",), "registry_token": ("registry", "openssl")}  # token_auth runs on this Python
+DIRS = ("registry", "registry_tls", "registry_token", "tls")
 TLS_USERNAME = "modelsync"
+TOKEN_USERNAME = "modelsync-pusher"
+TOKEN_SERVICE = "modelsync-token-registry"  # the `service` of the challenge and the tokens' `aud`
+TOKEN_ISSUER = "modelsync-stack-token-auth"
 SERVE_ENV = {"OTEL_TRACES_EXPORTER": "none"}  # v3 exports OpenTelemetry traces by default; there is no collector here
 IN_CLUSTER_SERVICE, IN_CLUSTER_NAMESPACE = "registry", "modelsync-stack"
 IN_CLUSTER_NAMES = (f"{IN_CLUSTER_SERVICE}.{IN_CLUSTER_NAMESPACE}.svc.cluster.local",
@@ -48,6 +65,10 @@ def ca_cert(site: Site) -> Path:
 
 def tls_password(site: Site) -> str:
     return site.secret("registry-tls-password")
+
+
+def token_password(site: Site) -> str:
+    return site.secret("registry-token-password")
 
 
 def config_yaml(root: Path, port: int, http_secret: str, extra: str = "", level: str = "info") -> str:
@@ -103,6 +124,38 @@ auth:
     site.wait_healthy("registry_tls")
 
 
+def start_token(site: Site) -> None:
+    """The token server, then the registry that trusts its tokens (after start_tls: they share its certificates)."""
+    tls, root = site.dir / "tls", site.dir / "registry_token"
+    key, cert = root / "token.key", root / "token.crt"
+    if not (key.exists() and cert.exists()):
+        subprocess.run([_tool("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "3650",
+                        "-subj", "/CN=modelsync stack token signer"], check=True, capture_output=True)
+        os.chmod(key, 0o600)
+    token_password(site)  # created now, so the server reads it from its file
+    port = site.ports["token_auth"]
+    site.spawn("token_auth", [sys.executable, "-m", "e2e.token_auth", "serve", "--port", str(port),
+                              "--cert", str(tls / "server.crt"), "--key", str(tls / "server.key"),
+                              "--signing-key", str(key), "--signing-cert", str(cert),
+                              "--service", TOKEN_SERVICE, "--issuer", TOKEN_ISSUER, "--username", TOKEN_USERNAME,
+                              "--password-file", str(site.dir / "secrets" / "registry-token-password")],
+               {"PYTHONPATH": str(REPO_ROOT)}, match="e2e.token_auth")
+    site.wait_healthy("token_auth")
+    config = _config(site, "registry_token", f"""  tls:
+    certificate: {tls / 'server.crt'}
+    key: {tls / 'server.key'}
+auth:
+  token:
+    realm: https://127.0.0.1:{port}/token
+    service: {TOKEN_SERVICE}
+    issuer: {TOKEN_ISSUER}
+    rootcertbundle: {cert}
+""")
+    site.spawn("registry_token", [_tool("registry"), "serve", str(config)], SERVE_ENV)
+    site.wait_healthy("registry_token")
+
+
 def _make_certs(tls: Path) -> None:
     """A throwaway CA (kept per state dir) and a server certificate signed by it for 127.0.0.1, localhost and
     IN_CLUSTER_NAMES (made again when its extensions file differs: an older state dir's certificate lacks names)."""
@@ -134,9 +187,11 @@ def _make_certs(tls: Path) -> None:
 def healthy(site: Site, name: str, port: int) -> bool:
     if name == "registry":
         return http_status(f"http://127.0.0.1:{port}/v2/") == 200
-    if name == "registry_tls":
-        ctx = ssl.create_default_context(cafile=str(ca_cert(site)))
+    ctx = ssl.create_default_context(cafile=str(ca_cert(site)))
+    if name in ("registry_tls", "registry_token"):
         return http_status(f"https://127.0.0.1:{port}/v2/", context=ctx) == 401
+    if name == "token_auth":
+        return http_status(f"https://127.0.0.1:{port}/healthz", context=ctx) == 200
     raise ValueError(name)
 
 
@@ -147,4 +202,8 @@ def env(site: Site, port: Mapping[str, int]) -> dict[str, str]:
         "OCI_TLS_CA": str(ca_cert(site)),
         "OCI_TLS_USERNAME": TLS_USERNAME,
         "OCI_TLS_PASSWORD": tls_password(site),
+        "OCI_TOKEN_REGISTRY": f"127.0.0.1:{port['registry_token']}",
+        "OCI_TOKEN_CA": str(ca_cert(site)),
+        "OCI_TOKEN_USERNAME": TOKEN_USERNAME,
+        "OCI_TOKEN_PASSWORD": token_password(site),
     }

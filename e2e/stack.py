@@ -1,4 +1,4 @@
-"""The real local test stack: MinIO, two OCI registries, MariaDB, the Model Registry server and a token proxy.
+"""The real local test stack: MinIO, three OCI registries, MariaDB, the Model Registry server and a token proxy.
 
 Everything runs as plain processes bound to 127.0.0.1 on free ports picked at ``up`` time; data, logs, secrets
 and the state file (``stack.json``) live under one state directory. Tools come from ``e2e/install-tools.sh``
@@ -12,6 +12,8 @@ are in its own module (the interface is in e2e/component.py):
     minio           e2e/minio.py            after oidc
     registry        e2e/registry.py
     registry_tls    e2e/registry.py
+    token_auth      e2e/registry.py         after registry_tls (its certificates; e2e/token_auth.py serves)
+    registry_token  e2e/registry.py         after token_auth
     mariadb         e2e/mariadb.py
     model_registry  e2e/model_registry.py   after mariadb
     mr_token_proxy  e2e/model_registry.py
@@ -67,7 +69,8 @@ from e2e.component import REPO_ROOT, Site, StackError, find_tool, free_ports, wr
 INSTALL_SCRIPT = REPO_ROOT / "e2e" / "install-tools.sh"
 DEFAULT_STATE_DIR = Path(os.environ.get("MODELSYNC_STACK_DIR") or Path.home() / ".cache/modelsync/stack")
 
-COMPONENTS = ("minio", "registry", "registry_tls", "mariadb", "model_registry", "mr_token_proxy")
+COMPONENTS = ("minio", "registry", "registry_tls", "token_auth", "registry_token", "mariadb", "model_registry",
+              "mr_token_proxy")
 AUXILIARY = ("oidc",)  # started, checked by is_up() and stopped like a component, not listed by status()
 MODULES = (oidc_issuer, minio, registry, mariadb, model_registry)
 # component groups started only when asked, after the base stack (each module's start() starts all of it)
@@ -81,7 +84,7 @@ GROUP_TOOLS: dict[str, dict[str, tuple[str, ...]]] = {g: dict(m.TOOLS) for g, m 
 CHAINS: tuple[tuple[Callable[[Site], None], ...], ...] = (
     (oidc_issuer.start, minio.start),  # MinIO reads the issuer's discovery and keys when it starts
     (registry.start_plain,),
-    (registry.start_tls,),
+    (registry.start_tls, registry.start_token),  # the token registry serves registry_tls's certificate
     (mariadb.start, model_registry.start_server),
     (model_registry.start_token_proxy,),
 )

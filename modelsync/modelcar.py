@@ -197,6 +197,13 @@ def layer_annotations(layer: ModelcarLayer, origins: Mapping[str, Origin] | None
     return {TITLE: layer.title, **content, **layer_record(layer, origins)}
 
 
+def signature_annotations(layer: ModelcarLayer) -> dict[str, str]:
+    """The model.sig layer's annotations: its title only. Not olot's content keys: they list the model's files, and
+    rh-model-signing compares exactly that list (every olot `file` or `directory` layer) with the files model.sig
+    signs, which cannot include model.sig itself; with the keys its image verification fails on an extra file."""
+    return {TITLE: layer.title}
+
+
 def created_time(created: dt.datetime | None = None) -> str:
     """The image's `created` (RFC 3339, UTC, seconds): SOURCE_DATE_EPOCH when set, else the given time (the
     source's newest modification: locations.Fetched.newest), else now. Only the last makes a new digest for the
@@ -231,7 +238,9 @@ def finish_image(out: Layout, tag: str, config: dict[str, Any], base_layers: lis
         "mediaType": OCI_MANIFEST,
         "config": config_desc,
         "layers": base_layers + [descriptor(OCI_LAYER_TAR, lay.digest, lay.size, layer_annotations(lay, origins))
-                                 for lay in layers],
+                                 for lay in model_layers]
+                  + ([descriptor(OCI_LAYER_TAR, signature.digest, signature.size, signature_annotations(signature))]
+                     if signature is not None else []),
         "annotations": annotations,
     }
     manifest_desc = out.add_bytes(canonical_json(manifest), OCI_MANIFEST)

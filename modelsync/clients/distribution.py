@@ -3,7 +3,9 @@
 It reads manifests and blob sizes; it writes only small documents (signatures and their referrers index): the
 model's bytes go up through skopeo/oras. Auth follows the spec's challenge:
 anonymous first, then on 401 either Basic with the location's credentials or the Bearer token dance
-(`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token). A connection failure
+(`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token); a write with a body
+under a token asked for pulling first gets a token for pushing (a registry refuses it by closing the connection
+mid-body, which reads as a TLS EOF, not as the 401 that would say so). A connection failure
 or a transient status is tried again under retry.py's policy (retry.DEFAULT: 4 tries, Retry-After honoured).
 """
 
@@ -35,6 +37,7 @@ log = logging.getLogger("modelsync.distribution")
 TIMEOUT = DEFAULT.timeout  # seconds per request; retries: retry.DEFAULT (4 tries, waits 1, 2, 4 s, Retry-After)
 DOCKER_HUB_API = "registry-1.docker.io"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+WRITES = ("PUT", "POST", "PATCH")
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class RegistryClient:
         elif https:
             self._context = tls_context(False)
         self._auth_header: str | None = None
+        self._bearer: dict[str, str] | None = None  # the last Bearer challenge's realm and service, and the scope
         self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=self._context))
 
     # ---- public ------------------------------------------------------------------------------------------------
@@ -224,6 +228,12 @@ class RegistryClient:
 
     def _request_once(self, method: str, path: str, repo: str, headers: dict[str, str],
                       missing_ok: bool, data: bytes | None = None) -> tuple[bytes, Any]:
+        if data and method in WRITES and self._bearer is not None and ":push" not in self._bearer["scope"] \
+                and ",push" not in self._bearer["scope"]:
+            # a token for pulling only: get one for pushing first. The registry answers a write with a token it does
+            # not cover by 401 at once and closes the connection, which a large body meets as a TLS EOF.
+            self._fetch_token(self._bearer["realm"], {"service": self._bearer.get("service", ""),
+                                                      "scope": f"repository:{repo}:pull,push"}, repo)
         for attempt in range(2):
             url = path if path.startswith(("http://", "https://")) else self.base + path
             req = urllib.request.Request(url, method=method, headers=headers, data=data)
@@ -267,7 +277,14 @@ class RegistryClient:
             raise TransferError(f"{self._where(repo)}: Bearer challenge without realm")
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
         query.setdefault("scope", f"repository:{repo}:pull")
-        url = params["realm"] + ("&" if "?" in params["realm"] else "?") + urllib.parse.urlencode(query)
+        self._fetch_token(params["realm"], query, repo)
+
+    def _fetch_token(self, realm: str, query: dict[str, str], repo: str) -> None:
+        """A Bearer token from realm for query's service and scope (with Basic credentials when there are any)."""
+        basic = self._basic()
+        query = {k: v for k, v in query.items() if v}
+        self._bearer = {"realm": realm, "service": query.get("service", ""), "scope": query.get("scope", "")}
+        url = realm + ("&" if "?" in realm else "?") + urllib.parse.urlencode(query)
         req = urllib.request.Request(url)
         if basic:
             req.add_unredirected_header("Authorization", basic)

@@ -4,7 +4,8 @@
     prepare(settings, scratch)  before the claim: the trust material (TUF or a local file), the services, Rekor's API
                            generation, Fulcio answering, the token file there. Nothing is signed yet.
     .sign_model(files)     the model.sig bundle for the files' sha256 (from the transfer), before they go up
-    .sign_image(loc, dig)  the image's signature, after its push, attached to it in the registry
+    .sign_image(loc, dig)  the image's signature, after its push, attached to it in the registry; model.sig attached
+                           too, as rh-model-signing reads it (oci_model.py), so its CLI verifies the image by reference
     .facts                 what was signed, by whom, and the transparency-log entries: ModelArtifact properties
 
 The identity token is read right before the first signature (a projected token may expire during a long
@@ -77,6 +78,7 @@ class Signing:
     _signer: Signer | None = None    # kept for the second signature
     _context: SigningContext | None = None
     _cert_end: dt.datetime | None = None
+    _model_bundle: bytes | None = None  # model.sig, attached to the image for rh-model-signing (oci_model.py)
 
     def describe(self) -> dict[str, str]:
         """The services and token signing will use (for --dry-run and the log)."""
@@ -102,7 +104,8 @@ class Signing:
         log.info("signed the model: %d files, manifest sha256:%s, as %s (issuer %s), Rekor entry %s", len(covered),
                  doc["subject"][0]["digest"]["sha256"], self.facts[PROPERTY_PREFIX + "identity"],
                  self.facts[PROPERTY_PREFIX + "issuer"], self.facts.get(PROPERTY_PREFIX + "model_log_index", "?"))
-        return bundle.to_json().encode()
+        self._model_bundle = bundle.to_json().encode()
+        return self._model_bundle
 
     def sign_image(self, target: OciLocation, digest: str) -> None:
         """Sign the pushed manifest digest and attach the bundle to the image in the registry."""
@@ -114,6 +117,19 @@ class Signing:
         self.facts[PROPERTY_PREFIX + "image_referrer"] = referrer
         log.info("signed the image %s@%s; signature %s attached as its referrer, Rekor entry %s",
                  target.repository, digest, referrer, self.facts.get(PROPERTY_PREFIX + "image_log_index", "?"))
+        self._attach_model_signature(target, digest)
+
+    def _attach_model_signature(self, target: OciLocation, digest: str) -> None:
+        """model.sig beside the image as rh-model-signing looks for it (oci_model.py): no new signature."""
+        from . import oci_model
+
+        try:
+            referrer, tag = oci_model.attach(target, digest, self._model_bundle)
+        except oci_model.Mismatch as exc:
+            raise SigningError(f"model.sig cannot be attached to {target.repository}@{digest}: {exc}") from None
+        self.facts[PROPERTY_PREFIX + "model_referrer"] = referrer
+        log.info("model.sig attached to the image as %s%s (rh-model-signing verifies the image by reference)",
+                 referrer, f" and tag {tag}" if tag else "")
 
     # ---- helpers --------------------------------------------------------------------------------------------
 

@@ -41,7 +41,8 @@ def basic(user: str, password: str) -> dict[str, str]:
 
 def test_every_component_healthy(stack):
     status = LocalStack(stack.state_dir).status()
-    assert set(status) == {"minio", "registry", "registry_tls", "mariadb", "model_registry", "mr_token_proxy"}
+    assert set(status) == {"minio", "registry", "registry_tls", "token_auth", "registry_token", "mariadb",
+                           "model_registry", "mr_token_proxy"}
     assert all(s["healthy"] for s in status.values()), status
 
 
