@@ -52,8 +52,11 @@ def oci_media_type(media_type: str) -> str:
 
 
 def canonical_json(doc: Any) -> bytes:
-    """Stable bytes for a JSON document we author, so the same content always gets the same digest."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Stable bytes for a JSON document we author, so the same content always gets the same digest. ASCII only
+    (non-ASCII characters as \\u escapes): a client that re-encodes a parsed manifest to find its digest, as
+    rh-model-signing 1.0.5 does (json.dumps with compact separators, key order kept), then gets our bytes back even
+    for a file name in another script; with raw UTF-8 it resolved such an image's tag to a wrong digest."""
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 def parse_platform(platform: str) -> tuple[str, str, str | None]:
