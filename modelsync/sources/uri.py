@@ -2,7 +2,8 @@
 
 A tar is unpacked as it arrives, read once from the response (never written whole to disk); a zip is downloaded
 into the work directory first (it needs its central directory), any other file downloaded, then moved into place.
-Each file's sha256 is taken as it is written, so listing the model reads nothing again.
+Each file's sha256 is taken as it is written, so listing the model reads nothing again. To an OCI registry with
+oras, a tar goes through uri_pipeline.py instead (stream_tar: its files pushed while the rest downloads).
 
 Space: the download and the unpacked files are counted against the storage path's free space (less a small
 reserve): a download's Content-Length and an archive's declared sizes before they are written (uri_archive.py),

@@ -11,6 +11,10 @@ uncompressed tar's data is read into one buffer and written from it (layer_strea
 copies every byte several times); gzip, bzip2 and xz tars, recognised by their first bytes, go through tarfile. A
 zip needs its central directory, so it is unpacked from the downloaded file, all members checked first.
 
+A pipeline (uri_pipeline.py) passes a Landing to unpack_tar: it is told of each member's header before its data
+is read (it may wait there, or stop the unpacking) and of each file once written whole, and it deletes files as
+their layers are pushed; the space is then checked member by member instead of for the whole archive.
+
 Space: an uncompressed tar's length (when the server gives it) and a zip's declared sizes are checked before
 anything is written, a tar member's declared size before it is written, and the bytes as they are written (a zip
 member may not write more than it declares). A file system that fills anyway (ENOSPC) gives the same one-line
