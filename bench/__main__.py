@@ -273,7 +273,7 @@ class JobsAgainstFloors:
                                                                 *self.files], None, cwd=down)
                 shutil.rmtree(down)
             self.job("modelsync URI (tar) -> OCI", src, self.b.dst_oci(f"{repo}-uri:v1", "oras"))
-            self.job("modelsync URI (tar) -> OCI, fetch then publish", src,
+            self.job("URI (tar) -> OCI, fetch then publish", src,
                      self.b.dst_oci(f"{repo}-uri-ftp:v1", "oras"), argv=_WITHOUT_URI_PIPELINE)
             www.shutdown()
 
@@ -396,7 +396,7 @@ class JobsAgainstFloors:
             return []
         out = [("URI->OCI peak scratch / (2 x largest file + 64 MiB)", uri["peak_scratch_bytes"],
                 2 * self.size + 64 * MIB)]
-        before = row.get("modelsync URI (tar) -> OCI, fetch then publish")
+        before = row.get("URI (tar) -> OCI, fetch then publish")
         if before is not None:
             out.append(("URI->OCI time / fetch then publish", uri["seconds"], before["seconds"]))
         d, p = row.get("D: curl | tar x (download + unpack)"), row.get("P: oras push (the same files)")

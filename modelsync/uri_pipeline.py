@@ -38,6 +38,12 @@ Not pipelined (fetch-then-publish, as before): a single file (one layer, whose d
 nothing to overlap beyond the hashing the download does already) and a zip (its listing is the central directory
 at the end; this server-agnostic first round does not rely on ranged GETs to read it first).
 
+Measured (`python -m bench --only uri --files 8 --size 128Mi`, loopback, 2 cores shared with another bench run at
+the time, so a rough figure): 8 x 128 MiB + 5 small files as one tar from a local HTTP server: this pipeline
+15.6 s, 258 MiB peak scratch (2 x 128 + 64 = 320 allowed), 5.3 CPU-s; fetch-then-publish 24.4 s, 1026 MiB,
+6.5 CPU-s; by hand `curl | tar x` 10.6 s then `oras push` 9.0 s (sum 19.6 s). Every shard was certain from its
+header (1 GiB // 64 MiB = 16 < 63), so all 8 went up while the archive downloaded.
+
 Used by job.PIPELINES for a URI source naming a tar to an OCI destination pushed with oras.
 """
 
