@@ -155,3 +155,23 @@ def test_a_body_cut_short_is_one_line_and_nothing_live(stack, tmp_path, base_ima
     assert the_artifact(stack, name)["state"] == "ABANDONED"
     storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
     assert not list(storage.glob(".modelsync-*")), list(storage.rglob("*"))
+
+
+@pytest.mark.stack
+def test_a_link_in_the_archive_means_fetch_then_publish(stack, tmp_path, http_root, base_image, monkeypatch,
+                                                        caplog):
+    """A symlink's file is its target's bytes, which the pipeline may have pushed and deleted: the pipeline stops
+    at the link, says why, and the job fetches, then publishes; the link is published as its target's file."""
+    monkeypatch.setattr(config, "SERVICE_ACCOUNT_TOKEN", str(tmp_path / "none"))
+    root, url = http_root
+    expected = make_model(tmp_path / "model")
+    (tmp_path / "model" / "alias.json").symlink_to("config.json")
+    expected["alias.json"] = expected["config.json"]
+    _archive(tmp_path / "model", root / "model.tar")
+    env, name = _env(stack, tmp_path, f"{url}/model.tar", base_image, "link")
+    with caplog.at_level(logging.WARNING, logger="modelsync.uri_pipeline"):
+        published = job.run(config.load([], env))
+    said = [r.getMessage() for r in caplog.records if r.name == "modelsync.uri_pipeline"]
+    assert len(said) == 1 and "'alias.json' is a link" in said[0] and "fetch, then publish" in said[0], said
+    assert {f.path: f.sha256 for f in published.files} == expected
+    assert the_artifact(stack, name)["state"] == "LIVE"
