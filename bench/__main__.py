@@ -1,6 +1,6 @@
 """`make bench`: whole-job throughput on the local stack, next to the floors of the raw tools on the same data.
 
-    python -m bench [--files 8] [--size 512Mi] [--json bench/results.json] [--shaped 800mbit]
+    python -m bench [--files 8] [--size 512Mi] [--json bench/results.json] [--shaped 800mbit] [--only uri]
     python -m bench --compare-backends [--size-mib 1024]
 
 Default (JobsAgainstFloors): a model of --files x --size incompressible files plus a few small ones, in MinIO. One run
@@ -21,6 +21,10 @@ limited to RATE each way (a veth pair into a network namespace made for the run,
 bench/shaped.py for the wiring), as a pod's NIC would limit them: D, P and the jobs all cross it. A raw TCP transfer
 each way first measures the link. The S3 -> OCI target is then the issue's shaped one, J <= 1.1 x max(D, P) + 2 s,
 printed with J / max(D, P); the figures go to bench/results-shaped.json unless --json says otherwise.
+
+--only uri: the URL rows alone (loopback): the by-hand floors on the same URL (D: `curl | tar x`, P: `oras push` of
+the files), the job through the URL -> OCI pipeline (uri_pipeline.py) and the job with that pipeline taken out
+(fetch-then-publish, as before it); then their ratios.
 
 --compare-backends: the earlier scenarios below (skopeo vs oras).
 
@@ -256,15 +260,42 @@ class JobsAgainstFloors:
             self.job("modelsync URI (tar) -> OCI", {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": url},
                      self.b.dst_oci(f"{repo}-uri:v1", "oras"))
         else:
-            handler = functools.partial(_QuietFiles, directory=str(archive.parent))
-            with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as www:
-                threading.Thread(target=www.serve_forever, daemon=True).start()
-                url = f"http://127.0.0.1:{www.server_address[1]}/model.tar"
-                self.job("modelsync URI (tar) -> OCI", {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": url},
-                         self.b.dst_oci(f"{repo}-uri:v1", "oras"))
-                www.shutdown()
+            self.uri_jobs(archive, repo)
         archive.unlink()
         self.hf_job(f"{repo}-hf:v1")
+        shutil.rmtree(self.model)
+
+    def uri_jobs(self, archive: Path, repo: str, floors: bool = False) -> None:
+        """URL (tar) -> OCI from a server in this process (its CPU is the bench's, not counted): the pipeline
+        (uri_pipeline.py) and, for comparison, fetch-then-publish (the job with that pipeline taken out). With
+        floors, first the by-hand sequence on the same URL: `curl | tar x`, then `oras push` of the files."""
+        handler = functools.partial(_QuietFiles, directory=str(archive.parent))
+        with http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler) as www:
+            threading.Thread(target=www.serve_forever, daemon=True).start()
+            url = f"http://127.0.0.1:{www.server_address[1]}/{archive.name}"
+            src = {"MODEL_SYNC_SOURCE_TYPE": "uri", "MODEL_SYNC_SOURCE_URI": url}
+            if floors:
+                down = self.b.work / "uri-down"
+                down.mkdir()
+                self.measure("D: curl | tar x (download + unpack)",
+                             ["bash", "-c", 'curl -sSf "$1" | tar x -C "$2"', "d", url, str(down)], down)
+                self.measure("P: oras push (the same files)", ["oras", "push", "--plain-http", f"{repo}-floor:v1",
+                                                                *self.files], None, cwd=down)
+                shutil.rmtree(down)
+            self.job("modelsync URI (tar) -> OCI", src, self.b.dst_oci(f"{repo}-uri:v1", "oras"))
+            self.job("URI (tar) -> OCI, fetch then publish", src,
+                     self.b.dst_oci(f"{repo}-uri-ftp:v1", "oras"), argv=_WITHOUT_URI_PIPELINE)
+            www.shutdown()
+
+    def run_uri(self) -> None:
+        """--only uri: the by-hand floors and the two URI jobs, nothing else."""
+        archive = self.b.work / "www" / "model.tar"
+        archive.parent.mkdir()
+        with tarfile.open(archive, "w") as tar:
+            for rel in self.files:
+                tar.add(self.model / rel, rel)
+        self.uri_jobs(archive, f"{self.b.env['OCI_REGISTRY']}/bench/floors-{uuid.uuid4().hex[:8]}", floors=True)
+        archive.unlink()
         shutil.rmtree(self.model)
 
     def hf_job(self, ref: str) -> None:
@@ -355,7 +386,7 @@ class JobsAgainstFloors:
                           "server_cpu_seconds": round(server_cpu, 2)})
 
     def job(self, label: str, src: dict[str, str], dst: dict[str, str], meta: Path | None = None,
-            kill_when: Callable[[], bool] | None = None) -> None:
+            kill_when: Callable[[], bool] | None = None, argv: Sequence[str] = ("-m", "modelsync")) -> None:
         e = self.b.env
         meta = meta or self._meta()
         storage = self.b.work / f"storage-{uuid.uuid4().hex[:6]}"
@@ -364,11 +395,32 @@ class JobsAgainstFloors:
                "MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_model", "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(meta),
                "MODEL_SYNC_REGISTRY_SERVER_ADDRESS": e["MR_URL"], "MODEL_SYNC_REGISTRY_IS_SECURE": "false",
                "MODEL_SYNC_STORAGE_PATH": str(storage), "MODEL_SYNC_LOG_LEVEL": "warning", **src, **dst}
-        self.measure(label, [sys.executable, "-m", "modelsync"], storage, env=env, kill_when=kill_when)
+        self.measure(label, [sys.executable, *argv], storage, env=env, kill_when=kill_when)
         shutil.rmtree(storage, ignore_errors=True)
+
+    def uri_targets(self) -> list[dict[str, Any]]:
+        """The URL (tar) -> OCI rows against the same targets as S3 -> OCI, where they were measured."""
+        row = {r["name"]: r for r in self.rows}
+        uri = row.get("modelsync URI (tar) -> OCI")
+        if uri is None:
+            return []
+        out = [("URI->OCI peak scratch / (2 x largest file + 64 MiB)", uri["peak_scratch_bytes"],
+                2 * self.size + 64 * MIB)]
+        before = row.get("URI (tar) -> OCI, fetch then publish")
+        if before is not None:
+            out.append(("URI->OCI time / fetch then publish", uri["seconds"], before["seconds"]))
+        d, p = row.get("D: curl | tar x (download + unpack)"), row.get("P: oras push (the same files)")
+        if d is not None and p is not None:
+            out.append(("URI->OCI time / (1.2 x max(D,P) + 1 s)", uri["seconds"],
+                        1.2 * max(d["seconds"], p["seconds"]) + 1))
+            out.append(("URI->OCI time / (D + P), by hand", uri["seconds"], d["seconds"] + p["seconds"]))
+        return [{"name": n, "value": v, "limit": round(lim, 2), "ratio": round(v / lim, 2), "met": v <= lim}
+                for n, v, lim in out]
 
     def targets(self) -> list[dict[str, Any]]:
         row = {r["name"]: r for r in self.rows}
+        if "modelsync S3 -> OCI" not in row:  # --only uri
+            return self.uri_targets()
         d, p = row["D: aws s3 cp --recursive (download)"], row["P: oras push (the same files)"]
         first, again = row["modelsync S3 -> OCI"], row["modelsync S3 -> OCI, unchanged re-sync"]
         jobs = [r for r in self.rows if not r["name"].startswith(("D:", "P:", "D||P:", "naive"))]
@@ -398,7 +450,7 @@ class JobsAgainstFloors:
             out.append(("loopback S3->OCI time / naive by hand (D then P)", first["seconds"],
                         row["naive: aws s3 cp, then oras push"]["seconds"]))
         result = [{"name": n, "value": v, "limit": round(lim, 2), "ratio": round(v / lim, 2), "met": v <= lim}
-                  for n, v, lim in out]
+                  for n, v, lim in out] + self.uri_targets()
         same = len(set(self.digests.values())) == 1
         result.append({"name": "same source twice: identical manifest digests (v1, new tag, resumed)",
                        "value": self.digests, "limit": None, "ratio": 1.0 if same else 0.0, "met": same})
@@ -440,8 +492,9 @@ class JobsAgainstFloors:
         print(f"|{'-' * 58}|{'-' * 6}:|-----|")
         for t in targets:
             print(f"| {t['name']:56} | {t['ratio']:5.2f} | {'yes' if t['met'] else 'NO ':3} |")
-        print(f"\nthe killed run had pushed {self.resume_killed_at / MIB:.0f} of {self.total / MIB:.0f} MiB (its "
-              f"progress record) when it was SIGKILLed")
+        if self.resume_killed_at:
+            print(f"\nthe killed run had pushed {self.resume_killed_at / MIB:.0f} of {self.total / MIB:.0f} MiB (its "
+                  f"progress record) when it was SIGKILLed")
         shaped = self.shaped_summary()
         if shaped is not None:
             print(f"\nS3 -> OCI through the link: J / max(D, P) = {shaped['j_seconds']:.1f} / "
@@ -511,6 +564,12 @@ class ScaleRun:
         json_path.write_text(json.dumps({"cores": os.cpu_count(), "files": self.count, "runs": self.floors.rows,
                                          "seconds_per_gib": per_gib, "targets": result}, indent=2) + "\n")
         print(f"\nwritten: {json_path}")
+
+
+# The job as `python -m modelsync`, but with the URL -> OCI pipeline taken out: fetch-then-publish, as before it.
+_WITHOUT_URI_PIPELINE = ("-c", "import sys; from modelsync import job; job.PIPELINES = tuple(p for p in job.PIPELINES "
+                         "if p.__name__ != 'modelsync.uri_pipeline'); from modelsync.__main__ import main; "
+                         "sys.exit(main())")
 
 
 class _QuietFiles(http.server.SimpleHTTPRequestHandler):
@@ -640,6 +699,9 @@ def main() -> None:
                         help="instead: S3 -> OCI alone for --files x --size/4 and --files x --size (e.g. --files 4 "
                              "--size 4Gi: 4 and 16 GiB; about 2.5 x the larger model of free disk), time per GiB "
                              "compared; figures to bench/results-scale.json")
+    parser.add_argument("--only", choices=["uri"], default=None,
+                        help="uri: only the URL (tar) -> OCI rows: curl | tar x, oras push, the pipeline and "
+                             "fetch-then-publish (loopback)")
     parser.add_argument("--compare-backends", action="store_true",
                         help="instead: the skopeo/oras comparison of earlier versions (--size-mib big file)")
     parser.add_argument("--size-mib", type=int, default=1024, help="--compare-backends: the big file's MiB")
@@ -672,7 +734,7 @@ def main() -> None:
             return
         run = JobsAgainstFloors(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")])
         try:
-            run.run()
+            run.run_uri() if args.only == "uri" else run.run()
         finally:
             _remove_bench_objects(bench)
         run.report(args.json)

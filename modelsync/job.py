@@ -5,8 +5,8 @@
     -> fetch into the storage path -> publish to the destination (verified) -> LIVE with URI + digest
 
 A (source, destination) pair listed in PIPELINES replaces fetch-then-publish with a pipeline of its own (download,
-layer and push overlapped, the storage path holding only what is in flight): S3 -> OCI (pipeline.py) and hf:// -> OCI
-(hf_pipeline.py), both with the oras backend.
+layer and push overlapped, the storage path holding only what is in flight): S3 -> OCI (pipeline.py), hf:// -> OCI
+(hf_pipeline.py) and a URL's tar -> OCI (uri_pipeline.py), all with the oras backend.
 
 Any failure after the claim marks the artifact ABANDONED with the (masked) error, so the registry never shows a
 LIVE artifact whose files are not there. The job works in a locked directory of its own under the storage path
@@ -27,7 +27,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import destinations, hf_pipeline, pipeline, registry, scan, signing, sources, termination, workspace
+from . import (
+    destinations,
+    hf_pipeline,
+    pipeline,
+    registry,
+    scan,
+    signing,
+    sources,
+    termination,
+    uri_pipeline,
+    workspace,
+)
 from .clients import events
 from .clients.mr_api import TokenRejected
 from .errors import ConfigError, CredentialsRefused, ModelSyncError
@@ -178,7 +189,7 @@ def preflight_destination(cfg: Config, job: str, files: dict[str, int] | None) -
 #                                               None: these files cannot be pipelined after all (fetch-then-publish)
 #                                               scan_file(rel, path): called on each file once it is on disk,
 #                                               before anything of it is published (the pickle check)
-PIPELINES: tuple[ModuleType, ...] = (pipeline, hf_pipeline)
+PIPELINES: tuple[ModuleType, ...] = (pipeline, hf_pipeline, uri_pipeline)
 
 
 def pipeline_of(cfg: Config) -> ModuleType | None:

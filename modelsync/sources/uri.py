@@ -2,7 +2,8 @@
 
 A tar is unpacked as it arrives, read once from the response (never written whole to disk); a zip is downloaded
 into the work directory first (it needs its central directory), any other file downloaded, then moved into place.
-Each file's sha256 is taken as it is written, so listing the model reads nothing again.
+Each file's sha256 is taken as it is written, so listing the model reads nothing again. To an OCI registry with
+oras, a tar goes through uri_pipeline.py instead (stream_tar: its files pushed while the rest downloads).
 
 Space: the download and the unpacked files are counted against the storage path's free space (less a small
 reserve): a download's Content-Length and an archive's declared sizes before they are written (uri_archive.py),
@@ -38,7 +39,7 @@ from ..progress import Progress
 from ..secret import Secret, redact_url, register
 from ..setting import Given, Setting, problem, require
 from ..stores import Filled
-from .uri_archive import TARS, unpack, unpack_tar
+from .uri_archive import TARS, Landing, unpack, unpack_tar
 
 if TYPE_CHECKING:
     from ..metadata import Metadata
@@ -80,6 +81,18 @@ def fetch_uri(loc: UriLocation, dest: Path, work: Path) -> tuple[FileEntry, ...]
         download.unlink(missing_ok=True)
         raise
     return _entries(dest, unpack(download, name, dest, sha256))
+
+
+def is_tar(loc: UriLocation) -> bool:
+    """Whether the URL names a tar (.tar, .tar.gz, .tgz): unpacked as it arrives."""
+    return (PurePosixPath(urlsplit(loc.url).path).name or "model").lower().endswith(TARS)
+
+
+def stream_tar(loc: UriLocation, dest: Path, landing: Landing) -> None:
+    """The tar at loc.url unpacked into dest as it arrives, landing told of each member (uri_pipeline.py); a
+    short or failed download is the same one-line TransferError as fetch_uri's."""
+    with _response(loc) as body:
+        unpack_tar(body, dest, body.total, body.finish, landing)
 
 
 def _entries(dest: Path, known: Mapping[str, str]) -> tuple[FileEntry, ...]:

@@ -11,6 +11,10 @@ uncompressed tar's data is read into one buffer and written from it (layer_strea
 copies every byte several times); gzip, bzip2 and xz tars, recognised by their first bytes, go through tarfile. A
 zip needs its central directory, so it is unpacked from the downloaded file, all members checked first.
 
+A pipeline (uri_pipeline.py) passes a Landing to unpack_tar: it is told of each member's header before its data
+is read (it may wait there, or stop the unpacking) and of each file once written whole, and it deletes files as
+their layers are pushed; the space is then checked member by member instead of for the whole archive.
+
 Space: an uncompressed tar's length (when the server gives it) and a zip's declared sizes are checked before
 anything is written, a tar member's declared size before it is written, and the bytes as they are written (a zip
 member may not write more than it declares). A file system that fills anyway (ENOSPC) gives the same one-line
@@ -49,6 +53,17 @@ _COMPRESSED = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00")  # gzip, bzip2, xz: what ta
 T = TypeVar("T")
 
 
+class Landing(Protocol):
+    """Told of each member as a streamed tar unpacks (uri_pipeline.py: files pushed while the rest downloads)."""
+
+    def header(self, member: tarfile.TarInfo, rel: str, left: int | None) -> None:
+        """A member's header has come, its data not yet read (raise to stop). left: the bytes of the tar still to
+        come, this member's data included, when known (an uncompressed tar of a known length), else None."""
+
+    def landed(self, rel: str, member: tarfile.TarInfo, sha256: str) -> None:
+        """A regular file is written whole and dated, its sha256 taken as it was written."""
+
+
 class Readable(Protocol):
     """A file opened "rb", or a response that maps its own failures to a TransferError."""
 
@@ -81,13 +96,16 @@ def unpack(download: Path, name: str, dest: Path, sha256: str | None = None) -> 
     return known
 
 
-def unpack_tar(stream: Readable, dest: Path, length: int = 0, finish: Callable[[], None] | None = None
-               ) -> dict[str, str]:
+def unpack_tar(stream: Readable, dest: Path, length: int = 0, finish: Callable[[], None] | None = None,
+               landing: Landing | None = None) -> dict[str, str]:
     """A tar read from stream (length: its bytes, if known) unpacked into dest as it comes; then finish() (the
     caller's check that the whole stream came), still under the same rule: on failure, whatever this added to dest
-    is removed again. The sha256 of each file written."""
+    is removed again. The sha256 of each file written.
+
+    landing: told of each member (Landing); its files leave dest as they are pushed, so the space needed is then
+    checked file by file (each member's declared size, then the bytes as written), not for the whole archive."""
     def into(budget: SpaceBudget) -> dict[str, str]:
-        known = _untar(stream, dest, budget, length)
+        known = _untar(stream, dest, budget, length, landing)
         if finish is not None:
             finish()
         return known
@@ -158,6 +176,7 @@ class _Stream:
 
     def __init__(self, raw: Readable):
         self._raw, self._head = raw, b""
+        self.count = 0  # bytes read from raw
 
     def peek(self, n: int) -> bytes:
         self._head = self.read_exact(n)
@@ -168,14 +187,18 @@ class _Stream:
             data, self._head = (self._head, b"") if n < 0 or n >= len(self._head) else (self._head[:n],
                                                                                        self._head[n:])
             return data
-        return self._raw.read(n)
+        data = self._raw.read(n)
+        self.count += len(data)
+        return data
 
     def readinto(self, view: memoryview) -> int:
         if self._head:
             n = min(len(view), len(self._head))
             view[:n], self._head = self._head[:n], self._head[n:]
             return n
-        return self._raw.readinto(view) or 0
+        n = self._raw.readinto(view) or 0
+        self.count += n
+        return n
 
     def read_exact(self, n: int) -> bytes:
         return read_exact(self.read, n)
@@ -211,7 +234,8 @@ class _Names:
         self.seen[key] = name
 
 
-def _untar(raw: Readable, dest: Path, budget: SpaceBudget, length: int = 0) -> dict[str, str]:
+def _untar(raw: Readable, dest: Path, budget: SpaceBudget, length: int = 0, landing: Landing | None = None
+           ) -> dict[str, str]:
     """Member by member, by our own rules (tarfile's extraction filters are missing from Debian 12's Python
     3.11.2): only files, directories and links that stay inside dest, never written through a link (beneath.py);
     modes 0644/0755, no owners, no setuid; a hard link becomes a copy. A member's data is exactly member.size
@@ -222,19 +246,25 @@ def _untar(raw: Readable, dest: Path, budget: SpaceBudget, length: int = 0) -> d
     try:
         with _tree(dest) as tree:
             compressed = stream.peek(tarfile.BLOCKSIZE).startswith(_COMPRESSED)
-            if length and not compressed:
+            if length and not compressed and landing is None:
                 budget.need(length)  # an uncompressed tar unpacks to no more than its length (links aside)
             links: set[str] = set()
             for member, data in _members(stream, compressed):
                 _check_tar_member(member)
                 if member.isreg() or member.islnk():
                     names.add(safe_relative(member.name, "archive member"))
-                if member.isreg():
-                    budget.need(budget.written + member.size)
+                if member.isreg():  # a landing's files leave as they are pushed: each must fit, not their sum
+                    budget.need(member.size if landing is not None else budget.written + member.size)
+                if landing is not None and not (member.isdir() and member.name.strip("/.") == ""):
+                    landing.header(member, safe_relative(member.name, "archive member"),
+                                   length - stream.count if length and not compressed else None)
                 try:
                     _extract_member(member, data, tree, budget, links, hashes)
                 except LinkRefused as exc:
                     raise TransferError(f"refusing archive member '{shown(member.name)}': {exc}") from None
+                if landing is not None and member.isreg():
+                    rel = safe_relative(member.name, "archive member")
+                    landing.landed(rel, member, hashes.known[rel])
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise TransferError(f"the downloaded archive is not a readable tar: {exc}") from None
     finally:
