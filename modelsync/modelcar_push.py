@@ -137,7 +137,7 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                 if base_dir is not None else []
             done = {**pusher.go(todo, base_blobs), **reused}
             layers = [done[title] for title in titles]
-            signature = _signature_layer(pusher, sign_model, layers, raw) if sign_model is not None else None
+            signature = signature_layer(pusher, sign_model, layers, raw) if sign_model is not None else None
             if raw:
                 image = modelpack.finish_modelpack(pusher.layout, _REF, layers, created_at, source_annotation,
                                                    origins or None, signature)
@@ -147,7 +147,7 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                 if oci_format == "hybrid":
                     image = modelpack.finish_hybrid(pusher.layout, _REF, image, platform, created_at,
                                                     source_annotation)
-            _finish(pusher, image, tag)
+            finish_push(pusher, image, tag)
         total = sum(files.values())
         elapsed = time.monotonic() - start
         peak = download.peak if download is not None else 0
@@ -161,7 +161,7 @@ def push_modelcar(target: OciLocation, base: OciLocation | None, work_dir: Path,
                      files=image.files)
 
 
-def _signature_layer(pusher: LayerPusher, sign_model: Callable[[tuple[FileEntry, ...]], bytes],
+def signature_layer(pusher: LayerPusher, sign_model: Callable[[tuple[FileEntry, ...]], bytes],
                      layers: list[ModelcarLayer], raw: bool = False) -> ModelcarLayer:
     """model.sig over every file's sha256 (hashed as the layers were written), in its own layer, pushed: a tar
     of /models/model.sig, or (raw, ModelPack) the file itself."""
@@ -181,7 +181,7 @@ def _signature_layer(pusher: LayerPusher, sign_model: Callable[[tuple[FileEntry,
     return layer
 
 
-def _finish(pusher: LayerPusher, image: ModelcarImage, tag: str) -> None:
+def finish_push(pusher: LayerPusher, image: ModelcarImage, tag: str) -> None:
     """Config blobs pushed, every blob HEAD-verified in the registry, then the manifest pushed under tag (a
     hybrid: its two manifests by digest, then the index under tag)."""
     try:

@@ -76,7 +76,7 @@ from .modelcar_layers import (
     layer_titles,
     plan_layers,
 )
-from .modelcar_push import _finish, _signature_layer
+from .modelcar_push import finish_push, signature_layer
 from .oci_access import RegistryAccess, registry_access
 from .oci_copy import pull_base, push_tag, repo_path, verify_pushed
 from .oci_layout import Layout
@@ -102,9 +102,10 @@ class NotStreamable(Exception):
 
 
 def applies(source: object, destination: object) -> bool:
-    """A URL naming a tar (.tar, .tar.gz, .tgz) to an OCI registry pushed with oras."""
+    """A URL naming a tar (.tar, .tar.gz, .tgz) to a modelcar pushed with oras (a ModelPack or hybrid image from a
+    URL is fetched, then published: this pipeline writes modelcar layers only)."""
     return isinstance(source, UriLocation) and uri.is_tar(source) and isinstance(destination, OciDestination) and \
-        destination.backend == "oras"
+        destination.backend == "oras" and destination.format == "modelcar"
 
 
 def storage_needed(destination: OciDestination, files: dict[str, int], max_in_flight: int | None) -> int:
@@ -143,12 +144,12 @@ def transfer(source: UriLocation, destination: OciDestination, ws: Workspace, jo
                 return None
             check_layer_count(len(base_layers), len(tar.plan) + signing)
             layers = [done[title] for _, title in tar.plan]
-            signature = _signature_layer(pusher, sign_model, layers) if sign_model is not None else None
+            signature = signature_layer(pusher, sign_model, layers) if sign_model is not None else None
             newest = max(tar.mtimes.values())
             image = finish_image(pusher.layout, _REF, config, base_layers, layers,
                                  created_time(dt.datetime.fromtimestamp(newest, dt.UTC)), public_source, None,
                                  signature)
-            _finish(pusher, image, tag)
+            finish_push(pusher, image, tag)
         total, elapsed = sum(tar.sizes.values()), time.monotonic() - start
         log.info("pipeline: %s in %d layer(s) (%d pushed while the archive downloaded) as %s in %.1fs, at most %s "
                  "in flight", human(total), len(tar.plan), len(tar.early), image.manifest_digest, elapsed,

@@ -36,3 +36,18 @@ def test_a_file_called_alone_with_a_bound_on_what_follows_is_alone_in_the_final_
             seen.append(size)
             left -= size
     assert called > 100  # the rule does call many files alone
+
+
+def test_only_a_tar_url_to_a_modelcar_pushed_with_oras_is_pipelined():
+    """The pipeline writes modelcar layers only: a ModelPack or hybrid image of a URL, a skopeo push or a URL that is
+    no tar goes fetch-then-publish."""
+    from modelsync.destinations.oci import OciDestination
+    from modelsync.locations import OciLocation, UriLocation
+
+    def dest(fmt: str = "modelcar", backend: str = "oras") -> OciDestination:
+        return OciDestination(OciLocation("registry.example/m:v1"), None, backend, fmt)
+
+    tar, other = UriLocation("https://example.com/m.tar.gz"), UriLocation("https://example.com/m.zip")
+    assert uri_pipeline.applies(tar, dest())
+    assert not uri_pipeline.applies(tar, dest("modelpack")) and not uri_pipeline.applies(tar, dest("hybrid"))
+    assert not uri_pipeline.applies(tar, dest(backend="skopeo")) and not uri_pipeline.applies(other, dest())
