@@ -123,13 +123,19 @@ class Signing:
         """model.sig beside the image as rh-model-signing looks for it (oci_model.py): no new signature."""
         from . import oci_model
 
+        modelcar = oci_model.modelcar_of(target, digest)
+        if modelcar is None:
+            log.info("model.sig not attached for rh-model-signing: %s@%s is a ModelPack artifact, and that verifier "
+                     "reads modelcar images (model.sig is the artifact's last layer)", target.repository, digest)
+            return
         try:
-            referrer, tag = oci_model.attach(target, digest, self._model_bundle)
+            referrer, tag = oci_model.attach(target, modelcar, self._model_bundle)
         except oci_model.Mismatch as exc:
-            raise SigningError(f"model.sig cannot be attached to {target.repository}@{digest}: {exc}") from None
+            raise SigningError(f"model.sig cannot be attached to {target.repository}@{modelcar}: {exc}") from None
         self.facts[PROPERTY_PREFIX + "model_referrer"] = referrer
-        log.info("model.sig attached to the image as %s%s (rh-model-signing verifies the image by reference)",
-                 referrer, f" and tag {tag}" if tag else "")
+        log.info("model.sig attached to the modelcar %s as %s%s (rh-model-signing verifies it by reference%s)",
+                 modelcar, referrer, f" and tag {tag}" if tag else "",
+                 "" if modelcar == digest else ": the hybrid's modelcar entry, by digest")
 
     # ---- helpers --------------------------------------------------------------------------------------------
 

@@ -30,11 +30,12 @@ import json
 import tarfile
 from typing import Any
 
+from .. import modelpack
 from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..locations import OciLocation
 from ..oci_copy import repo_path
-from ..oci_layout import OCI_MANIFEST
+from ..oci_layout import INDEX_TYPES, OCI_MANIFEST
 from . import image, model
 
 ARTIFACT_TYPE = "application/vnd.model-signing.signature.v0.1"
@@ -56,9 +57,25 @@ def sig_tag(digest: str) -> str:
     return digest.replace(":", "-", 1) + ".sig"
 
 
+def modelcar_of(target: OciLocation, digest: str) -> str | None:
+    """The manifest rh-model-signing can verify for what digest names: the modelcar itself, the modelcar entry of a
+    hybrid index (modelpack.py; the other entry is the ModelPack manifest), None for a ModelPack artifact (its raw
+    layers carry no olot keys, and this verifier lists the model's files from those)."""
+    client, repo = RegistryClient(target), repo_path(target)
+    found = client.manifest(repo, digest)
+    doc = found.json()
+    if found.media_type in INDEX_TYPES or doc.get("manifests") is not None:
+        entries = [e for e in doc.get("manifests") or []
+                   if (e.get("annotations") or {}).get(modelpack.MANIFEST_KIND) != "modelpack"
+                   and e.get("artifactType") != modelpack.ARTIFACT_TYPE]
+        return str(entries[0]["digest"]) if len(entries) == 1 else None
+    return None if doc.get("artifactType") == modelpack.ARTIFACT_TYPE else digest
+
+
 def attach(target: OciLocation, digest: str, bundle: bytes | None) -> tuple[str, str | None]:
-    """Put model.sig's bundle (or, when None, the one inside the image's model.sig layer) beside the image; the
-    artifact manifest's digest and the `.sig` tag when one was written (a registry without the referrers API)."""
+    """Put model.sig's bundle (or, when None, the one inside the image's model.sig layer) beside the image (a
+    modelcar manifest: modelcar_of); the artifact manifest's digest and the `.sig` tag when one was written (a
+    registry without the referrers API)."""
     client, repo = RegistryClient(target), repo_path(target)
     subject = client.manifest(repo, digest)
     if subject.digest != digest:

@@ -128,6 +128,8 @@ def test_a_signed_sync_of_each_new_format_verifies(oci_format, sigstore_stack, t
     assert props["modelsync.signature.model_files"] == str(len(expected))
     files = read_back(published, tmp_path, "oras")
     assert files.pop("model.sig") and files == expected
+    # rh-model-signing reads modelcar images: model.sig goes beside the hybrid's modelcar, not beside a ModelPack
+    assert ("modelsync.signature.model_referrer" in props) == (oci_format == "hybrid")
     run = subprocess.run([str(REPO / "bin" / "modelsync-verify"), published.uri,
                           "--identity", sigstore_stack.stack_sigstore_identity,
                           "--issuer", sigstore_stack.stack_sigstore_issuer,

@@ -55,7 +55,7 @@ def _token_location(sig, ref: str) -> OciLocation:
                        ca_bundle=sig.oci_token_ca)
 
 
-def _sync(sig, base_image: str, tmp: Path, model_dir: Path) -> dict:
+def _sync(sig, base_image: str, tmp: Path, model_dir: Path, **extra: str) -> dict:
     ref = f"{sig.oci_token_registry}/rh/{uuid.uuid4().hex[:8]}:v1"
     env = {**base_env(sig, tmp, f"rh-{uuid.uuid4().hex[:8]}"),
            **source_env("s3", sig, tmp, model_dir, None, base_image),
@@ -63,7 +63,7 @@ def _sync(sig, base_image: str, tmp: Path, model_dir: Path) -> dict:
            "MODEL_SYNC_DESTINATION_OCI_URI": ref, "MODEL_SYNC_DESTINATION_OCI_USERNAME": sig.oci_token_username,
            "MODEL_SYNC_DESTINATION_OCI_PASSWORD": sig.oci_token_password,
            "MODEL_SYNC_DESTINATION_OCI_CA_BUNDLE": sig.oci_token_ca,
-           "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY": "true"}
+           "MODEL_SYNC_DESTINATION_OCI_ENABLE_TLS_VERIFY": "true", **extra}
     result = run_cli(env, tmp)
     assert result.returncode == 0, result.stderr
     assert sig.oci_token_password not in result.stderr + result.stdout
@@ -128,7 +128,7 @@ def test_rh_model_signing_verifies_the_image_by_reference(which, sigstore_stack,
     manifest = _manifest(sigstore_stack, image)
     kinds = {(layer.get("annotations") or {}).get(oci_model.CONTENT_TYPE) for layer in manifest["layers"]}
     assert ("directory" in kinds) == (which == "shared_layers")
-    assert "model.sig attached to the image" in image["log"]
+    assert "model.sig attached to the modelcar" in image["log"]
     repo = image["ref"].rsplit(":", 1)[0]
     for ref in (image["ref"], f"{repo}@{image['digest']}"):
         run = verify(sigstore_stack, ref, tmp_path)
@@ -136,6 +136,27 @@ def test_rh_model_signing_verifies_the_image_by_reference(which, sigstore_stack,
         assert "Verification succeeded" in run.stdout
     wrong = verify(sigstore_stack, image["ref"], tmp_path, "https://kubernetes.io/namespaces/x/serviceaccounts/y")
     assert wrong.returncode != 0
+
+
+def test_a_hybrid_index_verifies_by_its_modelcar_entry(sigstore_stack, base_image, rh_cli, tmp_path):
+    """--destination-oci-format hybrid: the tag names an index (modelpack.py), which rh-model-signing 1.0.5 does not
+    resolve; model.sig is attached to the index's modelcar entry, which its CLI verifies by digest, and not to the
+    index or the ModelPack entry (none of the two has a signature it could find)."""
+    make_model(tmp_path / "model")
+    image = _sync(sigstore_stack, base_image, tmp_path, tmp_path / "model",
+                  MODEL_SYNC_DESTINATION_OCI_FORMAT="hybrid")
+    index = _manifest(sigstore_stack, image)
+    (modelcar,) = [e["digest"] for e in index["manifests"] if e.get("platform", {}).get("os") == "linux"]
+    (pack,) = [e["digest"] for e in index["manifests"] if e["digest"] != modelcar]
+    assert "model.sig attached to the modelcar" in image["log"] and "the hybrid's modelcar entry" in image["log"]
+    repo = image["ref"].rsplit(":", 1)[0]
+    run = verify(sigstore_stack, f"{repo}@{modelcar}", tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr
+    loc = _token_location(sigstore_stack, image["ref"])
+    client = RegistryClient(loc)
+    assert client.manifest(repo_path(loc), oci_model.sig_tag(modelcar)).json()["subject"]["digest"] == modelcar
+    for other in (image["digest"], pack):
+        assert client.find_manifest(repo_path(loc), oci_model.sig_tag(other)) is None
 
 
 def test_a_non_ascii_name_verifies_by_tag_and_digest(sigstore_stack, base_image, rh_cli, tmp_path):
