@@ -3,7 +3,7 @@
 #
 #   e2e/install-tools.sh [COMPONENT...]     components: apt oras registry minio model-registry awscli toxiproxy
 #                                           fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign
-#                                           rh-model-signing kubernetes
+#                                           rh-model-signing kubernetes modctl olot
 #                                           (default: all; `sigstore` = fulcio … cosign: the signing servers of
 #                                           e2e/sigstore.py, and rh-model-signing: the verifier of the signing
 #                                           tests, in its own venv $MODELSYNC_CACHE/rh-model-signing-VERSION;
@@ -12,7 +12,10 @@
 #                                           kubernetes = containerd, runc and CNI plugins from apt, and
 #                                           kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl,
 #                                           kube-proxy, etcd and CoreDNS into
-#                                           $MODELSYNC_CACHE/kubernetes-$KUBERNETES_VERSION/bin)
+#                                           $MODELSYNC_CACHE/kubernetes-$KUBERNETES_VERSION/bin;
+#                                           modctl = the ModelPack CLI the format tests pull/extract with, into GOBIN;
+#                                           olot = olot in a virtual environment of its own,
+#                                           $MODELSYNC_CACHE/olot-$OLOT_VERSION, the hybrid index's reference)
 #
 # Idempotent and fast when everything is present: Go binaries are checked with `go version -m`, which reads the
 # module version embedded in the binary, so a binary built by hand or by an older run is recognised without any
@@ -298,6 +301,46 @@ k8s_build() {
   report "$name" "built $(embedded_version "$dir/bin/$name" "$([ "$name" = etcd ] && echo go.etcd.io/etcd/server/v3 || echo k8s.io/kubernetes)")" "$t"
 }
 
+# modctl (the ModelPack CLI, tests/support/modctl.py). The proxy serves it only under its old path
+# github.com/CloudNativeAI/modctl (github.com/modelpack/modctl is refused, and so is the version list, which
+# `go install` asks for), while its go.mod says `module github.com/modelpack/modctl`: a throwaway module requires the
+# declared path and replaces it with the served one. Static (CGO off): libgit2 is behind the build tag
+# enable_libgit2, so nothing needs C. Measured cold here (2 shared cores, module cache partly warm): tidy 8 s, build
+# 71 s. `go version -m` shows the module as github.com/modelpack/modctl at $MODCTL_VERSION.
+install_modctl() {
+  local module=github.com/modelpack/modctl served=github.com/CloudNativeAI/modctl version=$MODCTL_VERSION t dir
+  t=$(now)
+  need_go
+  if [ "$(embedded_version "$GOBIN/modctl" "$module")" = "$version" ]; then
+    report modctl "already present" "$t"; return
+  fi
+  dir="$CACHE/modctlbuild"
+  mkdir -p "$dir" "$GOBIN"
+  printf 'module example.invalid/modctlbuild\n\ngo 1.24.1\n\nrequire %s %s\n\nreplace %s %s => %s %s\n\ntool %s\n' \
+    "$module" "$version" "$module" "$version" "$served" "$version" "$module" >"$dir/go.mod"
+  (cd "$dir" && go mod tidy) || die "go mod tidy failed in $dir"
+  (cd "$dir" && CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X $module/pkg/version.GitVersion=$version" \
+    -o "$GOBIN/modctl.tmp" "$module" &&
+    mv "$GOBIN/modctl.tmp" "$GOBIN/modctl") || die "could not build $served@$version"
+  report modctl "installed $version" "$t"
+}
+
+# olot $OLOT_VERSION (tests/support/olot_ref.py: the reference for the hybrid modelcar + ModelPack index) in a virtual
+# environment of its own, $CACHE/olot-$OLOT_VERSION: its pinned dependencies (pydantic, click, ...) must not move
+# the project's. Made by e2e/venv.sh (ensurepip on Debian); kept when it already holds that version.
+install_olot() {
+  local venv="$CACHE/olot-$OLOT_VERSION" t
+  t=$(now)
+  if [ -x "$venv/bin/olot" ] &&
+    [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("olot"))' 2>/dev/null)" = "$OLOT_VERSION" ]; then
+    report olot "already present" "$t"; return
+  fi
+  bash "$here/venv.sh" "$PYTHON" "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "olot==$OLOT_VERSION" ||
+    die "could not pip install olot==$OLOT_VERSION into $venv"
+  report olot "installed $OLOT_VERSION into $venv" "$t"
+}
+
 install_awscli() {
   local t
   t=$(now)
@@ -350,11 +393,13 @@ run() {
     rh-model-signing) install_rh_model_signing ;;
     sigstore) for c in fulcio tesseract timestamp-server rekor-tiles rekor-v1 trillian cosign rh-model-signing; do
       run "$c"; done ;;
+    modctl) install_modctl ;;
+    olot) install_olot ;;
     *) die "unknown component: $1" ;;
   esac
 }
 
 start=$(now)
-[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli toxiproxy sigstore kubernetes
+[ $# -gt 0 ] || set -- apt oras registry minio model-registry awscli toxiproxy sigstore kubernetes modctl olot
 for c in "$@"; do run "$c"; done
 report total done "$start"
