@@ -196,9 +196,7 @@ def layer_parts(files: Sequence[tuple[str, int]]) -> list[bytes | str]:
             parts += [bytes(head), info.name[len(MODELS_DIR) + 1:]]
             size += len(head) + info.size
             head = bytearray(bytes(-info.size % tarfile.BLOCKSIZE))
-    head += bytes(2 * tarfile.BLOCKSIZE)                        # end-of-archive marker
-    size += len(head)
-    head += bytes(-size % tarfile.RECORDSIZE)                   # and to a whole record, as tar(1) does
+    head += bytes(2 * tarfile.BLOCKSIZE)                        # end-of-archive marker, and nothing after it
     parts.append(bytes(head))
     return parts
 
@@ -206,13 +204,14 @@ def layer_parts(files: Sequence[tuple[str, int]]) -> list[bytes | str]:
 def layer_tar_size(files: Sequence[tuple[str, int]]) -> int:
     """Bytes of the layer tar of files [(relative path, size)], as write_layer makes it."""
     size = sum(len(tar_header(info)) + info.size + (-info.size % tarfile.BLOCKSIZE) for info in layer_members(files))
-    size += 2 * tarfile.BLOCKSIZE
-    return size + (-size % tarfile.RECORDSIZE)
+    return size + 2 * tarfile.BLOCKSIZE
 
 
 def _end_archive(out: HashingWriter) -> None:
-    out.write(bytes(2 * tarfile.BLOCKSIZE))                     # end-of-archive marker
-    out.write(bytes(-out.size % tarfile.RECORDSIZE))            # and to a whole record, as tar(1) does
+    """The end-of-archive marker ends the layer: no padding to a 10 KiB record as tar(1) adds. A reader that stops
+    at the marker and checks the digest of what it read (Go's archive/tar in modctl's `pull --extract-from-remote`,
+    on a hybrid's ModelPack entry) then has read the whole blob; with the padding it refused the layer."""
+    out.write(bytes(2 * tarfile.BLOCKSIZE))
 
 
 def _copy_hashed(fin: BinaryIO, out: HashingWriter, size: int, file_sha: Any, relpath: str,
