@@ -10,7 +10,10 @@ layout in the work dir first. Python then reads the blobs:
   `org.opencontainers.image.title` is written at that path under dest_dir; a layer oras marked for unpacking
   (`io.deis.oras.content.unpack`, a pushed directory) is extracted there instead. A CNCF ModelPack artifact
   (modelpack.py) is one: a raw layer is the file itself, written at its `org.cncf.model.filepath`; a ModelPack
-  tar layer is extracted. A hybrid index (modelcar + ModelPack) is narrowed to the platform: the modelcar.
+  tar layer is extracted. What modctl v0.1.1 builds is one too, in the legacy CNAI names the spec had before it
+  moved to the CNCF (`application/vnd.cnai.model.<role>.v1.raw|tar`, `org.cnai.model.filepath`; modctl's own
+  extract reads both): read the same way. A hybrid index (modelcar + ModelPack) is narrowed to the platform: the
+  modelcar.
 skopeo (1.9) cannot copy artifacts, so with backend "skopeo" an artifact is fetched with oras.
 """
 
@@ -50,6 +53,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("modelsync.sources.oci")
 
 ORAS_UNPACK = "io.deis.oras.content.unpack"
+CNAI_FILEPATH = "org.cnai.model.filepath"  # modctl v0.1.1's (legacy CNAI) name of modelpack.FILEPATH
+_CNAI_TYPES = frozenset(t.replace(".cncf.model.", ".cnai.model.") for t in modelpack.MEDIA_TYPES)
+# the ModelPack layers that are tars to extract (CNCF and CNAI); a raw one is the file, any other layer by its title
+MODEL_TARS = frozenset(t for t in modelpack.MEDIA_TYPES | _CNAI_TYPES if t.endswith(".tar"))
 _REF = "fetched"
 
 
@@ -193,7 +200,7 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
     files: list[FileEntry] = []
     for layer in manifest.get("layers") or []:
         annotations = layer.get("annotations") or {}
-        if layer.get("mediaType") in modelpack.MEDIA_TYPES and layer["mediaType"] not in modelpack.RAW_TYPES:
+        if layer.get("mediaType") in MODEL_TARS:
             blob(layer, partial(_apply, tree, layer))  # a ModelPack tar layer: its entries name the files
             continue
         title = _layer_path(annotations)
@@ -218,8 +225,9 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
 
 
 def _layer_path(annotations: Mapping[str, str]) -> str | None:
-    """Where an artifact layer's file goes: a ModelPack layer's `org.cncf.model.filepath`, else its title."""
-    return annotations.get(modelpack.FILEPATH) or annotations.get(TITLE)
+    """Where an artifact layer's file goes: a ModelPack layer's `org.cncf.model.filepath` (or modctl's
+    `org.cnai.model.filepath`), else its title."""
+    return annotations.get(modelpack.FILEPATH) or annotations.get(CNAI_FILEPATH) or annotations.get(TITLE)
 
 
 # ---- the source type (see sources/__init__.py) -------------------------------------------------------------------
@@ -271,7 +279,7 @@ def facts(src: OciSource) -> dict[str, object]:
         # an artifact names its files in the manifest: their names are checked now, a modelcar's as it is read
         if (doc.get("config") or {}).get("mediaType") not in IMAGE_CONFIG_TYPES:
             titles = [_layer_path(layer.get("annotations") or {}) for layer in doc["layers"]
-                      if layer.get("mediaType") not in modelpack.MEDIA_TYPES - modelpack.RAW_TYPES]
+                      if layer.get("mediaType") not in MODEL_TARS]
             check_listing([safe_relative(t, "layer title") for t in titles if t], "layer title")
     return described
 
