@@ -35,12 +35,27 @@ Differences from olot 1.2.1, each on purpose:
   the tar puts the file (a raw ModelPack layer could not be the modelcar's blob: the modelcar needs a tar).
 - olot puts `io.opendatahub.author: olot` on the index entry (and on the modelcar manifest); here `modelsync` on
   the entry, which is what wrote it, and the entry also names the manifest's `artifactType` (OCI 1.1 descriptors).
-- olot needs a multi-platform base and adds the ModelPack manifest to every index of it; here the modelcar is built
-  for one platform, so the index has exactly two entries.
+- olot needs a multi-platform base and adds the ModelPack manifest to every index of it (and to the layout's
+  index.json); here the modelcar is built for one platform, so the index has exactly two entries.
+- olot's title (on the modelcar layer and the ModelPack layer) is the file's base name; here its path in the model
+  (modelcar.py): base names collide (`a/config.json`, `b/config.json`), and `oras pull` writes a layer at its title.
+- the index, the modelcar manifest and the ModelPack manifest carry `org.opencontainers.image.created` (and
+  `.source`: the manifests) here, none in olot's (its modelcar manifest only `io.opendatahub.author: olot`): the
+  OCI source and `modelsync inspect` read the date and source back from a manifest, and on the index it dates
+  what the tag and the Model Registry URI pin (OCI's annotation for that); it is the image's fixed created time,
+  so the same files still give the same digests.
+- each modelcar layer here also carries the re-sync source record (modelcar.SOURCE_RECORD: where each file came
+  from), which a re-sync compares to skip unchanged layers; olot has no re-sync.
+- the modelcar config's history: olot writes `olot oci_layers_on_top <name>` dated when it ran, here
+  `modelsync: COPY <path> /models/<path>` dated the image's `created`, which the config also carries.
 "Same blobs" holds inside one index (the ModelPack manifest lists the modelcar's layer digests). An olot image and
 a modelsync image of the same files do not share layer digests: olot's tar of a file keeps its mtime, mode 0664
-and no directory entries, modelsync's (modelcar_layers.py) is mtime 0, 0644, with /models and each parent dir; the
-files' own sha256 (olot.layer.content.digest) are the same.
+and no directory entries, and is padded to a 10240-byte record (Python tarfile's default); modelsync's
+(modelcar_layers.py) is mtime 0, 0644, with /models and each parent dir, and ends at its end-of-archive marker
+(modctl `pull --extract-from-remote` hashes only what Go's tar reader consumes, and refuses olot's padded layers);
+the files' own sha256 (olot.layer.content.digest) and the files in the tars are the same.
+tests/stack/test_format_interop.py compares a hybrid with olot 1.2.1's for the same files and asserts each of these
+differences, and nothing else.
 
 modelpack and hybrid are pushed with oras only: skopeo 1.9 cannot copy an artifact (a config that is not an image
 config), so config validation refuses them with the skopeo backend (destinations/oci.py).
