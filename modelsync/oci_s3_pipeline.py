@@ -3,8 +3,9 @@ the slower of the two, and the storage path holds only what is in flight.
 
     the image's manifest (sources/oci.remote_manifest) -> each layer streamed by `oras blob fetch` into the
     extraction (sources/oci.stream_oci, layer_extract.TreeWriter: whiteouts, links, digests checked as before) ->
-    each file, once written whole and hashed, checked (the job's pickle scan) and handed to an S3Uploader
-    (s3_upload.py), which uploads it in the next batch and then empties it -> the files symlinks lead to uploaded
+    each file, once written whole and hashed, checked (the job's pickle scan) and moved to an S3Uploader
+    (s3_upload.py), an empty file left in its place, uploaded in the next batch and deleted -> the files symlinks
+    lead to uploaded
     again under the links' names -> model.sig (when signing), every object verified, leftovers removed
     (destinations/s3.finish_s3)
 
@@ -12,9 +13,10 @@ The result is fetch-then-publish's for the same image: the same files (TreeWrite
 lead to), each object written by the same `aws s3 cp --recursive` publish_s3 runs (so the same keys, bytes,
 content types and modelsync-job metadata), the same verification and removal of what is not the model. A file a
 later layer removes or replaces was perhaps uploaded already: the replacement goes up after it (batches go in
-order), a removed one is one of this job's own leftovers that finish_s3 deletes. A file emptied after its upload
-keeps its entry in the tree, so later layers see the tree they would have seen; a hard link to such a file is
-copied from its object (the upload is done by then), a symlink's target is read back from its object at the end.
+order), a removed one is one of this job's own leftovers that finish_s3 deletes. The empty file left in the
+tree keeps the tree's shape, so later layers see the tree they would have seen; a hard link is copied from its
+source's bytes where they are (the upload's batch, or its object once up), a symlink's target is read back from
+its object at the end.
 
 Scratch: before each file is written the extraction waits while the files not yet uploaded and that one would pass
 the cap (--max-in-flight-bytes, default two of the largest layer plus s3_download.WINDOW: one file uploaded while
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,7 +42,6 @@ from .clients.distribution import RegistryClient
 from .destinations.s3 import S3Destination, finish_s3
 from .errors import TransferError
 from .files import check_listing, human, require_free_space
-from .layer_extract import copy_file
 from .layer_stream import COPY_BUF
 from .locations import FileEntry, Published, S3Location
 from .oci_copy import qualified, repo_path
@@ -125,20 +127,24 @@ class _Landing:
     def room(self, size: int) -> None:
         self.uploader.room(size)
 
-    def landed(self, rel: str, path: Path, move: bool = False) -> None:
+    def landed(self, rel: str, path: Path, placeholder: bool = True) -> None:
         if self.scan_file is not None:  # raises to stop the transfer: nothing of this file goes up
             self.scan_file(rel, path)
-        self.uploader.add(rel, path, move)
+        self.uploader.add(rel, path)
+        if placeholder:  # the tree keeps its entry (a later layer's whiteout or write finds it), without the bytes
+            path.touch()
 
     def copy(self, tree: Beneath, source: str, rel: str) -> None:
-        with self.uploader.lock:  # the upload thread empties a file only under this lock
-            if source not in self.uploader.uploaded:
-                copy_file(tree, source, rel)
-                return
         fd = tree.create(rel)
         try:
             with os.fdopen(fd, "wb") as out:
-                download_object(self.loc, source, out)
+                with self.uploader.lock:  # the upload thread deletes a batch's files only under this lock
+                    where = self.uploader.source_of(source)
+                    if where is not None:
+                        with open(where, "rb") as src:
+                            shutil.copyfileobj(src, out, COPY_BUF)
+                if where is None:  # up already
+                    download_object(self.loc, source, out)
         except BaseException:
             tree.unlink(rel)
             raise
@@ -162,7 +168,7 @@ def _upload_links(landing: _Landing, files: list[FileEntry], tree_dir: Path, lin
         path = links_dir / entry.path
         landing.room(entry.size)
         landing.write_object(target, path)
-        landing.landed(entry.path, path, move=True)
+        landing.landed(entry.path, path, placeholder=False)
 
 
 def download_object(loc: S3Location, rel: str, out: Any) -> None:

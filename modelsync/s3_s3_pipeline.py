@@ -182,7 +182,7 @@ class _Relay:
                     if self.scan_file is not None:  # raises to stop the transfer: nothing of this file goes up
                         self.scan_file(rel, dest / rel)
                     self.hashes[rel] = sha256_file(dest / rel)
-                    self.uploader.add(rel, dest / rel, move=True)
+                    self.uploader.add(rel, dest / rel)
                     self.taken.add(rel)
                 finally:
                     self.busy = False

@@ -3,25 +3,24 @@ they land are uploaded in batches, in order, on a thread of their own, while the
 
 Contract: S3Uploader(loc, job, job_dir, cap).start(); the producer calls room(size) before it writes a file of
 size bytes (waits while the files not yet uploaded and that one would pass the cap, unless none is waiting: a file
-larger than the cap goes alone) and add(rel, path, move) once the file is whole; drain() waits for the files added
-so far, finish() for the last batch, both raising the first upload error; stop() (any thread) ends the aws child
-and the thread. room() and add() raise the upload's error, so a refused upload stops the download within a file.
+larger than the cap goes alone) and add(rel, path) once the file is whole (it is moved into the next batch);
+drain() waits for the files added so far, finish() for the last batch, both raising the first upload error; stop()
+(any thread) ends the aws child and the thread. room() and add() raise the upload's error, so a refused upload
+stops the download within a file.
 
 Each batch is one `aws s3 cp --recursive` of a directory holding the files at their relative paths
 (destinations/s3.upload_tree, the very call publish_s3 makes: the same keys, bytes, content types, multipart sizes
 and modelsync-job metadata as fetch-then-publish). A batch is whatever landed while the one before went up: one
 file of a large model at a time, many small files in one aws process (an aws CLI costs ~0.6 CPU-s to start). A file
-is put into the batch by a hard link (move=False: the producer's tree keeps its entry; layer_extract.TreeWriter
-needs it for later layers' whiteouts) or a rename (move=True); once its batch is up it is truncated (its blocks
-freed, whatever else links to it) and unlinked. A file added again under the same path before its batch went up
-replaces the earlier one (a later layer's version of it); batches go up one after the other, so the last version
-added is the one the prefix ends with. Nothing is half-written: aws completes a multipart upload only when all its
-parts are up; a stopped batch leaves no object of the file it was uploading.
+is renamed into the batch (no hard link: the storage path's use is what its files' blocks say) and deleted once
+its batch is up; source_of(rel) says where the bytes of a file not yet up are. A file added again under the same
+path before its batch went up replaces the earlier one (a later layer's version of it); batches go up one after
+the other, so the last version added is the one the prefix ends with. Nothing is half-written: aws completes a
+multipart upload only when all its parts are up; a stopped batch leaves no object of the file it was uploading.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import shutil
@@ -49,7 +48,7 @@ class S3Uploader:
         self.group = group or tools.Group()
         self.lock = threading.Condition()
         self.pending: dict[str, tuple[Path, int]] = {}  # the batch being filled: rel -> (its link in the batch, size)
-        self.uploading: dict[str, int] = {}             # the batch going up: rel -> size
+        self.uploading: dict[str, tuple[Path, int]] = {}  # the batch going up: rel -> (its path, size)
         self.uploaded: set[str] = set()                 # every rel whose latest version is up
         self.in_flight = 0                              # bytes added and not yet uploaded
         self.peak = 0
@@ -78,8 +77,8 @@ class S3Uploader:
                 self.lock.wait(WAIT_SECONDS * 10)
             self._check()
 
-    def add(self, rel: str, path: Path, move: bool) -> None:
-        """rel (whole at path) into the next batch: linked (move False) or renamed (move True)."""
+    def add(self, rel: str, path: Path) -> None:
+        """rel (whole at path) moved into the next batch."""
         size = path.stat().st_size
         with self.lock:
             self._check()
@@ -88,15 +87,18 @@ class S3Uploader:
             if earlier is not None:  # a later version before the batch went up: it replaces the earlier
                 self._release(earlier[0], earlier[1])
             target.parent.mkdir(parents=True, exist_ok=True)
-            if move:
-                os.rename(path, target)
-            else:
-                os.link(path, target)
+            os.rename(path, target)
             self.pending[rel] = (target, size)
             self.uploaded.discard(rel)
             self.in_flight += size
             self.peak = max(self.peak, self.in_flight)
             self.lock.notify_all()
+
+    def source_of(self, rel: str) -> Path | None:
+        """Where rel's bytes are while they are not up yet (hold self.lock: the upload thread deletes them once up
+        only under it); None once up."""
+        found = self.pending.get(rel) or self.uploading.get(rel)
+        return found[0] if found is not None else None
 
     def idle(self) -> bool:
         """Nothing added is waiting or going up (a paced download must go on: nothing would free room)."""
@@ -147,11 +149,11 @@ class S3Uploader:
                         return
                     batch, files = self._batch, self.pending
                     self._batch, self.pending = self._new_batch(), {}
-                    self.uploading = {rel: size for rel, (_, size) in files.items()}
+                    self.uploading = dict(files)
                 start = time.monotonic()
                 upload_tree(batch, self.loc, self.job, run=self.group.run)
                 self.batches += 1
-                log.debug("uploaded %d file(s), %s, in %.1fs", len(files), human(sum(self.uploading.values())),
+                log.debug("uploaded %d file(s), %s, in %.1fs", len(files), human(sum(s for _, s in files.values())),
                           time.monotonic() - start)
                 with self.lock:
                     for rel, (link, size) in files.items():
@@ -167,14 +169,8 @@ class S3Uploader:
                     self.errors.append(exc)
                 self.lock.notify_all()
 
-    def _release(self, link: Path, size: int) -> None:
-        """A file's blocks freed (truncated: another link, the producer's tree, may hold it) and its link gone."""
-        try:
-            os.truncate(link, 0)
-            link.unlink()
-        except OSError as exc:
-            if exc.errno != errno.ENOENT:
-                raise
+    def _release(self, path: Path, size: int) -> None:
+        path.unlink(missing_ok=True)
         self.in_flight -= size
 
     def _new_batch(self) -> Path:
