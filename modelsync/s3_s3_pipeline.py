@@ -12,7 +12,8 @@ modelsync-job metadata), the same verification and removal of what is not the mo
 
 Pacing is the S3 -> OCI pipeline's (s3_download.py): aws is paused while the job directory (downloads and the
 batch being uploaded) holds the cap (--max-in-flight-bytes, default two of the largest file plus
-s3_download.WINDOW), unless nothing would free room. Used by job.PIPELINES for an S3 source to an S3 destination.
+s3_download.WINDOW, less the PACE_SLACK aws may write between two measures: measured 164 MiB for a 160 MiB cap
+without it), unless nothing would free room. Used by job.PIPELINES for an S3 source to an S3 destination.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .files import human, require_free_space, sha256_file
 from .layer_push import PACE_SECONDS, STOP_WAIT, Cancelled
 from .locations import FileEntry, Published, S3Location
 from .resume import Resume
-from .s3_download import S3Download, in_flight_cap
+from .s3_download import PACE_SLACK, S3Download, in_flight_cap
 from .s3_upload import S3Uploader
 from .signing.model import SIGNATURE_NAME
 from .sources.s3 import list_s3
@@ -63,7 +64,8 @@ def transfer(source: S3Location, destination: S3Destination, ws: Workspace, job:
         log.warning("the source's %s is left out: this job's signature replaces it", SIGNATURE_NAME)
     largest = max(files.values(), default=0)
     require_free_space(ws.work, largest, "the pipeline's largest file in flight")
-    cap = in_flight_cap(largest, max_in_flight)
+    # the default cap less what aws may write between two measures: the storage path stays within the target
+    cap = max_in_flight or in_flight_cap(largest) - PACE_SLACK
     loc = destination.location
     log.info("pipeline: %d file(s), %s, from %s to s3://%s/%s; at most %s in flight", len(files),
              human(sum(files.values())), source.url, loc.bucket, loc.key, human(cap),
