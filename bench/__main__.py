@@ -12,9 +12,10 @@ same tag again), a new tag of the unchanged model, the job SIGKILLed once 60 % o
 (the next pod: resume.py), a new tag after one shard changed, S3 -> S3, a URL source (the files as one tar archive
 served by a thread of the bench, whose CPU is not counted) -> OCI and hf:// -> OCI from the stand-in Hub
 (tests/support/hub_server.py). Then the ratios to the targets: S3->OCI / (1.2 x max(D,P) + 1 s), peak scratch
-(S3 -> OCI, OCI -> S3, S3 -> S3) / (2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first + 1 s), new tag / (0.1 x first + 2 s), one shard
-changed / (0.25 x first + 2 s), resumed / (0.5 x first + 2 s), on loopback S3 -> OCI / (D + P), and whether v1, the
-new tag and the resumed run have one manifest digest. A table is printed (Markdown) and the figures written as JSON.
+(S3 -> OCI, OCI -> S3, S3 -> S3) / (2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first + 1 s), new
+tag / (0.1 x first + 2 s), one shard changed / (0.25 x first + 2 s), resumed / (0.5 x first + 2 s), on loopback
+S3 -> OCI / (D + P), and whether v1, the new tag and the resumed run have one manifest digest. A table is printed
+(Markdown) and the figures written as JSON.
 
 --shaped RATE (e.g. 800mbit; root, iproute2): the same runs, but MinIO and the registry are reached through a link
 limited to RATE each way (a veth pair into a network namespace made for the run, a `tc` `tbf` qdisc on each end; see
