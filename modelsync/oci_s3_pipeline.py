@@ -41,11 +41,10 @@ from .clients import aws
 from .clients.distribution import RegistryClient
 from .destinations.s3 import S3Destination, finish_s3
 from .errors import TransferError
-from .files import check_listing, human, require_free_space
+from .files import human, require_free_space
 from .layer_stream import COPY_BUF
 from .locations import FileEntry, Published, S3Location
 from .oci_copy import qualified, repo_path
-from .oci_layout import IMAGE_CONFIG_TYPES
 from .resume import Resume
 from .s3_download import in_flight_cap
 from .s3_upload import S3Uploader
@@ -92,10 +91,7 @@ def transfer(source: OciSource, destination: S3Destination, ws: Workspace, job: 
     landing = _Landing(uploader, loc, scan_file)
     try:
         tree_dir = job_dir / "tree"
-        files = stream_oci(src, manifest, tree_dir, ws.work, landing)
-        if manifest["config"]["mediaType"] in IMAGE_CONFIG_TYPES and not files:
-            raise TransferError(f"{src.reference}: the image has no files under /models: not a modelcar")
-        check_listing([f.path for f in files], "layer entry")
+        files = stream_oci(src, manifest, tree_dir, ws.work, landing)  # names checked, none: refused
         _upload_links(landing, files, tree_dir, job_dir / "links")
         uploader.finish()
     except BaseException:

@@ -149,6 +149,19 @@ def test_oci_to_s3_whiteouts_replacements_and_links_as_fetch_then_publish(stack,
     assert back["dir/abs.txt"] == back["b.txt"] == {f.path: f.sha256 for f in piped.files}["b.txt"]
 
 
+def test_oci_artifact_to_s3_as_fetch_then_publish(stack, tmp_path, monkeypatch, caplog):
+    """An ORAS artifact (a file a layer, a directory packed by oras): the same objects either way."""
+    files = tmp_path / "artifact"
+    make_model(files)
+    ref = f"{stack.oci_registry}/artifact/{uuid.uuid4().hex[:8]}:v1"
+    tools.run("oras", ["push", "--plain-http", ref, "config.json", "weights"], cwd=str(files))
+    source = {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": ref,
+              "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false"}
+    (piped, _), (fetched, _) = both_ways(stack, tmp_path, monkeypatch, caplog, source, "artifact")
+    assert piped.files == fetched.files and len(piped.files) > 2
+    assert objects(stack, piped) == objects(stack, fetched)
+
+
 def test_s3_to_s3_gives_the_objects_of_fetch_then_publish(stack, tmp_path, monkeypatch, caplog):
     model_dir = tmp_path / "model"
     expected = make_model(model_dir, big_bytes=48 * MIB)
