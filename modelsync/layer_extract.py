@@ -9,8 +9,8 @@ Whiteouts (image-spec layer.md) act on lower layers only, applied in one streami
 hashed as it is read (layer_stream.py, which also parses the tar) and must match its descriptor's digest.
 
 A pipeline (oci_s3_pipeline.py) passes a Landing: asked for room before each file is written, told once it is
-whole (it may then empty the file: the entry stays, so whiteouts and later layers see the tree as it is), and asked
-to copy a hard link's source, whose bytes may be gone from disk by then.
+whole (it may then move the file away and leave an empty one: the entry stays, so whiteouts and later layers see
+the tree as it is), and asked to copy a hard link's source, whose bytes may be elsewhere by then.
 """
 
 from __future__ import annotations
@@ -105,10 +105,6 @@ class TreeWriter:
             if target in self.files:
                 out[path] = FileEntry(path, self.files[target].size, self.files[target].sha256)
         return sorted(out.values(), key=lambda e: e.path)
-
-    def link_targets(self) -> dict[str, str]:
-        """Each symlink that leads to a file: the file's path (both relative to dest)."""
-        return {path: target for path in self.links if (target := self._follow(path)) in self.files}
 
     # ---- one member --------------------------------------------------------------------------------------
 

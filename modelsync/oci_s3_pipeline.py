@@ -118,7 +118,6 @@ class _Landing:
 
     def __init__(self, uploader: S3Uploader, loc: S3Location, scan_file: Callable[[str, Path], None] | None):
         self.uploader, self.loc, self.scan_file = uploader, loc, scan_file
-        self.links: dict[str, str] = {}
 
     def room(self, size: int) -> None:
         self.uploader.room(size)
