@@ -12,8 +12,10 @@ modelsync-job metadata), the same verification and removal of what is not the mo
 
 Pacing is the S3 -> OCI pipeline's (s3_download.py): aws is paused while the job directory (downloads and the
 batch being uploaded) holds the cap (--max-in-flight-bytes, default two of the largest file plus
-s3_download.WINDOW, less the PACE_SLACK aws may write between two measures: measured 164 MiB for a 160 MiB cap
-without it), unless nothing would free room. Used by job.PIPELINES for an S3 source to an S3 destination.
+s3_download.WINDOW; given to S3Download less the PACE_SLACK aws may write between two measures: measured 164 MiB
+for a 160 MiB default cap without it), unless nothing would free room. aws's parallel GETs hold up to 48 MiB of the
+next files (s3_download.AWS_REQUESTS chunks): a cap holds when it leaves that window beside two files, as the
+default does. Used by job.PIPELINES for an S3 source to an S3 destination.
 """
 
 from __future__ import annotations
@@ -59,13 +61,13 @@ def transfer(source: S3Location, destination: S3Destination, ws: Workspace, job:
              resume: Resume | None = None,
              scan_file: Callable[[str, Path], None] | None = None) -> Published:
     start = time.monotonic()
-    kind, files, _ = list_s3(source)
+    kind, files, origins = list_s3(source)
     if sign_model is not None and files.pop(SIGNATURE_NAME, None) is not None:
         log.warning("the source's %s is left out: this job's signature replaces it", SIGNATURE_NAME)
     largest = max(files.values(), default=0)
     require_free_space(ws.work, largest, "the pipeline's largest file in flight")
-    # the default cap less what aws may write between two measures: the storage path stays within the target
-    cap = max_in_flight or in_flight_cap(largest) - PACE_SLACK
+    # the cap less what aws may write between two measures: the storage path stays within it
+    cap = (max_in_flight or in_flight_cap(largest)) - PACE_SLACK
     loc = destination.location
     log.info("pipeline: %d file(s), %s, from %s to s3://%s/%s; at most %s in flight", len(files),
              human(sum(files.values())), source.url, loc.bucket, loc.key, human(cap),
@@ -73,7 +75,8 @@ def transfer(source: S3Location, destination: S3Destination, ws: Workspace, job:
     job_dir = ws.work / "s3-s3"
     job_dir.mkdir(parents=True)
     relay = _Relay(files, S3Download(source, kind, files, job_dir / "download", cap),
-                   S3Uploader(loc, job, job_dir / "outbox", cap), scan_file)
+                   S3Uploader(loc, job, job_dir / "outbox", cap), scan_file,
+                   {rel: int(o.modified) for rel, o in origins.items() if o.modified is not None})
     hashes = relay.go()
     entries = tuple(FileEntry(rel, files[rel], hashes[rel]) for rel in sorted(files, key=_walk_order))
     signature = None
@@ -100,14 +103,15 @@ class _Relay:
     SIGTERM in the main thread, stops all three."""
 
     def __init__(self, files: dict[str, int], download: S3Download, uploader: S3Uploader,
-                 scan_file: Callable[[str, Path], None] | None):
+                 scan_file: Callable[[str, Path], None] | None, times: dict[str, int]):
         self.files, self.download, self.uploader, self.scan_file = files, download, uploader, scan_file
+        self.times = times               # each object's LastModified (POSIX seconds), which aws gives the file last
         self.group = tools.Group()       # the download's aws (S3Download spawns through it)
         self.taken: set[str] = set()     # files handed to the uploader (S3Download does not fetch them again)
         self.hashes: dict[str, str] = {}
         self.stopping = threading.Event()
         self.downloaded = threading.Event()
-        self.busy = False                # a landed file is being scanned or hashed
+        self.waiting = False             # the hand-over's last look found no file landed whole
         self.errors: list[BaseException] = []
 
     def go(self) -> dict[str, str]:
@@ -140,9 +144,9 @@ class _Relay:
             raise Cancelled()
 
     def stuck(self) -> bool:
-        """Nothing would free room: no landed file waits to be handed over or uploaded (a paused download must go
-        on)."""
-        return not self.busy and self.uploader.idle()
+        """Nothing would free room: the hand-over waits for a file to land and none is waiting to be uploaded or
+        going up (a paused download must go on)."""
+        return self.waiting and self.uploader.idle()
 
     # ---- the threads ------------------------------------------------------------------------------------------
 
@@ -170,24 +174,24 @@ class _Relay:
             self.downloaded.set()
 
     def _hand_over(self) -> None:
-        """Each file once aws has renamed it into place whole: scanned, hashed, moved into the next batch."""
+        """Each file once aws is done with it: scanned, hashed, moved into the next batch. aws renames a file into
+        place whole, then sets its time to the object's LastModified (int seconds); a file moved before that fails
+        the download ("unable to update the last modified time", exit 2). So a file is taken once it has its
+        listed size and that time, or once aws has ended (an object listed without a time)."""
         dest = self.download.dest
         while len(self.taken) < len(self.files):
             self.check()
             done = self.downloaded.is_set()  # read before the look: a file that lands just after is seen
             landed = [rel for rel in _regular_files(dest) if rel in self.files and rel not in self.taken
-                      and _size(dest / rel) == self.files[rel]]
+                      and self._done_with(dest / rel, rel, done)]
+            self.waiting = not landed
             for rel in landed:
                 self.check()
-                self.busy = True
-                try:
-                    if self.scan_file is not None:  # raises to stop the transfer: nothing of this file goes up
-                        self.scan_file(rel, dest / rel)
-                    self.hashes[rel] = sha256_file(dest / rel)
-                    self.uploader.add(rel, dest / rel)
-                    self.taken.add(rel)
-                finally:
-                    self.busy = False
+                if self.scan_file is not None:  # raises to stop the transfer: nothing of this file goes up
+                    self.scan_file(rel, dest / rel)
+                self.hashes[rel] = sha256_file(dest / rel)
+                self.uploader.add(rel, dest / rel)
+                self.taken.add(rel)
             if not landed:
                 if done:
                     missing = sorted(set(self.files) - self.taken)
@@ -196,15 +200,17 @@ class _Relay:
                 time.sleep(PACE_SECONDS)
 
 
+    def _done_with(self, path: Path, rel: str, done: bool) -> bool:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return False
+        return st.st_size == self.files[rel] and (done or st.st_mtime_ns == self.times.get(rel, -1) * 10**9)
+
+
 def _regular_files(root: Path) -> list[str]:
     out = []
     for dirpath, _, names in os.walk(root):
         out += [os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/") for name in names]
     return out
 
-
-def _size(path: Path) -> int | None:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return None
