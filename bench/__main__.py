@@ -11,16 +11,18 @@ shell); the modelsync job S3 -> OCI, OCI -> S3 (that image back to a new prefix)
 same tag again), a new tag of the unchanged model, the job SIGKILLed once 60 % of the bytes are pushed and its re-run
 (the next pod: resume.py), a new tag after one shard changed, S3 -> S3, a URL source (the files as one tar archive
 served by a thread of the bench, whose CPU is not counted) -> OCI and hf:// -> OCI from the stand-in Hub
-(tests/support/hub_server.py). Then the ratios to the targets: S3->OCI / (1.2 x max(D,P) + 1 s), peak scratch /
-(2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first + 1 s), new tag / (0.1 x first + 2 s), one shard
-changed / (0.25 x first + 2 s), resumed / (0.5 x first + 2 s), on loopback S3 -> OCI / (D + P), and whether v1, the
-new tag and the resumed run have one manifest digest. A table is printed (Markdown) and the figures written as JSON.
+(tests/support/hub_server.py). Then the ratios to the targets: S3->OCI / (1.2 x max(D,P) + 1 s), peak scratch
+(S3 -> OCI, OCI -> S3, S3 -> S3) / (2 x largest file + 64 MiB), RSS / 300 MiB, re-sync / (0.15 x first + 1 s), new
+tag / (0.1 x first + 2 s), one shard changed / (0.25 x first + 2 s), resumed / (0.5 x first + 2 s), on loopback
+S3 -> OCI / (D + P), and whether v1, the new tag and the resumed run have one manifest digest. A table is printed
+(Markdown) and the figures written as JSON.
 
 --shaped RATE (e.g. 800mbit; root, iproute2): the same runs, but MinIO and the registry are reached through a link
 limited to RATE each way (a veth pair into a network namespace made for the run, a `tc` `tbf` qdisc on each end; see
 bench/shaped.py for the wiring), as a pod's NIC would limit them: D, P and the jobs all cross it. A raw TCP transfer
 each way first measures the link. The S3 -> OCI target is then the issue's shaped one, J <= 1.1 x max(D, P) + 2 s,
-printed with J / max(D, P); the figures go to bench/results-shaped.json unless --json says otherwise.
+printed with J / max(D, P); OCI -> S3, S3 -> S3 and hf:// -> OCI against J <= 1.2 x max(D, P) + 2 s. The figures
+go to bench/results-shaped.json unless --json says otherwise.
 
 --only uri: the URL rows alone (loopback): the by-hand floors on the same URL (D: `curl | tar x`, P: `oras push` of
 the files), the job through the URL -> OCI pipeline (uri_pipeline.py) and the job with that pipeline taken out
@@ -432,6 +434,8 @@ class JobsAgainstFloors:
         out = [time_target,
                ("S3->OCI peak scratch / (2 x largest file + 64 MiB)", first["peak_scratch_bytes"],
                 2 * largest + 64 * MIB),
+               *[(f"{name} peak scratch / (2 x largest file + 64 MiB)", row[f"modelsync {name}"]["peak_scratch_bytes"],
+                  2 * largest + 64 * MIB) for name in ("OCI -> S3", "S3 -> S3")],
                ("peak RSS, all processes, of any modelsync job / 300 MiB", max(r["peak_rss_bytes"] for r in jobs),
                 300 * MIB),
                ("re-sync time / (0.15 x first + 1 s)", again["seconds"], 0.15 * first["seconds"] + 1),
@@ -443,7 +447,7 @@ class JobsAgainstFloors:
                 0.5 * first["seconds"] + 2)]
         if self.link:  # the shaped targets for the other overlapped pairs
             out += [(f"shaped {name} time / (1.2 x max(D,P) + 2 s)", row[f"modelsync {name}"]["seconds"],
-                     1.2 * floor + 2) for name in ("OCI -> S3", "hf:// -> OCI")]
+                     1.2 * floor + 2) for name in ("OCI -> S3", "S3 -> S3", "hf:// -> OCI")]
         if not self.link:  # the loopback target: never slower than by hand (the naive run: D then P in one
             # shell, measured in the same state; D alone, the first run after the model's upload, also pays the
             # kernel's reclaim of its page cache: 41 s once where D then P took 24 s)

@@ -209,14 +209,20 @@ def dir_bytes(root: Path) -> int:
 
 def disk_bytes(root: Path) -> int:
     """Bytes of disk the files under root take (allocated blocks: aws writes a file's ranges out of order, so a
-    half-downloaded file's size can be far ahead of what it holds)."""
+    half-downloaded file's size can be far ahead of what it holds). Each file counts once: one renamed during the
+    walk from a directory walked already into one not yet walked (a pipeline's download into its upload batch) is
+    seen twice, as is one linked twice."""
     total = 0
+    seen: set[tuple[int, int]] = set()
     for dirpath, _, names in os.walk(root):
         for name in names:
             try:
-                total += os.stat(os.path.join(dirpath, name), follow_symlinks=False).st_blocks * 512
+                st = os.stat(os.path.join(dirpath, name), follow_symlinks=False)
             except FileNotFoundError:  # renamed or deleted meanwhile
-                pass
+                continue
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
     return total
 
 

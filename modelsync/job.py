@@ -6,7 +6,8 @@
 
 A (source, destination) pair listed in PIPELINES replaces fetch-then-publish with a pipeline of its own (download,
 layer and push overlapped, the storage path holding only what is in flight): S3 -> OCI (pipeline.py), hf:// -> OCI
-(hf_pipeline.py) and a URL's tar -> OCI (uri_pipeline.py), all with the oras backend.
+(hf_pipeline.py) and a URL's tar -> OCI (uri_pipeline.py), all with the oras backend; OCI (read with oras) -> S3
+(oci_s3_pipeline.py) and S3 -> S3 (s3_s3_pipeline.py), each file uploaded while the next downloads.
 
 Any failure after the claim marks the artifact ABANDONED with the (masked) error, so the registry never shows a
 LIVE artifact whose files are not there. The job works in a locked directory of its own under the storage path
@@ -30,8 +31,10 @@ from typing import Any
 from . import (
     destinations,
     hf_pipeline,
+    oci_s3_pipeline,
     pipeline,
     registry,
+    s3_s3_pipeline,
     scan,
     signing,
     sources,
@@ -184,12 +187,14 @@ def preflight_destination(cfg: Config, job: str, files: dict[str, int] | None) -
 #     applies(source, destination) -> bool      whether it takes these two specs (else fetch-then-publish)
 #     storage_needed(destination, files, max_in_flight) -> int
 #                                               the least the storage path must hold (what is in flight at most)
+#     LISTED_ON_THE_WAY (optional, True)        the source's files are known only as it is read (an OCI image):
+#                                               transfer checks the room itself, the whole model is not asked for
 #     transfer(source, destination, ws, job, public_source, max_in_flight, sign_model, resume, scan_file)
 #                                   -> Published | None
 #                                               None: these files cannot be pipelined after all (fetch-then-publish)
 #                                               scan_file(rel, path): called on each file once it is on disk,
 #                                               before anything of it is published (the pickle check)
-PIPELINES: tuple[ModuleType, ...] = (pipeline, hf_pipeline, uri_pipeline)
+PIPELINES: tuple[ModuleType, ...] = (pipeline, hf_pipeline, uri_pipeline, oci_s3_pipeline, s3_s3_pipeline)
 
 
 def pipeline_of(cfg: Config) -> ModuleType | None:
@@ -203,6 +208,8 @@ def check_space(cfg: Config, size: int | None, files: dict[str, int] | None = No
     if size is None:
         return
     fast = pipeline_of(cfg)
+    if fast is not None and files is None and getattr(fast, "LISTED_ON_THE_WAY", False):
+        return
     if fast is not None and files:
         need = fast.storage_needed(cfg.destination, files, cfg.max_in_flight_bytes)
         require_free_space(Path(cfg.storage_path), need, "the pipeline's largest layer in flight")

@@ -7,6 +7,10 @@ the subtree, writing through a symlink, device files and FIFOs. Entries outside 
 Whiteouts (image-spec layer.md) act on lower layers only, applied in one streaming pass: `.wh.NAME` deletes NAME,
 `.wh..wh..opq` empties its directory, in both cases sparing what the current layer itself wrote. Each blob is
 hashed as it is read (layer_stream.py, which also parses the tar) and must match its descriptor's digest.
+
+A pipeline (oci_s3_pipeline.py) passes a Landing: asked for room before each file is written, told once it is
+whole (it may then move the file away and leave an empty one: the entry stays, so whiteouts and later layers see
+the tree as it is), and asked to copy a hard link's source, whose bytes may be elsewhere by then.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import stat
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Protocol
 
 from .beneath import Beneath, LinkRefused
 from .errors import TransferError
@@ -31,14 +36,28 @@ WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 
 
+class Landing(Protocol):
+    """What a pipeline does with each file as the layers are applied."""
+
+    def room(self, size: int) -> None:
+        """Before a file of size bytes is written (may wait for room; raises to stop the extraction)."""
+
+    def landed(self, rel: str, path: Path) -> None:
+        """The file at rel is whole at path, its sha256 taken."""
+
+    def copy(self, tree: Beneath, source: str, rel: str) -> None:
+        """A hard link: source's bytes (written by an earlier entry) copied to rel in tree."""
+
+
 class TreeWriter:
     """Applies layers in order to dest; `subtree` ('models') is stripped, entries outside it are ignored.
 
     subtree None keeps every entry's full path (an ORAS directory archive extracted under dest).
     """
 
-    def __init__(self, dest: Path, subtree: str | None):
+    def __init__(self, dest: Path, subtree: str | None, landing: Landing | None = None):
         self.dest = dest
+        self.landing = landing
         self.subtree = subtree
         self.files: dict[str, FileEntry] = {}   # regular files (and hard links) written, by relative path
         self.links: dict[str, str] = {}         # symlink path -> normalized relative target
@@ -186,6 +205,8 @@ class TreeWriter:
             shutil.rmtree(name, dir_fd=fd)
 
     def _write(self, data: Chunks, member: tarfile.TarInfo, rel: str) -> None:
+        if self.landing is not None:
+            self.landing.room(member.size)
         sha = hashlib.sha256()
         fd = self.tree.create(rel)
         try:
@@ -199,6 +220,8 @@ class TreeWriter:
             self.tree.unlink(rel)  # no half-written file
             raise
         self.files[rel] = FileEntry(rel, member.size, sha.hexdigest())
+        if self.landing is not None:
+            self.landing.landed(rel, self.dest / rel)
 
     def _symlink(self, rel: str, linkname: str) -> None:
         if linkname.startswith("/"):
@@ -217,10 +240,14 @@ class TreeWriter:
         if not source or source not in self.files:
             raise TransferError(f"layer entry {rel!r}: hard link to {linkname!r} outside the tree or to no file")
         self._space.add(self.files[source].size)
-        # a copy: a later write to one must not change the other
-        with os.fdopen(self.tree.open_read(source), "rb") as src, os.fdopen(self.tree.create(rel), "wb") as out:
-            shutil.copyfileobj(src, out, COPY_BUF)
+        if self.landing is not None:
+            self.landing.room(self.files[source].size)
+            self.landing.copy(self.tree, source, rel)
+        else:
+            copy_file(self.tree, source, rel)
         self.files[rel] = FileEntry(rel, self.files[source].size, self.files[source].sha256)
+        if self.landing is not None:
+            self.landing.landed(rel, self.dest / rel)
 
     # ---- whiteouts -------------------------------------------------------------------------------------------
 
@@ -252,6 +279,12 @@ class TreeWriter:
     def _follow(self, rel: str, depth: int = 0) -> str:
         target = self.links.get(rel)
         return rel if target is None or depth > 16 else self._follow(target, depth + 1)
+
+
+def copy_file(tree: Beneath, source: str, rel: str) -> None:
+    """A hard link's copy (a later write to one must not change the other), never through a symlink."""
+    with os.fdopen(tree.open_read(source), "rb") as src, os.fdopen(tree.create(rel), "wb") as out:
+        shutil.copyfileobj(src, out, COPY_BUF)
 
 
 def write_blob(src: Path | Stream, tree: Beneath, rel: str, digest: str, size: int) -> str:

@@ -1,7 +1,8 @@
 """The S3 side of the S3 -> OCI pipeline: one `aws s3 cp` downloads the files into a directory while a
 LayerPusher (layer_push.py) hashes, pushes and deletes them, paced so the directory stays under a cap.
 
-Contract: S3Download(loc, kind, files, dest, cap) creates dest; run(pusher, wanted) (the pusher's download thread)
+Contract: S3Download(loc, kind, files, dest, cap) creates dest; run(pusher, wanted) (the pusher's download thread;
+the pusher: a LayerPusher, or any Consumer, as s3_s3_pipeline's)
 returns once every wanted file has landed at its relative path under dest or was already taken into a layer; it
 runs aws again after a transient failure for the files still missing, their partial files removed first.
 pace(pusher) (the pusher's main thread, every layer_push.PACE_SECONDS) pauses and resumes aws; peak is the most
@@ -22,14 +23,15 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
+from typing import Protocol
 
 from . import tools
 from .awscli_plugin.modelsync_no_expect import CONCURRENCY_ENV
 from .clients import aws
 from .files import disk_bytes, human
-from .layer_push import LayerPusher
 from .locations import S3Location
 from .oci_copy import PUSH_TIMEOUT
 
@@ -39,6 +41,20 @@ AWS_REQUESTS = 6                          # parallel GETs of the pipeline's aws 
 WINDOW = 64 << 20                         # ... which fit in this room beside two layers (the default cap)
 BATCH_FILES = 500                         # --include filters per aws process (argv stays far below its limit)
 PACE_SLACK = 16 << 20                     # what aws may write between two measures (1.6 GB/s)
+
+
+class Consumer(Protocol):
+    """What the download asks of the one it feeds: layer_push.LayerPusher, or s3_s3_pipeline's relay."""
+
+    taken: set[str]              # files consumed already (not fetched again after a failure)
+    group: tools.Group           # aws runs in it (stopped with the rest)
+    stopping: threading.Event
+
+    def check(self) -> None:
+        """Raise once the transfer is stopping."""
+
+    def stuck(self) -> bool:
+        """Nothing would free room: a paused download must go on."""
 
 
 def in_flight_cap(largest_layer: int, max_in_flight: int | None = None) -> int:
@@ -60,7 +76,7 @@ class S3Download:
         self.aws_flags = aws.cli_flags(loc)
         self.prefix = "" if kind == "object" else (loc.key.rstrip("/") + "/" if loc.key.strip("/") else "")
 
-    def run(self, pusher: LayerPusher, wanted: list[str]) -> None:
+    def run(self, pusher: Consumer, wanted: list[str]) -> None:
         """aws runs until every wanted file has landed (or been taken); after a transient failure the next run
         asks only for the files still missing, its partial files removed first."""
         everything = self.kind == "prefix" and set(wanted) == set(self.files)
@@ -93,7 +109,7 @@ class S3Download:
 
         aws.retry_download(f"download from {self.loc.url}", once, pusher.stopping.wait)
 
-    def pace(self, pusher: LayerPusher) -> None:
+    def pace(self, pusher: Consumer) -> None:
         """Pause aws while the job directory holds the cap, unless nothing would free room (pusher.stuck()). So a
         layer larger than the cap still goes through (alone). With the default cap a layer lands while the one
         before is pushed: aws's parallel GETs reach at most AWS_REQUESTS chunks (48 MiB) past the file, within the

@@ -11,7 +11,7 @@ replacing was allowed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -67,18 +67,36 @@ def publish_s3(model_dir: Path, files: tuple[FileEntry, ...], loc: S3Location, j
                replace: bool = False, signature: Path | None = None) -> Published:
     """The files under the prefix, verified; with signature, model.sig beside them (uploaded last, over any
     model.sig the source carried)."""
-    base = _base(loc)
-    target = f"s3://{loc.bucket}/{base}"
     progress = Progress("upload", total_size(files))
     try:
-        tools.run("aws", ["s3", "cp", str(model_dir), target, "--recursive", "--metadata", f"{JOB_METADATA}={job}",
-                          *aws.cli_flags(loc)], env=aws.cli_env(loc))
-        if signature is not None:
-            tools.run("aws", ["s3", "cp", str(signature), target + SIGNATURE_NAME, "--metadata",
-                              f"{JOB_METADATA}={job}", *aws.cli_flags(loc)], env=aws.cli_env(loc))
+        upload_tree(model_dir, loc, job)
     finally:
         progress.done = total_size(files)  # aws reports no byte counts we can rely on; log the summary
         progress.close()
+    return finish_s3(loc, files, job, replace, signature)
+
+
+# How a child tool is run: tools.run, or a pipeline's tools.Group.run (stopped with the rest of the transfer).
+Runner = Callable[..., object]
+
+
+def upload_tree(model_dir: Path, loc: S3Location, job: str, run: Runner = tools.run) -> None:
+    """Every file under model_dir to the same relative key under the prefix, tagged with the job (one `aws s3 cp
+    --recursive`: its content types, multipart sizes and metadata are the upload's, whoever calls). A pipeline
+    (oci_s3_pipeline.py, s3_s3_pipeline.py) calls it for each batch of files as they land."""
+    run("aws", ["s3", "cp", str(model_dir), f"s3://{loc.bucket}/{_base(loc)}", "--recursive", "--metadata",
+                f"{JOB_METADATA}={job}", *aws.cli_flags(loc)], env=aws.cli_env(loc))
+
+
+def finish_s3(loc: S3Location, files: tuple[FileEntry, ...], job: str, replace: bool = False,
+              signature: Path | None = None, run: Runner = tools.run) -> Published:
+    """Once every file is uploaded: model.sig (when signing) last, every object checked, what is not part of the
+    model removed (see _remove_extras); the artifact's URI."""
+    base = _base(loc)
+    target = f"s3://{loc.bucket}/{base}"
+    if signature is not None:
+        run("aws", ["s3", "cp", str(signature), target + SIGNATURE_NAME, "--metadata", f"{JOB_METADATA}={job}",
+                    *aws.cli_flags(loc)], env=aws.cli_env(loc))
     expected = files + ((FileEntry(SIGNATURE_NAME, signature.stat().st_size, ""),) if signature else ())
     remote = verify_s3(loc, base, expected)
     _remove_extras(loc, base, set(remote) - {f.path for f in expected}, job, replace)

@@ -34,7 +34,7 @@ from .. import modelpack, tools
 from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..files import check_listing, date_files, human, safe_relative
-from ..layer_extract import TreeWriter, write_blob
+from ..layer_extract import Landing, TreeWriter, write_blob
 from ..layer_stream import Stream
 from ..locations import Fetched, FileEntry, OciLocation
 from ..modelcar import CREATED, MODELS_DIR
@@ -90,10 +90,16 @@ def fetch_oci(src: OciLocation, dest_dir: Path, work_dir: Path, backend: str = "
 
 def _stream_oci(src: OciLocation, dest_dir: Path, work_dir: Path, platform: str) -> list[FileEntry]:
     """fetch_oci with oras: the manifest read over HTTP, each layer streamed from the registry into place."""
+    manifest = remote_manifest(RegistryClient(src), repo_path(src), src.lookup, platform, src.reference)
+    return stream_oci(src, manifest, dest_dir, work_dir)
+
+
+def stream_oci(src: OciLocation, manifest: dict[str, Any], dest_dir: Path, work_dir: Path,
+               landing: Landing | None = None) -> list[FileEntry]:
+    """The files of the image or artifact (src's manifest, read by remote_manifest) into dest_dir, each layer
+    streamed by `oras blob fetch` into the extraction; landing: a pipeline's hand on each file as it is written
+    (layer_extract.Landing; oci_s3_pipeline.py)."""
     start = time.monotonic()
-    client = RegistryClient(src)
-    repo = repo_path(src)
-    manifest = remote_manifest(client, repo, src.lookup, platform, src.reference)
     layers = manifest.get("layers") or []
     total = sum(int(layer.get("size", 0)) for layer in layers)
     done = [0]
@@ -126,9 +132,9 @@ def _stream_oci(src: OciLocation, dest_dir: Path, work_dir: Path, platform: str)
 
         try:
             if manifest["config"]["mediaType"] in IMAGE_CONFIG_TYPES:
-                files = _extract_image(manifest, dest_dir, src, blob)
+                files = _extract_image(manifest, dest_dir, src, blob, landing)
             else:
-                files = _place_artifact(manifest, dest_dir, src, blob)
+                files = _place_artifact(manifest, dest_dir, src, blob, landing)
         finally:
             group.stop()
     log.info("streamed %d files (%s) from %s in %.1fs", len(files), human(total), src.reference,
@@ -184,8 +190,9 @@ def _write(tree: TreeWriter, layer: dict[str, Any], rel: str, sha: list[str], st
     sha.append(write_blob(stream, tree.tree, rel, layer["digest"], layer["size"]))
 
 
-def _extract_image(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob: Blob) -> list[FileEntry]:
-    tree = TreeWriter(dest_dir, MODELS_DIR)
+def _extract_image(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob: Blob,
+                   landing: Landing | None = None) -> list[FileEntry]:
+    tree = TreeWriter(dest_dir, MODELS_DIR, landing)
     for layer in manifest.get("layers") or []:
         blob(layer, partial(_apply, tree, layer))
     files = tree.entries()
@@ -195,8 +202,9 @@ def _extract_image(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, b
     return files
 
 
-def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob: Blob) -> list[FileEntry]:
-    tree = TreeWriter(dest_dir, None)
+def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, blob: Blob,
+                    landing: Landing | None = None) -> list[FileEntry]:
+    tree = TreeWriter(dest_dir, None, landing)
     files: list[FileEntry] = []
     for layer in manifest.get("layers") or []:
         annotations = layer.get("annotations") or {}
@@ -214,9 +222,13 @@ def _place_artifact(manifest: dict[str, Any], dest_dir: Path, src: OciLocation, 
             blob(layer, partial(_apply, tree, layer))
             continue
         tree.prepare(rel)
+        if landing is not None:
+            landing.room(int(layer["size"]))
         sha: list[str] = []
         blob(layer, partial(_write, tree, layer, rel, sha))
         files.append(FileEntry(rel, layer["size"], sha[0]))
+        if landing is not None:
+            landing.landed(rel, dest_dir / rel)
     files = sorted({f.path: f for f in files + tree.entries()}.values(), key=lambda e: e.path)
     check_listing([f.path for f in files], "layer title")
     if not files:

@@ -1,0 +1,180 @@
+"""The S3 side of the pipelines to an S3 destination (oci_s3_pipeline.py, s3_s3_pipeline.py): files handed over as
+they land are uploaded in batches, in order, on a thread of their own, while the next files download.
+
+Contract: S3Uploader(loc, job, job_dir, cap).start(); the producer calls room(size) before it writes a file of
+size bytes (waits while the files not yet uploaded and that one would pass the cap, unless none is waiting: a file
+larger than the cap goes alone) and add(rel, path) once the file is whole (it is moved into the next batch);
+drain() waits for the files added so far, finish() for the last batch, both raising the first upload error; stop()
+(any thread) ends the aws child and the thread. room() and add() raise the upload's error, so a refused upload
+stops the download within a file.
+
+Each batch is one `aws s3 cp --recursive` of a directory holding the files at their relative paths
+(destinations/s3.upload_tree, the very call publish_s3 makes: the same keys, bytes, content types, multipart sizes
+and modelsync-job metadata as fetch-then-publish). A batch is whatever landed while the one before went up: one
+file of a large model at a time, many small files in one aws process (an aws CLI costs ~0.6 CPU-s to start). A file
+is renamed into the batch (no hard link: the storage path's use is what its files' blocks say) and deleted once
+its batch is up; source_of(rel) says where the bytes of a file not yet up are. A file added again under the same
+path before its batch went up replaces the earlier one (a later layer's version of it); batches go up one after
+the other, so the last version added is the one the prefix ends with. Nothing is half-written: aws completes a
+multipart upload only when all its parts are up; a stopped batch leaves no object of the file it was uploading.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from . import tools
+from .destinations.s3 import upload_tree
+from .errors import TransferError
+from .files import human
+from .locations import S3Location
+
+log = logging.getLogger("modelsync.s3_upload")
+
+WAIT_SECONDS = 0.01
+
+
+class S3Uploader:
+    """One sync's uploads: the batch being filled, the one going up, the bytes not yet uploaded."""
+
+    def __init__(self, loc: S3Location, job: str, job_dir: Path, cap: int, group: tools.Group | None = None):
+        self.loc, self.job, self.cap = loc, job, cap
+        self.job_dir = job_dir
+        self.group = group or tools.Group()
+        self.lock = threading.Condition()
+        self.pending: dict[str, tuple[Path, int]] = {}  # the batch being filled: rel -> (its link in the batch, size)
+        self.uploading: dict[str, tuple[Path, int]] = {}  # the batch going up: rel -> (its path, size)
+        self.uploaded: set[str] = set()                 # every rel whose latest version is up
+        self.in_flight = 0                              # bytes added and not yet uploaded
+        self.peak = 0
+        self.batches = 0
+        self.errors: list[BaseException] = []
+        self.closed = False
+        self.stopping = threading.Event()
+        self._serial = 0
+        self._batch = self._new_batch()
+        self._thread = threading.Thread(target=self._run, name="pipeline-upload", daemon=True)
+
+    def start(self) -> S3Uploader:
+        self._thread.start()
+        return self
+
+    # ---- the producer's side ----------------------------------------------------------------------------------
+
+    def room(self, size: int) -> None:
+        """Until a file of size bytes fits beside those not yet uploaded (or none is left to upload)."""
+        with self.lock:
+            if self.in_flight and self.in_flight + size > self.cap:
+                log.debug("in flight %s + %s > %s: the download waits for the upload", human(self.in_flight),
+                          human(size), human(self.cap))
+            while self.in_flight and self.in_flight + size > self.cap:
+                self._check()
+                self.lock.wait(WAIT_SECONDS * 10)
+            self._check()
+
+    def add(self, rel: str, path: Path) -> None:
+        """rel (whole at path) moved into the next batch."""
+        size = path.stat().st_size
+        with self.lock:
+            self._check()
+            target = self._batch / rel
+            earlier = self.pending.pop(rel, None)
+            if earlier is not None:  # a later version before the batch went up: it replaces the earlier
+                self._release(earlier[0], earlier[1])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.rename(path, target)
+            self.pending[rel] = (target, size)
+            self.uploaded.discard(rel)
+            self.in_flight += size
+            self.peak = max(self.peak, self.in_flight)
+            self.lock.notify_all()
+
+    def source_of(self, rel: str) -> Path | None:
+        """Where rel's bytes are while they are not up yet (hold self.lock: the upload thread deletes them once up
+        only under it); None once up."""
+        found = self.pending.get(rel) or self.uploading.get(rel)
+        return found[0] if found is not None else None
+
+    def idle(self) -> bool:
+        """Nothing added is waiting or going up (a paced download must go on: nothing would free room)."""
+        with self.lock:
+            return not self.pending and not self.uploading
+
+    def drain(self) -> None:
+        """Until every file added so far is up."""
+        with self.lock:
+            while self.pending or self.uploading:
+                self._check()
+                self.lock.wait(WAIT_SECONDS * 10)
+            self._check()
+
+    def finish(self) -> None:
+        """Every file added is up; the first upload error otherwise."""
+        with self.lock:
+            self.closed = True
+            self.lock.notify_all()
+        while self._thread.is_alive():
+            self._thread.join(WAIT_SECONDS * 10)  # the main thread stays responsive to SIGTERM
+        if self.errors:
+            raise self.errors[0]
+        log.debug("uploaded in %d batch(es); at most %s in flight", self.batches, human(self.peak))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.group.stop()
+        with self.lock:
+            self.lock.notify_all()
+        self._thread.join(30)
+
+    def _check(self) -> None:
+        if self.errors:
+            raise self.errors[0]
+        if self.stopping.is_set():
+            raise TransferError("the upload was stopped")
+
+    # ---- the upload thread ------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self.lock:
+                    while not self.pending and not self.closed and not self.stopping.is_set():
+                        self.lock.wait(WAIT_SECONDS * 10)
+                    if self.stopping.is_set() or not self.pending:
+                        return
+                    batch, files = self._batch, self.pending
+                    self._batch, self.pending = self._new_batch(), {}
+                    self.uploading = dict(files)
+                start = time.monotonic()
+                upload_tree(batch, self.loc, self.job, run=self.group.run)
+                self.batches += 1
+                log.debug("uploaded %d file(s), %s, in %.1fs", len(files), human(sum(s for _, s in files.values())),
+                          time.monotonic() - start)
+                with self.lock:
+                    for rel, (link, size) in files.items():
+                        self._release(link, size)
+                        if rel not in self.pending:
+                            self.uploaded.add(rel)
+                    self.uploading = {}
+                    self.lock.notify_all()
+                shutil.rmtree(batch, ignore_errors=True)
+        except BaseException as exc:  # noqa: BLE001 -- raised to the producer by room(), add() and finish()
+            with self.lock:
+                if not self.stopping.is_set():
+                    self.errors.append(exc)
+                self.lock.notify_all()
+
+    def _release(self, path: Path, size: int) -> None:
+        path.unlink(missing_ok=True)
+        self.in_flight -= size
+
+    def _new_batch(self) -> Path:
+        self._serial += 1
+        path = self.job_dir / f"upload-{self._serial}"
+        path.mkdir(parents=True)
+        return path
