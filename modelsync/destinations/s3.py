@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .. import tools
+from ..awscli_plugin.modelsync_no_expect import CONCURRENCY_ENV
 from ..clients import aws
 from ..errors import TransferError
 from ..files import total_size
@@ -80,12 +81,18 @@ def publish_s3(model_dir: Path, files: tuple[FileEntry, ...], loc: S3Location, j
 Runner = Callable[..., object]
 
 
-def upload_tree(model_dir: Path, loc: S3Location, job: str, run: Runner = tools.run) -> None:
+def upload_tree(model_dir: Path, loc: S3Location, job: str, run: Runner = tools.run,
+                requests: int | None = None) -> None:
     """Every file under model_dir to the same relative key under the prefix, tagged with the job (one `aws s3 cp
     --recursive`: its content types, multipart sizes and metadata are the upload's, whoever calls). A pipeline
-    (oci_s3_pipeline.py, s3_s3_pipeline.py) calls it for each batch of files as they land."""
+    (oci_s3_pipeline.py, s3_s3_pipeline.py) calls it for each batch of files as they land, with fewer parallel
+    requests (each holds an 8 MiB part in memory) since a download runs beside it: the parts, and so the objects
+    and their ETags, are the same."""
+    env = aws.cli_env(loc)
+    if requests:
+        env[CONCURRENCY_ENV] = str(requests)
     run("aws", ["s3", "cp", str(model_dir), f"s3://{loc.bucket}/{_base(loc)}", "--recursive", "--metadata",
-                f"{JOB_METADATA}={job}", *aws.cli_flags(loc)], env=aws.cli_env(loc))
+                f"{JOB_METADATA}={job}", *aws.cli_flags(loc)], env=env)
 
 
 def finish_s3(loc: S3Location, files: tuple[FileEntry, ...], job: str, replace: bool = False,
