@@ -130,12 +130,13 @@ class S3Download:
 
     def _slack(self, now: float, used: int) -> int:
         """Room kept below the cap for what aws writes before the next look: PACE_SLACK, or twice what it wrote
-        during the last interval when that is more. On a loaded machine the looks come late (measured: 164 MiB
-        under a 150 MiB cap with two test runs beside the job, the fixed slack alone), and the room grows with
-        the gap instead of the cap being passed."""
+        during the last interval when that is more, at most WINDOW. On a loaded machine the looks come late
+        (measured: 164 MiB under a 150 MiB cap with two test runs beside the job, the fixed slack alone), and the
+        room grows with the gap instead of the cap being passed; bounded, so one late look (a pause of this
+        process) cannot make the room swallow the second layer the cap is there to allow."""
         last_time, last_used = self._last
         self._last = (now, used)
-        return max(PACE_SLACK, 2 * (used - last_used)) if last_time else PACE_SLACK
+        return min(WINDOW, max(PACE_SLACK, 2 * (used - last_used))) if last_time else PACE_SLACK
 
     def _remove_partials(self, wanted: set[str]) -> None:
         """Files a failed aws run left half-written (its temporary names): not ours to push, only room taken."""
