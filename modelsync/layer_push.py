@@ -63,6 +63,30 @@ class Cancelled(Exception):
     """This thread stops because another part failed (that part's error is the one reported)."""
 
 
+class Supervised(Protocol):
+    """What guarded needs of a pipeline whose threads it runs: a LayerPusher, s3_s3_pipeline's relay."""
+
+    stopping: threading.Event
+    errors: list[BaseException]
+
+    def stop(self) -> None: ...
+
+
+def guarded(owner: Supervised, fn: Callable[..., None], *args: Any) -> Callable[[], None]:
+    """A thread's body: fn(*args); its first error (unless the pipeline is already stopping) kept in owner.errors
+    for the main thread to raise, and the whole pipeline stopped; Cancelled ends it quietly."""
+    def body() -> None:
+        try:
+            fn(*args)
+        except Cancelled:
+            pass
+        except BaseException as exc:  # noqa: BLE001 -- the first error is raised by go(), in the main thread
+            if not owner.stopping.is_set():
+                owner.errors.append(exc)
+            owner.stop()
+    return body
+
+
 class Download(Protocol):
     """Files brought onto disk while the pusher hashes and pushes them (s3_download.S3Download)."""
 
@@ -133,11 +157,11 @@ class LayerPusher:
         for digest, size, path in base_blobs:
             self.pushes.put(_Blob(digest, size, path))
         wanted = [rel for group, _ in layers for rel in group]
-        threads = [threading.Thread(target=self._guard(self._hash_layers, layers), name="pipeline-layers",
+        threads = [threading.Thread(target=guarded(self, self._hash_layers, layers), name="pipeline-layers",
                                     daemon=True),
-                   threading.Thread(target=self._guard(self._push), name="pipeline-push", daemon=True)]
+                   threading.Thread(target=guarded(self, self._push), name="pipeline-push", daemon=True)]
         if self.download is not None:
-            threads.append(threading.Thread(target=self._guard(self._download, wanted), name="pipeline-download",
+            threads.append(threading.Thread(target=guarded(self, self._download, wanted), name="pipeline-download",
                                             daemon=True))
         total = sum(self.layer_size(group) for group, _ in layers) \
             + sum(size for _, size, _ in base_blobs)
@@ -163,18 +187,6 @@ class LayerPusher:
         """Nothing would free room: the layer thread waits for a file and every hashed layer is pushed (a paused
         download must go on)."""
         return self.waiting and not self.unpushed
-
-    def _guard(self, fn: Callable[..., None], *args: Any) -> Callable[[], None]:
-        def body() -> None:
-            try:
-                fn(*args)
-            except Cancelled:
-                pass
-            except BaseException as exc:  # noqa: BLE001 -- the first error is raised by go(), in the main thread
-                if not self.stopping.is_set():
-                    self.errors.append(exc)
-                self.stop()
-        return body
 
     def stop(self) -> None:
         """From any thread: no new work, every child tool ended, waiting threads woken."""

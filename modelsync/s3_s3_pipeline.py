@@ -32,7 +32,7 @@ from . import tools
 from .destinations.s3 import S3Destination, finish_s3
 from .errors import TransferError
 from .files import human, require_free_space, sha256_file
-from .layer_push import PACE_SECONDS, STOP_WAIT, Cancelled
+from .layer_push import PACE_SECONDS, STOP_WAIT, Cancelled, guarded
 from .locations import FileEntry, Published, S3Location
 from .resume import Resume
 from .s3_download import PACE_SLACK, S3Download, in_flight_cap
@@ -116,8 +116,8 @@ class _Relay:
 
     def go(self) -> dict[str, str]:
         """Every file uploaded; their sha256."""
-        threads = [threading.Thread(target=self._guard(self._download), name="pipeline-download", daemon=True),
-                   threading.Thread(target=self._guard(self._hand_over), name="pipeline-hand-over", daemon=True)]
+        threads = [threading.Thread(target=guarded(self, self._download), name="pipeline-download", daemon=True),
+                   threading.Thread(target=guarded(self, self._hand_over), name="pipeline-hand-over", daemon=True)]
         self.uploader.start()
         try:
             for thread in threads:
@@ -154,18 +154,6 @@ class _Relay:
         self.stopping.set()
         self.group.stop()
         self.uploader.stop()
-
-    def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
-        def body() -> None:
-            try:
-                fn()
-            except Cancelled:
-                pass
-            except BaseException as exc:  # noqa: BLE001 -- the first error is raised by go(), in the main thread
-                if not self.stopping.is_set():
-                    self.errors.append(exc)
-                self.stop()
-        return body
 
     def _download(self) -> None:
         try:
