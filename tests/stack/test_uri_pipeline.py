@@ -4,7 +4,6 @@ bounded during a run (sampled), and a body cut short is one line with nothing LI
 
 from __future__ import annotations
 
-import http.server
 import logging
 import os
 import subprocess
@@ -22,6 +21,7 @@ from modelsync.files import disk_bytes
 from ..support.jobs import base_env, destination_env
 from ..support.model_registry import the_artifact
 from ..support.models import make_model, write_big
+from ..support.servers import serve_cut
 
 MIB = 1 << 20
 NEWEST = 1717171717  # 2024-05-31T16:08:37Z
@@ -128,26 +128,11 @@ def test_a_body_cut_short_is_one_line_and_nothing_live(stack, tmp_path, base_ima
     _archive(src, tmp_path / "model.tar")
     whole = (tmp_path / "model.tar").read_bytes()
 
-    class Cut(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(whole)))
-            self.end_headers()
-            self.wfile.write(whole[:len(whole) * 2 // 3])
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cut)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        env, name = _env(stack, tmp_path, f"http://127.0.0.1:{httpd.server_address[1]}/model.tar", base_image, "cut")
+    with serve_cut(whole) as base:
+        env, name = _env(stack, tmp_path, f"{base}/model.tar", base_image, "cut")
         env = {**{k: v for k, v in os.environ.items() if not k.startswith(("MODEL_SYNC_", "SIGSTORE_"))}, **env}
         out = subprocess.run([sys.executable, "-m", "modelsync"], check=False, env=env, capture_output=True,
                              text=True, cwd=tmp_path, timeout=300)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     assert out.returncode == 1, out.stderr
     assert "Traceback" not in out.stderr, out.stderr
     lines = [line for line in out.stderr.splitlines() if "is truncated" in line]

@@ -38,3 +38,27 @@ def serve_directory(root: Path, *, tls: ssl.SSLContext | None = None, token: str
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@contextmanager
+def serve_cut(whole: bytes) -> Iterator[str]:
+    """A server that announces whole (its Content-Length), sends its first two thirds and closes; yield its base
+    URL (any path answers the same)."""
+
+    class Cut(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(whole)))
+            self.end_headers()
+            self.wfile.write(whole[:len(whole) * 2 // 3])
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cut)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

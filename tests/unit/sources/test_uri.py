@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import io
 import json
 import tarfile
-import threading
 import zipfile
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from modelsync.sources.local import read_local
 from modelsync.sources.uri import fetch_uri, uri_headers
 
 from ...support.models import TEST_JOB, digests_of, make_model
-from ...support.servers import serve_directory
+from ...support.servers import serve_cut, serve_directory
 
 TOKEN = "uri-token-Ab12Cd34"
 
@@ -58,25 +56,8 @@ def test_a_tar_download_cut_short_is_one_line_and_leaves_nothing(tmp_path, mode)
     _tar_of(tmp_path / "model", tmp_path / "model.tar", mode)
     whole = (tmp_path / "model.tar").read_bytes()
 
-    class Cut(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(whole)))
-            self.end_headers()
-            self.wfile.write(whole[:len(whole) * 2 // 3])
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Cut)
-    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-    try:
-        with pytest.raises(TransferError) as err:
-            fetch_uri(UriLocation(url=f"http://127.0.0.1:{httpd.server_address[1]}/m.tar"), tmp_path / "out",
-                      tmp_path / "work")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_cut(whole) as base, pytest.raises(TransferError) as err:
+        fetch_uri(UriLocation(url=f"{base}/m.tar"), tmp_path / "out", tmp_path / "work")
     msg = str(err.value)
     assert "\n" not in msg and "download of http://127.0.0.1:" in msg and "/m.tar is truncated: " in msg, msg
     assert list((tmp_path / "out").iterdir()) == [] and list((tmp_path / "work").iterdir()) == []
