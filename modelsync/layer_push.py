@@ -234,7 +234,7 @@ class LayerPusher:
         return layer_tar_size([(rel, self.files[rel]) for rel in group])
 
     def _await(self, rel: str) -> None:
-        """Until rel has landed whole (aws renames a file into place once it is complete)."""
+        """Until rel has landed whole (a Download moves a file into place once it is complete)."""
         path = self.dest / rel
         try:
             while True:

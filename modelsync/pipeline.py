@@ -2,12 +2,12 @@
 path holds only what is in flight.
 
     S3 listing -> plan_layers -> re-sync: the layers the target tag, an interrupted attempt of this Job or an
-    earlier image of the model has already (resync.py, resume.py) -> one `aws s3 cp` downloads the other layers'
-    files, paced (s3_download.py) -> as each layer's files land: file and layer hashed in one read -> `oras blob
-    push --size N repo@digest -` fed the layer tar, then the files are deleted and the layer recorded for a restart
-    (layer_push.py, resume.py) -> every blob HEAD-verified -> config + manifest pushed last -> verify_pushed
-    (modelcar_push.py). The image's `created` is the newest object's LastModified (or SOURCE_DATE_EPOCH): the same
-    objects give the same manifest digest.
+    earlier image of the model has already (resync.py, resume.py) -> the other layers' files read by this process
+    (boto3 GETs, ranged for large files, paced: s3_download.py) -> as each layer's files land: file and layer hashed
+    in one read -> `oras blob push --size N repo@digest -` fed the layer tar, then the files are deleted and the
+    layer recorded for a restart (layer_push.py, resume.py) -> every blob HEAD-verified -> config + manifest pushed
+    last -> verify_pushed (modelcar_push.py). The image's `created` is the newest object's LastModified (or
+    SOURCE_DATE_EPOCH): the same objects give the same manifest digest.
 
 Contract: applies(cfg), storage_needed(cfg, files) and transfer(cfg, ws, job, source, sign_model=..., resume=...)
 are the pair's entry points (job.PIPELINES); transfer returns what publish would for the same files. The image, config
@@ -108,7 +108,7 @@ def s3_to_modelcar(loc: S3Location, target: OciLocation, base: OciLocation | Non
         log.warning("the source's %s is left out: this job's signature replaces it", SIGNATURE_FILE)
     times = [o.modified for o in origins.values() if o.modified is not None]  # as Fetched.newest() would say
     return push_through(target, base, work_dir, files, origins, max(times) if times else None, max_in_flight,
-                        lambda dest, cap: S3Download(loc, kind, files, dest, cap),
+                        lambda dest, cap: S3Download(loc, kind, files, dest, cap, origins),
                         source_annotation=source_annotation, platform=platform, sign_model=sign_model, resume=resume,
                         scan_file=scan_file, oci_format=oci_format)
 

@@ -1,21 +1,19 @@
 """S3 -> S3 as a pipeline: object i+1 downloads while object i uploads, so a sync costs about the slower of the two,
 and the storage path holds only what is in flight.
 
-    S3 listing (sources/s3.list_s3) -> one paced `aws s3 cp` downloads the files (s3_download.S3Download) -> as each
-    lands whole: checked (the job's pickle scan), hashed (the published files' sha256, as fetch_s3's inventory) and
-    handed to an S3Uploader (s3_upload.py), which uploads it in the next batch and deletes it -> model.sig (when
+    S3 listing (sources/s3.list_s3) -> the objects read by this process, paced (s3_download.S3Download) -> as
+    each lands whole: checked (the job's pickle scan), hashed (the published files' sha256, as fetch_s3's inventory)
+    and handed to an S3Uploader (s3_upload.py), which uploads it in the next batch and deletes it -> model.sig (when
     signing), every object verified, leftovers removed (destinations/s3.finish_s3)
 
 The result is fetch-then-publish's: the same files in the same order (fetch_s3's inventory walks the directory),
 each object written by the same `aws s3 cp --recursive` publish_s3 runs (same keys, bytes, content types and
 modelsync-job metadata), the same verification and removal of what is not the model.
 
-Pacing is the S3 -> OCI pipeline's (s3_download.py): aws is paused while the job directory (downloads and the
-batch being uploaded) holds the cap (--max-in-flight-bytes, default two of the largest file plus
-s3_download.WINDOW; given to S3Download less the PACE_SLACK aws may write between two measures: measured 164 MiB
-for a 160 MiB default cap without it), unless nothing would free room. aws's parallel GETs hold up to 48 MiB of the
-next files (s3_download.AWS_REQUESTS chunks): a cap holds when it leaves that window beside two files, as the
-default does. Used by job.PIPELINES for an S3 source to an S3 destination.
+Pacing is the S3 -> OCI pipeline's (s3_download.py): a file starts downloading only when the job directory
+(downloads, partial files and the batch being uploaded) and the file fit the cap (--max-in-flight-bytes, default
+two of the largest file plus s3_download.WINDOW), unless nothing would free room. Used by job.PIPELINES for an S3
+source to an S3 destination.
 """
 
 from __future__ import annotations
@@ -28,14 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import tools
 from .destinations.s3 import S3Destination, finish_s3
 from .errors import TransferError
 from .files import human, require_free_space, sha256_file
 from .layer_push import PACE_SECONDS, STOP_WAIT, Cancelled, guarded
 from .locations import FileEntry, Published, S3Location
 from .resume import Resume
-from .s3_download import PACE_SLACK, S3Download, in_flight_cap
+from .s3_download import S3Download, in_flight_cap
 from .s3_upload import S3Uploader
 from .signing.model import SIGNATURE_NAME
 from .sources.s3 import list_s3
@@ -66,17 +63,15 @@ def transfer(source: S3Location, destination: S3Destination, ws: Workspace, job:
         log.warning("the source's %s is left out: this job's signature replaces it", SIGNATURE_NAME)
     largest = max(files.values(), default=0)
     require_free_space(ws.work, largest, "the pipeline's largest file in flight")
-    # the cap less what aws may write between two measures: the storage path stays within it
-    cap = (max_in_flight or in_flight_cap(largest)) - PACE_SLACK
+    cap = in_flight_cap(largest, max_in_flight)
     loc = destination.location
     log.info("pipeline: %d file(s), %s, from %s to s3://%s/%s; at most %s in flight", len(files),
              human(sum(files.values())), source.url, loc.bucket, loc.key, human(cap),
              extra={"fields": {"files": len(files), "max_in_flight_bytes": cap}})
     job_dir = ws.work / "s3-s3"
     job_dir.mkdir(parents=True)
-    relay = _Relay(files, S3Download(source, kind, files, job_dir / "download", cap),
-                   S3Uploader(loc, job, job_dir / "outbox", cap), scan_file,
-                   {rel: int(o.modified) for rel, o in origins.items() if o.modified is not None})
+    relay = _Relay(files, S3Download(source, kind, files, job_dir / "download", cap, origins),
+                   S3Uploader(loc, job, job_dir / "outbox", cap), scan_file)
     hashes = relay.go()
     entries = tuple(FileEntry(rel, files[rel], hashes[rel]) for rel in sorted(files, key=_walk_order))
     signature = None
@@ -103,10 +98,8 @@ class _Relay:
     SIGTERM in the main thread, stops all three."""
 
     def __init__(self, files: dict[str, int], download: S3Download, uploader: S3Uploader,
-                 scan_file: Callable[[str, Path], None] | None, times: dict[str, int]):
+                 scan_file: Callable[[str, Path], None] | None):
         self.files, self.download, self.uploader, self.scan_file = files, download, uploader, scan_file
-        self.times = times               # each object's LastModified (POSIX seconds), which aws gives the file last
-        self.group = tools.Group()       # the download's aws (S3Download spawns through it)
         self.taken: set[str] = set()     # files handed to the uploader (S3Download does not fetch them again)
         self.hashes: dict[str, str] = {}
         self.stopping = threading.Event()
@@ -152,7 +145,6 @@ class _Relay:
 
     def stop(self) -> None:
         self.stopping.set()
-        self.group.stop()
         self.uploader.stop()
 
     def _download(self) -> None:
@@ -162,16 +154,14 @@ class _Relay:
             self.downloaded.set()
 
     def _hand_over(self) -> None:
-        """Each file once aws is done with it: scanned, hashed, moved into the next batch. aws renames a file into
-        place whole, then sets its time to the object's LastModified (int seconds); a file moved before that fails
-        the download ("unable to update the last modified time", exit 2). So a file is taken once it has its
-        listed size and that time, or once aws has ended (an object listed without a time)."""
+        """Each file once it has landed whole (S3Download moves it into place complete): scanned, hashed, moved
+        into the next batch."""
         dest = self.download.dest
         while len(self.taken) < len(self.files):
             self.check()
             done = self.downloaded.is_set()  # read before the look: a file that lands just after is seen
             landed = [rel for rel in _regular_files(dest) if rel in self.files and rel not in self.taken
-                      and self._done_with(dest / rel, rel, done)]
+                      and self._whole(dest / rel, rel)]
             self.waiting = not landed
             for rel in landed:
                 self.check()
@@ -188,12 +178,11 @@ class _Relay:
                 time.sleep(PACE_SECONDS)
 
 
-    def _done_with(self, path: Path, rel: str, done: bool) -> bool:
+    def _whole(self, path: Path, rel: str) -> bool:
         try:
-            st = path.stat()
+            return path.stat().st_size == self.files[rel]
         except FileNotFoundError:
             return False
-        return st.st_size == self.files[rel] and (done or st.st_mtime_ns == self.times.get(rel, -1) * 10**9)
 
 
 def _regular_files(root: Path) -> list[str]:

@@ -16,7 +16,7 @@ from modelsync.clients import aws
 from modelsync.locations import Origin
 from modelsync.oci_layout import OCI_MANIFEST
 
-from ..support.jobs import counting_aws, downloads, job_env, s3loc, upload
+from ..support.jobs import counting_aws, job_env, s3loc, spy_gets, upload
 from ..support.model_registry import mr_get, the_artifact
 from ..support.models import make_model
 
@@ -48,15 +48,16 @@ def synced(stack, tmp_path, base_image, monkeypatch):
         log.write_text("")
         with monkeypatch.context() as m:
             m.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+            gets = spy_gets(m)
             if not pipeline:
                 m.setattr(job, "PIPELINES", ())
             published = job.run(config.load([], env))
         owner = names[0] if "MODEL_SYNC_MODEL_ID" in (extra or {}) else name  # create_version: the first's model
         assert the_artifact(stack, owner, version)["state"] == "LIVE"
-        return published, [line.split() for line in log.read_text().splitlines()]
+        return published, gets, [line.split() for line in log.read_text().splitlines()]
 
-    first, calls = sync("first")
-    assert calls, "the first sync downloads"
+    first, gets, calls = sync("first")
+    assert gets and not calls, "the first sync downloads, with its own GETs"
     assert {f.path: f.sha256 for f in first.files} == expected
     return {"sync": sync, "first": first, "prefix": prefix, "ref": ref, "expected": expected, "stack": stack,
             "name": names[0], "tmp": tmp_path}
@@ -87,8 +88,8 @@ def test_unchanged_resync_downloads_nothing(synced):
     assert [(r["path"], r["size"], r["sha256"]) for r in record] == [(BIG, 70 * MIB, synced["expected"][BIG])]
     assert record[0]["url"].endswith(f"/{synced['prefix']}/{BIG}") and record[0]["etag"]
 
-    again, calls = synced["sync"]("again")
-    assert calls == [], f"an unchanged re-sync ran aws: {calls}"
+    again, gets, calls = synced["sync"]("again")
+    assert gets == calls == [], f"an unchanged re-sync downloaded: {gets} {calls}"
     assert again.digest == first.digest
     assert again.files == first.files
 
@@ -96,8 +97,8 @@ def test_unchanged_resync_downloads_nothing(synced):
 @pytest.mark.stack
 def test_a_new_tag_of_the_same_repository_reuses_every_layer(synced):
     """Not the same tag: the repository's other tags are read (resync.MAX_TAGS), their layers reused."""
-    again, calls = synced["sync"]("new-tag", target=synced["ref"].rsplit(":", 1)[0] + ":v2")
-    assert calls == [], f"a new tag of an unchanged model ran aws: {calls}"
+    again, gets, calls = synced["sync"]("new-tag", target=synced["ref"].rsplit(":", 1)[0] + ":v2")
+    assert gets == calls == [], f"a new tag of an unchanged model downloaded: {gets} {calls}"
     assert again.digest == synced["first"].digest and again.files == synced["first"].files
 
 
@@ -106,10 +107,9 @@ def test_the_pickle_check_reads_again_what_it_cannot_trust_unread(synced):
     """With the pickle check on (the default), a layer holding a file it must read (weights/*.bin, not
     .safetensors or .json) is downloaded and checked whatever an earlier image recorded (that image may have been
     made with --scan off); the big .safetensors layer is reused. Same digest."""
-    again, calls = synced["sync"]("scanned", extra={"MODEL_SYNC_SCAN": "refuse"})
-    fetched = " ".join(downloads(calls))
-    assert len(calls) == 1 and "part-00001.bin" in fetched and "part-00002.bin" in fetched, calls
-    assert BIG not in fetched, calls
+    again, gets, calls = synced["sync"]("scanned", extra={"MODEL_SYNC_SCAN": "refuse"})
+    assert not calls and {"weights/part-00001.bin", "weights/nested/deeper/part-00002.bin"} <= set(gets), gets
+    assert BIG not in gets, gets
     assert again.digest == synced["first"].digest and again.files == synced["first"].files
 
 
@@ -131,14 +131,14 @@ def test_a_new_version_reuses_the_image_the_model_registry_names(synced, monkeyp
             "MODEL_SYNC_MODEL_UPLOAD_INTENT": "create_version", "MODEL_SYNC_MODEL_ID": model_id,
             "MODEL_SYNC_METADATA_CONFIGMAP_PATH": str(meta)})
 
-    second, calls = version("2.0.0", "v2")
-    assert calls == [], f"a new version of an unchanged model ran aws: {calls}"
+    second, gets, calls = version("2.0.0", "v2")
+    assert gets == calls == [], f"a new version of an unchanged model downloaded: {gets} {calls}"
     assert second.digest == synced["first"].digest
     loc = s3loc(stack, synced["prefix"])
     aws.client(loc).put_object(Bucket=stack.minio_bucket, Key=f"{synced['prefix']}/config.json",
                                Body=b'{"architectures": ["Tiny"], "hidden": 32}\n')
-    third, calls = version("3.0.0", "v3")
-    assert len(calls) == 1 and "config.json" in downloads(calls)[0] and BIG not in downloads(calls)[0], calls
+    third, gets, calls = version("3.0.0", "v3")
+    assert not calls and "config.json" in gets and BIG not in gets, gets
     assert third.digest != second.digest
 
 
@@ -148,16 +148,16 @@ def test_a_changed_object_is_downloaded_again_alone(synced):
     loc = s3loc(stack, synced["prefix"])
     aws.client(loc).put_object(Bucket=stack.minio_bucket, Key=f"{synced['prefix']}/config.json",
                                Body=b'{"architectures": ["Tiny"], "hidden": 16}\n')  # same path, new bytes
-    again, calls = synced["sync"]("changed")
-    assert len(calls) == 1 and "config.json" in downloads(calls)[0] and BIG not in downloads(calls)[0], calls
+    again, gets, calls = synced["sync"]("changed")
+    assert not calls and "config.json" in gets and BIG not in gets, gets
     assert again.digest != first.digest
     changed = {f.path: f.sha256 for f in again.files}
     assert changed.pop("config.json") != synced["expected"].pop("config.json")
     assert changed == synced["expected"]
     # what a full sync of the same bytes gives (fetch-then-publish, a new tag: nothing to reuse)
     fresh_ref = f"{stack.oci_registry}/resync/{uuid.uuid4().hex[:8]}:v1"
-    full, calls = synced["sync"]("full", pipeline=False, target=fresh_ref)
-    assert len(calls) == 1 and "--recursive" in calls[0]
+    full, gets, calls = synced["sync"]("full", pipeline=False, target=fresh_ref)
+    assert not gets and len(calls) == 1 and "--recursive" in calls[0]  # fetch-then-publish: one aws
     assert full.digest == again.digest and full.files == again.files
 
 
@@ -171,8 +171,8 @@ def test_a_blob_gone_from_the_registry_is_pushed_again(synced):
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10)
 
-    again, calls = synced["sync"]("deleted")
-    assert [BIG in d for d in downloads(calls)] == [True], calls  # that layer only, from S3 again
+    again, gets, calls = synced["sync"]("deleted")
+    assert gets == [BIG] and not calls, gets  # that layer only, from S3 again
     assert again.digest == first.digest and again.files == first.files
     with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=10) as resp:
         assert int(resp.headers["Content-Length"]) == model_layer(manifest_of(stack, synced["ref"]), BIG)["size"]
@@ -194,8 +194,8 @@ def test_a_record_with_another_etag_is_not_trusted(synced):
     with urllib.request.urlopen(req, timeout=10) as resp:
         assert resp.status == 201
 
-    again, calls = synced["sync"]("forged")
-    assert len(calls) == 1 and "config.json" in downloads(calls)[0], calls
+    again, gets, calls = synced["sync"]("forged")
+    assert not calls and "config.json" in gets and BIG not in gets, gets
     assert again.digest == first.digest and again.files == first.files  # the record is written right again
 
 

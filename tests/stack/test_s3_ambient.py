@@ -141,11 +141,12 @@ def test_web_identity_whole_job_ends_live(dst, stack, tmp_path, model, base_imag
     art = the_artifact(stack, name)
     assert art["state"] == "LIVE" and art["uri"] == published.uri
     assert f"credentials web identity (AWS_ROLE_ARN {stack.oidc_role_arn}" in own_log(caplog)
-    # the aws CLI got the chain (it assumes the role itself), never credentials, and the plugin config: the
-    # download, and for s3 the upload (the S3 -> S3 pipeline uploads in batches as files land: one aws or more)
+    # the aws CLI got the chain (it assumes the role itself), never credentials, and the plugin config: for pvc
+    # the download (fetch-then-publish); for s3 the uploads (the S3 -> S3 pipeline uploads in batches as files
+    # land: one aws or more) while its download is this process's own GETs, with the same chain (s3_download.py)
     downloads = [argv for argv, _ in ran if argv[1:3] == ["s3", "cp"] and argv[3].startswith("s3://")]
     uploads = [argv for argv, _ in ran if argv[1:3] == ["s3", "cp"] and argv[4].startswith("s3://")]
-    assert len(downloads) == 1 and (len(uploads) >= 1 if dst == "s3" else not uploads), ran
+    assert (not downloads and len(uploads) >= 1) if dst == "s3" else (len(downloads) == 1 and not uploads), ran
     for argv, child in ran:
         assert argv[0] == "aws" and child["AWS_WEB_IDENTITY_TOKEN_FILE"] == os.environ["AWS_WEB_IDENTITY_TOKEN_FILE"]
         assert child["AWS_ROLE_ARN"] == stack.oidc_role_arn and child["AWS_ENDPOINT_URL_STS"] == stack.minio_endpoint

@@ -10,6 +10,8 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 from modelsync import tools
 from modelsync.destinations.local import RECORD
 from modelsync.destinations.oci import publish_modelcar
@@ -132,6 +134,22 @@ def counting_aws(tmp_path: Path, log: Path) -> Path:
     script.write_text(f"#!/bin/sh\necho \"$*\" >> '{log}'\nexec '{real}' \"$@\"\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return bin_dir
+
+
+def spy_gets(m: pytest.MonkeyPatch) -> list[str]:
+    """The files the pipelines' S3 download (s3_download.S3Download, the job's own GETs) starts, in order, from now
+    on under the monkeypatch context m: a spy that calls the real method."""
+    from modelsync.s3_download import S3Download
+
+    started: list[str] = []
+    real = S3Download._start
+
+    def start(self: S3Download, rel: str) -> object:
+        started.append(rel)
+        return real(self, rel)
+
+    m.setattr(S3Download, "_start", start)
+    return started
 
 
 def downloads(calls: list[list[str]]) -> list[str]:
