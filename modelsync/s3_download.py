@@ -9,7 +9,7 @@ was taken already; pace(consumer) (its main thread) records the peak, the most t
 
 Why not `aws s3 cp` here (fetch-then-publish still uses it): through an 800 Mbit/s link aws spent 12.4 CPU-s
 per GiB downloaded (its threads read the slow sockets in small pieces), while a boto3 GET read in 1 MiB pieces
-took 0.9 CPU-s per GiB at the same 91 MiB/s (/work measurements, bench/PIPELINE-STUDY.md). On 2 cores that CPU was
+took 0.9 CPU-s per GiB at the same 91 MiB/s (bench/PIPELINE-STUDY.md). On 2 cores that CPU was
 what kept the shaped S3 -> OCI sync at 1.43 x the slower of download and push.
 
 How: the files go in the consumer's order. A file of PART bytes or less is one GET; a larger one is fetched in
@@ -282,6 +282,7 @@ class S3Download:
         final = self.dest / f.rel
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(f.partial, final)
+        log.debug("landed %s (%s)", f.rel, human(f.size))
         with self._lock:
             self._open.pop(f.rel, None)
             self._last_landed = time.monotonic()
