@@ -73,10 +73,11 @@ SETTINGS: tuple[Setting, ...] = (
             "used instead of SIGSTORE_TUF_URL, e.g. for air-gapped clusters; SIGSTORE_* URLs still override its "
             "service URLs", kind="path", group="signing"),
     # --- job ----------------------------------------------------------------------------------------------
-    Setting("storage_path", "Scratch space; must hold the whole model (S3 to OCI: only what is in flight, see "
-            "--max-in-flight-bytes)", default="/tmp/model-sync", kind="path"),
-    Setting("max_in_flight_bytes", "S3 to OCI: most bytes of downloaded files kept in the storage path at once "
-            "(not yet pushed), e.g. 512Mi, 2Gi, 4G or a number of bytes; default two of the model's largest layer "
+    Setting("storage_path", "Scratch space; must hold the whole model (the pipelines -- S3, hf:// or a URL's tar to "
+            "OCI, OCI or S3 to S3 -- only what is in flight, see --max-in-flight-bytes)", default="/tmp/model-sync",
+            kind="path"),
+    Setting("max_in_flight_bytes", "The pipelines: most bytes of downloaded files kept in the storage path at once "
+            "(not yet uploaded), e.g. 512Mi, 2Gi, 4G or a number of bytes; default two of the model's largest layer "
             "plus 64 MiB",
             kind="size"),
     Setting("scan", "Check every pickle-based file (.bin .pt .pth .pkl .joblib ..., by content, PyTorch zip "
