@@ -208,10 +208,10 @@ def dir_bytes(root: Path) -> int:
 
 
 def disk_bytes(root: Path) -> int:
-    """Bytes of disk the files under root take (allocated blocks: aws writes a file's ranges out of order, so a
-    half-downloaded file's size can be far ahead of what it holds). Each file counts once: one renamed during the
-    walk from a directory walked already into one not yet walked (a pipeline's download into its upload batch) is
-    seen twice, as is one linked twice."""
+    """Bytes of disk the files under root take (allocated blocks: a ranged download -- s3_download.py, aws --
+    writes a file's ranges out of order, so a half-downloaded file's size can be far ahead of what it holds). Each
+    file counts once: one renamed during the walk from a directory walked already into one not yet walked (a
+    pipeline's download into its upload batch) is seen twice, as is one linked twice."""
     total = 0
     seen: set[tuple[int, int]] = set()
     for dirpath, _, names in os.walk(root):

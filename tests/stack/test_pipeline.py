@@ -137,8 +137,8 @@ def test_pipeline_gives_the_manifest_of_fetch_then_publish(stack, tmp_path, base
 
 
 def run_sampling_scratch(env: dict[str, str], caplog) -> tuple[object, int]:
-    """job.run, the pipeline's download directory measured every 5 ms (disk blocks: aws writes ranges out of
-    order); the published result and the peak."""
+    """job.run, the pipeline's download directory measured every 5 ms (disk blocks: the download writes ranges
+    out of order); the published result and the peak."""
     storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
     peak, stop = [0], threading.Event()
 

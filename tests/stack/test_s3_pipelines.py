@@ -178,9 +178,8 @@ def test_s3_to_s3_gives_the_objects_of_fetch_then_publish(stack, tmp_path, monke
 @pytest.mark.parametrize("kind,cap", [("oci", 80), ("s3", 128)])
 def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, caplog, kind, cap):
     """Six 32 MiB files with --max-in-flight-bytes: the download waits for the upload. The image's files are
-    counted before each is written (80 MiB: never three at once); the S3 download is paced by pausing aws, whose
-    parallel GETs hold up to 48 MiB of the next files: a cap holds with that window beside two files
-    (s3_download.py)."""
+    counted before each is written (80 MiB: never three at once); an S3 file starts downloading only once it fits
+    beside the files on disk, partial ones and the upload's batch (s3_download.py)."""
     model_dir = tmp_path / "model"
     expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", 32 * MIB) for i in range(6)}
     source = (source_env("oci", stack, tmp_path, model_dir, None, base_image) if kind == "oci"
