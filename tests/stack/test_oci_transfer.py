@@ -31,6 +31,7 @@ from modelsync.oci_layout import OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, Layout
 from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
+from tests.support.jobs import nth_call, wrapped_tool
 from tests.support.models import digests_of, make_model
 from tests.support.oci_helpers import BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes, write_image
 
@@ -301,12 +302,7 @@ def test_one_gib_model_push_repush_fetch(tmp_path, plain, busybox_base, monkeypa
 
 def _fake_oras(tmp_path: Path, script_body: str) -> Path:
     """A directory holding an `oras` that runs script_body (sh) before exec'ing the real one."""
-    real = tools.which("oras")
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    (bin_dir / "oras").write_text(f"#!/bin/sh\n{script_body}\nexec '{real}' \"$@\"\n")
-    (bin_dir / "oras").chmod(0o755)
-    return bin_dir
+    return wrapped_tool(tmp_path, "oras", script_body)
 
 
 def test_fetch_with_oras_streams_layers_without_a_layout_copy(tmp_path, plain, busybox_base, monkeypatch):
@@ -336,10 +332,8 @@ def test_fetch_with_oras_streams_layers_without_a_layout_copy(tmp_path, plain, b
 def test_a_cut_layer_fetch_is_fetched_again(tmp_path, plain, busybox_base, monkeypatch, caplog):
     expected = make_model(tmp_path / "model", big_bytes=8 << 20)
     published = publish_modelcar(tmp_path / "model", plain(f"{_repo()}:cut"), busybox_base, tmp_path / "w")
-    count = tmp_path / "fetches"
-    cut_second = (f'if [ "$1 $2" = "blob fetch" ]; then n=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); '
-                  f'echo $n > {count}; if [ $n -eq 2 ]; then head -c 1000 /dev/zero; '
-                  f'echo "Error: read tcp: connection reset by peer" >&2; exit 1; fi; fi')
+    cut_second = nth_call('[ "$1 $2" = "blob fetch" ]', tmp_path / "fetches", 2,
+                          'head -c 1000 /dev/zero; echo "Error: read tcp: connection reset by peer" >&2; exit 1')
     monkeypatch.setenv("PATH", f"{_fake_oras(tmp_path, cut_second)}:{os.environ['PATH']}")
     monkeypatch.setattr(tools, "POLICY", dataclasses.replace(tools.POLICY, first_delay=0.1))
     files = fetch_oci(OciLocation(published.uri.removeprefix("oci://"), tls_verify=False), tmp_path / "dest",

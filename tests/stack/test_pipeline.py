@@ -7,10 +7,8 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import stat
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 from pathlib import Path
@@ -25,7 +23,7 @@ from modelsync.oci_layout import Layout
 from modelsync.settings import parse_size
 
 from ..support.cli import start_and_wait_for_pending
-from ..support.jobs import job_env, read_back, s3loc, upload
+from ..support.jobs import children_of, job_env, nth_call, read_back, s3loc, sampled, upload, wrapped_tool
 from ..support.model_registry import mr_get, the_artifact
 from ..support.models import make_model, write_big
 
@@ -140,24 +138,9 @@ def run_sampling_scratch(env: dict[str, str], caplog) -> tuple[object, int]:
     """job.run, the pipeline's download directory measured every 5 ms (disk blocks: the download writes ranges
     out of order); the published result and the peak."""
     storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
-    peak, stop = [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.005):
-            try:
-                peak[0] = max(peak[0], sum(disk_bytes(p)
-                                           for p in storage.glob(".modelsync-*/work/pipeline-*/download")))
-            except OSError:
-                pass
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        with caplog.at_level(logging.DEBUG, logger="modelsync"):  # the pipeline's modules: PIPELINE_LOGGERS
-            published = job.run(config.load([], env))
-    finally:
-        stop.set()
-        sampler.join()
+    with sampled(lambda: sum(disk_bytes(p) for p in storage.glob(".modelsync-*/work/pipeline-*/download"))) as peak, \
+            caplog.at_level(logging.DEBUG, logger="modelsync"):  # the pipeline's modules: PIPELINE_LOGGERS
+        published = job.run(config.load([], env))
     return published, peak[0]
 
 
@@ -198,24 +181,8 @@ def test_a_layer_larger_than_the_cap_goes_through_alone(stack, tmp_path, base_im
 
 def fake_oras(tmp_path: Path, fail_at: int) -> Path:
     """A directory holding an `oras` that runs the real one, except that its blob push number fail_at fails."""
-    real = tools.which("oras")
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    script = bin_dir / "oras"
-    count = tmp_path / "blob-pushes"
-    script.write_text(f"""#!/bin/sh
-if [ "$1 $2" = "blob push" ]; then
-  n=$(cat '{count}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{count}'
-  if [ $n -eq {fail_at} ]; then echo "Error: simulated: the registry refused blob $n" >&2; exit 1; fi
-fi
-exec '{real}' "$@"
-""")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return bin_dir
-
-
-def children_of(pid: int) -> list[str]:
-    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return wrapped_tool(tmp_path, "oras", nth_call('[ "$1 $2" = "blob push" ]', tmp_path / "blob-pushes", fail_at,
+                                                   'echo "Error: simulated: the registry refused blob $c" >&2; exit 1'))
 
 
 @pytest.mark.stack

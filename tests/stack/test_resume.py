@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import stat
 import subprocess
 import sys
 import time
@@ -23,14 +22,14 @@ import uuid
 
 import pytest
 
-from modelsync import config, job, tools
+from modelsync import config, job
 from modelsync.clients.distribution import RegistryClient
 from modelsync.locations import OciLocation
 from modelsync.resume import PROPERTY, Progress, Resume
 from modelsync.secret import Secret
 from modelsync.sources.s3 import list_s3
 
-from ..support.jobs import job_env, s3loc, source_env, spy_gets, synced_twice, upload
+from ..support.jobs import job_env, s3loc, source_env, spy_gets, synced_twice, upload, wrapped_tool
 from ..support.model_registry import the_artifact
 from ..support.models import write_big
 
@@ -53,12 +52,7 @@ def sharded(stack, tmp_path, monkeypatch):
 
 def slow_oras(tmp_path) -> str:
     """A directory holding an `oras` that waits 1.5 s before each blob push, then runs the real one."""
-    bin_dir = tmp_path / "slow-bin"
-    bin_dir.mkdir()
-    script = bin_dir / "oras"
-    script.write_text(f'#!/bin/sh\n[ "$1 $2" = "blob push" ] && sleep 1.5\nexec \'{tools.which("oras")}\' "$@"\n')
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return str(bin_dir)
+    return str(wrapped_tool(tmp_path, "oras", '[ "$1 $2" = "blob push" ] && sleep 1.5', "slow-bin"))
 
 
 def recorded(art: dict) -> str | None:

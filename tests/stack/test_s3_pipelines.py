@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
-import stat
-import subprocess
 import tarfile
-import threading
 import uuid
 from pathlib import Path
 
@@ -22,7 +19,19 @@ from modelsync.files import disk_bytes
 from modelsync.locations import OciLocation
 from modelsync.oci_copy import push_layout
 
-from ..support.jobs import base_env, destination_env, read_back, s3_env, s3loc, source_env, upload
+from ..support.jobs import (
+    base_env,
+    children_of,
+    destination_env,
+    nth_call,
+    read_back,
+    s3_env,
+    s3loc,
+    sampled,
+    source_env,
+    upload,
+    wrapped_tool,
+)
 from ..support.model_registry import the_artifact
 from ..support.models import make_model, write_big
 from ..support.oci_helpers import busybox_layer, entry, tar_bytes, write_image
@@ -53,23 +62,9 @@ def objects(stack, published) -> dict[str, dict[str, object]]:
 def run_sampling(env: dict[str, str], caplog) -> tuple[object, int]:
     """job.run, the job's work directory measured every 5 ms (disk blocks): the result and the peak."""
     storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
-    peak, stop = [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.005):
-            try:
-                peak[0] = max(peak[0], sum(disk_bytes(p) for p in storage.glob(".modelsync-*/work")))
-            except OSError:
-                pass
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        with caplog.at_level(logging.DEBUG, logger="modelsync"):
-            published = job.run(config.load([], env))
-    finally:
-        stop.set()
-        sampler.join()
+    with sampled(lambda: sum(disk_bytes(p) for p in storage.glob(".modelsync-*/work"))) as peak, \
+            caplog.at_level(logging.DEBUG, logger="modelsync"):
+        published = job.run(config.load([], env))
     return published, peak[0]
 
 
@@ -175,6 +170,19 @@ def test_s3_to_s3_gives_the_objects_of_fetch_then_publish(stack, tmp_path, monke
     assert 40 * MIB < peak <= 2 * 48 * MIB + 64 * MIB, f"peak scratch {peak / MIB:.1f} MiB"
 
 
+def to_s3(stack, tmp_path: Path, base_image, kind: str, model_dir: Path, label: str,
+          max_in_flight: str) -> tuple[dict[str, str], str]:
+    """The env of a job from model_dir, put in the stack's registry (kind oci) or S3 (kind s3), to the stack's S3
+    with --max-in-flight-bytes, and its model's name."""
+    source = (source_env("oci", stack, tmp_path, model_dir, None, base_image) if kind == "oci"
+              else s3_env(stack, upload(stack, model_dir)))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    name = f"{label}-{kind}-{uuid.uuid4().hex[:6]}"
+    return {**base_env(stack, run_dir, name), **source, **destination_env("s3", stack, run_dir, None),
+            "MODEL_SYNC_MAX_IN_FLIGHT_BYTES": max_in_flight}, name
+
+
 @pytest.mark.parametrize("kind,cap", [("oci", 80), ("s3", 128)])
 def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, caplog, kind, cap):
     """Six 32 MiB files with --max-in-flight-bytes: the download waits for the upload. The image's files are
@@ -182,13 +190,7 @@ def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, capl
     beside the files on disk, partial ones and the upload's batch (s3_download.py)."""
     model_dir = tmp_path / "model"
     expected = {f"shard-{i}.bin": write_big(model_dir / f"shard-{i}.bin", 32 * MIB) for i in range(6)}
-    source = (source_env("oci", stack, tmp_path, model_dir, None, base_image) if kind == "oci"
-              else s3_env(stack, upload(stack, model_dir)))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    name = f"cap-{kind}-{uuid.uuid4().hex[:6]}"
-    env = {**base_env(stack, run_dir, name), **source, **destination_env("s3", stack, run_dir, None),
-           "MODEL_SYNC_MAX_IN_FLIGHT_BYTES": f"{cap}Mi"}
+    env, name = to_s3(stack, tmp_path, base_image, kind, model_dir, "cap", f"{cap}Mi")
     published, peak = run_sampling(env, caplog)
     assert {f.path: f.sha256 for f in published.files} == expected
     assert 32 * MIB < peak <= cap * MIB, f"peak scratch {peak / MIB:.1f} MiB"
@@ -200,25 +202,9 @@ def test_scratch_stays_under_the_in_flight_cap(stack, tmp_path, base_image, capl
 def refusing_aws(tmp_path: Path, fail_at: int) -> Path:
     """A directory holding an `aws` that runs the real one, except that its upload number fail_at (an `s3 cp` of a
     local directory to s3://) fails as a refusing destination would."""
-    real = tools.which("aws")
-    bin_dir = tmp_path / "fake-bin"
-    bin_dir.mkdir()
-    count = tmp_path / "uploads"
-    script = bin_dir / "aws"
-    script.write_text(f"""#!/bin/sh
-case "$3 $4" in
-  /*" s3://"*)
-    n=$(cat '{count}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '{count}'
-    if [ $n -eq {fail_at} ]; then echo "upload failed: (AccessDenied) simulated refusal" >&2; exit 1; fi;;
-esac
-exec '{real}' "$@"
-""")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    return bin_dir
-
-
-def children_of(pid: int) -> list[str]:
-    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    return wrapped_tool(tmp_path, "aws", nth_call('case "$3 $4" in /*" s3://"*) true;; *) false;; esac',
+                                                  tmp_path / "uploads", fail_at,
+                                                  'echo "upload failed: (AccessDenied) simulated refusal" >&2; exit 1'))
 
 
 @pytest.mark.parametrize("kind", ["oci", "s3"])
@@ -226,13 +212,8 @@ def test_a_refused_upload_midway_abandons_and_leaves_nothing(stack, tmp_path, ba
     model_dir = tmp_path / "model"
     for i in range(4):
         write_big(model_dir / f"shard-{i}.bin", 24 * MIB)
-    source = (source_env("oci", stack, tmp_path, model_dir, None, base_image) if kind == "oci"
-              else s3_env(stack, upload(stack, model_dir)))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    name = f"refused-{kind}-{uuid.uuid4().hex[:6]}"
-    env = {**base_env(stack, run_dir, name), **source, **destination_env("s3", stack, run_dir, None),
-           "MODEL_SYNC_MAX_IN_FLIGHT_BYTES": "40Mi"}  # one file a batch: the second upload fails midway
+    # 40 MiB: one file a batch, so the second upload fails midway
+    env, name = to_s3(stack, tmp_path, base_image, kind, model_dir, "refused", "40Mi")
     monkeypatch.setenv("PATH", f"{refusing_aws(tmp_path, 2)}:{os.environ['PATH']}")
     before = set(children_of(os.getpid()))
     with pytest.raises(ModelSyncError, match="simulated refusal"):

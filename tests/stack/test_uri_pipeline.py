@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import tarfile
-import threading
 import uuid
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from modelsync import config, job
 from modelsync.files import disk_bytes
 
-from ..support.jobs import base_env, destination_env
+from ..support.jobs import base_env, destination_env, sampled
 from ..support.model_registry import the_artifact
 from ..support.models import make_model, write_big
 from ..support.servers import serve_cut
@@ -93,29 +92,15 @@ def test_the_storage_path_stays_bounded_while_the_archive_streams(stack, tmp_pat
     env, name = _env(stack, tmp_path, f"{url}/model.tar", base_image, "cap")
     env["MODEL_SYNC_MAX_IN_FLIGHT_BYTES"] = "150Mi"
     storage = Path(env["MODEL_SYNC_STORAGE_PATH"])
-    peak, peak_download, stop = [0], [0], threading.Event()
-
-    def sample() -> None:
-        while not stop.wait(0.005):
-            try:
-                peak[0] = max(peak[0], disk_bytes(storage))
-                peak_download[0] = max(peak_download[0], sum(
-                    disk_bytes(p) for p in storage.glob(".modelsync-*/work/pipeline-*/download")))
-            except OSError:
-                pass
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        with caplog.at_level(logging.INFO, logger="modelsync.uri_pipeline"):
-            published = job.run(config.load([], env))
-    finally:
-        stop.set()
-        sampler.join()
+    with sampled(lambda: disk_bytes(storage),
+                 lambda: sum(disk_bytes(p) for p in storage.glob(".modelsync-*/work/pipeline-*/download"))) as peaks, \
+            caplog.at_level(logging.INFO, logger="modelsync.uri_pipeline"):
+        published = job.run(config.load([], env))
+    peak, download_peak = peaks
     assert {f.path: f.sha256 for f in published.files} == expected
     assert any("(5 pushed while the archive downloaded)" in r.getMessage() for r in caplog.records)
-    assert 64 * MIB <= peak_download[0] <= 150 * MIB, f"download peak {peak_download[0] / MIB:.1f} MiB"
-    assert peak[0] <= 2 * 64 * MIB + 64 * MIB, f"storage peak {peak[0] / MIB:.1f} MiB"
+    assert 64 * MIB <= download_peak <= 150 * MIB, f"download peak {download_peak / MIB:.1f} MiB"
+    assert peak <= 2 * 64 * MIB + 64 * MIB, f"storage peak {peak / MIB:.1f} MiB"
     assert the_artifact(stack, name)["state"] == "LIVE"
 
 

@@ -5,9 +5,13 @@ uploaded to the stack's S3, and a published model read back byte for byte (sha25
 from __future__ import annotations
 
 import stat
+import subprocess
 import tarfile
+import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -125,15 +129,56 @@ def job_env(stack, tmp_path: Path, prefix: str, base_image: str, label: str) -> 
             **destination_env("oci", stack, tmp_path, base_image)}, name
 
 
-def counting_aws(tmp_path: Path, log: Path) -> Path:
-    """A directory holding an `aws` that logs its arguments (one line a process) and runs the real one."""
-    real = tools.which("aws")
-    bin_dir = tmp_path / "counting-bin"
+def wrapped_tool(tmp_path: Path, tool: str, before: str, dir_name: str = "fake-bin") -> Path:
+    """A directory (tmp_path/dir_name, to put first on PATH) holding `tool`: a script that runs `before` (sh, with
+    the tool's arguments as $1, $2, ...), then execs the real tool with them."""
+    real = tools.which(tool)
+    bin_dir = tmp_path / dir_name
     bin_dir.mkdir()
-    script = bin_dir / "aws"
-    script.write_text(f"#!/bin/sh\necho \"$*\" >> '{log}'\nexec '{real}' \"$@\"\n")
+    script = bin_dir / tool
+    script.write_text(f"#!/bin/sh\n{before}\nexec '{real}' \"$@\"\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return bin_dir
+
+
+def nth_call(when: str, count: Path, n: int, then: str) -> str:
+    """sh for wrapped_tool: the calls for which the sh test `when` holds are counted in the file count; the n-th
+    runs `then` (e.g. a message to stderr and `exit 1`)."""
+    return (f"if {when}; then c=$(cat '{count}' 2>/dev/null || echo 0); c=$((c + 1)); echo $c > '{count}'; "
+            f"if [ $c -eq {n} ]; then {then}; fi; fi")
+
+
+def counting_aws(tmp_path: Path, log: Path) -> Path:
+    """A directory holding an `aws` that logs its arguments (one line a process) and runs the real one."""
+    return wrapped_tool(tmp_path, "aws", f"echo \"$*\" >> '{log}'", "counting-bin")
+
+
+def children_of(pid: int) -> list[str]:
+    """The pids of pid's child processes."""
+    return subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+
+
+@contextmanager
+def sampled(*measures: Callable[[], int]) -> Iterator[list[int]]:
+    """The peak of each measure (e.g. a directory's disk_bytes), taken every 5 ms while the block runs; a sample
+    meeting a file removed meanwhile (OSError) is skipped. The list holds the final peaks once the block is left."""
+    peaks, stop = [0] * len(measures), threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.005):
+            for i, measure in enumerate(measures):
+                try:
+                    peaks[i] = max(peaks[i], measure())
+                except OSError:
+                    pass
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peaks
+    finally:
+        stop.set()
+        sampler.join()
 
 
 def spy_gets(m: pytest.MonkeyPatch) -> list[str]:
