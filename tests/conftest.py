@@ -104,6 +104,26 @@ def require_tool() -> Callable[[str], str]:
     return find
 
 
+# ---------------------------------------------------------------- the reference tools (tests/support/olot_ref.py)
+
+
+@pytest.fixture(scope="session")
+def modctl_bin(require_tool: Callable[[str], str]) -> str:
+    return require_tool("modctl")
+
+
+@pytest.fixture(scope="session")
+def olot() -> Path:
+    """olot's CLI in its own venv (e2e/install-tools.sh olot)."""
+    from tests.support.olot_ref import olot_cli, olot_venv
+
+    cli = olot_cli()
+    if cli is None:
+        unavailable(f"olot not installed in {olot_venv()}; run e2e/install-tools.sh olot")
+    assert cli is not None
+    return cli
+
+
 # ---------------------------------------------------------------- a real Kubernetes (e2e/kubernetes.py)
 
 

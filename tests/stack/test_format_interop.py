@@ -41,7 +41,7 @@ from ..support.jobs import base_env, destination_env, s3_env, upload
 from ..support.modctl import Modctl, files_of
 from ..support.models import make_model
 from ..support.oci_helpers import BUSYBOX, busybox_layout
-from ..support.olot_ref import hybrid, olot_cli, olot_venv
+from ..support.olot_ref import hybrid
 
 pytestmark = pytest.mark.stack
 EXTRA = {"model.safetensors": b"\x08\x00\x00\x00\x00\x00\x00\x00{}      " + bytes(range(256)) * 40,
@@ -59,19 +59,11 @@ def pinned(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def modctl_bin(require_tool) -> str:
-    return require_tool("modctl")
-
-
-@pytest.fixture(scope="module")
-def olot() -> Path:
-    cli = olot_cli()
-    if cli is None:
-        unavailable(f"olot not installed in {olot_venv()}; run e2e/install-tools.sh olot")
-    assert cli is not None
+def olot(olot: Path) -> Path:
+    """conftest's olot, and busybox-static: the base image of the olot hybrids compared here."""
     if not BUSYBOX.exists():
         unavailable("busybox-static is not installed (apt-get install busybox-static): the tests' base image")
-    return cli
+    return olot
 
 
 def sample(root: Path) -> dict[str, bytes]:

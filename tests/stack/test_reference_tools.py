@@ -39,7 +39,7 @@ from tests.conftest import unavailable
 from tests.support.modctl import Modctl, ModctlError, files_of, manifest_and_config, modelfile_roles
 from tests.support.models import make_model
 from tests.support.oci_helpers import BUSYBOX, busybox_layout
-from tests.support.olot_ref import MODELPACK_ARTIFACT, OCI_INDEX, OCI_MANIFEST, hybrid, olot_cli, olot_venv
+from tests.support.olot_ref import MODELPACK_ARTIFACT, OCI_INDEX, OCI_MANIFEST, hybrid
 
 CNAI = "application/vnd.cnai.model"
 EXTRA_FILES = {
@@ -57,20 +57,6 @@ EXPECTED_ROLES = {
     "README.md": "DOC", "LICENSE": "DOC", "docs/read me ünïcødé ✓.md": "DOC", "tokenizer/empty.txt": "DOC",
 }
 ROLE_MEDIA = {"CONFIG": "weight.config", "MODEL": "weight", "CODE": "code", "DOC": "doc"}
-
-
-@pytest.fixture(scope="module")
-def modctl_bin(require_tool) -> str:
-    return require_tool("modctl")
-
-
-@pytest.fixture(scope="module")
-def olot() -> Path:
-    cli = olot_cli()
-    if cli is None:
-        unavailable(f"olot not installed in {olot_venv()}; run e2e/install-tools.sh olot")
-    assert cli is not None
-    return cli
 
 
 def sample_model(root: Path) -> dict[str, bytes]:
