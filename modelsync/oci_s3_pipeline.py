@@ -1,8 +1,8 @@
 """OCI -> S3 as a pipeline: each file of the image is uploaded while the next layers download, so a sync costs about
 the slower of the two, and the storage path holds only what is in flight.
 
-    the image's manifest (sources/oci.remote_manifest) -> each layer streamed by `oras blob fetch` into the
-    extraction (sources/oci.stream_oci, layer_extract.TreeWriter: whiteouts, links, digests checked as before) ->
+    the image's manifest (sources/oci.remote_manifest) -> each layer read in parallel ranged GETs (blob_read.py)
+    into the extraction (sources/oci.stream_oci, layer_extract.TreeWriter: whiteouts, links, digests checked) ->
     each file, once written whole and hashed, checked (the job's pickle scan) and moved to an S3Uploader
     (s3_upload.py), an empty file left in its place, uploaded in the next batch and deleted -> the files symlinks
     lead to uploaded
@@ -91,7 +91,7 @@ def transfer(source: OciSource, destination: S3Destination, ws: Workspace, job: 
     landing = _Landing(uploader, loc, scan_file)
     try:
         tree_dir = job_dir / "tree"
-        files = stream_oci(src, manifest, tree_dir, ws.work, landing)  # names checked, none: refused
+        files = stream_oci(src, manifest, tree_dir, landing)  # names checked, none: refused
         _upload_links(landing, files, tree_dir, job_dir / "links")
         uploader.finish()
     except BaseException:

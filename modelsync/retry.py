@@ -26,6 +26,9 @@ named where it is defined:
     tools (aws, oras)   4      2, 4, 8 s                the tool's      a retry restarts a whole tool run; an
                                                                          8 s flapping link must be ridden out
     sources.hf          3      2, 4 s                   the Hub client  a retry restarts the snapshot download
+    ranged reads        5      2, 4, 8, 16 s            the client's    `RANGES`: s3_download and blob_read; a
+                                                                         cut range resumes from its byte, so
+                                                                         about 30 s of waits cost nothing
 """
 
 from __future__ import annotations
@@ -142,3 +145,4 @@ class Policy:
 
 
 DEFAULT = Policy()
+RANGES = Policy(attempts=5, first_delay=2.0)

@@ -16,7 +16,7 @@ How: the files go in the consumer's order. A file of PART bytes or less is one G
 PART-sized ranges, REQUESTS of them at a time across all files, each written where it belongs in the partial
 file (os.pwrite). Every GET names the listed ETag (If-Match), so a file is never made of two versions of an
 object, and an object changed since the listing fails the sync in one line. A range cut mid-way is asked again
-from the byte it reached, up to ATTEMPTS tries with growing waits: a flapping link or a store restarting is
+from the byte it reached, up to retry.RANGES tries with growing waits: a flapping link or a store restarting is
 survived, one cutting every connection fails the sync in bounded time.
 
 Pacing: a file is started only when what the job directory holds, plus what the files already started still have
@@ -46,7 +46,7 @@ from .errors import TransferError
 from .files import disk_bytes, human, is_no_space
 from .layer_push import PACE_SECONDS, Cancelled
 from .locations import Origin, S3Location
-from .retry import Policy, Transient
+from .retry import RANGES, Transient
 
 log = logging.getLogger("modelsync.s3_download")
 
@@ -55,7 +55,6 @@ PART = 64 << 20                           # a file larger than this is fetched i
 STUCK_AFTER = 0.25                        # seconds after a file landed before consumer.stuck() is believed
 CHUNK = 1 << 20                           # what one read of a response asks for
 WINDOW = 64 << 20                         # the room the default cap keeps beside two layers
-POLICY = Policy(attempts=5, first_delay=2.0)  # a range cut mid-way: tried again for about 30 s in all
 _TRANSIENT_CODES = {"InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout", "500", "502", "503", "504"}
 
 
@@ -246,7 +245,7 @@ class S3Download:
             except (BotoCoreError, Urllib3Error, ConnectionError, TimeoutError) as exc:
                 raise Transient(f"{where}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
-        POLICY.call(f"download of {where}", once, wait=consumer.stopping.wait, logger=log,
+        RANGES.call(f"download of {where}", once, wait=consumer.stopping.wait, logger=log,
                     give_up=lambda exc, tries: TransferError(f"download of {where} failed after {tries} tries: "
                                                              f"{exc}"))
 

@@ -1,7 +1,8 @@
 """A minimal OCI distribution-spec client (stdlib only) to check what a registry really holds after a push.
 
-It reads manifests and blob sizes; it writes only small documents (signatures and their referrers index): the
-model's bytes go up through skopeo/oras. Auth follows the spec's challenge:
+It reads manifests and blob sizes, and opens blob ranges for blob_read.py (which reads an oci source's layers);
+it writes only small documents (signatures and their referrers index): the model's bytes go up through
+skopeo/oras. Auth follows the spec's challenge:
 anonymous first, then on 401 either Basic with the location's credentials or the Bearer token dance
 (`WWW-Authenticate: Bearer realm=..,service=..,scope=..` -> GET realm with Basic -> token); a write with a body
 under a token asked for pulling first gets a token for pushing (a registry refuses it by closing the connection
@@ -171,6 +172,14 @@ class RegistryClient:
             raise TransferError(f"{self._where(repo)}: blob {digest[:19]} does not match its digest")
         return data
 
+    def open_blob(self, repo: str, digest: str, start: int, end: int) -> http.client.HTTPResponse:
+        """One GET of the blob's bytes start..end (inclusive), the response left open for the caller to read and
+        close: 206 for the range, or 200 and the whole blob from a registry that ignores Range. Not retried (the
+        caller, blob_read.py, resumes from the byte it reached); Transient for a failure another try may mend."""
+        resp: http.client.HTTPResponse = self._open("GET", f"/v2/{repo}/blobs/{digest}", repo,
+                                                    {"Range": f"bytes={start}-{end}"}, missing_ok=False)
+        return resp
+
     def referrers(self, repo: str, digest: str) -> list[dict[str, Any]]:
         """The descriptors of the manifests whose subject is digest: the OCI 1.1 referrers API, else the referrers
         tag schema (tag sha256-<hex>, an image index)."""
@@ -228,6 +237,16 @@ class RegistryClient:
 
     def _request_once(self, method: str, path: str, repo: str, headers: dict[str, str],
                       missing_ok: bool, data: bytes | None = None) -> tuple[bytes, Any]:
+        with self._open(method, path, repo, headers, missing_ok, data) as resp:
+            try:
+                return resp.read(), resp.headers
+            except (OSError, http.client.HTTPException) as err:  # cut mid-body
+                raise Transient(f"{self._where(repo)}: cannot reach registry: {secret.mask(str(err))}") from None
+
+    def _open(self, method: str, path: str, repo: str, headers: dict[str, str],
+              missing_ok: bool, data: bytes | None = None) -> Any:
+        """One request (a 401 answered by authenticating and asking again), its response left for the caller to
+        read and close; Transient for a failure another try may mend."""
         if data and method in WRITES and self._bearer is not None and ":push" not in self._bearer["scope"] \
                 and ",push" not in self._bearer["scope"]:
             # a token for pulling only: get one for pushing first. The registry answers a write with a token it does
@@ -241,8 +260,7 @@ class RegistryClient:
                 # unredirected: blob HEAD/GET may redirect to storage that must not see our credentials
                 req.add_unredirected_header("Authorization", self._auth_header)
             try:
-                with self._opener.open(req, timeout=self.timeout) as resp:
-                    return resp.read(), resp.headers
+                return self._opener.open(req, timeout=self.timeout)
             except urllib.error.HTTPError as err:
                 if err.code == 401 and attempt == 0:
                     self._authenticate(err.headers.get("WWW-Authenticate", ""), repo)

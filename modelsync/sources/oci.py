@@ -1,9 +1,10 @@
 """Fetch a model from an OCI registry: a modelcar image (ours or any with `/models`) or an ORAS artifact.
 
 With oras (the default backend) nothing is copied first: the manifest is read over HTTP (an index narrowed to
-the platform) and each layer is streamed by `oras blob fetch --output -` straight into the extraction, its
-digest checked on the way, so the storage path holds the files once. With skopeo the image is copied into an OCI
-layout in the work dir first. Python then reads the blobs:
+the platform) and each layer is read by this process in parallel ranged GETs (blob_read.py: through a slow link
+`oras blob fetch`, one stream, lost half its rate to an upload going the other way) straight into the
+extraction, its digest checked on the way, so the storage path holds the files once. With skopeo the image is
+copied into an OCI layout in the work dir first. Python then reads the blobs:
 - an image (image config media type): its layers are applied in order, whiteouts included, keeping only the
   `models/` tree, which becomes dest_dir (layer_extract.py refuses anything that would escape it);
 - an artifact (any other config type, e.g. what `oras push` makes): each layer annotated with
@@ -28,9 +29,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from .. import modelpack, tools
+from ..blob_read import BlobReader
 from ..clients.distribution import RegistryClient
 from ..errors import TransferError
 from ..files import check_listing, date_files, human, safe_relative
@@ -38,8 +40,8 @@ from ..layer_extract import Landing, TreeWriter, write_blob
 from ..layer_stream import Stream
 from ..locations import Fetched, FileEntry, OciLocation
 from ..modelcar import CREATED, MODELS_DIR
-from ..oci_access import check_backend, registry_access
-from ..oci_copy import PUSH_TIMEOUT, oras_transient, pull_to_layout, qualified, repo_path
+from ..oci_access import check_backend
+from ..oci_copy import pull_to_layout, qualified, repo_path
 from ..oci_layout import IMAGE_CONFIG_TYPES, INDEX_TYPES, TITLE, Layout, match_platform, to_oci_manifest
 from ..progress import watch
 from ..setting import Given
@@ -58,6 +60,7 @@ _CNAI_TYPES = frozenset(t.replace(".cncf.model.", ".cnai.model.") for t in model
 # the ModelPack layers that are tars to extract (CNCF and CNAI); a raw one is the file, any other layer by its title
 MODEL_TARS = frozenset(t for t in modelpack.MEDIA_TYPES | _CNAI_TYPES if t.endswith(".tar"))
 _REF = "fetched"
+LAYER_POLICY = tools.POLICY  # a layer read again from its start: as a tool's run is (retry.py)
 
 
 def fetch_oci(src: OciLocation, dest_dir: Path, work_dir: Path, backend: str = "skopeo", *,
@@ -70,7 +73,7 @@ def fetch_oci(src: OciLocation, dest_dir: Path, work_dir: Path, backend: str = "
         backend = "oras"
     work_dir.mkdir(parents=True, exist_ok=True)
     if backend == "oras":
-        return _stream_oci(src, dest_dir, work_dir, platform)
+        return _stream_oci(src, dest_dir, platform)
     job_dir = Path(tempfile.mkdtemp(prefix="oci-fetch-", dir=work_dir))
     try:
         pull_to_layout(src, job_dir / "layout", _REF, work_dir, backend, platform)
@@ -88,55 +91,49 @@ def fetch_oci(src: OciLocation, dest_dir: Path, work_dir: Path, backend: str = "
         shutil.rmtree(job_dir, ignore_errors=True)
 
 
-def _stream_oci(src: OciLocation, dest_dir: Path, work_dir: Path, platform: str) -> list[FileEntry]:
+def _stream_oci(src: OciLocation, dest_dir: Path, platform: str) -> list[FileEntry]:
     """fetch_oci with oras: the manifest read over HTTP, each layer streamed from the registry into place."""
     manifest = remote_manifest(RegistryClient(src), repo_path(src), src.lookup, platform, src.reference)
-    return stream_oci(src, manifest, dest_dir, work_dir)
+    return stream_oci(src, manifest, dest_dir)
 
 
-def stream_oci(src: OciLocation, manifest: dict[str, Any], dest_dir: Path, work_dir: Path,
+def stream_oci(src: OciLocation, manifest: dict[str, Any], dest_dir: Path,
                landing: Landing | None = None) -> list[FileEntry]:
     """The files of the image or artifact (src's manifest, read by remote_manifest) into dest_dir, each layer
-    streamed by `oras blob fetch` into the extraction; landing: a pipeline's hand on each file as it is written
-    (layer_extract.Landing; oci_s3_pipeline.py)."""
+    read by this process in ranged GETs (blob_read.py) straight into the extraction; landing: a pipeline's hand on
+    each file as it is written (layer_extract.Landing; oci_s3_pipeline.py)."""
     start = time.monotonic()
     layers = manifest.get("layers") or []
     total = sum(int(layer.get("size", 0)) for layer in layers)
+    client, repo = RegistryClient(src), repo_path(src)
     done = [0]
-    with registry_access(src, work_dir) as access, watch(f"pull {src.reference}", total, lambda: done[0]):
-        group = tools.Group()
+    reading: list[BlobReader | None] = [None]
 
-        def blob(layer: dict[str, Any], use: Use) -> None:
-            """use(stream) on the layer's bytes as `oras blob fetch` downloads them, its exit status checked; the
-            whole layer again after a transient failure (a cut connection, a registry restarting)."""
-            def once() -> None:
-                child = group.spawn("oras", ["blob", "fetch", *access.oras_args(), "--output", "-",
-                                             f"{src.repository}@{layer['digest']}"], stream=True)
-                stdout = cast(Stream, child.stdout)  # spawned with stream=True: a pipe
+    def progress() -> int:
+        return done[0] + (reading[0].position if reading[0] is not None else 0)
+
+    def blob(layer: dict[str, Any], use: Use) -> None:
+        """use(stream) on the layer's bytes as they arrive; the whole layer again after a transient failure that
+        its ranges could not ride out alone (a registry that ignores Range, cut mid-blob)."""
+        def once() -> None:
+            with BlobReader(client, repo, layer["digest"], int(layer.get("size", 0))) as stream:
+                reading[0] = stream
                 try:
-                    try:
-                        use(stdout)
-                    except TransferError:
-                        time.sleep(0.2)
-                        if child.proc.poll() not in (None, 0):
-                            child.wait(30)  # a failed download says why on stderr: that error is the better one
-                        raise
-                    if stdout.read(1):
+                    use(stream)
+                    if stream.read(1):
                         raise TransferError(f"{src.reference}: layer {layer['digest'][:19]} is longer than its "
                                             f"{layer['size']} bytes")
-                    child.wait(PUSH_TIMEOUT)
                 finally:
-                    group.finish(child)
-            tools.retry(f"fetch of layer {layer['digest'][:19]}", once, oras_transient)
-            done[0] += int(layer.get("size", 0))
+                    reading[0] = None
+        LAYER_POLICY.call(f"read of layer {layer['digest'][:19]}", once, logger=log,
+                          give_up=lambda exc, tries: TransferError(f"{exc} (gave up after {tries} tries)"))
+        done[0] += int(layer.get("size", 0))
 
-        try:
-            if manifest["config"]["mediaType"] in IMAGE_CONFIG_TYPES:
-                files = _extract_image(manifest, dest_dir, src, blob, landing)
-            else:
-                files = _place_artifact(manifest, dest_dir, src, blob, landing)
-        finally:
-            group.stop()
+    with watch(f"pull {src.reference}", total, progress):
+        if manifest["config"]["mediaType"] in IMAGE_CONFIG_TYPES:
+            files = _extract_image(manifest, dest_dir, src, blob, landing)
+        else:
+            files = _place_artifact(manifest, dest_dir, src, blob, landing)
     log.info("streamed %d files (%s) from %s in %.1fs", len(files), human(total), src.reference,
              time.monotonic() - start)
     return files

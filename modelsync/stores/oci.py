@@ -131,6 +131,7 @@ def validate(given: Given, side: str) -> list[str]:
     return problems
 
 
-BACKEND = Setting("destination_oci_backend", "Tool that moves OCI content (push, and pull for an oci source); oras "
-                  "measured faster both ways (make bench)", default="oras", choices=("skopeo", "oras"),
+BACKEND = Setting("destination_oci_backend", "Tool that pushes OCI content, and how an oci source is read: oras "
+                  "(its layers streamed by the job's own ranged GETs, no copy) or skopeo (copied through an OCI "
+                  "layout); oras measured faster both ways (make bench)", default="oras", choices=("skopeo", "oras"),
                   group="destination")

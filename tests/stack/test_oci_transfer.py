@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from modelsync import tools
+from modelsync import blob_read, tools
+from modelsync.clients.distribution import RegistryClient
 from modelsync.destinations import oci as oci_destination
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import ModelSyncError, ToolError, TransferError
@@ -31,7 +32,8 @@ from modelsync.oci_layout import OCI_INDEX, OCI_LAYER_TAR, OCI_MANIFEST, Layout
 from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
-from tests.support.jobs import nth_call, wrapped_tool
+from tests.support.faults import failing_gateway
+from tests.support.jobs import wrapped_tool
 from tests.support.models import digests_of, make_model
 from tests.support.oci_helpers import BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes, write_image
 
@@ -300,18 +302,24 @@ def test_one_gib_model_push_repush_fetch(tmp_path, plain, busybox_base, monkeypa
     assert digests_of(tmp_path / "dest") == digests_of(tmp_path / "model")
 
 
-def _fake_oras(tmp_path: Path, script_body: str) -> Path:
-    """A directory holding an `oras` that runs script_body (sh) before exec'ing the real one."""
-    return wrapped_tool(tmp_path, "oras", script_body)
-
-
 def test_fetch_with_oras_streams_layers_without_a_layout_copy(tmp_path, plain, busybox_base, monkeypatch):
-    """Each layer goes from `oras blob fetch` straight into place: the work dir never holds a blob, so the storage
-    path needs the model's bytes once (with skopeo, the layout copy comes first)."""
+    """Each layer goes from the job's own ranged GETs (blob_read.py) straight into place: no tool runs, the work dir
+    never holds a blob, so the storage path needs the model's bytes once (with skopeo, the layout copy comes
+    first)."""
     expected = make_model(tmp_path / "model", big_bytes=24 << 20)
     published = publish_modelcar(tmp_path / "model", plain(f"{_repo()}:s"), busybox_base, tmp_path / "w")
-    log_calls = f'echo "$1 $2" >> {tmp_path / "calls"}'
-    monkeypatch.setenv("PATH", f"{_fake_oras(tmp_path, log_calls)}:{os.environ['PATH']}")
+    ran = tmp_path / "calls"
+    for tool in ("oras", "skopeo"):
+        monkeypatch.setenv("PATH", f"{wrapped_tool(tmp_path, tool, f'echo {tool} >> {ran}', tool)}:"
+                                   f"{os.environ['PATH']}")
+    ranges: list[int] = []
+    real_open = RegistryClient.open_blob
+
+    def open_blob(self, repo, digest, start, end):
+        ranges.append(start)
+        return real_open(self, repo, digest, start, end)
+
+    monkeypatch.setattr(RegistryClient, "open_blob", open_blob)
     work = tmp_path / "fetch-work"
     biggest = [0]
     real_apply = TreeWriter.apply
@@ -323,23 +331,28 @@ def test_fetch_with_oras_streams_layers_without_a_layout_copy(tmp_path, plain, b
     monkeypatch.setattr(TreeWriter, "apply", apply)
     files = fetch_oci(OciLocation(published.uri.removeprefix("oci://"), tls_verify=False), tmp_path / "dest", work,
                       backend="oras")
-    seen = (tmp_path / "calls").read_text().split("\n")
     assert {f.path: f.sha256 for f in files} == expected == digests_of(tmp_path / "dest")
-    assert "blob fetch" in seen and "cp --no-tty" not in seen, seen
+    assert not ran.exists(), ran.read_text()
+    assert ranges.count(blob_read.PART) >= 1, ranges  # the big file's layer: more than one range
     assert biggest[0] < 1 << 20, f"{biggest[0]} bytes in the work dir while extracting"
 
 
-def test_a_cut_layer_fetch_is_fetched_again(tmp_path, plain, busybox_base, monkeypatch, caplog):
-    expected = make_model(tmp_path / "model", big_bytes=8 << 20)
+def test_a_cut_layer_read_resumes(tmp_path, plain, busybox_base, monkeypatch, caplog):
+    """A layer read cut mid-range (through tests/support/faults.failing_gateway) is asked again from the byte it
+    reached, and the files come out whole."""
+    expected = make_model(tmp_path / "model", big_bytes=20 << 20)
     published = publish_modelcar(tmp_path / "model", plain(f"{_repo()}:cut"), busybox_base, tmp_path / "w")
-    cut_second = nth_call('[ "$1 $2" = "blob fetch" ]', tmp_path / "fetches", 2,
-                          'head -c 1000 /dev/zero; echo "Error: read tcp: connection reset by peer" >&2; exit 1')
-    monkeypatch.setenv("PATH", f"{_fake_oras(tmp_path, cut_second)}:{os.environ['PATH']}")
-    monkeypatch.setattr(tools, "POLICY", dataclasses.replace(tools.POLICY, first_delay=0.1))
-    files = fetch_oci(OciLocation(published.uri.removeprefix("oci://"), tls_verify=False), tmp_path / "dest",
-                      tmp_path / "fw", backend="oras")
+    monkeypatch.setattr(blob_read, "RANGES", dataclasses.replace(blob_read.RANGES, first_delay=0.1))
+    registry, _, rest = published.uri.removeprefix("oci://").partition("/")
+    with failing_gateway(int(registry.rsplit(":", 1)[1])) as gate:
+        gate.cuts, gate.cut_after = 3, 1 << 20
+        files = fetch_oci(OciLocation(f"127.0.0.1:{gate.port}/{rest}", tls_verify=False), tmp_path / "dest",
+                          tmp_path / "fw", backend="oras")
     assert {f.path: f.sha256 for f in files} == expected == digests_of(tmp_path / "dest")
-    assert "connection reset by peer; trying again" in caplog.text
+    resumed = [line for line in gate.seen if "/blobs/" in line and int(line.rsplit(" ", 1)[1].split("-")[0])
+               % blob_read.PART == 1 << 20]
+    assert resumed, gate.seen  # (a cut answer shorter than 1 MiB, as a small layer's, arrives whole)
+    assert "trying again" in caplog.text
 
 
 def test_oras_pushes_from_the_files_the_image_skopeo_copies_from_a_layout(tmp_path, plain, busybox_base):

@@ -152,12 +152,22 @@ class Toxiproxy:
 
 
 class Gate:
-    """What a failing_gateway answers: 503 to the next `failures` requests, and to all until `until`."""
+    """What a failing_gateway answers: 503 to the next `failures` requests, and to all until `until`; the next
+    `cuts` blob GETs cut after `cut_after` bytes of their body; with `strip_range`, Range headers dropped (a
+    registry that ignores them)."""
 
     def __init__(self, port: int, failures: int):
         self.port, self.failures, self.until = port, failures, 0.0
-        self.seen: list[str] = []  # "503 METHOD path" or "METHOD path", in order
+        self.cuts, self.cut_after, self.strip_range = 0, 0, False
+        self.seen: list[str] = []  # "503 METHOD path", "METHOD path" or "METHOD path bytes=a-b", in order
         self.lock = threading.Lock()
+
+    def cut_now(self, method: str, path: str) -> bool:
+        with self.lock:
+            if method != "GET" or "/blobs/sha256:" not in path or self.cuts <= 0:
+                return False
+            self.cuts -= 1
+            return True
 
     def fail_for(self, seconds: float) -> None:
         self.until = time.monotonic() + seconds
@@ -176,7 +186,8 @@ class Gate:
 @contextmanager
 def failing_gateway(upstream_port: int, failures: int = 0) -> Iterator[Gate]:
     """An HTTP gateway to 127.0.0.1:upstream_port answering `503 Service Unavailable` to the first `failures`
-    requests (and during gate.fail_for(seconds)), forwarding every other request (Content-Length bodies streamed:
+    requests (and during gate.fail_for(seconds)), cutting or narrowing blob reads as the Gate says, forwarding
+    every other request (Content-Length bodies streamed:
     what oras and the job send; Host kept, so a registry's upload Locations point back here)."""
     (port,) = free_ports(1)
     gate = Gate(port, failures)
@@ -190,7 +201,8 @@ def failing_gateway(upstream_port: int, failures: int = 0) -> Iterator[Gate]:
                 self.close_connection = True
                 return
             length = int(self.headers.get("Content-Length") or 0)
-            if gate.decide(f"{self.command} {self.path}"):
+            wanted = self.headers.get("Range")
+            if gate.decide(f"{self.command} {self.path}" + (f" {wanted.removeprefix('bytes=')}" if wanted else "")):
                 self.rfile.read(length)
                 self.send_response(503)
                 self.send_header("Content-Length", "0")
@@ -205,7 +217,8 @@ def failing_gateway(upstream_port: int, failures: int = 0) -> Iterator[Gate]:
             try:
                 conn.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
                 for key, value in self.headers.items():
-                    if key.lower() not in ("connection", "transfer-encoding"):
+                    if key.lower() not in ("connection", "transfer-encoding") and \
+                            not (gate.strip_range and key.lower() == "range"):
                         conn.putheader(key, value)
                 conn.endheaders()
                 left = length
@@ -224,6 +237,11 @@ def failing_gateway(upstream_port: int, failures: int = 0) -> Iterator[Gate]:
                 self.send_header("Content-Length", resp.getheader("Content-Length", str(len(body)))
                                  if self.command == "HEAD" else str(len(body)))
                 self.end_headers()
+                if gate.cut_now(self.command, self.path):  # the connection dies part-way through the body
+                    self.wfile.write(body[:gate.cut_after])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 self.wfile.write(body)
             finally:
                 conn.close()
