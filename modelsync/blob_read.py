@@ -38,6 +38,8 @@ PART = 8 << 20              # bytes per ranged GET
 AHEAD = STREAMS + 2         # parts fetched or held past the reader's: the memory bound
 CHUNK = 1 << 20             # what one read of a response asks for
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_SPARE: list[bytearray] = []  # PART-sized buffers read out, for the next parts (of this blob or the next one):
+_SPARE_LOCK = threading.Lock()  # allocating 8 MiB per part took the job's RSS from 199 to 283 MiB in make bench
 
 
 class _Stopped(Exception):
@@ -115,8 +117,10 @@ class BlobReader:
         view[:n] = memoryview(part.buf)[self._offset:self._offset + n]
         self._offset += n
         self.position += n
-        if self._offset == part.size:  # done with it: its memory goes to the next part asked for
+        if self._offset == part.size:  # done with it: its buffer goes to the next part asked for
             del self._parts[index]
+            _give_back(part.buf)
+            part.buf = None
             self._offset = 0
             if self._next < self._count:
                 self._ask()
@@ -164,7 +168,7 @@ class BlobReader:
 
     def _ask(self, resp: Any = None) -> None:
         start = self._next * PART
-        part = _Part(self._next, start, min(PART, self.size - start))
+        part = _Part(self._next, start, min(PART, self.size - start), _take())
         self._parts[part.index] = part
         self._next += 1
         self._work.put((part, resp))
@@ -181,7 +185,7 @@ class BlobReader:
                 self._cond.notify_all()
 
     def _fetch(self, part: _Part, resp: Any) -> None:
-        part.buf = bytearray(part.size)
+        assert part.buf is not None
         view = memoryview(part.buf)
         end = part.start + part.size - 1
         where = f"{self.what} bytes {part.start}-{end}"
@@ -197,7 +201,7 @@ class BlobReader:
                 while part.got < part.size:
                     if self._stopping.is_set():
                         raise _Stopped()
-                    n = resp.readinto(view[part.got:part.got + CHUNK])
+                    n = resp.readinto(view[part.got:min(part.size, part.got + CHUNK)])
                     if not n:
                         raise Transient(f"cut at byte {part.start + part.got}")
                     part.got += n
@@ -209,3 +213,18 @@ class BlobReader:
 
         RANGES.call(f"read of {where}", once, wait=self._stopping.wait, logger=log,
                     give_up=lambda exc, tries: TransferError(f"read of {where} failed after {tries} tries: {exc}"))
+
+
+def _take() -> bytearray:
+    with _SPARE_LOCK:
+        while _SPARE:
+            if len(buf := _SPARE.pop()) == PART:
+                return buf
+    return bytearray(PART)
+
+
+def _give_back(buf: bytearray | None) -> None:
+    if buf is not None and len(buf) == PART:
+        with _SPARE_LOCK:
+            if len(_SPARE) < AHEAD:
+                _SPARE.append(buf)
