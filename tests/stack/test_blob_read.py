@@ -11,6 +11,8 @@ import hashlib
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -23,7 +25,8 @@ from modelsync.oci_copy import repo_path
 from modelsync.retry import Transient
 from modelsync.secret import Secret
 
-from ..support.faults import failing_gateway
+from ..support.faults import Gate, failing_gateway
+from ..support.jobs import spy_blob_opens
 
 KIB = 1 << 10
 
@@ -45,6 +48,18 @@ def pushed(location: OciLocation, size: int) -> tuple[RegistryClient, str, str, 
     return client, repo, digest, data
 
 
+def pushed_plain(stack, size: int) -> tuple[RegistryClient, str, str, bytes]:
+    """size random bytes as a blob of a new repository on the stack's plain-HTTP registry."""
+    return pushed(OciLocation(f"{stack.oci_registry}/blob-read/{uuid.uuid4().hex[:8]}", tls_verify=False), size)
+
+
+@contextmanager
+def through_gateway(stack, repo: str) -> Iterator[tuple[Gate, RegistryClient]]:
+    """A failing_gateway in front of the stack's plain registry, and a client for repo that goes through it."""
+    with failing_gateway(int(stack.oci_registry.rsplit(":", 1)[1])) as gate:
+        yield gate, RegistryClient(OciLocation(f"127.0.0.1:{gate.port}/{repo}", tls_verify=False))
+
+
 def read_all(reader: BlobReader, piece: int = 10 * KIB) -> bytes:
     out = bytearray()
     while data := reader.read(piece):
@@ -52,26 +67,10 @@ def read_all(reader: BlobReader, piece: int = 10 * KIB) -> bytes:
     return bytes(out)
 
 
-def spy_opens(monkeypatch, reader_of: list[BlobReader]) -> list[tuple[int, int]]:
-    """(first byte asked for, bytes the reader had handed out then) of every GET, calling the real one."""
-    opens: list[tuple[int, int]] = []
-    real = RegistryClient.open_blob
-
-    def open_blob(self, repo, digest, start, end):
-        opens.append((start, reader_of[0].position if reader_of else 0))
-        return real(self, repo, digest, start, end)
-
-    monkeypatch.setattr(RegistryClient, "open_blob", open_blob)
-    return opens
-
-
 def test_parallel_ranges_give_the_blob_whole_and_never_run_far_ahead(stack, small_parts, monkeypatch):
-    client, repo, digest, data = pushed(OciLocation(f"{stack.oci_registry}/blob-read/{uuid.uuid4().hex[:8]}",
-                                                    tls_verify=False), 40 * 64 * KIB + 123)
-    readers: list[BlobReader] = []
-    opens = spy_opens(monkeypatch, readers)
+    client, repo, digest, data = pushed_plain(stack, 40 * 64 * KIB + 123)
     reader = BlobReader(client, repo, digest, len(data))
-    readers.append(reader)
+    opens = spy_blob_opens(monkeypatch, lambda: reader.position)
     with reader:
         got = bytearray()
         while chunk := reader.read(10 * KIB):
@@ -94,13 +93,10 @@ def test_tls_registry_with_credentials_serves_ranges(stack, small_parts):
 
 
 def test_a_cut_range_resumes_from_the_byte_it_reached(stack, small_parts, caplog):
-    client, repo, digest, data = pushed(OciLocation(f"{stack.oci_registry}/blob-read/{uuid.uuid4().hex[:8]}",
-                                                    tls_verify=False), 6 * 64 * KIB)
-    port = int(stack.oci_registry.rsplit(":", 1)[1])
-    with failing_gateway(port) as gate:
+    client, repo, digest, data = pushed_plain(stack, 6 * 64 * KIB)
+    with through_gateway(stack, repo) as (gate, via):
         gate.cuts, gate.cut_after = 2, 5000
-        via = OciLocation(f"127.0.0.1:{gate.port}/{repo}", tls_verify=False)
-        with BlobReader(RegistryClient(via), repo, digest, len(data)) as reader:
+        with BlobReader(via, repo, digest, len(data)) as reader:
             assert read_all(reader) == data
     ranges = [line.rsplit(" ", 1)[1] for line in gate.seen if "/blobs/" in line]
     resumed = [r for r in ranges if int(r.split("-")[0]) % (64 * KIB)]
@@ -110,13 +106,10 @@ def test_a_cut_range_resumes_from_the_byte_it_reached(stack, small_parts, caplog
 
 
 def test_a_registry_ignoring_range_is_read_as_one_stream(stack, small_parts):
-    client, repo, digest, data = pushed(OciLocation(f"{stack.oci_registry}/blob-read/{uuid.uuid4().hex[:8]}",
-                                                    tls_verify=False), 6 * 64 * KIB + 1)
-    port = int(stack.oci_registry.rsplit(":", 1)[1])
-    with failing_gateway(port) as gate:
+    client, repo, digest, data = pushed_plain(stack, 6 * 64 * KIB + 1)
+    with through_gateway(stack, repo) as (gate, via):
         gate.strip_range = True
-        via = OciLocation(f"127.0.0.1:{gate.port}/{repo}", tls_verify=False)
-        with BlobReader(RegistryClient(via), repo, digest, len(data)) as reader:
+        with BlobReader(via, repo, digest, len(data)) as reader:
             assert read_all(reader) == data
             assert reader.read(1) == b""
     assert len([line for line in gate.seen if "/blobs/" in line]) == 1, gate.seen
@@ -124,26 +117,20 @@ def test_a_registry_ignoring_range_is_read_as_one_stream(stack, small_parts):
 
 def test_a_registry_ignoring_range_and_cut_raises_transient_for_the_layer(stack, small_parts):
     """The caller (sources/oci.stream_oci) reads the layer again from its start on Transient."""
-    client, repo, digest, data = pushed(OciLocation(f"{stack.oci_registry}/blob-read/{uuid.uuid4().hex[:8]}",
-                                                    tls_verify=False), 6 * 64 * KIB)
-    port = int(stack.oci_registry.rsplit(":", 1)[1])
-    with failing_gateway(port) as gate:
+    client, repo, digest, data = pushed_plain(stack, 6 * 64 * KIB)
+    with through_gateway(stack, repo) as (gate, via):
         gate.strip_range, gate.cuts, gate.cut_after = True, 1, 100 * KIB
-        via = OciLocation(f"127.0.0.1:{gate.port}/{repo}", tls_verify=False)
-        with BlobReader(RegistryClient(via), repo, digest, len(data)) as reader:
+        with BlobReader(via, repo, digest, len(data)) as reader:
             with pytest.raises(Transient, match="read cut at byte"):
                 read_all(reader)
 
 
 def test_a_registry_cutting_every_read_fails_in_one_line_in_bounded_time(stack, small_parts):
-    client, repo, digest, data = pushed(OciLocation(f"{stack.oci_registry}/blob-read/{uuid.uuid4().hex[:8]}",
-                                                    tls_verify=False), 3 * 64 * KIB)
-    port = int(stack.oci_registry.rsplit(":", 1)[1])
-    with failing_gateway(port) as gate:
+    client, repo, digest, data = pushed_plain(stack, 3 * 64 * KIB)
+    with through_gateway(stack, repo) as (gate, via):
         gate.cut_after = 1000
-        via = OciLocation(f"127.0.0.1:{gate.port}/{repo}", tls_verify=False)
         start = time.monotonic()
-        with BlobReader(RegistryClient(via), repo, digest, len(data)) as reader:
+        with BlobReader(via, repo, digest, len(data)) as reader:
             gate.cuts = 10**6  # the first answer (the probe) whole; every later one cut
             with pytest.raises(TransferError) as err:
                 read_all(reader)
@@ -154,8 +141,7 @@ def test_a_registry_cutting_every_read_fails_in_one_line_in_bounded_time(stack, 
 
 
 def test_a_blob_not_the_manifests_size_is_refused(stack, small_parts):
-    client, repo, digest, data = pushed(OciLocation(f"{stack.oci_registry}/blob-read/{uuid.uuid4().hex[:8]}",
-                                                    tls_verify=False), 3 * 64 * KIB)
+    client, repo, digest, data = pushed_plain(stack, 3 * 64 * KIB)
     with pytest.raises(TransferError, match=f"holds {len(data)} bytes, the manifest says {len(data) + 1}"):
         with BlobReader(client, repo, digest, len(data) + 1):
             pass

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from modelsync import blob_read, tools
-from modelsync.clients.distribution import RegistryClient
 from modelsync.destinations import oci as oci_destination
 from modelsync.destinations.oci import publish_modelcar
 from modelsync.errors import ModelSyncError, ToolError, TransferError
@@ -33,7 +32,7 @@ from modelsync.secret import Secret
 from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
 from tests.support.faults import failing_gateway
-from tests.support.jobs import wrapped_tool
+from tests.support.jobs import spy_blob_opens, wrapped_tool
 from tests.support.models import digests_of, make_model
 from tests.support.oci_helpers import BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes, write_image
 
@@ -312,14 +311,7 @@ def test_fetch_with_oras_streams_layers_without_a_layout_copy(tmp_path, plain, b
     for tool in ("oras", "skopeo"):
         monkeypatch.setenv("PATH", f"{wrapped_tool(tmp_path, tool, f'echo {tool} >> {ran}', tool)}:"
                                    f"{os.environ['PATH']}")
-    ranges: list[int] = []
-    real_open = RegistryClient.open_blob
-
-    def open_blob(self, repo, digest, start, end):
-        ranges.append(start)
-        return real_open(self, repo, digest, start, end)
-
-    monkeypatch.setattr(RegistryClient, "open_blob", open_blob)
+    opens = spy_blob_opens(monkeypatch)
     work = tmp_path / "fetch-work"
     biggest = [0]
     real_apply = TreeWriter.apply
@@ -333,6 +325,7 @@ def test_fetch_with_oras_streams_layers_without_a_layout_copy(tmp_path, plain, b
                       backend="oras")
     assert {f.path: f.sha256 for f in files} == expected == digests_of(tmp_path / "dest")
     assert not ran.exists(), ran.read_text()
+    ranges = [start for start, _ in opens]
     assert ranges.count(blob_read.PART) >= 1, ranges  # the big file's layer: more than one range
     assert biggest[0] < 1 << 20, f"{biggest[0]} bytes in the work dir while extracting"
 

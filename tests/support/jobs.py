@@ -197,6 +197,22 @@ def spy_gets(m: pytest.MonkeyPatch) -> list[str]:
     return started
 
 
+def spy_blob_opens(m: pytest.MonkeyPatch, position: Callable[[], int] = lambda: 0) -> list[tuple[int, int]]:
+    """(first byte asked for, position() then) of every ranged GET of a registry blob (blob_read.py, through
+    RegistryClient.open_blob) from now on under the monkeypatch context m: a spy that calls the real method."""
+    from modelsync.clients.distribution import RegistryClient
+
+    opens: list[tuple[int, int]] = []
+    real = RegistryClient.open_blob
+
+    def open_blob(self: RegistryClient, repo: str, digest: str, start: int, end: int) -> object:
+        opens.append((start, position()))
+        return real(self, repo, digest, start, end)
+
+    m.setattr(RegistryClient, "open_blob", open_blob)
+    return opens
+
+
 def downloads(calls: list[list[str]]) -> list[str]:
     """What each aws process fetched: the URL, or the files named by --include."""
     assert all(call[:2] == ["s3", "cp"] for call in calls), calls
