@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 MODELSYNC_CACHE ?= $(HOME)/.cache/modelsync
 PYTEST_ARGS ?=
-# bench: more arguments for python -m bench (e.g. --shaped 800mbit, --files 8 --size 128Mi)
+# bench: more arguments for python -m bench (e.g. --shaped 800mbit, --files 8 --size 128Mi, --repeat 3)
 BENCH_ARGS ?=
 # e2e-upstream: more arguments for e2e/upstream_suite.py (e.g. --keep, --state-dir DIR, -- -k update_artifact)
 UPSTREAM_SUITE_ARGS ?=

@@ -801,10 +801,9 @@ def main() -> None:
 
 
 def _positive(text: str) -> int:
-    n = int(text)
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text}: give 1 or more")
-    return n
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, 1 or more")
+    return int(text)
 
 
 def _run_shaped(stack: LocalStack, work: Path, args: argparse.Namespace) -> None:
