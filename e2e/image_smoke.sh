@@ -43,7 +43,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/model/sub" "$work/s3" "$work/oci" "$work/scratch"
 printf '{"x": 1}\n' > "$work/model/config.json"
-head -c 1048576 /dev/urandom > "$work/model/sub/weights.bin"
+{ printf '\377'; head -c 1048575 /dev/urandom; } > "$work/model/sub/weights.bin"  # 0xff first: no pickle opcode
 prefix="image-smoke/$(date +%s)-$$"
 python3 - "$work/model" "$prefix" <<'PY'
 import os, sys

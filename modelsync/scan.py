@@ -15,7 +15,8 @@ unpickle):
   member, read streaming from the zip (the tensors' bytes are never read);
 - a file named *.pkl .pickle .joblib .bin .pt .pth .ckpt: also protocols 0/1 (no PROTO), and joblib's compressed
   forms (zlib, gzip, bz2, xz, lzma by their magic; lz4, unreadable here, is a finding); read leniently: bytes
-  that are not a pickle (a raw .bin of weights) are no finding, unless an import was read before they broke off;
+  that are not a pickle (a raw .bin of weights) are no finding, unless an import was read, or an import or unknown
+  called, before they broke off (an extension code read first is no finding then: 1 random file in 85 starts so);
 - pickles one after another (PyTorch's legacy format writes five before the raw storages), each checked.
 
 How: pickletools.genops walks the opcodes while a small stack machine follows the values, so STACK_GLOBAL's module
@@ -262,6 +263,7 @@ class _Walk:
         self.memo: dict[int, Any] = {}
         self.proto = 0
         self.imports = 0   # module and name pairs read (a raw .bin seldom yields even one)
+        self.calls = 0     # REDUCE, NEWOBJ, NEWOBJ_EX, OBJ on an import or an unknown: where a loader runs code
 
     def run(self) -> None:
         try:
@@ -348,6 +350,10 @@ class _Walk:
         else:
             self._structure(name, arg)
 
+    def _called(self, cls: Any) -> None:
+        if isinstance(cls, _Global) or cls is _UNKNOWN:  # calling None or a number fails in any loader
+            self.calls += 1
+
     def _structure(self, name: str, arg: Any) -> None:  # noqa: C901 -- one branch per opcode family
         st = self.stack
         if name == "EMPTY_TUPLE":
@@ -407,14 +413,17 @@ class _Walk:
         elif name in ("REDUCE", "NEWOBJ"):
             args, cls = self._pop(), self._pop()
             self.stack.append(_Obj(cls, args))
+            self._called(cls)
         elif name == "NEWOBJ_EX":
             _kwargs, args, cls = self._pop(), self._pop(), self._pop()
             self.stack.append(_Obj(cls, args))
+            self._called(cls)
         elif name == "OBJ":
             items = self._pop_mark()
             if not items:
                 raise _Malformed("OBJ without a class")
             self.stack.append(_Obj(items[0], tuple(items[1:])))
+            self._called(items[0])
         elif name == "BUILD":
             state = self._pop()
             if not self.stack:
@@ -508,12 +517,15 @@ def _pickles(reader: _Reader, rel: str, allowed: Allowed, strict: bool) -> tuple
         try:
             walk.run()
         except _Malformed as exc:
+            if first and not strict and not walk.imports and not walk.calls:
+                # A raw .bin (no PROTO) read as opcodes until it broke, having imported and called nothing: no pickle.
+                # Random bytes start with EXT1/2/4 one time in 85; a loader stops there (no such code is registered).
+                return False, []
             findings += walk.findings
-            if first and (strict or walk.imports):
+            if first:
                 findings.append(Finding(rel, f"not a pickle that can be followed to its end ({exc}): refused, as its "
                                              "loader could run what comes before the break", "malformed"))
-                return True, findings
-            return bool(findings) or not first, findings  # a raw .bin is no pickle, unless it imported first
+            return True, findings
         findings += walk.findings
         first = False
         if not _is_proto(reader.peek2()):

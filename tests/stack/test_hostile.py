@@ -21,7 +21,7 @@ from modelsync.workspace import claim
 from ..support.cli import run_cli
 from ..support.jobs import base_env, destination_env, pvc_job, source_env
 from ..support.model_registry import mr_get, registered, the_artifact
-from ..support.models import digests_of
+from ..support.models import digests_of, raw_weights
 from ..support.mounts import tmpfs
 
 pytestmark = pytest.mark.stack
@@ -350,14 +350,14 @@ def test_20_an_unchanged_rerun_on_a_nearly_full_volume_passes(stack, tmp_path, m
     copy; the same Job run again finds every file unchanged and copies nothing. A changed model then fails before
     anything is copied, with the destination named as what is short of space."""
     model_dir, _ = model
-    (model_dir / "weights" / "big.bin").write_bytes(os.urandom(5 << 20))
+    (model_dir / "weights" / "big.bin").write_bytes(raw_weights(5 << 20))
     with tmpfs(tmp_path / "vol", size="7m") as vol:
         env = pvc_job(stack, tmp_path, model_dir, vol / "model")
         for _ in range(2):
             result = run_cli(env, tmp_path)
             assert result.returncode == 0, result.stderr
         assert "unchanged since this job's last run: not copied again" in result.stderr
-        (model_dir / "weights" / "big.bin").write_bytes(os.urandom(5 << 20))
+        (model_dir / "weights" / "big.bin").write_bytes(raw_weights(5 << 20))
         result = run_cli(env, tmp_path)
         assert result.returncode == 1
         assert f"destination path '{vol / 'model'}' has " in result.stderr and "the copy needs 5." in result.stderr

@@ -33,7 +33,7 @@ from modelsync.sources.oci import fetch_oci
 from tests.conftest import unavailable
 from tests.support.faults import failing_gateway
 from tests.support.jobs import spy_blob_opens, wrapped_tool
-from tests.support.models import digests_of, make_model
+from tests.support.models import digests_of, make_model, raw_weights
 from tests.support.oci_helpers import BUSYBOX, DATA_FILTER, busybox_layer, busybox_layout, entry, tar_bytes, write_image
 
 pytestmark = pytest.mark.stack
@@ -245,7 +245,7 @@ def test_fetch_oras_artifact_places_files_at_their_titles(tmp_path, plain, stack
     src = tmp_path / "src"
     (src / "sub").mkdir(parents=True)
     (src / "a.txt").write_bytes(b"alpha")
-    (src / "sub" / "b.bin").write_bytes(os.urandom(1000))
+    (src / "sub" / "b.bin").write_bytes(raw_weights(1000))
     (src / "tree" / "x").mkdir(parents=True)
     (src / "tree" / "x" / "c.txt").write_bytes(b"in a pushed directory")
     ref = f"{stack.oci_registry}/{_repo()}:art"

@@ -25,7 +25,7 @@ from modelsync.settings import parse_size
 from ..support.cli import start_and_wait_for_pending
 from ..support.jobs import children_of, job_env, nth_call, read_back, s3loc, sampled, upload, wrapped_tool
 from ..support.model_registry import mr_get, the_artifact
-from ..support.models import make_model, write_big
+from ..support.models import make_model, raw_weights, write_big
 
 MIB = 1 << 20
 PIPELINE_LOGGERS = {f"modelsync.{n}" for n in ("pipeline", "resync", "s3_download", "layer_push", "modelcar_push")}
@@ -36,7 +36,7 @@ PIPELINE_LOGGERS = {f"modelsync.{n}" for n in ("pipeline", "resync", "s3_downloa
 
 def test_layer_parts_with_the_files_put_in_are_byte_for_byte_the_file_layer(tmp_path):
     """What the pipeline feeds oras (headers and padding around each file's bytes) is the layer write_layer writes."""
-    data = {"a/b/weights.bin": os.urandom(9 * MIB + 123), "x" * 120 + "/long ünï.bin": os.urandom(700),  # longname
+    data = {"a/b/weights.bin": raw_weights(9 * MIB + 123), "x" * 120 + "/long ünï.bin": raw_weights(700),  # longname
             "a/c.json": b"{}", "empty": b""}
     for rel, content in data.items():
         (tmp_path / "src" / rel).parent.mkdir(parents=True, exist_ok=True)

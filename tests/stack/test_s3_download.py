@@ -5,7 +5,6 @@ cap on in-flight bytes holds while a consumer takes the files."""
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ from modelsync.s3_download import S3Download
 from modelsync.sources.s3 import list_s3
 
 from ..support.jobs import s3loc
+from ..support.models import raw_weights
 
 MIB = 1 << 20
 
@@ -69,8 +69,8 @@ def put(stack, prefix: str, objects: dict[str, bytes]) -> None:
 
 
 def model(stack) -> tuple[str, dict[str, bytes]]:
-    objects = {"big.bin": os.urandom(5 * MIB + 12345), "empty": b"", "sub/dir/config.json": b'{"a": 1}',
-               "1": b"a file named as a partial file is", "big.bin.partial": os.urandom(3 * MIB)}
+    objects = {"big.bin": raw_weights(5 * MIB + 12345), "empty": b"", "sub/dir/config.json": b'{"a": 1}',
+               "1": b"a file named as a partial file is", "big.bin.partial": raw_weights(3 * MIB)}
     prefix = f"dl-{uuid.uuid4().hex[:8]}"
     put(stack, prefix, objects)
     return prefix, objects
@@ -96,7 +96,7 @@ def test_ranges_and_whole_objects_land_whole_with_the_objects_time(stack, tmp_pa
 def test_the_cap_holds_while_files_are_taken(stack, tmp_path, monkeypatch):
     """Six 3 MiB files under a 7 MiB cap: never more than the cap on disk (landed and partial), every file whole."""
     monkeypatch.setattr(s3_download, "PART", MIB)
-    objects = {f"shard-{i}.bin": os.urandom(3 * MIB) for i in range(6)}
+    objects = {f"shard-{i}.bin": raw_weights(3 * MIB) for i in range(6)}
     prefix = f"dl-cap-{uuid.uuid4().hex[:8]}"
     put(stack, prefix, objects)
     loc = s3loc(stack, prefix)
@@ -119,7 +119,7 @@ def test_an_object_changed_after_the_listing_fails_naming_it(stack, tmp_path, ch
     kind, files, origins = list_s3(loc)
     client = aws.client(loc)
     if change == "replaced":
-        client.put_object(Bucket=stack.minio_bucket, Key=f"{prefix}/big.bin", Body=os.urandom(5 * MIB + 12345))
+        client.put_object(Bucket=stack.minio_bucket, Key=f"{prefix}/big.bin", Body=raw_weights(5 * MIB + 12345))
     else:
         client.delete_object(Bucket=stack.minio_bucket, Key=f"{prefix}/big.bin")
     download = S3Download(loc, kind, files, tmp_path / "download", 1 << 30, origins)

@@ -33,7 +33,7 @@ from ..support.jobs import (
     wrapped_tool,
 )
 from ..support.model_registry import the_artifact
-from ..support.models import make_model, write_big
+from ..support.models import make_model, raw_weights, write_big
 from ..support.oci_helpers import busybox_layer, entry, tar_bytes, write_image
 
 pytestmark = pytest.mark.stack
@@ -109,7 +109,7 @@ def test_oci_to_s3_gives_the_objects_of_fetch_then_publish(stack, tmp_path, base
 def _tricky_image(stack, tmp_path: Path) -> dict[str, str]:
     """An image whose later layers remove, replace and link files of earlier ones, pushed to the plain registry;
     its source settings."""
-    a, big = os.urandom(3 * MIB), os.urandom(12 * MIB)
+    a, big = raw_weights(3 * MIB), raw_weights(12 * MIB)
     layers = [busybox_layer(),
               tar_bytes([entry("models/", kind=tarfile.DIRTYPE, mode=0o755), entry("models/a.bin", a),
                          entry("models/b.txt", b"old text\n"), entry("models/dir/", kind=tarfile.DIRTYPE),

@@ -28,7 +28,7 @@ from modelsync.locations import LocalLocation
 from modelsync.sources.uri import unpack
 from modelsync.workspace import claim
 
-from ..support.models import TEST_JOB, make_model
+from ..support.models import TEST_JOB, make_model, raw_weights
 from ..support.mounts import tmpfs
 
 PLAIN = "application/vnd.oci.image.layer.v1.tar"
@@ -209,7 +209,7 @@ def test_volume_destination_rerun_copies_only_what_changed(tmp_path, source, mon
 def test_volume_destination_rerun_on_a_nearly_full_volume_and_the_space_error_names_it(tmp_path):
     model_dir = tmp_path / "src"
     model_dir.mkdir()
-    (model_dir / "weights.bin").write_bytes(os.urandom(5 << 20))
+    (model_dir / "weights.bin").write_bytes(raw_weights(5 << 20))
     files = inventory(model_dir)
     with tmpfs(tmp_path / "vol", size="8m") as vol:
         dest = vol / "model"
@@ -218,7 +218,7 @@ def test_volume_destination_rerun_on_a_nearly_full_volume_and_the_space_error_na
         facts = preflight_local(LocalLocation(dest), TEST_JOB, sizes, False)  # 3 MiB free, 5 MiB unchanged
         assert facts["files unchanged since this job's last run"] == 1
         publish_local(model_dir, files, LocalLocation(dest), TEST_JOB)
-        (model_dir / "weights.bin").write_bytes(os.urandom(5 << 20))  # changed: the copy needs 5 MiB again
+        (model_dir / "weights.bin").write_bytes(raw_weights(5 << 20))  # changed: the copy needs 5 MiB again
         with pytest.raises(TransferError) as err:
             publish_local(model_dir, inventory(model_dir), LocalLocation(dest), TEST_JOB)
         message = str(err.value)

@@ -15,6 +15,7 @@ import pytest
 
 from modelsync import scan
 from modelsync.scan import ALLOWED, Allowed, Scanner, UnsafePickle, never, parse_allow, scan_file
+from tests.support.models import raw_weights
 from tests.support.pickles import Malicious, torch_checkpoint, torch_pickle
 
 np = pytest.importorskip("numpy")
@@ -51,9 +52,35 @@ def test_pickles_are_told_by_content_not_by_name(tmp_path, marker):
     assert _whats(scan_file(_write(tmp_path / "weights.dat", data), "weights.dat", Allowed())) == ["posix.system"]
     # a format whose loader never unpickles is not read, whatever its bytes
     assert scan_file(_write(tmp_path / "model.safetensors", data), "model.safetensors", Allowed()) is None
-    assert scan_file(_write(tmp_path / "raw.bin", os.urandom(1 << 20)), "raw.bin", Allowed()) is None
+    assert scan_file(_write(tmp_path / "raw.bin", raw_weights(1 << 20)), "raw.bin", Allowed()) is None
     assert scan_file(_write(tmp_path / "config.json", b'{"a": 1}'), "config.json", Allowed()) is None
     assert scan_file(_write(tmp_path / "m.gguf", b"GGUF\x03\0\0\0" + os.urandom(4096)), "m.gguf", Allowed()) is None
+
+
+def test_a_raw_bin_that_breaks_before_importing_or_calling_is_no_pickle(tmp_path):
+    """Raw weights start with EXT1/2/4 one time in 85: a loader stops there, so they are not refused. Random files
+    were refused 254 times in 20 000 before this rule."""
+    tail = bytes([0xff]) + os.urandom(4096)   # 0xff is no opcode: the walk breaks right after the EXT
+    for head in (b"\x82\x04", b"\x83\x04\x01", b"\x84\x04\x00\x00\x01", b"N\x82\x07"):
+        assert scan_file(_write(tmp_path / "w.bin", head + tail), "w.bin", Allowed()) is None, head
+    assert [scan_file(_write(tmp_path / "w.bin", bytes([0x82, n]) + tail), "w.bin", Allowed()) for n in range(256)] \
+        == [None] * 256
+
+
+def test_a_raw_bin_that_calls_an_extension_before_it_breaks_is_refused(tmp_path):
+    """EXT1 then REDUCE: a loader with code 4 registered runs it before the break. Nothing announces a pickle."""
+    found = scan_file(_write(tmp_path / "w.bin", b"\x82\x04)R\xff" + os.urandom(64)), "w.bin", Allowed())
+    assert [f.kind for f in found] == ["unresolved", "malformed"]
+    assert "EXT1 at byte 0" in found[0].what and "not a pickle that can be followed" in found[1].what
+    # an import before the break is refused as before, with or without a call after it
+    found = scan_file(_write(tmp_path / "w.bin", b"cos\nsystem\n\xff"), "w.bin", Allowed())
+    assert _whats(found)[0] == "os.system" and found[-1].kind == "malformed"
+
+
+def test_a_complete_pickle_without_proto_is_still_read(tmp_path):
+    """Protocol 0 has no PROTO: a whole one, even in a .bin, is a pickle and its extension is refused."""
+    found = scan_file(_write(tmp_path / "w.bin", b"\x82\x04."), "w.bin", Allowed())
+    assert [f.kind for f in found] == ["unresolved"]
 
 
 def test_stack_global_is_followed_through_the_memo(tmp_path, marker):
