@@ -1,6 +1,6 @@
 """`make bench`: whole-job throughput on the local stack, next to the floors of the raw tools on the same data.
 
-    python -m bench [--files 8] [--size 512Mi] [--json bench/results.json] [--shaped 800mbit] [--only uri]
+    python -m bench [--files 8] [--size 512Mi] [--json bench/results.json] [--shaped 800mbit] [--only uri|s3]
     python -m bench --compare-backends [--size-mib 1024]
 
 Default (JobsAgainstFloors): a model of --files x --size incompressible files plus a few small ones, in MinIO. One run
@@ -27,6 +27,12 @@ go to bench/results-shaped.json unless --json says otherwise.
 --only uri: the URL rows alone (loopback): the by-hand floors on the same URL (D: `curl | tar x`, P: `oras push` of
 the files), the job through the URL -> OCI pipeline (uri_pipeline.py) and the job with that pipeline taken out
 (fetch-then-publish, as before it); then their ratios.
+
+--only s3 (either regime): the pairs into S3 alone: D, P, S3 -> OCI (whose image OCI -> S3 reads), OCI -> S3 and
+S3 -> S3, with the targets they have.
+
+Each row's JSON also holds its peak RSS per program (peak_rss_by_process: the job's python, aws, oras; processes of
+one program at one sample summed), printed under the table for the modelsync rows.
 
 --compare-backends: the earlier scenarios below (skopeo vs oras).
 
@@ -214,30 +220,15 @@ class JobsAgainstFloors:
         self.resume_killed_at = 0  # bytes the killed run had recorded as pushed when it was killed
 
     def run(self) -> None:
-        from modelsync.destinations.s3 import publish_s3
-        e = self.b.env
-        key = f"bench-floors/{uuid.uuid4().hex[:8]}"
-        publish_s3(self.model, inventory(self.model), self.b.s3(key), "b" * 32)
+        key = self._source()
         archive = self.b.work / "www" / "model.tar"  # the URL source: the same files as one tar archive
         archive.parent.mkdir()
         with tarfile.open(archive, "w") as tar:
             for rel in self.files:
                 tar.add(self.model / rel, rel)
-        loc = self.b.s3(key)
+        repo = self._floors(key)
+        e, loc = self.b.env, self.b.s3(key)
         aws_env = {**os.environ, **aws.cli_env(loc)}
-        down = self.b.work / "floors-down"
-
-        def download(i: int) -> None:
-            shutil.rmtree(down, ignore_errors=True)
-            self.measure("D: aws s3 cp --recursive (download)",
-                         ["aws", "s3", "cp", f"s3://{e['MINIO_BUCKET']}/{key}/", str(down), "--recursive",
-                          *aws.cli_flags(loc)], down, env=aws_env)
-        self.sampled(download)
-        repo = f"{e['OCI_REGISTRY']}/bench/floors-{uuid.uuid4().hex[:8]}"
-        self.sampled(lambda i: self.measure("P: oras push (the same files)",
-                                            ["oras", "push", "--plain-http", f"{repo}-floor{_nth(i)}:v1",
-                                             *self.files], None, cwd=down))
-        shutil.rmtree(down)
         both = self.b.work / "floors-both"  # the best any overlap can do with these tools on this link
         script = ('aws s3 cp "$1" "$2" --recursive "${@:5}" & down=$!; cd "$4" && '
                   'find . -type f -printf "%P\\0" | sort -z | xargs -0 oras push --plain-http "$3"; up=$?; '
@@ -265,11 +256,7 @@ class JobsAgainstFloors:
         if self.link is not None:  # what the pacing costs through the link: the same job, the cap at the whole model
             self.job("S3 -> OCI, in-flight cap = the model", self.b.src_s3(key),
                      {**self.b.dst_oci(f"{repo}-nocap:v1", "oras"), "MODEL_SYNC_MAX_IN_FLIGHT_BYTES": str(self.total)})
-        self.sampled(lambda i: self.to_s3("modelsync OCI -> S3",
-                                          {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": ref,
-                                           "MODEL_SYNC_SOURCE_OCI_USERNAME": "bench",
-                                           "MODEL_SYNC_SOURCE_OCI_PASSWORD": "unused",
-                                           "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false"}))
+        self.sampled(lambda i: self.to_s3("modelsync OCI -> S3", self._oci(ref)))
         self.job("modelsync S3 -> OCI, unchanged re-sync", self.b.src_s3(key), self.b.dst_oci(ref, "oras"))
         self.new_versions(key, f"{repo}-job")
         self.sampled(lambda i: self.to_s3("modelsync S3 -> S3", self.b.src_s3(key)))
@@ -283,6 +270,50 @@ class JobsAgainstFloors:
         archive.unlink()
         self.hf_job(f"{repo}-hf")
         shutil.rmtree(self.model)
+
+
+    def run_s3(self) -> None:
+        """--only s3: D, P, S3 -> OCI (also the image OCI -> S3 reads), OCI -> S3 and S3 -> S3, each --repeat
+        times; nothing else."""
+        key = self._source()
+        repo = self._floors(key)
+        self.sampled(lambda i: self.job("modelsync S3 -> OCI", self.b.src_s3(key),
+                                        self.b.dst_oci(f"{repo}-job{_nth(i)}:v1", "oras")))
+        self.sampled(lambda i: self.to_s3("modelsync OCI -> S3", self._oci(f"{repo}-job:v1")))
+        self.sampled(lambda i: self.to_s3("modelsync S3 -> S3", self.b.src_s3(key)))
+        shutil.rmtree(self.model)
+
+    @staticmethod
+    def _oci(ref: str) -> dict[str, str]:
+        return {"MODEL_SYNC_SOURCE_TYPE": "oci", "MODEL_SYNC_SOURCE_OCI_URI": ref,
+                "MODEL_SYNC_SOURCE_OCI_USERNAME": "bench", "MODEL_SYNC_SOURCE_OCI_PASSWORD": "unused",
+                "MODEL_SYNC_SOURCE_OCI_ENABLE_TLS_VERIFY": "false"}
+
+    def _source(self) -> str:
+        """The model in the bench bucket (published as the job publishes); its key."""
+        from modelsync.destinations.s3 import publish_s3
+        key = f"bench-floors/{uuid.uuid4().hex[:8]}"
+        publish_s3(self.model, inventory(self.model), self.b.s3(key), "b" * 32)
+        return key
+
+    def _floors(self, key: str) -> str:
+        """D and P, each --repeat times; the repository prefix of this run's images."""
+        e, loc = self.b.env, self.b.s3(key)
+        aws_env = {**os.environ, **aws.cli_env(loc)}
+        down = self.b.work / "floors-down"
+
+        def download(i: int) -> None:
+            shutil.rmtree(down, ignore_errors=True)
+            self.measure("D: aws s3 cp --recursive (download)",
+                         ["aws", "s3", "cp", f"s3://{e['MINIO_BUCKET']}/{key}/", str(down), "--recursive",
+                          *aws.cli_flags(loc)], down, env=aws_env)
+        self.sampled(download)
+        repo = f"{e['OCI_REGISTRY']}/bench/floors-{uuid.uuid4().hex[:8]}"
+        self.sampled(lambda i: self.measure("P: oras push (the same files)",
+                                            ["oras", "push", "--plain-http", f"{repo}-floor{_nth(i)}:v1",
+                                             *self.files], None, cwd=down))
+        shutil.rmtree(down)
+        return repo
 
     def uri_jobs(self, archive: Path, repo: str, floors: bool = False) -> None:
         """URL (tar) -> OCI from a server in this process (its CPU is the bench's, not counted): the pipeline
@@ -404,12 +435,13 @@ class JobsAgainstFloors:
         start = time.monotonic()
         # its own process group: on Ctrl-C / SIGTERM of the bench the whole tree is killed, not left running
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, start_new_session=True)
+        by_name: dict[str, int] = {}
         killer = None
         if kill_when is not None:  # SIGKILL, as when a node dies: no handler runs
             killer = threading.Thread(target=_kill_when, args=(proc, kill_when), daemon=True)
             killer.start()
         try:
-            peak_scratch, peak_rss, cpu = _sample(proc, scratch)
+            peak_scratch, peak_rss, cpu = _sample(proc, scratch, by_name=by_name)
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -426,7 +458,7 @@ class JobsAgainstFloors:
         self.rows.append({"name": label, "seconds": round(elapsed, 2),
                           "mb_per_s": round(self.total / 1e6 / elapsed, 1),
                           "peak_scratch_bytes": peak_scratch if scratch is not None else None,
-                          "peak_rss_bytes": peak_rss, "cpu_seconds": round(cpu, 2),
+                          "peak_rss_bytes": peak_rss, "peak_rss_by_process": by_name, "cpu_seconds": round(cpu, 2),
                           "server_cpu_seconds": round(server_cpu, 2)})
 
     def job(self, label: str, src: dict[str, str], dst: dict[str, str], meta: Path | None = None,
@@ -466,7 +498,7 @@ class JobsAgainstFloors:
         if "modelsync S3 -> OCI" not in row:  # --only uri
             return self.uri_targets()
         d, p = row["D: aws s3 cp --recursive (download)"], row["P: oras push (the same files)"]
-        first, again = row["modelsync S3 -> OCI"], row["modelsync S3 -> OCI, unchanged re-sync"]
+        first = row["modelsync S3 -> OCI"]
         jobs = [r for r in self.rows if not r["name"].startswith(("D:", "P:", "D||P:", "naive"))]
         largest = self.size
         floor = max(d["seconds"], p["seconds"])
@@ -479,24 +511,29 @@ class JobsAgainstFloors:
                *[(f"{name} peak scratch / (2 x largest file + 64 MiB)", row[f"modelsync {name}"]["peak_scratch_bytes"],
                   2 * largest + 64 * MIB) for name in ("OCI -> S3", "S3 -> S3")],
                ("peak RSS, all processes, of any modelsync job / 300 MiB", max(r["peak_rss_bytes"] for r in jobs),
-                300 * MIB),
-               ("re-sync time / (0.15 x first + 1 s)", again["seconds"], 0.15 * first["seconds"] + 1),
-               ("new version, nothing changed, new tag / (0.1 x first + 2 s)",
-                row["new version, nothing changed, new tag"]["seconds"], 0.1 * first["seconds"] + 2),
-               ("new version, one file changed / (0.25 x first + 2 s)",
-                row["new version, one file changed, new tag"]["seconds"], 0.25 * first["seconds"] + 2),
-               ("killed at 60 %, re-run / (0.5 x first + 2 s)", row["Job killed at 60 %, re-run"]["seconds"],
-                0.5 * first["seconds"] + 2)]
+                300 * MIB)]
+        later = (("re-sync time / (0.15 x first + 1 s)", "modelsync S3 -> OCI, unchanged re-sync", 0.15, 1),
+                 ("new version, nothing changed, new tag / (0.1 x first + 2 s)",
+                  "new version, nothing changed, new tag", 0.1, 2),
+                 ("new version, one file changed / (0.25 x first + 2 s)", "new version, one file changed, new tag",
+                  0.25, 2),
+                 ("killed at 60 %, re-run / (0.5 x first + 2 s)", "Job killed at 60 %, re-run", 0.5, 2))
+        out += [(name, row[label]["seconds"], share * first["seconds"] + extra)
+                for name, label, share, extra in later if label in row]  # --only s3 runs none of them
         if self.link:  # the issue's shaped targets for the other overlapped pairs
             out += [(f"shaped {name} time / (1.2 x max(D,P) + 2 s)", row[f"modelsync {name}"]["seconds"],
-                     1.2 * floor + 2) for name in ("OCI -> S3", "S3 -> S3", "hf:// -> OCI")]
-        if not self.link:  # the issue's loopback target: never slower than by hand (the naive run: D then P in one
-            # shell, measured in the same state; D alone, the first run after the model's upload, also pays the
-            # kernel's reclaim of its page cache: 41 s once where D then P took 24 s)
+                     1.2 * floor + 2) for name in ("OCI -> S3", "S3 -> S3", "hf:// -> OCI")
+                    if f"modelsync {name}" in row]
+        if not self.link and "naive: aws s3 cp, then oras push" in row:
+            # the issue's loopback target: never slower than by hand (the naive run: D then P in one shell, measured
+            # in the same state; D alone, the first run after the model's upload, also pays the kernel's reclaim of
+            # its page cache: 41 s once where D then P took 24 s)
             out.append(("loopback S3->OCI time / naive by hand (D then P)", first["seconds"],
                         row["naive: aws s3 cp, then oras push"]["seconds"]))
         result = [{"name": n, "value": v, "limit": round(lim, 2), "ratio": round(v / lim, 2), "met": v <= lim}
                   for n, v, lim in out] + self.uri_targets()
+        if not self.digests:  # --only s3
+            return result
         same = len(set(self.digests.values())) == 1
         result.append({"name": "same source twice: identical manifest digests (v1, new tag, resumed)",
                        "value": self.digests, "limit": None, "ratio": 1.0 if same else 0.0, "met": same})
@@ -504,9 +541,9 @@ class JobsAgainstFloors:
 
     def shaped_summary(self) -> dict[str, Any] | None:
         """Through the link: J / max(D, P) for S3 -> OCI beside the issue's target J <= 1.1 x max(D, P) + 2 s."""
-        if self.link is None:
-            return None
         row = {r["name"]: r for r in self.rows}
+        if self.link is None or "D||P: aws download and oras push at once" not in row:  # loopback, --only s3
+            return None
         d, p = row["D: aws s3 cp --recursive (download)"]["seconds"], row["P: oras push (the same files)"]["seconds"]
         j = row["modelsync S3 -> OCI"]["seconds"]
         both = row["D||P: aws download and oras push at once"]["seconds"]
@@ -535,6 +572,11 @@ class JobsAgainstFloors:
                   f"{r['peak_rss_bytes'] / MIB:12.0f} | {r['cpu_seconds']:5.1f} | {r['server_cpu_seconds']:9.1f} |")
         print(f"\nCPU-s: the run's processes; + servers: MinIO's and the registry's during it. On {os.cpu_count()} "
               f"cores a run takes at least (CPU-s + servers) / {os.cpu_count()}.")
+        print("\npeak RSS MiB by program (each program's own peak; they need not peak at once):")
+        for r in self.rows:
+            if r["name"].startswith("modelsync") and r.get("peak_rss_by_process"):
+                parts = sorted(r["peak_rss_by_process"].items(), key=lambda kv: -kv[1])
+                print(f"  {r['name']}: " + ", ".join(f"{name} {size / MIB:.0f}" for name, size in parts))
         if self.repeat > 1:
             print(f"\nmeasured {self.repeat} times, the median run shown (its s, MB/s, scratch, RSS and CPU):")
             for r in self.rows:
@@ -633,10 +675,12 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _sample(proc: subprocess.Popen[bytes], storage: Path | None, every: float = 0.05) -> tuple[int, int, float]:
+def _sample(proc: subprocess.Popen[bytes], storage: Path | None, every: float = 0.05,
+            by_name: dict[str, int] | None = None) -> tuple[int, int, float]:
     """Run proc to its end; the peak disk bytes under storage (allocated blocks: a file aws fills by ranges is
     sparse until done), the peak summed RSS of proc and its descendants, and their CPU seconds (each process's
-    last reading)."""
+    last reading). by_name, when given, gets each process name's peak RSS (summed over the processes of that name
+    at one sample: two aws processes at once count as one aws figure)."""
     peak_scratch = peak_rss = 0
     cpu: dict[int, float] = {}
     while proc.poll() is None:
@@ -645,12 +689,31 @@ def _sample(proc: subprocess.Popen[bytes], storage: Path | None, every: float = 
         except OSError:
             pass
         tree = _tree(proc.pid)
-        peak_rss = max(peak_rss, sum(_rss(pid) for pid in tree))
+        sizes = {pid: _rss(pid) for pid in tree}
+        peak_rss = max(peak_rss, sum(sizes.values()))
+        if by_name is not None:
+            now: dict[str, int] = {}
+            for pid, size in sizes.items():
+                now[_name(pid)] = now.get(_name(pid), 0) + size
+            for name, size in now.items():
+                by_name[name] = max(by_name.get(name, 0), size)
         for pid in tree:
             if (seconds := _cpu(pid)) is not None:
                 cpu[pid] = seconds
         time.sleep(every)
     return peak_scratch, peak_rss, sum(cpu.values())
+
+
+def _name(pid: int) -> str:
+    """A process's program: the script a Python runs (aws, or python for the job), else its command name."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        first = os.path.basename(argv[0].decode(errors="replace"))
+        if first.startswith("python") and len(argv) > 1 and argv[1] and not argv[1].startswith(b"-"):
+            return os.path.basename(argv[1].decode(errors="replace"))
+        return first
+    except (OSError, IndexError):
+        return "?"
 
 
 def _cpu(pid: int) -> float | None:
@@ -758,9 +821,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=_positive, default=1,
                         help="measure each timed row (the floors and each pair's first sync) N times and report the "
                              "median run, every sample listed (default 1)")
-    parser.add_argument("--only", choices=["uri"], default=None,
+    parser.add_argument("--only", choices=["uri", "s3"], default=None,
                         help="uri: only the URL (tar) -> OCI rows: curl | tar x, oras push, the pipeline and "
-                             "fetch-then-publish (loopback)")
+                             "fetch-then-publish (loopback); s3: only D, P, S3 -> OCI, OCI -> S3 and S3 -> S3")
     parser.add_argument("--compare-backends", action="store_true",
                         help="instead: the skopeo/oras comparison of earlier versions (--size-mib big file)")
     parser.add_argument("--size-mib", type=int, default=1024, help="--compare-backends: the big file's MiB")
@@ -794,7 +857,7 @@ def main() -> None:
         run = JobsAgainstFloors(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")],
                                 repeat=args.repeat)
         try:
-            run.run_uri() if args.only == "uri" else run.run()
+            {"uri": run.run_uri, "s3": run.run_s3}.get(args.only, run.run)()
         finally:
             _remove_bench_objects(bench)
         run.report(args.json)
@@ -825,7 +888,7 @@ def _run_shaped(stack: LocalStack, work: Path, args: argparse.Namespace) -> None
             bench = Bench({**stack.env(), **link.env()}, work, 0)
             run = JobsAgainstFloors(bench, args.files, args.size, link.server_pids(), link, args.repeat)
             run.probe = probe
-            run.run()
+            run.run_s3() if args.only == "s3" else run.run()
         run.report(args.json)
     finally:
         signal.signal(signal.SIGTERM, previous)
