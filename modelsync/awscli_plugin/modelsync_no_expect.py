@@ -1,5 +1,11 @@
 """An AWS CLI (v1) plugin, loaded by the aws child process through the config file modelsync writes for it.
 
+A started aws that waits: an `aws s3 cp` costs about 0.5 CPU-s before its first request, 0.3 of them importing the
+CLI and botocore, which happens before plugins are loaded. modelsync's S3 uploader (s3_upload.py) starts the aws of
+its next batch while the current batch goes up, with GO_ENV set: the CLI, imported, waits here for one line on
+stdin. "go" runs the command (it lists the batch directory only then); anything else, or end of file (no next
+batch came), ends the process at once with status 0, having sent nothing.
+
 botocore sends `Expect: 100-continue` on every upload. Against MinIO its 100-continue handling races: about one
 upload in two stalls for the whole read timeout (60 s by default) before a retry succeeds (boto/botocore#1833,
 minio/minio#11245). Dropping the header after signing (it is not a signed header) removes the stall; it only
@@ -15,6 +21,7 @@ and a queue of 4 of them keeps its bytes at 8 MiB (~110-145 MiB peak RSS, the 10
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Protocol
 
@@ -29,6 +36,8 @@ SUBMISSION_CONCURRENCY = 1
 # asks for fewer through this variable: they reach at most that many 8 MiB chunks past the file it waits for,
 # which must fit in the room it keeps beside two files (64 MiB). 6 measured as fast as 10 here.
 CONCURRENCY_ENV = "MODELSYNC_AWS_MAX_REQUESTS"
+GO_ENV = "MODELSYNC_AWS_WAIT_FOR_GO"
+GO = b"go\n"
 DEFAULTS = {"io_chunksize": IO_CHUNK, "max_io_queue_size": IO_QUEUE,
             "max_submission_concurrency": SUBMISSION_CONCURRENCY}
 
@@ -83,3 +92,11 @@ def transfer_defaults(defaults: Mapping[str, int] | None = None) -> None:
 def awscli_initialize(cli: _Cli) -> None:
     cli.register("before-send.s3", drop_expect)
     transfer_defaults()
+    if os.environ.get(GO_ENV):
+        wait_for_go(sys.stdin.buffer, os._exit)
+
+
+def wait_for_go(stdin: Any, leave: Callable[[int], object]) -> None:
+    """Return on "go"; else leave(0) (os._exit in the CLI: nothing of the CLI runs, nothing is sent)."""
+    if stdin.readline() != GO:
+        leave(0)

@@ -88,11 +88,18 @@ def upload_tree(model_dir: Path, loc: S3Location, job: str, run: Runner = tools.
     (oci_s3_pipeline.py, s3_s3_pipeline.py) calls it for each batch of files as they land, with fewer parallel
     requests (each holds an 8 MiB part in memory) since a download runs beside it: the parts, and so the objects
     and their ETags, are the same."""
+    args, env = upload_command(model_dir, loc, job, requests)
+    run("aws", args, env=env)
+
+
+def upload_command(model_dir: Path, loc: S3Location, job: str, requests: int | None = None,
+                   ) -> tuple[list[str], dict[str, str]]:
+    """upload_tree's aws arguments and environment (s3_upload.py starts the process itself)."""
     env = aws.cli_env(loc)
     if requests:
         env[CONCURRENCY_ENV] = str(requests)
-    run("aws", ["s3", "cp", str(model_dir), f"s3://{loc.bucket}/{_base(loc)}", "--recursive", "--metadata",
-                f"{JOB_METADATA}={job}", *aws.cli_flags(loc)], env=env)
+    return ["s3", "cp", str(model_dir), f"s3://{loc.bucket}/{_base(loc)}", "--recursive", "--metadata",
+            f"{JOB_METADATA}={job}", *aws.cli_flags(loc)], env
 
 
 def finish_s3(loc: S3Location, files: tuple[FileEntry, ...], job: str, replace: bool = False,
