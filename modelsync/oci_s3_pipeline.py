@@ -12,11 +12,11 @@ the slower of the two, and the storage path holds only what is in flight.
 The result is fetch-then-publish's for the same image: the same files (TreeWriter.entries(), links as the file they
 lead to), each object written by the same `aws s3 cp --recursive` publish_s3 runs (so the same keys, bytes,
 content types and modelsync-job metadata), the same verification and removal of what is not the model. A file a
-later layer removes or replaces was perhaps uploaded already: the replacement goes up after it (batches go in
-order), a removed one is one of this job's own leftovers that finish_s3 deletes. The empty file left in the
-tree keeps the tree's shape, so later layers see the tree they would have seen; a hard link is copied from its
-source's bytes where they are (the upload's batch, or its object once up), a symlink's target is read back from
-its object at the end.
+later layer removes or replaces was perhaps uploaded already: the replacement goes up after it (a batch waits for
+one going up that holds the same path), a removed one is one of this job's own leftovers that finish_s3 deletes.
+The empty file left in the tree keeps the tree's shape, so later layers see the tree they would have seen; a hard
+link is copied from its source's bytes where they are (the upload's batch, or its object once up), a symlink's
+target is read back from its object at the end.
 
 Scratch: before each file is written the extraction waits while the files not yet uploaded and that one would pass
 the cap (--max-in-flight-bytes, default two of the largest layer plus s3_download.WINDOW: one file uploaded while

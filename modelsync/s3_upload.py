@@ -1,27 +1,29 @@
 """The S3 side of the pipelines to an S3 destination (oci_s3_pipeline.py, s3_s3_pipeline.py): files handed over as
-they land are uploaded in batches, in order, on a thread of their own, while the next files download.
+they land are uploaded in batches, two at a time, from a thread of their own, while the next files download.
 
 Contract: S3Uploader(loc, job, job_dir, cap).start(); the producer calls room(size) before it writes a file of
 size bytes (waits while the files not yet uploaded and that one would pass the cap, unless none is waiting: a file
 larger than the cap goes alone) and add(rel, path) once the file is whole (it is moved into the next batch);
 drain() waits for the files added so far, finish() for the last batch, both raising the first upload error; stop()
-(any thread) ends the aws child and the thread. room() and add() raise the upload's error, so a refused upload
+(any thread) ends the aws children and the thread. room() and add() raise the upload's error, so a refused upload
 stops the download within a file.
 
 Each batch is one `aws s3 cp --recursive` of a directory holding the files at their relative paths
 (destinations/s3.upload_command, the very call publish_s3 makes: the same keys, bytes, content types, multipart
-sizes and modelsync-job metadata as fetch-then-publish). A batch is whatever landed while the one before went up:
-one file of a large model at a time, many small files in one aws process. An aws CLI costs ~0.5 CPU-s before its
-first request, so each batch's aws is started as the batch before it starts going up, and waits, imported, for
-"go" on its stdin (awscli_plugin: GO_ENV) before it lists its directory: batch after batch, the next upload starts
-~0.1 s after the last ends, not ~0.5 s (or seconds, on 2 busy cores). The aws started for a batch that never
-comes is told nothing and ends.
+sizes and modelsync-job metadata as fetch-then-publish). A batch is whatever landed while the ones before went up:
+one file of a large model at a time, many small files in one aws process. Two batches go up at once (AT_ONCE):
+one aws process leaves the link idle while it lists, starts and completes its multipart uploads and sends its
+last parts alone. An aws CLI costs ~0.5 CPU-s before its first request, so while a slot is free the next batch's
+aws is started ahead and waits, imported, for "go" on its stdin (awscli_plugin: GO_ENV) before it lists its
+directory; at most AT_ONCE aws processes live at once, the one waiting included. The aws started for a batch that
+never comes is told nothing and ends.
 
 A file is renamed into the batch (no hard link: the storage path's use is what its files' blocks say) and deleted
 once its batch is up; source_of(rel) says where the bytes of a file not yet up are. A file added again under the
-same path before its batch went up replaces the earlier one (a later layer's version of it); batches go up one
-after the other, so the last version added is the one the prefix ends with. Nothing is half-written: aws completes a
-multipart upload only when all its parts are up; a stopped batch leaves no object of the file it was uploading.
+same path before its batch went up replaces the earlier one (a later layer's version of it); a batch holding a
+path that a batch going up holds waits for it, so the last version added is the one the prefix ends with.
+Nothing is half-written: aws completes a multipart upload only when all its parts are up; a stopped batch leaves
+no object of the file it was uploading.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import os
 import shutil
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import tools
@@ -46,10 +49,23 @@ WAIT_SECONDS = 0.01
 # The upload's parallel requests (aws's default 10): each holds an 8 MiB part, and a download runs beside it; with
 # 10 the S3 -> S3 pipeline's processes peaked at 306 MiB (target 300) through the shaped link.
 UPLOAD_REQUESTS = 6
+# Batches going up at once. One aws process uploads 128 MiB through an 800 Mbit/s link at 1.53 s a file when it
+# is given four, 1.7-1.9 s when given one (listing, multipart start and end, its last parts alone on the link):
+# with two, one's start and end overlap the other's middle.
+AT_ONCE = 2
+
+
+@dataclass
+class _Going:
+    """A batch going up: its aws, its directory, its files (rel -> (path, size)), when it started."""
+    aws: tools.Child
+    batch: Path
+    files: dict[str, tuple[Path, int]]
+    start: float
 
 
 class S3Uploader:
-    """One sync's uploads: the batch being filled, the one going up, the bytes not yet uploaded."""
+    """One sync's uploads: the batch being filled, the ones going up, the bytes not yet uploaded."""
 
     def __init__(self, loc: S3Location, job: str, job_dir: Path, cap: int, group: tools.Group | None = None):
         self.loc, self.job, self.cap = loc, job, cap
@@ -57,7 +73,7 @@ class S3Uploader:
         self.group = group or tools.Group()
         self.lock = threading.Condition()
         self.pending: dict[str, tuple[Path, int]] = {}  # the batch being filled: rel -> (its link in the batch, size)
-        self.uploading: dict[str, tuple[Path, int]] = {}  # the batch going up: rel -> (its path, size)
+        self.uploading: dict[str, tuple[Path, int]] = {}  # the batches going up: rel -> (its path, size)
         self.uploaded: set[str] = set()                 # every rel whose latest version is up
         self.in_flight = 0                              # bytes added and not yet uploaded
         self.peak = 0
@@ -149,65 +165,80 @@ class S3Uploader:
     # ---- the upload thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
+        """Takes each batch once it may go up (fewer than AT_ONCE going up, none of its paths among theirs), tells
+        its aws to go, reaps the ones that end. At most AT_ONCE aws processes live: those going up, plus the one
+        started ahead for the batch being filled while a slot is free."""
         ready: tools.Child | None = None  # the aws of self._batch, started and waiting for go
+        going: list[_Going] = []
         try:
-            ready = self._start_aws(self._batch)
             while True:
+                for done in [g for g in going if g.aws.poll() is not None]:
+                    going.remove(done)
+                    self._ended(done)
                 with self.lock:
-                    while not self.pending and not self.closed and not self.stopping.is_set():
-                        self.lock.wait(WAIT_SECONDS * 10)
-                    if self.stopping.is_set() or not self.pending:
+                    if self.stopping.is_set():
                         return
-                    batch, files = self._batch, self.pending
-                    self._batch, self.pending = self._new_batch(), {}
-                    self.uploading = dict(files)
-                start = time.monotonic()
-                aws, ready = ready, None
-                try:
-                    ready = self._start_aws(self._batch)  # imports while this batch goes up
-                except BaseException:
-                    self._dismiss(aws)
-                    raise
-                self._go(aws)
-                self.batches += 1
-                log.debug("uploaded %d file(s), %s, in %.1fs", len(files), human(sum(s for _, s in files.values())),
-                          time.monotonic() - start)
-                with self.lock:
-                    for rel, (link, size) in files.items():
-                        self._release(link, size)
-                        if rel not in self.pending:
-                            self.uploaded.add(rel)
-                    self.uploading = {}
-                    self.lock.notify_all()
-                shutil.rmtree(batch, ignore_errors=True)
+                    take = (bool(self.pending) and len(going) < AT_ONCE
+                            and self.uploading.keys().isdisjoint(self.pending))
+                    if take:
+                        batch, files = self._batch, self.pending
+                        self._batch, self.pending = self._new_batch(), {}
+                        self.uploading.update(files)
+                    elif self.closed and not self.pending and not going:
+                        return
+                if take:
+                    aws, ready = ready or self._start_aws(batch), None
+                    going.append(_Going(aws, batch, files, time.monotonic()))
+                    self._go(aws)
+                if ready is None and len(going) < AT_ONCE:
+                    ready = self._start_aws(self._batch)  # imports while the others go up
+                if not take:
+                    with self.lock:
+                        self.lock.wait(WAIT_SECONDS)
         except BaseException as exc:  # noqa: BLE001 -- raised to the producer by room(), add() and finish()
             with self.lock:
                 if not self.stopping.is_set():
                     self.errors.append(exc)
                 self.lock.notify_all()
         finally:
-            if ready is not None:
-                self._dismiss(ready)
+            for left in ([ready] if ready is not None else []) + [g.aws for g in going]:
+                self._dismiss(left)
 
     def _start_aws(self, batch: Path) -> tools.Child:
         args, env = upload_command(batch, self.loc, self.job, UPLOAD_REQUESTS)
         return self.group.spawn("aws", args, env={**env, GO_ENV: "1"}, stdin=True)
 
-    def _go(self, aws: tools.Child) -> None:
-        """The batch's aws lists its directory now and uploads it; ToolError (its stderr) unless it succeeds."""
+    @staticmethod
+    def _go(aws: tools.Child) -> None:
+        """The batch's aws lists its directory now and uploads it (one that ended already says why when reaped)."""
+        assert aws.stdin is not None
         try:
-            assert aws.stdin is not None
-            try:
-                aws.stdin.write(GO)
-                aws.stdin.close()
-            except BrokenPipeError:  # it ended before go: its status and stderr say why
-                pass
-            aws.wait()
+            aws.stdin.write(GO)
+            aws.stdin.close()
+        except BrokenPipeError:
+            pass
+
+    def _ended(self, done: _Going) -> None:
+        """A batch's aws has ended: ToolError (its stderr) unless it succeeded; else its files are up."""
+        try:
+            done.aws.wait()
         finally:
-            self.group.finish(aws)
+            self.group.finish(done.aws)
+        self.batches += 1
+        log.debug("uploaded %d file(s), %s, in %.1fs", len(done.files), human(sum(s for _, s in done.files.values())),
+                  time.monotonic() - done.start)
+        with self.lock:
+            for rel, (link, size) in done.files.items():
+                self._release(link, size)
+                del self.uploading[rel]
+                if rel not in self.pending:
+                    self.uploaded.add(rel)
+            self.lock.notify_all()
+        shutil.rmtree(done.batch, ignore_errors=True)
 
     def _dismiss(self, aws: tools.Child) -> None:
-        """An aws whose batch never came: end of file on its stdin ends it, having sent nothing."""
+        """An aws whose batch never came, or that must stop: end of file on its stdin ends one waiting for go
+        (having sent nothing), SIGTERM one going up."""
         assert aws.stdin is not None
         try:
             aws.stdin.close()

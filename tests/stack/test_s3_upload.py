@@ -77,9 +77,31 @@ def test_each_batch_aws_starts_ahead_and_waits_and_an_unused_one_sends_nothing(s
         uploader.drain()
         assert _keys(loc) == ["a.bin", "sub/b.json"]
         assert uploader.batches in (1, 2)  # the second file may land while the first goes up
-        assert _aws_batches() == [f"upload-{uploader.batches + 1}"], "the next batch's aws was not started ahead"
+        assert _until(lambda: _aws_batches() == [f"upload-{uploader.batches + 1}"]), "no aws started ahead"
         uploader.finish()
     finally:
         uploader.stop()
     assert _aws_batches() == [] and set(children_of(os.getpid())) <= before, "an aws is left running"
     assert _keys(loc) == ["a.bin", "sub/b.json"], "the unused aws sent something"
+
+
+def test_a_path_added_again_while_going_up_ends_as_its_last_version(stack, tmp_path):
+    """Two batches go up at once, but a batch holding a path that one going up holds waits for it: the big first
+    version, still going up, cannot land after the small second one and leave the prefix holding the old bytes."""
+    loc = s3loc(stack, f"upload-order/{uuid.uuid4().hex[:8]}")
+    uploader = S3Uploader(loc, "job-order", tmp_path / "outbox", 256 * MIB).start()
+    try:
+        (tmp_path / "v1").write_bytes(b"\xff" * (64 * MIB))
+        uploader.add("w.bin", tmp_path / "v1")
+        _until(lambda: uploader.uploading)  # the first version is going up
+        (tmp_path / "v2").write_bytes(b"second version")
+        uploader.add("w.bin", tmp_path / "v2")
+        (tmp_path / "other").write_bytes(b"x")
+        uploader.add("other.json", tmp_path / "other")
+        uploader.finish()
+    finally:
+        uploader.stop()
+    body = aws.client(loc).get_object(Bucket=loc.bucket, Key=f"{loc.key}/w.bin")["Body"].read()
+    assert body == b"second version"
+    assert _keys(loc) == ["other.json", "w.bin"]
+    assert uploader.batches == 2, "the second version's batch did not wait: other.json joined it meanwhile"
