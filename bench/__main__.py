@@ -765,19 +765,18 @@ def _tree(root: int) -> list[int]:
 
 def _pss(pid: int) -> int:
     """Proportional set size: each page shared by n processes counts 1/n in each."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return _kib_field(f"/proc/{pid}/smaps_rollup", "Pss:")
 
 
 def _rss(pid: int) -> int:
+    return _kib_field(f"/proc/{pid}/status", "VmRSS:")
+
+
+def _kib_field(path: str, name: str) -> int:
+    """A "name: N kB" line's bytes (0 once the process is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(name):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass

@@ -87,7 +87,7 @@ def transfer(source: OciSource, destination: S3Destination, ws: Workspace, job: 
     job_dir.mkdir(parents=True)
     log.info("pipeline: %d layer(s) of %s to s3://%s/%s; at most %s in flight", len(manifest.get("layers") or []),
              src.reference, loc.bucket, loc.key, human(cap), extra={"fields": {"max_in_flight_bytes": cap}})
-    uploader = S3Uploader(loc, job, job_dir / "outbox", cap).start()
+    uploader = S3Uploader(loc, job, job_dir / "outbox", cap, at_once=2).start()  # s3_upload.py: why 2 here
     landing = _Landing(uploader, loc, scan_file)
     try:
         tree_dir = job_dir / "tree"

@@ -71,7 +71,7 @@ def transfer(source: S3Location, destination: S3Destination, ws: Workspace, job:
     job_dir = ws.work / "s3-s3"
     job_dir.mkdir(parents=True)
     relay = _Relay(files, S3Download(source, kind, files, job_dir / "download", cap, origins),
-                   S3Uploader(loc, job, job_dir / "outbox", cap), scan_file)
+                   S3Uploader(loc, job, job_dir / "outbox", cap, at_once=1), scan_file)  # s3_upload.py: why 1
     hashes = relay.go()
     entries = tuple(FileEntry(rel, files[rel], hashes[rel]) for rel in sorted(files, key=_walk_order))
     signature = None

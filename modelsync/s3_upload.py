@@ -1,22 +1,25 @@
 """The S3 side of the pipelines to an S3 destination (oci_s3_pipeline.py, s3_s3_pipeline.py): files handed over as
-they land are uploaded in batches, two at a time, from a thread of their own, while the next files download.
+they land are uploaded in batches, one or two at a time, from a thread of their own, while the next files
+download.
 
-Contract: S3Uploader(loc, job, job_dir, cap).start(); the producer calls room(size) before it writes a file of
-size bytes (waits while the files not yet uploaded and that one would pass the cap, unless none is waiting: a file
-larger than the cap goes alone) and add(rel, path) once the file is whole (it is moved into the next batch);
-drain() waits for the files added so far, finish() for the last batch, both raising the first upload error; stop()
-(any thread) ends the aws children and the thread. room() and add() raise the upload's error, so a refused upload
-stops the download within a file.
+Contract: S3Uploader(loc, job, job_dir, cap, at_once=1).start(); the producer calls room(size) before it writes a
+file of size bytes (waits while the files not yet uploaded and that one would pass the cap, unless none is
+waiting: a file larger than the cap goes alone) and add(rel, path) once the file is whole (it is moved into the
+next batch); drain() waits for the files added so far, finish() for the last batch, both raising the first upload
+error; stop() (any thread) ends the aws children and the thread. room() and add() raise the upload's error, so a
+refused upload stops the download within a file.
 
 Each batch is one `aws s3 cp --recursive` of a directory holding the files at their relative paths
 (destinations/s3.upload_command, the very call publish_s3 makes: the same keys, bytes, content types, multipart
 sizes and modelsync-job metadata as fetch-then-publish). A batch is whatever landed while the ones before went up:
-one file of a large model at a time, many small files in one aws process. Two batches go up at once (AT_ONCE):
-one aws process leaves the link idle while it lists, starts and completes its multipart uploads and sends its
-last parts alone. An aws CLI costs ~0.5 CPU-s before its first request, so while a slot is free the next batch's
-aws is started ahead and waits, imported, for "go" on its stdin (awscli_plugin: GO_ENV) before it lists its
-directory; at most AT_ONCE aws processes live at once, the one waiting included. The aws started for a batch that
-never comes is told nothing and ends.
+one file of a large model at a time, many small files in one aws process. at_once batches go up at once: one
+aws process leaves the link idle while it lists, starts and completes its multipart uploads and sends its last
+parts alone, so OCI -> S3 gives 2 (through an 800 Mbit/s link, 8 x 128 MiB: 15.6 s against 17.5 s with 1);
+S3 -> S3 gives 1 (2 took it from 19.9 to 22.6 s: two uploads starve its own S3 download of the link's other
+direction, and hold the room it needs under the cap). An aws CLI costs ~0.5 CPU-s before its first request, so
+the next batch's aws is started ahead and waits, imported, for "go" on its stdin (awscli_plugin: GO_ENV) before
+it lists its directory; at most PROCESSES aws processes live at once, the one waiting included. The aws started
+for a batch that never comes is told nothing and ends.
 
 A file is renamed into the batch (no hard link: the storage path's use is what its files' blocks say) and deleted
 once its batch is up; source_of(rel) says where the bytes of a file not yet up are. A file added again under the
@@ -49,10 +52,10 @@ WAIT_SECONDS = 0.01
 # The upload's parallel requests (aws's default 10): each holds an 8 MiB part, and a download runs beside it; with
 # 10 the S3 -> S3 pipeline's processes peaked at 306 MiB (target 300) through the shaped link.
 UPLOAD_REQUESTS = 6
-# Batches going up at once. One aws process uploads 128 MiB through an 800 Mbit/s link at 1.53 s a file when it
-# is given four, 1.7-1.9 s when given one (listing, multipart start and end, its last parts alone on the link):
-# with two, one's start and end overlap the other's middle.
-AT_ONCE = 2
+# One aws process uploads 128 MiB through an 800 Mbit/s link at 1.53 s a file when it is given four, 1.7-1.9 s
+# when given one (listing, multipart start and end, its last parts alone on the link): with two batches going up
+# (at_once=2), one's start and end overlap the other's middle.
+PROCESSES = 2  # aws processes alive at once: going up, or started ahead and waiting
 
 
 @dataclass
@@ -67,8 +70,9 @@ class _Going:
 class S3Uploader:
     """One sync's uploads: the batch being filled, the ones going up, the bytes not yet uploaded."""
 
-    def __init__(self, loc: S3Location, job: str, job_dir: Path, cap: int, group: tools.Group | None = None):
-        self.loc, self.job, self.cap = loc, job, cap
+    def __init__(self, loc: S3Location, job: str, job_dir: Path, cap: int, group: tools.Group | None = None,
+                 at_once: int = 1):
+        self.loc, self.job, self.cap, self.at_once = loc, job, cap, min(at_once, PROCESSES)
         self.job_dir = job_dir
         self.group = group or tools.Group()
         self.lock = threading.Condition()
@@ -165,9 +169,9 @@ class S3Uploader:
     # ---- the upload thread ------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        """Takes each batch once it may go up (fewer than AT_ONCE going up, none of its paths among theirs), tells
-        its aws to go, reaps the ones that end. At most AT_ONCE aws processes live: those going up, plus the one
-        started ahead for the batch being filled while a slot is free."""
+        """Takes each batch once it may go up (fewer than at_once going up, none of its paths among theirs), tells
+        its aws to go, reaps the ones that end. At most PROCESSES aws processes live: those going up, plus the one
+        started ahead for the batch being filled while there is room for it."""
         ready: tools.Child | None = None  # the aws of self._batch, started and waiting for go
         going: list[_Going] = []
         try:
@@ -178,7 +182,7 @@ class S3Uploader:
                 with self.lock:
                     if self.stopping.is_set():
                         return
-                    take = (bool(self.pending) and len(going) < AT_ONCE
+                    take = (bool(self.pending) and len(going) < self.at_once
                             and self.uploading.keys().isdisjoint(self.pending))
                     if take:
                         batch, files = self._batch, self.pending
@@ -190,7 +194,7 @@ class S3Uploader:
                     aws, ready = ready or self._start_aws(batch), None
                     going.append(_Going(aws, batch, files, time.monotonic()))
                     self._go(aws)
-                if ready is None and len(going) < AT_ONCE:
+                if ready is None and len(going) < PROCESSES:
                     ready = self._start_aws(self._batch)  # imports while the others go up
                 if not take:
                     with self.lock:

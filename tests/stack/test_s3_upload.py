@@ -86,10 +86,11 @@ def test_each_batch_aws_starts_ahead_and_waits_and_an_unused_one_sends_nothing(s
 
 
 def test_a_path_added_again_while_going_up_ends_as_its_last_version(stack, tmp_path):
-    """Two batches go up at once, but a batch holding a path that one going up holds waits for it: the big first
-    version, still going up, cannot land after the small second one and leave the prefix holding the old bytes."""
+    """Two batches go up at once (at_once=2, as OCI -> S3 has it), but a batch holding a path that one going up
+    holds waits for it: the big first version, still going up, cannot land after the small second one and leave
+    the prefix holding the old bytes."""
     loc = s3loc(stack, f"upload-order/{uuid.uuid4().hex[:8]}")
-    uploader = S3Uploader(loc, "job-order", tmp_path / "outbox", 256 * MIB).start()
+    uploader = S3Uploader(loc, "job-order", tmp_path / "outbox", 256 * MIB, at_once=2).start()
     try:
         (tmp_path / "v1").write_bytes(b"\xff" * (64 * MIB))
         uploader.add("w.bin", tmp_path / "v1")
