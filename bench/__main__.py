@@ -271,7 +271,6 @@ class JobsAgainstFloors:
         self.hf_job(f"{repo}-hf")
         shutil.rmtree(self.model)
 
-
     def run_s3(self) -> None:
         """--only s3: D, P, S3 -> OCI (also the image OCI -> S3 reads), OCI -> S3 and S3 -> S3, each --repeat
         times; nothing else."""
