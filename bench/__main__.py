@@ -31,8 +31,9 @@ the files), the job through the URL -> OCI pipeline (uri_pipeline.py) and the jo
 --only s3 (either regime): the pairs into S3 alone: D, P, S3 -> OCI (whose image OCI -> S3 reads), OCI -> S3 and
 S3 -> S3, with the targets they have.
 
-Each row's JSON also holds its peak RSS per program (peak_rss_by_process: the job's python, aws, oras; processes of
-one program at one sample summed), printed under the table for the modelsync rows.
+Each row's JSON also holds its peak RSS and CPU seconds per program (peak_rss_by_process, cpu_by_process: the
+job's python, aws, oras; processes of one program at one sample summed) and the peak of the tree's summed PSS
+(peak_pss_bytes), printed under the table for the modelsync rows.
 
 --compare-backends: the earlier scenarios below (skopeo vs oras).
 
@@ -62,6 +63,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -434,14 +436,12 @@ class JobsAgainstFloors:
         start = time.monotonic()
         # its own process group: on Ctrl-C / SIGTERM of the bench the whole tree is killed, not left running
         proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.DEVNULL, start_new_session=True)
-        by_name: dict[str, int] = {}
-        cpu_by_name: dict[str, float] = {}
         killer = None
         if kill_when is not None:  # SIGKILL, as when a node dies: no handler runs
             killer = threading.Thread(target=_kill_when, args=(proc, kill_when), daemon=True)
             killer.start()
         try:
-            peak_scratch, peak_rss, cpu, peak_pss = _sample(proc, scratch, by_name=by_name, cpu_by_name=cpu_by_name)
+            seen = _sample(proc, scratch)
         except BaseException:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -457,9 +457,10 @@ class JobsAgainstFloors:
             raise SystemExit(f"{label}: failed (exit {proc.returncode})")
         self.rows.append({"name": label, "seconds": round(elapsed, 2),
                           "mb_per_s": round(self.total / 1e6 / elapsed, 1),
-                          "peak_scratch_bytes": peak_scratch if scratch is not None else None,
-                          "peak_rss_bytes": peak_rss, "peak_rss_by_process": by_name,
-                          "peak_pss_bytes": peak_pss, "cpu_seconds": round(cpu, 2), "cpu_by_process": cpu_by_name,
+                          "peak_scratch_bytes": seen.scratch if scratch is not None else None,
+                          "peak_rss_bytes": seen.rss, "peak_rss_by_process": seen.rss_by_name,
+                          "peak_pss_bytes": seen.pss, "cpu_seconds": round(seen.cpu, 2),
+                          "cpu_by_process": seen.cpu_by_name,
                           "server_cpu_seconds": round(server_cpu, 2)})
 
     def job(self, label: str, src: dict[str, str], dst: dict[str, str], meta: Path | None = None,
@@ -581,9 +582,9 @@ class JobsAgainstFloors:
             if r["name"].startswith("modelsync") and r.get("peak_rss_by_process"):
                 parts = sorted(r["peak_rss_by_process"].items(), key=lambda kv: -kv[1])
                 cpus = sorted(r.get("cpu_by_process", {}).items(), key=lambda kv: -kv[1])
-                print(f"  {r['name']}: " + ", ".join(f"{name or '?'} {size / MIB:.0f}" for name, size in parts)
+                print(f"  {r['name']}: " + ", ".join(f"{name} {size / MIB:.0f}" for name, size in parts)
                       + f"; PSS {r['peak_pss_bytes'] / MIB:.0f}; CPU-s "
-                      + ", ".join(f"{name or '?'} {sec:.1f}" for name, sec in cpus))
+                      + ", ".join(f"{name} {sec:.1f}" for name, sec in cpus))
         if self.repeat > 1:
             print(f"\nmeasured {self.repeat} times, the median run shown (its s, MB/s, scratch, RSS and CPU):")
             for r in self.rows:
@@ -682,46 +683,53 @@ class _QuietFiles(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-def _sample(proc: subprocess.Popen[bytes], storage: Path | None, every: float = 0.05,
-            by_name: dict[str, int] | None = None, cpu_by_name: dict[str, float] | None = None,
-            ) -> tuple[int, int, float, int]:
+@dataclass
+class _Sampled:
+    """What _sample saw of a process tree: peaks (bytes) and CPU seconds, in all and per program."""
+    scratch: int = 0
+    rss: int = 0
+    pss: int = 0
+    cpu: float = 0.0
+    rss_by_name: dict[str, int] = field(default_factory=dict)
+    cpu_by_name: dict[str, float] = field(default_factory=dict)
+
+
+def _sample(proc: subprocess.Popen[bytes], storage: Path | None, every: float = 0.05) -> _Sampled:
     """Run proc to its end; the peak disk bytes under storage (allocated blocks: a file aws fills by ranges is
-    sparse until done), the peak summed RSS of proc and its descendants, and their CPU seconds (each process's
-    last reading), and the peak summed PSS of the tree. by_name, when given, gets each process name's peak RSS
-    (summed over the processes of that name at one sample: two aws processes at once count as one aws figure),
-    cpu_by_name each name's CPU seconds (a process named by its last sample: a forked child by what it ran). PSS,
-    because RSS counts a page shared by two processes twice, as when the job forks to start a tool (the child is a
-    copy of the job until it execs: a 150 MiB Python and its fork measured 163 + 159 MiB of RSS, 80 + 79 of PSS)."""
-    peak_scratch = peak_rss = peak_pss = 0
+    sparse until done), the peak summed RSS and the peak summed PSS of proc and its descendants, their CPU seconds
+    (each process's last reading), and per program (_name) its peak RSS (summed over its processes at one sample:
+    two aws processes at once count as one aws figure) and CPU seconds (a process named by its last sample with a
+    command line: a forked child by what it ran). PSS, because RSS counts a page shared by two processes twice, as
+    when the job forks to start a tool (the child is a copy of the job until it execs: a 150 MiB Python and its
+    fork measured 163 + 159 MiB of RSS, 80 + 79 of PSS)."""
+    seen = _Sampled()
     cpu: dict[int, float] = {}
     names: dict[int, str] = {}
     while proc.poll() is None:
         try:
-            peak_scratch = max(peak_scratch, disk_bytes(storage) if storage is not None and storage.exists() else 0)
+            seen.scratch = max(seen.scratch, disk_bytes(storage) if storage is not None and storage.exists() else 0)
         except OSError:
             pass
         tree = _tree(proc.pid)
         sizes = {pid: _rss(pid) for pid in tree}
-        peak_rss = max(peak_rss, sum(sizes.values()))
-        peak_pss = max(peak_pss, sum(_pss(pid) for pid in tree))
-        if by_name is not None:
-            now: dict[str, int] = {}
-            for pid, size in sizes.items():
-                name = _name(pid)
-                if name:  # an ended process has no cmdline left: it keeps the name it had
-                    names[pid] = name
-                now[names.get(pid, "?")] = now.get(names.get(pid, "?"), 0) + size
-            for name, size in now.items():
-                by_name[name] = max(by_name.get(name, 0), size)
+        seen.rss = max(seen.rss, sum(sizes.values()))
+        seen.pss = max(seen.pss, sum(_pss(pid) for pid in tree))
+        now: dict[str, int] = {}
+        for pid, size in sizes.items():
+            if name := _name(pid):  # an ended process has no command line left: it keeps the name it had
+                names[pid] = name
+            now[names.get(pid, "?")] = now.get(names.get(pid, "?"), 0) + size
+        for name, size in now.items():
+            seen.rss_by_name[name] = max(seen.rss_by_name.get(name, 0), size)
         for pid in tree:
             if (seconds := _cpu(pid)) is not None:
                 cpu[pid] = seconds
         time.sleep(every)
-    if cpu_by_name is not None:
-        for pid, seconds in cpu.items():
-            name = names.get(pid, "?")
-            cpu_by_name[name] = round(cpu_by_name.get(name, 0.0) + seconds, 2)
-    return peak_scratch, peak_rss, sum(cpu.values()), peak_pss
+    seen.cpu = sum(cpu.values())
+    for pid, seconds in cpu.items():
+        name = names.get(pid, "?")
+        seen.cpu_by_name[name] = round(seen.cpu_by_name.get(name, 0.0) + seconds, 2)
+    return seen
 
 
 def _name(pid: int) -> str:

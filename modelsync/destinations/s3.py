@@ -81,20 +81,18 @@ def publish_s3(model_dir: Path, files: tuple[FileEntry, ...], loc: S3Location, j
 Runner = Callable[..., object]
 
 
-def upload_tree(model_dir: Path, loc: S3Location, job: str, run: Runner = tools.run,
-                requests: int | None = None) -> None:
+def upload_tree(model_dir: Path, loc: S3Location, job: str) -> None:
     """Every file under model_dir to the same relative key under the prefix, tagged with the job (one `aws s3 cp
-    --recursive`: its content types, multipart sizes and metadata are the upload's, whoever calls). A pipeline
-    (oci_s3_pipeline.py, s3_s3_pipeline.py) calls it for each batch of files as they land, with fewer parallel
-    requests (each holds an 8 MiB part in memory) since a download runs beside it: the parts, and so the objects
-    and their ETags, are the same."""
-    args, env = upload_command(model_dir, loc, job, requests)
-    run("aws", args, env=env)
+    --recursive`: its content types, multipart sizes and metadata are the upload's, whoever calls)."""
+    args, env = upload_command(model_dir, loc, job)
+    tools.run("aws", args, env=env)
 
 
 def upload_command(model_dir: Path, loc: S3Location, job: str, requests: int | None = None,
                    ) -> tuple[list[str], dict[str, str]]:
-    """upload_tree's aws arguments and environment (s3_upload.py starts the process itself)."""
+    """upload_tree's aws arguments and environment. The pipelines' uploader (s3_upload.py) starts each batch's aws
+    with them, with fewer parallel requests (each holds an 8 MiB part in memory) since a download runs beside it:
+    the parts, and so the objects and their ETags, are the same."""
     env = aws.cli_env(loc)
     if requests:
         env[CONCURRENCY_ENV] = str(requests)

@@ -14,6 +14,7 @@ from pathlib import Path
 from modelsync.clients import aws
 from modelsync.s3_upload import S3Uploader
 
+from ..support.faults import wait_for
 from ..support.jobs import children_of, s3loc
 
 MIB = 1 << 20
@@ -30,14 +31,6 @@ def _aws_batches() -> list[str]:
         if len(argv) > 1 and os.path.basename(argv[1]) == "aws":
             out += [Path(a).name for a in argv if Path(a).name.startswith("upload-")]
     return sorted(out)
-
-
-def _until(what, seconds: float = 20.0):
-    deadline = time.monotonic() + seconds
-    while not (found := what()):
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.02)
-    return found
 
 
 def _keys(loc) -> list[str]:
@@ -68,7 +61,8 @@ def test_each_batch_aws_starts_ahead_and_waits_and_an_unused_one_sends_nothing(s
     before = set(children_of(os.getpid()))
     uploader = S3Uploader(loc, "job-ahead", tmp_path / "outbox", 64 * MIB).start()
     try:
-        assert _until(_aws_batches) == ["upload-1"]
+        wait_for(_aws_batches, 20, "the first batch's aws started")
+        assert _aws_batches() == ["upload-1"]
         time.sleep(2)  # imported by now (about 0.3 CPU-s): it waits, nothing listed, nothing sent
         assert _keys(loc) == [] and _aws_batches() == ["upload-1"]
         for rel, size in (("a.bin", 3 * MIB), ("sub/b.json", 10)):  # added after its aws started: still uploaded
@@ -77,7 +71,7 @@ def test_each_batch_aws_starts_ahead_and_waits_and_an_unused_one_sends_nothing(s
         uploader.drain()
         assert _keys(loc) == ["a.bin", "sub/b.json"]
         assert uploader.batches in (1, 2)  # the second file may land while the first goes up
-        assert _until(lambda: _aws_batches() == [f"upload-{uploader.batches + 1}"]), "no aws started ahead"
+        wait_for(lambda: _aws_batches() == [f"upload-{uploader.batches + 1}"], 20, "the next batch's aws started ahead")
         uploader.finish()
     finally:
         uploader.stop()
@@ -94,7 +88,7 @@ def test_a_path_added_again_while_going_up_ends_as_its_last_version(stack, tmp_p
     try:
         (tmp_path / "v1").write_bytes(b"\xff" * (64 * MIB))
         uploader.add("w.bin", tmp_path / "v1")
-        _until(lambda: uploader.uploading)  # the first version is going up
+        wait_for(lambda: uploader.uploading, 20, "the first version going up")
         (tmp_path / "v2").write_bytes(b"second version")
         uploader.add("w.bin", tmp_path / "v2")
         (tmp_path / "other").write_bytes(b"x")
