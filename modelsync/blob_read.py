@@ -8,11 +8,12 @@ ahead of the fetch's ACKs); four ranged GETs took 5.7 s beside the same upload, 
 (bench/PIPELINE-STUDY.md).
 
 How: the first range's answer says whether the registry serves ranges (206, its Content-Range naming the size the
-manifest gave). If it does, PART-sized ranges are fetched by STREAMS threads, never more than AHEAD parts past the
-reader (memory: AHEAD x PART), each one asked again from the byte it reached when cut (retry.RANGES: a flapping
-link or a registry restarting is ridden out, one that cuts every connection fails the read in bounded time). If
-it does not (200, the whole blob), that answer is read as one stream, and a cut raises Transient for the caller
-to read the layer again. Nothing is checked here but sizes: the extraction hashes the stream against the digest.
+manifest gave). If it does, PART-sized ranges are fetched by STREAMS threads, never more than AHEAD parts held,
+the reader's included (memory: AHEAD x PART), each one asked again from the byte it reached when cut
+(retry.RANGES: a flapping link or a registry restarting is ridden out, one that cuts every connection fails the
+read in bounded time). If it does not (200, the whole blob), that answer is read as one stream, and a cut raises
+Transient for the caller to read the layer again. Nothing is checked here but sizes: the extraction hashes the
+stream against the digest.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ log = logging.getLogger("modelsync.blob_read")
 
 STREAMS = 4                 # GETs at a time per blob
 PART = 8 << 20              # bytes per ranged GET
-AHEAD = STREAMS + 2         # parts fetched or held past the reader's: the memory bound
+AHEAD = STREAMS + 1         # parts fetched or held, the reader's included: the memory bound (the reader, writing
+                            # to disk, is never the slower: one part done ahead is enough)
 CHUNK = 1 << 20             # what one read of a response asks for
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _SPARE: list[bytearray] = []  # PART-sized buffers read out, for the next parts (of this blob or the next one):

@@ -16,7 +16,9 @@ one file of a large model at a time, many small files in one aws process. at_onc
 aws process leaves the link idle while it lists, starts and completes its multipart uploads and sends its last
 parts alone, so OCI -> S3 gives 2 (through an 800 Mbit/s link, 8 x 128 MiB: 15.6 s against 17.5 s with 1);
 S3 -> S3 gives 1 (2 took it from 19.9 to 22.6 s: two uploads starve its own S3 download of the link's other
-direction, and hold the room it needs under the cap). An aws CLI costs ~0.5 CPU-s before its first request, so
+direction, and hold the room it needs under the cap). The batches going up share UPLOAD_REQUESTS: two aws
+processes of 6 requests each put OCI -> S3's processes at 319-335 MiB of summed RSS, two of 3 at 295-299 MiB
+(target 300), in the same time. An aws CLI costs ~0.5 CPU-s before its first request, so
 the next batch's aws is started ahead and waits, imported, for "go" on its stdin (awscli_plugin: GO_ENV) before
 it lists its directory; at most PROCESSES aws processes live at once, the one waiting included. The aws started
 for a batch that never comes is told nothing and ends.
@@ -49,8 +51,9 @@ from .locations import S3Location
 log = logging.getLogger("modelsync.s3_upload")
 
 WAIT_SECONDS = 0.01
-# The upload's parallel requests (aws's default 10): each holds an 8 MiB part, and a download runs beside it; with
-# 10 the S3 -> S3 pipeline's processes peaked at 306 MiB (target 300) through the shaped link.
+# The upload's parallel requests (aws's default 10), shared by the batches going up at once: each holds an 8 MiB
+# part, and a download runs beside it; with 10 the S3 -> S3 pipeline's processes peaked at 306 MiB (target 300)
+# through the shaped link.
 UPLOAD_REQUESTS = 6
 # One aws process uploads 128 MiB through an 800 Mbit/s link at 1.53 s a file when it is given four, 1.7-1.9 s
 # when given one (listing, multipart start and end, its last parts alone on the link): with two batches going up
@@ -209,7 +212,7 @@ class S3Uploader:
                 self._dismiss(left)
 
     def _start_aws(self, batch: Path) -> tools.Child:
-        args, env = upload_command(batch, self.loc, self.job, UPLOAD_REQUESTS)
+        args, env = upload_command(batch, self.loc, self.job, UPLOAD_REQUESTS // self.at_once)
         return self.group.spawn("aws", args, env={**env, GO_ENV: "1"}, stdin=True)
 
     @staticmethod

@@ -91,8 +91,8 @@ def upload_tree(model_dir: Path, loc: S3Location, job: str) -> None:
 def upload_command(model_dir: Path, loc: S3Location, job: str, requests: int | None = None,
                    ) -> tuple[list[str], dict[str, str]]:
     """upload_tree's aws arguments and environment. The pipelines' uploader (s3_upload.py) starts each batch's aws
-    with them, with fewer parallel requests (each holds an 8 MiB part in memory) since a download runs beside it:
-    the parts, and so the objects and their ETags, are the same."""
+    with them, with fewer parallel requests since a download runs beside it (the parts, and so the objects and
+    their ETags, are the same; one 128 MiB upload peaked at 69 MiB of RSS with 3 requests, 78 with 6)."""
     env = aws.cli_env(loc)
     if requests:
         env[CONCURRENCY_ENV] = str(requests)
