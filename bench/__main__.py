@@ -1,4 +1,6 @@
-"""`make bench`: whole-job throughput on the local stack, next to the floors of the raw tools on the same data.
+"""`make bench`: whole-job throughput on the local stack, next to the floors of the raw tools on the same data. MinIO
+and the registry are the run's own (bench/servers.py: started from the stack's binaries, their data gone with the
+run), the Model Registry the stack's.
 
     python -m bench [--files 8] [--size 512Mi] [--json bench/results.json] [--shaped 800mbit] [--only uri|s3]
     python -m bench --compare-backends [--size-mib 1024]
@@ -67,6 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.servers import OwnServers
 from bench.shaped import ShapedLink, parse_rate
 from e2e.stack import DEFAULT_STATE_DIR, LocalStack
 from modelsync import config, job, tools
@@ -900,22 +903,15 @@ def main() -> None:
         if args.shaped:
             _run_shaped(stack, Path(tmp), args)
             return
-        bench = Bench(stack.env(), Path(tmp), 0)
-        status = stack.status()
-        if args.scale:
-            scale = ScaleRun(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")])
-            try:
+        with OwnServers(Path(tmp) / "servers", "127.0.0.1") as own:  # servers.py: why not the stack's
+            bench = Bench({**stack.env(), **own.env()}, Path(tmp), 0)
+            if args.scale:
+                scale = ScaleRun(bench, args.files, args.size, own.server_pids())
                 scale.run()
-            finally:
-                _remove_bench_objects(bench)
-            scale.report(args.json)
-            return
-        run = JobsAgainstFloors(bench, args.files, args.size, [status[name]["pid"] for name in ("minio", "registry")],
-                                repeat=args.repeat)
-        try:
+                scale.report(args.json)
+                return
+            run = JobsAgainstFloors(bench, args.files, args.size, own.server_pids(), repeat=args.repeat)
             {"uri": run.run_uri, "s3": run.run_s3}.get(args.only, run.run)()
-        finally:
-            _remove_bench_objects(bench)
         run.report(args.json)
 
 
@@ -951,8 +947,7 @@ def _run_shaped(stack: LocalStack, work: Path, args: argparse.Namespace) -> None
 
 
 def _remove_bench_objects(bench: Bench) -> None:
-    """The run's objects in MinIO go (a 8 x 512 MiB run writes 8 GiB there); its images stay in the registry,
-    which frees space only by garbage collection (`modelsync-stack down`, then remove the stack's state dir)."""
+    """The scale run's objects go before its next model is written (its servers' data is on this disk too)."""
     for prefix in ("bench-floors/", "bench-floors-dst/"):
         _remove_prefix(bench, prefix)
 

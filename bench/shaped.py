@@ -9,8 +9,8 @@
 
 The stack's own MinIO and registry listen on 127.0.0.1 only, which a namespace cannot reach without a relay (a
 userspace copy, whose CPU would be counted nowhere) or a host NAT rule (the host's tables are never touched). So
-the run gets servers of its own, started from the stack's binaries inside the namespace, bound to NS_ADDR, their
-data under the bench's temporary directory; the processes measured stay in the host namespace, unchanged, and reach
+the run's own servers (servers.py) start inside the namespace, bound to NS_ADDR, their data under the bench's
+temporary directory; the processes measured stay in the host namespace, unchanged, and reach
 NS_ADDR through the veth: every byte of D, P and the jobs crosses the shaped link, one `tbf` qdisc on each end
 (egress), i.e. RATE for downloads and RATE for uploads. The Model Registry (a few small calls) stays on 127.0.0.1.
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -41,10 +40,8 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from e2e.component import find_tool, http_status, write_private
-from modelsync.clients import aws
+from bench.servers import OwnServers
 from modelsync.locations import S3Location
-from modelsync.secret import Secret
 
 MIB = 1024 * 1024
 PREFIX = "msbench"  # namespace msbench<PID>, host veth end msb<PID>h
@@ -52,7 +49,6 @@ NS_VETH = "link0"
 LINK_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
 MINIO_PORT, CONSOLE_PORT, REGISTRY_PORT, WWW_PORT = 9000, 9001, 5000, 8000
 HUB_PORT = 8090
-BUCKET = "models"
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(kbit|mbit|gbit)$")
 _UNIT = {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}  # tc's units: SI, bits per second
 
@@ -94,8 +90,8 @@ class ShapedLink:
         self.netns = f"{PREFIX}{os.getpid()}"
         self.host_veth = f"msb{os.getpid()}h"
         self.host_addr, self.ns_addr = self._pick_addresses()
-        self.user, self.password = secrets.token_hex(8), secrets.token_hex(18)
-        self.servers: dict[str, subprocess.Popen[bytes]] = {}
+        self.own = OwnServers(self.work, self.ns_addr, {"minio": MINIO_PORT, "console": CONSOLE_PORT,
+                                                        "registry": REGISTRY_PORT}, wrap=self.in_netns)
 
     # ------------------------------------------------------------------ set-up and clean-up
 
@@ -103,7 +99,7 @@ class ShapedLink:
         remove_stale(self.ip)
         try:
             self._setup_link()
-            self._start_servers()
+            self.own.start()
         except BaseException:
             self.close()
             raise
@@ -147,93 +143,39 @@ class ShapedLink:
     def in_netns(self, argv: list[str]) -> list[str]:
         return [self.ip, "netns", "exec", self.netns, *argv]
 
-    def _spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
-        """A server in the namespace (`ip netns exec` execs it: the pid is the server's), in its own session."""
-        self.work.mkdir(parents=True, exist_ok=True)
-        with open(self.work / f"{name}.log", "ab") as log:
-            self.servers[name] = subprocess.Popen(self.in_netns(argv), stdin=subprocess.DEVNULL, stdout=log,
-                                                  stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                                  start_new_session=True)
-
-    def _start_servers(self) -> None:
-        minio, registry = find_tool("minio"), find_tool("registry")
-        if minio is None or registry is None:
-            raise LinkError("minio or registry not installed (make tools-base)")
-        data = self.work / "minio"
-        self._spawn("minio", [minio, "server", str(data / "data"), "--quiet",
-                              "--address", f"{self.ns_addr}:{MINIO_PORT}",
-                              "--console-address", f"{self.ns_addr}:{CONSOLE_PORT}",
-                              "--certs-dir", str(data / "certs")],
-                    {"MINIO_ROOT_USER": self.user, "MINIO_ROOT_PASSWORD": self.password, "MINIO_BROWSER": "off",
-                     "MINIO_UPDATE": "off"})
-        config = self.work / "registry" / "config.yml"
-        write_private(config, f"""version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {self.work / 'registry' / 'data'}
-  delete:
-    enabled: true
-http:
-  addr: {self.ns_addr}:{REGISTRY_PORT}
-  secret: {secrets.token_hex(16)}
-""")
-        self._spawn("registry", [registry, "serve", str(config)], {"OTEL_TRACES_EXPORTER": "none"})
-        self._wait(f"http://{self.ns_addr}:{MINIO_PORT}/minio/health/live", 200, "minio")
-        self._wait(f"http://{self.ns_addr}:{REGISTRY_PORT}/v2/", 200, "registry")
-        aws.client(self.s3("")).create_bucket(Bucket=BUCKET)
-
-    def _wait(self, url: str, status: int, name: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if http_status(url) == status:
-                return
-            if self.servers[name].poll() is not None:
-                raise LinkError(f"{name} exited ({self.servers[name].returncode}); see {self.work / name}.log")
-            time.sleep(0.1)
-        raise LinkError(f"{name} not answering at {url} after {timeout:.0f} s")
-
     def serve_directory(self, directory: Path) -> str:
         """A plain HTTP file server for `directory` in the namespace (a URL source across the link); its URL."""
-        self._spawn("www", [sys.executable, "-m", "http.server", "--bind", self.ns_addr, "--directory", str(directory),
-                            str(WWW_PORT)])
+        self.own.spawn("www", [sys.executable, "-m", "http.server", "--bind", self.ns_addr, "--directory",
+                               str(directory), str(WWW_PORT)])
         url = f"http://{self.ns_addr}:{WWW_PORT}/"
-        self._wait(url, 200, "www")
+        self.own.wait(url, 200, "www")
         return url
 
     def serve_hub(self, directory: Path, repo_id: str) -> str:
         """The stand-in Hugging Face Hub (tests/support/hub_server.py) in the namespace, serving directory as
         repo_id's main revision (an hf:// source across the link); its URL (HF_ENDPOINT)."""
-        self._spawn("hub", [sys.executable, "-m", "tests.support.hub_server", str(directory), repo_id, self.ns_addr,
-                            str(HUB_PORT)], env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        self.own.spawn("hub", [sys.executable, "-m", "tests.support.hub_server", str(directory), repo_id, self.ns_addr,
+                               str(HUB_PORT)], env={"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
         url = f"http://{self.ns_addr}:{HUB_PORT}"
-        self._wait(f"{url}/api/models/{repo_id}", 200, "hub", timeout=600)  # it hashes the files once
+        self.own.wait(f"{url}/api/models/{repo_id}", 200, "hub", timeout=600)  # it hashes the files once
         return url
 
     def close(self) -> None:
         """Stop the servers (SIGTERM, then SIGKILL after 10 s), delete the namespace and the veth pair."""
-        for proc in self.servers.values():
-            _stop(proc)
-        self.servers.clear()
+        self.own.close()
         _remove(self.ip, self.netns, self.host_veth)
 
     # ------------------------------------------------------------------ what the bench uses
 
     def s3(self, key: str) -> S3Location:
-        return S3Location(bucket=BUCKET, key=key, endpoint=f"http://{self.ns_addr}:{MINIO_PORT}",
-                          access_key_id=Secret(self.user), secret_access_key=Secret(self.password))
+        return self.own.s3(key)
 
     def env(self) -> dict[str, str]:
         """The stack env's MinIO and registry keys, pointing at the servers behind the link."""
-        return {"MINIO_ENDPOINT": f"http://{self.ns_addr}:{MINIO_PORT}", "MINIO_ACCESS_KEY": self.user,
-                "MINIO_SECRET_KEY": self.password, "MINIO_BUCKET": BUCKET,
-                "OCI_REGISTRY": f"{self.ns_addr}:{REGISTRY_PORT}"}
+        return self.own.env()
 
     def server_pids(self) -> list[int]:
-        return [self.servers[name].pid for name in ("minio", "registry")]
+        return self.own.server_pids()
 
     def describe(self) -> dict[str, object]:
         return {"rate": self.rate, "netns": self.netns, "host_veth": self.host_veth, "host_addr": self.host_addr,
@@ -302,19 +244,6 @@ else:
     print(time.monotonic() - first)
 conn.close()
 """
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        proc.wait()
 
 
 def _remove(ip: str, netns: str, host_veth: str) -> None:
