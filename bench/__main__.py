@@ -787,8 +787,7 @@ def _unexeced_fork(pid: int, parent: int) -> bool:
 
 def _uss(pid: int) -> int:
     """Unique set size: the pages of this process alone."""
-    return (_kib_field(f"/proc/{pid}/smaps_rollup", "Private_Clean:")
-            + _kib_field(f"/proc/{pid}/smaps_rollup", "Private_Dirty:"))
+    return _kib_field(f"/proc/{pid}/smaps_rollup", "Private_Clean:", "Private_Dirty:")
 
 
 def _pss(pid: int) -> int:
@@ -800,15 +799,13 @@ def _rss(pid: int) -> int:
     return _kib_field(f"/proc/{pid}/status", "VmRSS:")
 
 
-def _kib_field(path: str, name: str) -> int:
-    """A "name: N kB" line's bytes (0 once the process is gone)."""
+def _kib_field(path: str, *names: str) -> int:
+    """The bytes of the "name: N kB" lines of these names, summed, from one read (0 once the process is gone)."""
     try:
-        for line in Path(path).read_text().splitlines():
-            if line.startswith(name):
-                return int(line.split()[1]) * 1024
+        return sum(int(line.split()[1]) * 1024 for line in Path(path).read_text().splitlines()
+                   if line.startswith(names))
     except OSError:
-        pass
-    return 0
+        return 0
 
 
 def _kill_when(proc: subprocess.Popen[bytes], reached: Callable[[], bool]) -> None:

@@ -10,17 +10,16 @@ and objects, and leave nothing behind. With 15 GB of earlier runs in the stack's
 
 from __future__ import annotations
 
-import os
 import secrets
-import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from e2e.component import find_tool, http_status, write_private
+from e2e.component import find_tool, free_ports, http_status, write_private
+from e2e.procs import spawn, stop_group
+from e2e.registry import SERVE_ENV, config_yaml
 from modelsync.clients import aws
 from modelsync.locations import S3Location
 from modelsync.secret import Secret
@@ -32,20 +31,14 @@ class ServerError(RuntimeError):
     pass
 
 
-def free_port(addr: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((addr, 0))
-        return int(sock.getsockname()[1])
-
-
 class OwnServers:
     """The run's MinIO (and its bucket) and registry (plain HTTP), and any other server spawn() starts, each in a
-    session of its own, stopped by close(); a context manager."""
+    session of its own, stopped by close(); a context manager. Without ports, free ones on 127.0.0.1."""
 
     def __init__(self, work: Path, addr: str, ports: dict[str, int] | None = None,
                  wrap: Callable[[list[str]], list[str]] = list):
         self.work, self.addr, self.wrap = work, addr, wrap
-        self.ports = ports or {name: free_port(addr) for name in ("minio", "console", "registry")}
+        self.ports = ports or dict(zip(("minio", "console", "registry"), free_ports(3), strict=True))
         self.user, self.password = secrets.token_hex(8), secrets.token_hex(18)
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -72,21 +65,9 @@ class OwnServers:
                    {"MINIO_ROOT_USER": self.user, "MINIO_ROOT_PASSWORD": self.password, "MINIO_BROWSER": "off",
                     "MINIO_UPDATE": "off"})
         config = self.work / "registry" / "config.yml"
-        write_private(config, f"""version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: {self.work / 'registry' / 'data'}
-  delete:
-    enabled: true
-http:
-  addr: {self.addr}:{self.ports['registry']}
-  secret: {secrets.token_hex(16)}
-""")
-        self.spawn("registry", [registry, "serve", str(config)], {"OTEL_TRACES_EXPORTER": "none"})
+        write_private(config, config_yaml(self.work / "registry", self.ports["registry"], secrets.token_hex(16),
+                                          level="warn", host=self.addr))
+        self.spawn("registry", [registry, "serve", str(config)], SERVE_ENV)
         self.wait(f"{self.minio_url}/minio/health/live", 200, "minio")
         self.wait(f"http://{self.registry}/v2/", 200, "registry")
         aws.client(self.s3("")).create_bucket(Bucket=BUCKET)
@@ -94,10 +75,7 @@ http:
     def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> None:
         """A server (wrap(argv) execs it: the pid is the server's) in its own session, its output in work/NAME.log."""
         self.work.mkdir(parents=True, exist_ok=True)
-        with open(self.work / f"{name}.log", "ab") as log:
-            self.procs[name] = subprocess.Popen(self.wrap(argv), stdin=subprocess.DEVNULL, stdout=log,
-                                                stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
-                                                start_new_session=True)
+        self.procs[name] = spawn(self.wrap(argv), env, self.work, self.work / f"{name}.log")
 
     def wait(self, url: str, status: int, name: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -110,9 +88,9 @@ http:
         raise ServerError(f"{name} not answering at {url} after {timeout:.0f} s")
 
     def close(self) -> None:
-        """Stop the servers: SIGTERM, then SIGKILL after 10 s."""
+        """Stop the servers: SIGTERM to each one's group, then SIGKILL after 10 s."""
         for proc in self.procs.values():
-            stop(proc)
+            stop_group(proc.pid, proc)
         self.procs.clear()
 
     @property
@@ -135,15 +113,3 @@ http:
     def server_pids(self) -> list[int]:
         return [self.procs[name].pid for name in ("minio", "registry")]
 
-
-def stop(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        proc.wait()

@@ -71,8 +71,9 @@ def token_password(site: Site) -> str:
     return site.secret("registry-token-password")
 
 
-def config_yaml(root: Path, port: int, http_secret: str, extra: str = "", level: str = "info") -> str:
-    """A distribution registry's config: data under root/data, deletes allowed, on 127.0.0.1:port; `extra` is
+def config_yaml(root: Path, port: int, http_secret: str, extra: str = "", level: str = "info",
+                host: str = "127.0.0.1") -> str:
+    """A distribution registry's config: data under root/data, deletes allowed, on host:port; `extra` is
     appended (e.g. an auth section). The http secret signs upload state: a fixed one keeps uploads resumable
     across restarts."""
     return f"""version: 0.1
@@ -86,7 +87,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {host}:{port}
   secret: {http_secret}
 {extra}"""
 
